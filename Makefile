@@ -1,0 +1,33 @@
+# The README's two commands: `make run` (main job) and `make test`. Both create/reuse
+# .venv and install the project with its extras; re-running them installs nothing new.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WHEELS := /opt/wheels
+# torch CPU 2.13.0 lies on local disk; never let pip resolve a CUDA build from an index.
+TORCH_FIND := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
+
+RUNS ?= 60
+OUT ?= results
+
+.PHONY: run test bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_FIND) "torch==2.13.0"
+	$(PY) -m pip install --quiet $(TORCH_FIND) -e ".[train,lm,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) train/reproduce.py fig3 --runs $(RUNS) --out $(OUT)
+	$(PY) train/reproduce.py fig4 --runs $(RUNS) --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+clean:
+	rm -rf $(VENV) $(OUT)

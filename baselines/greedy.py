@@ -1,0 +1,127 @@
+"""The greedy delay-gap family of the paper (GOA, Min delay, Edge all, Random).
+
+Every member repeatedly takes the (user, ES) pair of smallest delay gap
+
+    Delta_ij = w_i * (t_comm_ij + t_ES_ij - t_L_i)                     (eq. 18)
+
+where the edge delays are those user i would see if it joined ES j now (n_j + 1 sharing
+bandwidth and compute, interfered by the users offloaded so far). After each assignment the
+gaps of the remaining candidates are recomputed with the updated loads and interference.
+
+Ties: ``argmin`` over the (candidate, ES) table with candidates in increasing user index and
+ESs in increasing index, so the lowest user index wins, then the lowest ES index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mec_env.model import interference_contribution, join_delays
+from mec_env.problem import Problem
+
+
+@dataclass
+class GreedyState:
+    """A partial assignment with the per-ES sums the delay gaps need."""
+
+    assignment: np.ndarray  # (N,) 0 = not offloaded (yet)
+    load: np.ndarray  # (M,) users per ES
+    interference: np.ndarray  # (M,) W received at each ES from users offloaded to other ESs
+    order: list[int] = field(default_factory=list)  # users in the order they were offloaded
+
+    @classmethod
+    def empty(cls, problem: Problem) -> "GreedyState":
+        m = problem.n_edge_servers
+        return cls(np.zeros(problem.n_users, dtype=np.int64), np.zeros(m, dtype=np.int64), np.zeros(m))
+
+    def offload(self, problem: Problem, user: int, es: int) -> None:
+        """Assign ``user`` to 0-based ES ``es`` and update the sums incrementally."""
+        self.assignment[user] = es + 1
+        self.load[es] += 1
+        contrib = interference_contribution(problem, np.array(user), np.array(es))
+        others = np.arange(problem.n_edge_servers) != es
+        self.interference[others] += contrib[others]
+        self.order.append(user)
+
+
+def delay_gaps(problem: Problem, state: GreedyState, candidates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Delta_ij of eq. (18) for ``candidates`` (K,) against every ES, shape (K, M)."""
+    edge = join_delays(problem, candidates, state.load, state.interference)
+    return weights[candidates, None] * (edge - problem.local_delay[candidates, None])
+
+
+def greedy_offload(
+    problem: Problem,
+    candidates: np.ndarray,
+    weights: np.ndarray,
+    stop_when_nonnegative: bool,
+    state: GreedyState | None = None,
+) -> GreedyState:
+    """Offload ``candidates`` one pair at a time by smallest delay gap.
+
+    :param candidates: user indices eligible in this phase (any order; sorted internally).
+    :param weights: per-user weights w_i (alpha for GOA, 1 for Min delay), length N.
+    :param stop_when_nonnegative: stop as soon as the smallest gap is >= 0 (GOA step 2,
+        Min delay); otherwise every candidate is offloaded (GOA step 1, Edge all).
+    :param state: partial assignment to continue from; a new empty one by default.
+    """
+    state = state if state is not None else GreedyState.empty(problem)
+    remaining = np.sort(np.asarray(candidates, dtype=np.int64))
+    m = problem.n_edge_servers
+    while remaining.size:
+        gaps = delay_gaps(problem, state, remaining, weights)
+        k = int(np.argmin(gaps))
+        if stop_when_nonnegative and not gaps.flat[k] < 0.0:
+            break
+        row, es = divmod(k, m)
+        state.offload(problem, int(remaining[row]), es)
+        remaining = np.delete(remaining, row)
+    return state
+
+
+def goa(problem: Problem, tau: float | None = None) -> np.ndarray:
+    """GOA (Algorithm 1): every user with alpha > tau offloaded, then the rest while Delta < 0.
+
+    :param tau: uncertainty threshold; default ``problem.tau``.
+    :returns: the assignment vector (0 = local, j = ES j).
+    """
+    tau = problem.tau if tau is None else float(tau)
+    high = np.flatnonzero(problem.alpha > tau)
+    low = np.flatnonzero(problem.alpha <= tau)
+    state = greedy_offload(problem, high, problem.alpha, stop_when_nonnegative=False)
+    state = greedy_offload(problem, low, problem.alpha, stop_when_nonnegative=True, state=state)
+    return state.assignment
+
+
+def min_delay(problem: Problem) -> np.ndarray:
+    """Min delay (Algorithm 2): GOA's step 2 over all users with w_i = 1."""
+    ones = np.ones(problem.n_users)
+    return greedy_offload(problem, np.arange(problem.n_users), ones, stop_when_nonnegative=True).assignment
+
+
+def edge_all(problem: Problem) -> np.ndarray:
+    """Edge all: every user offloaded, pairs taken by smallest alpha-weighted gap."""
+    return greedy_offload(problem, np.arange(problem.n_users), problem.alpha, stop_when_nonnegative=False).assignment
+
+
+def local_all(problem: Problem) -> np.ndarray:
+    """Local all: nobody offloaded."""
+    return np.zeros(problem.n_users, dtype=np.int64)
+
+
+def random_offload(problem: Problem, rng: np.random.Generator | int, n_offload: int | None = None) -> np.ndarray:
+    """Random: as many users as GOA offloads, chosen uniformly, placed by unweighted gap.
+
+    :param rng: generator or seed for the choice of users.
+    :param n_offload: how many users to offload; default GOA's count on this problem.
+    """
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    k = int((goa(problem) > 0).sum()) if n_offload is None else int(n_offload)
+    if not 0 <= k <= problem.n_users:
+        raise ValueError(f"n_offload must be in [0, N = {problem.n_users}], got {k}")
+    chosen = rng.choice(problem.n_users, size=k, replace=False)
+    ones = np.ones(problem.n_users)
+    return greedy_offload(problem, chosen, ones, stop_when_nonnegative=False).assignment

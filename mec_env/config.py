@@ -1,0 +1,229 @@
+"""Scenario configuration: typed dataclasses, loaded from YAML and validated.
+
+The defaults are the paper scenario (DESIGN.md section 3): ``ScenarioConfig()`` equals
+``load_scenario("paper")``. Units are SI: Hz, W, W/Hz, FLOP, FLOP/s, m. Every field carries
+``help`` and, where it has one, an allowed range or a set of choices in its metadata; the
+loader rejects unknown keys, wrong types and out-of-range values with an error that names
+the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from mec_env.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _f(default: Any, help: str, range: tuple[float, float] | None = None, choices: tuple | None = None,
+       open_low: bool = False):
+    meta: dict[str, Any] = {"help": help}
+    if range is not None:
+        meta["range"] = range
+        meta["open_low"] = open_low
+    if choices is not None:
+        meta["choices"] = choices
+    if isinstance(default, (list, dict)):
+        raise TypeError("mutable defaults are not allowed")
+    return field(default=default, metadata=meta)
+
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """Where per-user queries (uncertainty, correctness, prompt size) come from.
+
+    ``synthetic``: prompt sizes drawn from the real bAbI test prompts (shipped table), margin
+    uncertainty ``alpha ~ Beta(alpha_beta_a, alpha_beta_b)``, and correctness from a shared
+    uniform ``u``: ``slm_correct = u < slm_acc(alpha)``, ``llm_correct = u < llm_acc(alpha)``,
+    with ``acc(alpha) = clip(intercept + slope * alpha, 0, 1)`` (a comonotone coupling: an
+    easier question is easier for both models). Entropy and perplexity uncertainties are the
+    margin plus Gaussian noise of std ``metric_noise``, clipped to [0, 1].
+    """
+
+    source: str = _f("synthetic", "query source", choices=("synthetic",))
+    metric: str = _f("margin", "uncertainty metric used as alpha", choices=("margin", "entropy", "perplexity"))
+    alpha_beta_a: float = _f(2.0, "Beta shape a of synthetic alpha", range=(0.0, INF), open_low=True)
+    alpha_beta_b: float = _f(1.3, "Beta shape b of synthetic alpha", range=(0.0, INF), open_low=True)
+    slm_acc_intercept: float = _f(0.935, "SLM accuracy at alpha = 0", range=(0.0, 1.0))
+    slm_acc_slope: float = _f(-0.8, "SLM accuracy change per unit alpha", range=(-1.0, 1.0))
+    llm_acc_intercept: float = _f(0.925, "LLM accuracy at alpha = 0", range=(0.0, 1.0))
+    llm_acc_slope: float = _f(-0.6, "LLM accuracy change per unit alpha", range=(-1.0, 1.0))
+    metric_noise: float = _f(0.05, "std of entropy/perplexity noise around the margin", range=(0.0, 1.0))
+
+    def __post_init__(self) -> None:
+        validate(self, "queries")
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """A MEC scenario. Defaults are the paper's reference settings (DESIGN.md section 3)."""
+
+    name: str = _f("paper", "scenario name")
+    n_users: int = _f(120, "number of users N", range=(1, 100_000))
+    n_edge_servers: int = _f(4, "number of edge servers M; 4 uses the paper's grid", range=(1, 1024))
+    area_side_m: float = _f(500.0, "side L of the square area", range=(0.0, INF), open_low=True)
+    bandwidth_hz: float = _f(100e6, "ES bandwidth B, shared by its users (eq. 2)", range=(0.0, INF), open_low=True)
+    tx_power_w: float = _f(0.2, "uplink transmit power P", range=(0.0, INF), open_low=True)
+    carrier_hz: float = _f(3.5e9, "carrier frequency f", range=(0.0, INF), open_low=True)
+    noise_psd_w_per_hz: float = _f(4e-21, "noise PSD N0; sigma^2 = N0 x B", range=(0.0, INF))
+    path_loss: str = _f("free_space", "large-scale gain model", choices=("free_space", "3gpp_umi"))
+    min_distance_m: float = _f(1.0, "distance floor of the path-loss model", range=(0.0, INF), open_low=True)
+    interference: str = _f("physical", "interference model of eq. 3", choices=("physical", "paper", "none"))
+    query_size_unit: str = _f("bytes_as_bits", "D_i: prompt bytes read as bits (reference) or 8 x bytes",
+                              choices=("bytes_as_bits", "bits"))
+    es_capacity_flops: float = _f(15.13e12, "nominal ES capacity C_j", range=(0.0, INF), open_low=True)
+    es_capacity_low: float = _f(0.6, "C_j = nominal x U(low, high): low", range=(0.0, INF), open_low=True)
+    es_capacity_high: float = _f(1.4, "C_j = nominal x U(low, high): high", range=(0.0, INF), open_low=True)
+    c_max_flops: float = _f(1.513e12, "per-user ES compute cap C_max (eq. 6)", range=(0.0, INF), open_low=True)
+    local_capacity_flops: float = _f(91.06e9, "nominal local capacity C_L", range=(0.0, INF), open_low=True)
+    local_capacity_low: float = _f(0.5, "C_L,i = nominal x U(low, high): low", range=(0.0, INF), open_low=True)
+    local_capacity_high: float = _f(1.5, "C_L,i = nominal x U(low, high): high", range=(0.0, INF), open_low=True)
+    slm_params: float = _f(1.24e9, "SLM parameter count (Llama-3.2-1B)", range=(0.0, INF), open_low=True)
+    llm_params: float = _f(8.03e9, "LLM parameter count (Llama-3.1-8B)", range=(0.0, INF), open_low=True)
+    flops_per_param_token: float = _f(2.0, "FLOPs per parameter per token", range=(0.0, INF), open_low=True)
+    effective_tokens: float = _f(1.2, "effective tokens per query: W = flops_per_param_token x params x this; "
+                                 "calibrated on Local all at N = 120 (README)", range=(0.0, INF), open_low=True)
+    tau: float = _f(0.6, "uncertainty threshold tau of constraint (11)", range=(0.0, 1.0))
+    min_rate_bps: float = _f(1.0, "rate floor: a rate that underflows is capped here", range=(0.0, INF),
+                             open_low=True)
+    queries: QueryConfig = field(default_factory=QueryConfig, metadata={"help": "query source"})
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def noise_power_w(self) -> float:
+        return self.noise_psd_w_per_hz * self.bandwidth_hz
+
+    def replace(self, **changes: Any) -> "ScenarioConfig":
+        """A copy with ``changes`` applied (validated; dotted keys reach ``queries``)."""
+        return scenario_from_dict({**to_dict(self), **_nest(changes)}, base=None)
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if "." in key:
+            head, tail = key.split(".", 1)
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _check_field(owner: str, f: dataclasses.Field, value: Any) -> None:
+    name = f"{owner}.{f.name}" if owner else f.name
+    meta = f.metadata
+    expected = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if expected == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, value, "an integer")
+    elif expected == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(name, value, "a number")
+        if not math.isfinite(value) and meta.get("range", (0, INF))[1] != INF:
+            raise ConfigError(name, value, "a finite number")
+        if math.isnan(value):
+            raise ConfigError(name, value, "a number, not NaN")
+    elif expected == "str":
+        if not isinstance(value, str):
+            raise ConfigError(name, value, "a string")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(name, value, "one of " + ", ".join(repr(c) for c in meta["choices"]))
+    if "range" in meta:
+        lo, hi = meta["range"]
+        low_ok = value > lo if meta.get("open_low") else value >= lo
+        if not (low_ok and value <= hi):
+            left = "(" if meta.get("open_low") else "["
+            raise ConfigError(name, value, f"a value in {left}{lo:g}, {hi:g}]")
+
+
+def validate(cfg: Any, owner: str = "") -> None:
+    """Check every field of a config dataclass against its type and metadata."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            continue  # nested configs validate themselves on construction
+        _check_field(owner, f, value)
+    if isinstance(cfg, ScenarioConfig):
+        if cfg.es_capacity_low > cfg.es_capacity_high:
+            raise ConfigError("es_capacity_low", cfg.es_capacity_low, f"<= es_capacity_high ({cfg.es_capacity_high})")
+        if cfg.local_capacity_low > cfg.local_capacity_high:
+            raise ConfigError("local_capacity_low", cfg.local_capacity_low,
+                              f"<= local_capacity_high ({cfg.local_capacity_high})")
+
+
+def _build(cls: type, data: Mapping[str, Any], owner: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(owner or cls.__name__, data, "a mapping of field names to values")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            where = f"{owner}.{key}" if owner else str(key)
+            raise ConfigError(where, value, "a known field: " + ", ".join(sorted(fields)), kind="unknown field")
+        f = fields[key]
+        if f.name == "queries":
+            value = _build(QueryConfig, value, "queries") if not isinstance(value, QueryConfig) else value
+        else:
+            # YAML reads 1e8 as a string; accept numeric strings for float fields, nothing else
+            if f.type in ("float", float) and isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+            if f.type in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            _check_field(owner, f, value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the field check above
+        raise ConfigError(owner or cls.__name__, data, str(exc)) from exc
+
+
+def scenario_from_dict(data: Mapping[str, Any], base: ScenarioConfig | None = None) -> ScenarioConfig:
+    """Build a validated :class:`ScenarioConfig` from a (possibly partial) mapping over ``base``."""
+    merged = to_dict(base) if base is not None else {}
+    for key, value in data.items():
+        if key == "queries" and isinstance(value, Mapping) and isinstance(merged.get("queries"), dict):
+            merged["queries"] = {**merged["queries"], **value}
+        else:
+            merged[key] = value
+    return _build(ScenarioConfig, merged, "")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load_scenario(name_or_path: str | Path = "paper", **overrides: Any) -> ScenarioConfig:
+    """Load a scenario by name (``configs/scenario/{name}.yaml``) or path, then apply overrides.
+
+    Overrides use field names; ``queries.metric="entropy"`` style dotted keys reach the
+    query config. Unknown names raise :class:`~mec_env.errors.ConfigError`.
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / "scenario" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIG_DIR / "scenario").glob("*.yaml"))
+        raise ConfigError("scenario", str(name_or_path), "a YAML path or one of " + ", ".join(known))
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(str(path), type(data).__name__, "a YAML mapping")
+    cfg = scenario_from_dict(data, base=ScenarioConfig())
+    if overrides:
+        cfg = scenario_from_dict(_nest(overrides), base=cfg)
+    return cfg

@@ -1,0 +1,119 @@
+"""Monte Carlo experiments: draws of problem instances, strategies, evaluator, summaries.
+
+Each draw ``i`` samples one problem with seed ``seed0 + i`` (the paper's 42 + i); every
+strategy and every sweep point with the same N sees that same instance (common random
+numbers). Draws run in worker processes; results are sorted, so the output does not depend
+on the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mec_env.config import ScenarioConfig
+from mec_env.model import evaluate
+from mec_env.problem import sample_problem
+
+# Paper, Fig. 3 at N = 120, tau = 0.6 (DESIGN.md section 6): mean delay (ms), accuracy (%).
+PAPER_N120 = {
+    "Local all": (35.9, 45.2),
+    "GOA": (31.2, 54.6),
+    "Random": (33.3, 53.7),
+    "Edge all": (44.2, 56.2),
+    "Min delay": (25.4, 51.4),
+}
+METRICS = ("delay_ms", "accuracy_pct", "offloaded", "objective", "violations", "runtime_ms")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sweep point: N users at threshold tau."""
+
+    n_users: int
+    tau: float
+
+
+def run_draw(cfg: ScenarioConfig, point: Point, seed: int, strategies: Sequence[str]) -> list[dict]:
+    """Sample the instance of ``seed`` at ``point`` and evaluate every strategy on it."""
+    from baselines import STRATEGIES  # baselines import mec_env; keep the package import light
+
+    problem = sample_problem(cfg.replace(tau=point.tau), seed, n_users=point.n_users)
+    rows = []
+    for name in strategies:
+        rng = np.random.default_rng([seed, 1])  # the Random strategy's own stream
+        t0 = time.perf_counter()
+        a = STRATEGIES[name](problem, rng)
+        runtime = time.perf_counter() - t0
+        ev = evaluate(problem, a)
+        rows.append({
+            "n_users": point.n_users, "tau": point.tau, "strategy": name, "seed": seed,
+            "delay_ms": 1e3 * ev.mean_delay, "accuracy_pct": 100.0 * ev.accuracy,
+            "offloaded": ev.n_offloaded, "objective": ev.objective, "violations": ev.n_violations,
+            "runtime_ms": 1e3 * runtime,
+        })
+    return rows
+
+
+def _run_chunk(args: tuple) -> list[dict]:
+    cfg, jobs, strategies = args
+    out: list[dict] = []
+    for point, seed in jobs:
+        out.extend(run_draw(cfg, point, seed, strategies))
+    return out
+
+
+def monte_carlo(
+    cfg: ScenarioConfig,
+    points: Iterable[Point],
+    strategies: Sequence[str],
+    runs: int = 500,
+    seed0: int = 42,
+    workers: int | None = None,
+    progress: bool = True,
+    desc: str = "draws",
+) -> list[dict]:
+    """Per-draw results for every point x draw x strategy, sorted by (N, tau, strategy, seed)."""
+    jobs = [(p, seed0 + i) for p in points for i in range(runs)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    chunk = max(1, min(25, math.ceil(len(jobs) / (4 * workers))))
+    chunks = [(cfg, jobs[k:k + chunk], tuple(strategies)) for k in range(0, len(jobs), chunk)]
+    rows: list[dict] = []
+    bar = tqdm(total=len(jobs), desc=desc, unit="draw", disable=not progress)
+    if workers == 1:
+        for c in chunks:
+            rows.extend(_run_chunk(c))
+            bar.update(len(c[1]))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for c, res in zip(chunks, pool.map(_run_chunk, chunks)):
+                rows.extend(res)
+                bar.update(len(c[1]))
+    bar.close()
+    order = {s: k for k, s in enumerate(strategies)}
+    rows.sort(key=lambda r: (r["n_users"], r["tau"], order[r["strategy"]], r["seed"]))
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and 95 % confidence half-width (normal, 1.96 s / sqrt(n)) per (N, tau, strategy)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["n_users"], r["tau"], r["strategy"]), []).append(r)
+    out = []
+    for (n, tau, strategy), rs in groups.items():
+        row: dict = {"n_users": n, "tau": tau, "strategy": strategy, "runs": len(rs)}
+        for metric in METRICS:
+            x = np.array([r[metric] for r in rs], dtype=np.float64)
+            half = 1.96 * x.std(ddof=1) / math.sqrt(x.size) if x.size > 1 else float("nan")
+            row[f"{metric}_mean"] = float(x.mean())
+            row[f"{metric}_ci95"] = float(half)
+        out.append(row)
+    return out

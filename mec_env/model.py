@@ -1,0 +1,192 @@
+"""The evaluator: the one place that turns ``(problem, assignment)`` into delays, objective
+and accuracy (paper eqs. 2-11). Baselines, environments and experiments call it and never
+re-derive the model.
+
+An assignment is an integer vector ``a`` of length N: ``a[i] = 0`` runs user i's query on its
+SLM, ``a[i] = j`` (1..M) offloads it to ES j. The batched forms take ``(..., N)`` arrays.
+
+Interference at ES j on a user there (eq. 3) comes from the users offloaded to other ESs:
+- ``physical`` (default): their power received at ES j, ``P |h_i'j|^2``;
+- ``paper``: eq. 3 as printed, ``P |h_i'j'|^2`` (their gain to their own ES j');
+- ``none``: no interference.
+Noise is N0 x B over the whole band. A rate that underflows is floored at ``min_rate_bps``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mec_env.errors import AssignmentError
+from mec_env.problem import Problem
+
+LN2 = float(np.log(2.0))
+
+
+def check_assignment(problem: Problem, assignment: np.ndarray | list[int]) -> np.ndarray:
+    """Validate an assignment (shape ``(..., N)``, integers in 0..M) and return it as int64."""
+    a = np.asarray(assignment)
+    n, m = problem.n_users, problem.n_edge_servers
+    if a.ndim == 0 or a.shape[-1] != n:
+        raise AssignmentError(f"assignment has shape {a.shape}; expected (N,) = ({n},): one entry per user")
+    if a.dtype.kind not in "iub":
+        if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+            a = a.astype(np.int64)
+        else:
+            raise AssignmentError(f"assignment has dtype {a.dtype}; expected integers 0 (local) .. M = {m} (ES)")
+    a = a.astype(np.int64, copy=False)
+    bad = (a < 0) | (a > m)
+    if bad.any():
+        pos = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape)
+        where = "".join(f"[{k}]" for k in pos)
+        raise AssignmentError(
+            f"assignment{where} = {int(a[pos])} is out of range; expected 0 (local) .. M = {m} (ES index)")
+    return a
+
+
+def edge_delay(
+    problem: Problem,
+    users: np.ndarray,
+    es: np.ndarray,
+    n_sharing: np.ndarray,
+    interference_w: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Uplink and ES compute delay of ``users`` on ES index ``es`` (0-based), eqs. 2-7.
+
+    All arguments broadcast together. ``n_sharing`` is the number of users on that ES
+    (including the user itself); the ``max(1, .)`` guards of eqs. 2 and 6 are applied here.
+    Returns ``(t_comm, t_es)`` in seconds.
+    """
+    share = np.maximum(1, n_sharing)
+    sinr = problem.tx_power_w * problem.gain[users, es] / (interference_w + problem.noise_power_w)
+    rate = (problem.bandwidth_hz / share) * (np.log1p(sinr) / LN2)
+    rate = np.maximum(rate, problem.min_rate_bps)
+    t_comm = problem.query_bits[users] / rate
+    compute = np.minimum(problem.c_max, problem.es_capacity[es] / share)
+    t_es = problem.workload_llm[users] / compute
+    return t_comm, t_es
+
+
+def interference_contribution(problem: Problem, users: np.ndarray, es: np.ndarray) -> np.ndarray:
+    """Power each user (offloaded to 0-based ``es``) adds at every ES, shape ``(..., M)``.
+
+    The caller excludes the user's own ES: users sharing an ES split its band and do not
+    interfere with each other.
+    """
+    p = problem.tx_power_w
+    if problem.interference == "physical":
+        return p * problem.gain[users, :]
+    if problem.interference == "paper":
+        own = problem.gain[users, es]
+        return p * np.broadcast_to(own[..., None], own.shape + (problem.n_edge_servers,))
+    return np.zeros(np.shape(users) + (problem.n_edge_servers,))
+
+
+def es_state(problem: Problem, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-ES load n_j and interference I_j on users there, for ``(..., N)`` assignments.
+
+    Returns ``(load, interference)``, each ``(..., M)``.
+    """
+    m = problem.n_edge_servers
+    onehot = assignment[..., :, None] == np.arange(1, m + 1)  # (..., N, M)
+    load = onehot.sum(axis=-2)
+    offloaded = assignment > 0
+    es = np.maximum(assignment - 1, 0)
+    users = np.broadcast_to(np.arange(problem.n_users), assignment.shape)
+    contrib = interference_contribution(problem, users, es)  # (..., N, M)
+    mask = offloaded[..., :, None] & ~onehot
+    interference = np.where(mask, contrib, 0.0).sum(axis=-2)
+    return load, interference
+
+
+def user_delays(problem: Problem, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-user ``(t_comm, t_compute, delay)`` of eq. (8) for ``(..., N)`` assignments.
+
+    ``t_compute`` is the ES compute delay for offloaded users and the local one otherwise.
+    """
+    a = np.asarray(assignment)
+    load, interference = es_state(problem, a)
+    offloaded = a > 0
+    es = np.maximum(a - 1, 0)
+    users = np.broadcast_to(np.arange(problem.n_users), a.shape)
+    n_sharing = np.take_along_axis(load, es, axis=-1)
+    i_at = np.take_along_axis(interference, es, axis=-1)
+    t_comm, t_es = edge_delay(problem, users, es, n_sharing, i_at)
+    t_comm = np.where(offloaded, t_comm, 0.0)
+    t_compute = np.where(offloaded, t_es, problem.local_delay)
+    return t_comm, t_compute, t_comm + t_compute
+
+
+def objective(problem: Problem, assignment: np.ndarray) -> np.ndarray:
+    """Objective (10): sum_i alpha_i d_i, seconds; batched over leading axes."""
+    a = check_assignment(problem, assignment)
+    return (problem.alpha * user_delays(problem, a)[2]).sum(axis=-1)
+
+
+def violations(problem: Problem, assignment: np.ndarray) -> np.ndarray:
+    """Users breaking constraint (11): alpha_i > tau but not offloaded."""
+    return (problem.alpha > problem.tau) & (np.asarray(assignment) == 0)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything the model says about one assignment. Times in seconds."""
+
+    assignment: np.ndarray  # (N,)
+    comm_delay: np.ndarray  # (N,) t_comm, 0 for local users
+    compute_delay: np.ndarray  # (N,) t_ES or t_L
+    delay: np.ndarray  # (N,) d_i of eq. (8)
+    objective: float  # eq. (10)
+    mean_delay: float
+    accuracy: float  # fraction of users answered correctly
+    correct: np.ndarray  # (N,) bool
+    es_load: np.ndarray  # (M,) users per ES
+    violations: np.ndarray  # (N,) bool, constraint (11)
+
+    @property
+    def n_offloaded(self) -> int:
+        return int((self.assignment > 0).sum())
+
+    @property
+    def n_violations(self) -> int:
+        return int(self.violations.sum())
+
+
+def evaluate(problem: Problem, assignment: np.ndarray | list[int]) -> Evaluation:
+    """Delays, objective, accuracy and constraint violations of one assignment."""
+    a = check_assignment(problem, assignment)
+    if a.ndim != 1:
+        raise AssignmentError(f"evaluate takes one assignment of shape (N,); got {a.shape}. Use objective() for batches")
+    t_comm, t_compute, delay = user_delays(problem, a)
+    correct = np.where(a > 0, problem.llm_correct, problem.slm_correct)
+    load, _ = es_state(problem, a)
+    return Evaluation(
+        assignment=a,
+        comm_delay=t_comm,
+        compute_delay=t_compute,
+        delay=delay,
+        objective=float(problem.alpha @ delay),
+        mean_delay=float(delay.mean()),
+        accuracy=float(correct.mean()),
+        correct=correct,
+        es_load=load,
+        violations=violations(problem, a),
+    )
+
+
+def join_delays(
+    problem: Problem,
+    candidates: np.ndarray,
+    load: np.ndarray,
+    interference_w: np.ndarray,
+) -> np.ndarray:
+    """Edge delay ``t_comm + t_ES`` of each candidate if it joined each ES now, ``(K, M)``.
+
+    ``load`` and ``interference_w`` (each ``(M,)``) describe the users offloaded so far; the
+    candidate itself is not among them, so it shares with ``load + 1`` users and is
+    interfered by exactly the offloaded users of the other ESs.
+    """
+    es = np.arange(problem.n_edge_servers)
+    t_comm, t_es = edge_delay(problem, candidates[:, None], es[None, :], load[None, :] + 1, interference_w[None, :])
+    return t_comm + t_es

@@ -1,0 +1,163 @@
+"""Problem instances: plain arrays describing one Monte Carlo draw (one time slot).
+
+``sample_problem(cfg, rng)`` draws user positions, Rayleigh block fading over the path-loss
+gain, ES and local capacities and one query per user. Everything downstream (baselines,
+environments, experiments) reads a :class:`Problem` and hands assignments to
+:func:`mec_env.model.evaluate`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mec_env.config import ScenarioConfig
+from mec_env.queries import QueryBatch, QuerySource, make_query_source
+
+SPEED_OF_LIGHT = 299_792_458.0
+INTERFERENCE_MODES = ("physical", "paper", "none")
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """One instance of the offloading problem (10)-(13). Arrays are indexed [user, ES]."""
+
+    gain: np.ndarray  # (N, M) |h_ij|^2: large-scale gain x Exp(1) fading, linear
+    local_capacity: np.ndarray  # (N,) C_L,i in FLOP/s
+    es_capacity: np.ndarray  # (M,) C_j in FLOP/s
+    query_bits: np.ndarray  # (N,) D_i in bits
+    workload_slm: np.ndarray  # (N,) W_i,SLM in FLOP
+    workload_llm: np.ndarray  # (N,) W_i,LLM in FLOP
+    alpha: np.ndarray  # (N,) uncertainty in [0, 1]
+    slm_correct: np.ndarray  # (N,) bool
+    llm_correct: np.ndarray  # (N,) bool
+    c_max: float  # FLOP/s
+    bandwidth_hz: float
+    tx_power_w: float
+    noise_power_w: float
+    tau: float
+    interference: str = "physical"
+    min_rate_bps: float = 1.0
+    user_xy: np.ndarray | None = field(default=None, repr=False)  # (N, 2) m
+    es_xy: np.ndarray | None = field(default=None, repr=False)  # (M, 2) m
+
+    def __post_init__(self) -> None:
+        n, m = self.gain.shape
+        for name in ("local_capacity", "query_bits", "workload_slm", "workload_llm", "alpha",
+                     "slm_correct", "llm_correct"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"Problem.{name} has shape {getattr(self, name).shape}; expected ({n},)")
+        if self.es_capacity.shape != (m,):
+            raise ValueError(f"Problem.es_capacity has shape {self.es_capacity.shape}; expected ({m},)")
+        if self.interference not in INTERFERENCE_MODES:
+            raise ValueError(f"Problem.interference is {self.interference!r}; expected one of {INTERFERENCE_MODES}")
+
+    @property
+    def n_users(self) -> int:
+        return self.gain.shape[0]
+
+    @property
+    def n_edge_servers(self) -> int:
+        return self.gain.shape[1]
+
+    @property
+    def local_delay(self) -> np.ndarray:
+        """t^comp_L,i of eq. (7), seconds."""
+        return self.workload_slm / self.local_capacity
+
+
+def es_grid_positions(m: int, side: float) -> np.ndarray:
+    """Cell centres of a near-square grid over the area, first ``m`` cells.
+
+    M = 4 on a 500 m side gives the paper's (125,125), (125,375), (375,125), (375,375).
+    """
+    cols = math.ceil(math.sqrt(m))
+    rows = math.ceil(m / cols)
+    xs = (np.arange(cols) + 0.5) * side / cols
+    ys = (np.arange(rows) + 0.5) * side / rows
+    grid = np.array([(x, y) for x in xs for y in ys], dtype=np.float64)
+    return grid[:m]
+
+
+def path_gain(distance_m: np.ndarray, carrier_hz: float, model: str) -> np.ndarray:
+    """Large-scale power gain (linear) at the given distances.
+
+    ``free_space``: (c / (4 pi f d))^2. ``3gpp_umi``: 3GPP TR 38.901 UMi street canyon,
+    NLOS, PL = max(PL_LOS, 35.3 log10 d3D + 22.4 + 21.3 log10 fGHz - 0.3 (hUT - 1.5)),
+    PL_LOS = 32.4 + 21 log10 d3D + 20 log10 fGHz, hBS = 10 m, hUT = 1.5 m, no shadowing.
+    """
+    if model == "free_space":
+        return (SPEED_OF_LIGHT / (4.0 * math.pi * carrier_hz * distance_m)) ** 2
+    if model == "3gpp_umi":
+        d3 = np.sqrt(distance_m**2 + (10.0 - 1.5) ** 2)
+        f_ghz = carrier_hz / 1e9
+        pl_los = 32.4 + 21.0 * np.log10(d3) + 20.0 * math.log10(f_ghz)
+        pl_nlos = 35.3 * np.log10(d3) + 22.4 + 21.3 * math.log10(f_ghz)
+        return 10.0 ** (-np.maximum(pl_los, pl_nlos) / 10.0)
+    raise ValueError(f"path_loss must be 'free_space' or '3gpp_umi', got {model!r}")
+
+
+def problem_from_queries(
+    cfg: ScenarioConfig,
+    rng: np.random.Generator,
+    queries: QueryBatch,
+    n_users: int | None = None,
+) -> Problem:
+    """Draw the radio and compute side of an instance around given queries."""
+    n = cfg.n_users if n_users is None else n_users
+    m = cfg.n_edge_servers
+    es_xy = es_grid_positions(m, cfg.area_side_m)
+    user_xy = rng.uniform(0.0, cfg.area_side_m, size=(n, 2))
+    distance = np.maximum(np.linalg.norm(user_xy[:, None, :] - es_xy[None, :, :], axis=-1), cfg.min_distance_m)
+    fading = rng.exponential(1.0, size=(n, m))  # Rayleigh: |h|^2 ~ Exp(1)
+    gain = path_gain(distance, cfg.carrier_hz, cfg.path_loss) * fading
+    es_capacity = cfg.es_capacity_flops * rng.uniform(cfg.es_capacity_low, cfg.es_capacity_high, size=m)
+    local_capacity = cfg.local_capacity_flops * rng.uniform(cfg.local_capacity_low, cfg.local_capacity_high, size=n)
+    nbytes = queries.prompt_bytes.astype(np.float64)
+    query_bits = nbytes if cfg.query_size_unit == "bytes_as_bits" else 8.0 * nbytes
+    flops_per_query = cfg.flops_per_param_token * cfg.effective_tokens
+    return Problem(
+        gain=gain,
+        local_capacity=local_capacity,
+        es_capacity=es_capacity,
+        query_bits=query_bits,
+        workload_slm=np.full(n, flops_per_query * cfg.slm_params),
+        workload_llm=np.full(n, flops_per_query * cfg.llm_params),
+        alpha=np.asarray(queries.alpha(cfg.queries.metric), dtype=np.float64),
+        slm_correct=np.asarray(queries.slm_correct, dtype=bool),
+        llm_correct=np.asarray(queries.llm_correct, dtype=bool),
+        c_max=cfg.c_max_flops,
+        bandwidth_hz=cfg.bandwidth_hz,
+        tx_power_w=cfg.tx_power_w,
+        noise_power_w=cfg.noise_power_w,
+        tau=cfg.tau,
+        interference=cfg.interference,
+        min_rate_bps=cfg.min_rate_bps,
+        user_xy=user_xy,
+        es_xy=es_xy,
+    )
+
+
+def sample_problem(
+    cfg: ScenarioConfig,
+    rng: np.random.Generator | int,
+    n_users: int | None = None,
+    source: QuerySource | None = None,
+) -> Problem:
+    """Draw one problem instance.
+
+    :param cfg: the scenario.
+    :param rng: a numpy Generator, or an int seed (the paper's draws use seeds 42 + i).
+    :param n_users: overrides ``cfg.n_users`` (sweeps over N reuse one config).
+    :param source: query source; default the one ``cfg.queries`` names.
+    """
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    n = cfg.n_users if n_users is None else int(n_users)
+    if n < 1:
+        raise ValueError(f"n_users must be >= 1, got {n}")
+    src = source if source is not None else make_query_source(cfg.queries)
+    queries = src.sample(n, rng)
+    return problem_from_queries(cfg, rng, queries, n_users=n)

@@ -1,0 +1,38 @@
+"""Build ``mec_env/data/babi_prompt_sizes.csv``: the size of every bAbI test prompt.
+
+The synthetic query source draws prompt sizes from this table, so the uplink load D_i
+follows the real bAbI prompts (the paper's template, tasks 7, 8 and 19 left out).
+
+    python train/build_prompt_sizes.py --babi ../shared/data/babi
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+from mec_env.babi import read_babi_dir
+from mec_env.io import atomic_write_text
+
+OUT = Path(__file__).resolve().parent.parent / "mec_env" / "data" / "babi_prompt_sizes.csv"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--babi", type=Path, default=Path("../shared/data/babi"), help="bAbI v1.2 root")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    questions = read_babi_dir(args.babi, split="test")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["task", "story_id", "question_id", "prompt_bytes", "prompt_words"])
+    for q in questions:
+        w.writerow([q.task, q.story_id, q.question_id, q.prompt_bytes, len(q.prompt.split())])
+    atomic_write_text(args.out, buf.getvalue())
+    print(f"wrote {len(questions)} prompts to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Reproduce the paper's Monte Carlo figures as CSV and PNG.
+
+    python train/reproduce.py fig3 --runs 500          # Fig. 3a/3b: strategies vs N, tau = 0.6
+    python train/reproduce.py fig4 --runs 500          # Fig. 4: GOA vs N for tau = 0.6 .. 1.0
+    python train/reproduce.py gap --runs 20            # GOA's optimality gap, N = 6..10, M = 4
+
+Each command writes ``{out}/{name}.csv`` (mean and 95 % CI per point and strategy; delays in
+ms, accuracy in %) and its plots, all atomically. Draw i uses seed 42 + i.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
+from mec_env.config import ScenarioConfig, load_scenario  # noqa: E402
+from mec_env.experiments import PAPER_N120, Point, monte_carlo, summarize  # noqa: E402
+from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
+
+FIG3_N = tuple(range(60, 121, 10))
+FIG4_TAUS = (0.6, 0.7, 0.8, 0.9, 1.0)
+PAPER_STRATEGIES = ("Local all", "Edge all", "Min delay", "GOA", "Random")
+COLORS = {"Local all": "tab:gray", "Edge all": "tab:red", "Min delay": "tab:green", "GOA": "tab:blue",
+          "Random": "tab:orange", "GOA+LS": "tab:purple"}
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def save_figure(fig, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png"))
+
+
+def plot_vs_n(summary: list[dict], key: str, series: str, path: Path, ylabel: str, title: str,
+              paper: dict[str, float] | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    labels = list(dict.fromkeys(r[series] for r in summary))
+    for k, label in enumerate(labels):
+        rs = sorted((r for r in summary if r[series] == label), key=lambda r: r["n_users"])
+        x = [r["n_users"] for r in rs]
+        color = COLORS.get(label) if series == "strategy" else f"C{k}"
+        name = label if series == "strategy" else f"tau = {label:g}"
+        ax.errorbar(x, [r[f"{key}_mean"] for r in rs], yerr=[r[f"{key}_ci95"] for r in rs], marker="o",
+                    ms=4, capsize=3, color=color, label=name)
+        if paper and label in paper:
+            ax.plot([x[-1] + 1.5], [paper[label]], marker="*", ms=11, color=color, mec="black", mew=0.6,
+                    linestyle="none")
+    if paper:
+        ax.plot([], [], marker="*", ms=11, color="white", mec="black", linestyle="none", label="paper, N = 120")
+    ax.set_xlabel("number of users N")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def fig3(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_values: Sequence[int],
+         strategies: Sequence[str]) -> list[dict]:
+    points = [Point(n, cfg.tau) for n in n_values]
+    rows = monte_carlo(cfg, points, strategies, runs=runs, workers=workers, desc="fig3")
+    summary = summarize(rows)
+    write_csv(out / "fig3.csv", summary)
+    tag = f"tau = {cfg.tau:g}, {runs} draws, mean and 95 % CI"
+    plot_vs_n(summary, "accuracy_pct", "strategy", out / "fig3a_accuracy.png", "accuracy (%)",
+              f"Fig. 3a: accuracy vs N ({tag})", {k: v[1] for k, v in PAPER_N120.items()})
+    plot_vs_n(summary, "delay_ms", "strategy", out / "fig3b_delay.png", "mean delay per user (ms)",
+              f"Fig. 3b: delay vs N ({tag})", {k: v[0] for k, v in PAPER_N120.items()})
+    return summary
+
+
+def fig4(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_values: Sequence[int],
+         taus: Sequence[float]) -> list[dict]:
+    points = [Point(n, t) for t in taus for n in n_values]
+    rows = monte_carlo(cfg, points, ["GOA"], runs=runs, workers=workers, desc="fig4")
+    summary = summarize(rows)
+    write_csv(out / "fig4.csv", summary)
+    tag = f"GOA, {runs} draws, mean and 95 % CI"
+    plot_vs_n(summary, "accuracy_pct", "tau", out / "fig4a_accuracy.png", "accuracy (%)",
+              f"Fig. 4a: accuracy vs N by tau ({tag})")
+    plot_vs_n(summary, "delay_ms", "tau", out / "fig4b_delay.png", "mean delay per user (ms)",
+              f"Fig. 4b: delay vs N by tau ({tag})")
+    return summary
+
+
+def gap(cfg: ScenarioConfig, runs: int, out: Path, n_values: Sequence[int]) -> list[dict]:
+    """GOA and GOA+LS against the exact optimum, at the paper's resources and at resources
+    scaled by N / 120 (B and C_j), so a small N is as loaded as the N = 120 point."""
+    from tqdm.auto import tqdm
+
+    from baselines import goa, goa_local_search, optimum
+    from mec_env.model import objective
+    from mec_env.problem import sample_problem
+
+    out_rows = []
+    loads = {"paper resources": 1.0, "resources x N/120": None}
+    bar = tqdm(total=len(loads) * len(n_values) * runs, desc="gap", unit="draw")
+    for load_name, scale in loads.items():
+        for n in n_values:
+            s = n / 120 if scale is None else scale
+            c = cfg.replace(bandwidth_hz=cfg.bandwidth_hz * s, es_capacity_flops=cfg.es_capacity_flops * s)
+            gaps, gaps_ls, t_exact, t_goa = [], [], [], []
+            for i in range(runs):
+                p = sample_problem(c, 42 + i, n_users=n)
+                t0 = time.perf_counter()
+                _, best = optimum(p)
+                t1 = time.perf_counter()
+                g = float(objective(p, goa(p)))
+                t2 = time.perf_counter()
+                ls = float(objective(p, goa_local_search(p)))
+                gaps.append(100 * (g - best) / best)
+                gaps_ls.append(100 * (ls - best) / best)
+                t_exact.append(t1 - t0)
+                t_goa.append(t2 - t1)
+                bar.update()
+            gaps_a, ls_a = np.array(gaps), np.array(gaps_ls)
+            out_rows.append({
+                "resources": load_name, "n_users": n, "runs": runs,
+                "goa_gap_pct_mean": float(gaps_a.mean()), "goa_gap_pct_median": float(np.median(gaps_a)),
+                "goa_gap_pct_max": float(gaps_a.max()), "goa_optimal_fraction": float(np.mean(gaps_a < 1e-9)),
+                "goa_ls_gap_pct_mean": float(ls_a.mean()), "goa_ls_gap_pct_max": float(ls_a.max()),
+                "exact_runtime_s_mean": float(np.mean(t_exact)), "goa_runtime_ms_mean": 1e3 * float(np.mean(t_goa)),
+            })
+    bar.close()
+    write_csv(out / "gap.csv", out_rows)
+    return out_rows
+
+
+def print_table(summary: list[dict], n_users: int) -> None:
+    rows = [r for r in summary if r["n_users"] == n_users]
+    print(f"\nN = {n_users}: strategy        delay ms (95% CI)   paper   accuracy %   paper   offloaded")
+    for r in rows:
+        paper = PAPER_N120.get(r["strategy"], (float("nan"), float("nan"))) if n_users == 120 else (np.nan, np.nan)
+        print(f"  tau={r['tau']:.1f} {r['strategy']:10s} {r['delay_ms_mean']:7.2f} +- {r['delay_ms_ci95']:4.2f}"
+              f"   {paper[0]:5.1f}   {r['accuracy_pct_mean']:6.2f}      {paper[1]:5.1f}   {r['offloaded_mean']:6.1f}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("figure", choices=("fig3", "fig4", "gap"))
+    ap.add_argument("--runs", type=int, default=500, help="Monte Carlo draws per point (paper: 500)")
+    ap.add_argument("--scenario", default="paper", help="scenario name under configs/scenario or a YAML path")
+    ap.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    ap.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    ap.add_argument("--n", type=int, nargs="+", default=None, help="values of N (default: 60..120 step 10; gap: 6..10)")
+    ap.add_argument("--taus", type=float, nargs="+", default=list(FIG4_TAUS), help="fig4 thresholds")
+    ap.add_argument("--strategies", nargs="+", default=list(PAPER_STRATEGIES), help="fig3 strategies")
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="scenario overrides")
+    args = ap.parse_args(argv)
+    if args.runs < 2:
+        ap.error(f"--runs must be >= 2 for a confidence interval, got {args.runs}")
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set expects FIELD=VALUE, got {item!r}")
+        import yaml
+
+        overrides[key] = yaml.safe_load(value)
+    cfg = load_scenario(args.scenario, **overrides)
+    from baselines import STRATEGIES
+
+    unknown = [s for s in args.strategies if s not in STRATEGIES]
+    if unknown:
+        ap.error(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
+    t0 = time.perf_counter()
+    if args.figure == "fig3":
+        summary = fig3(cfg, args.runs, args.out, args.workers, args.n or FIG3_N, args.strategies)
+        print_table(summary, max(r["n_users"] for r in summary))
+    elif args.figure == "fig4":
+        summary = fig4(cfg, args.runs, args.out, args.workers, args.n or FIG3_N, args.taus)
+        print_table(summary, max(r["n_users"] for r in summary))
+    else:
+        for r in gap(cfg, args.runs, args.out, args.n or list(range(6, 11))):
+            print(f"  {r['resources']:18s} N={r['n_users']:2d} GOA gap mean {r['goa_gap_pct_mean']:6.2f} % "
+                  f"max {r['goa_gap_pct_max']:6.2f} % optimal {100 * r['goa_optimal_fraction']:5.1f} % | "
+                  f"GOA+LS gap mean {r['goa_ls_gap_pct_mean']:5.2f} % | exact {r['exact_runtime_s_mean']:.2f} s")
+    print(f"\nwrote {args.figure} results to {args.out}/ in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
