@@ -81,3 +81,18 @@ def test_reproduce_rejects_a_bad_override(tmp_path):
            "--out", str(tmp_path)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode != 0 and "'tau'" in res.stderr and "[0, 1]" in res.stderr
+
+
+def test_paper_point_n120_reproduces_the_published_delays_and_orderings():
+    """Fig. 3 at N = 120, tau = 0.6 on 100 draws (the README reports the 500-draw run)."""
+    cfg = load_scenario("paper")
+    names = ["Local all", "Edge all", "Min delay", "GOA", "Random"]
+    rows = summarize(monte_carlo(cfg, [Point(120, 0.6)], names, runs=100, progress=False))
+    s = {r["strategy"]: r for r in rows}
+    delay = {k: v["delay_ms_mean"] for k, v in s.items()}
+    acc = {k: v["accuracy_pct_mean"] for k, v in s.items()}
+    for name, paper in (("Local all", 35.9), ("Edge all", 44.2), ("Min delay", 25.4)):
+        assert abs(delay[name] - paper) <= 0.1 * paper, (name, delay[name])
+    assert delay["Min delay"] < delay["GOA"] < delay["Edge all"]
+    assert delay["Random"] > delay["GOA"] and acc["Random"] < acc["GOA"]
+    assert acc["Edge all"] >= acc["GOA"] > acc["Min delay"] > acc["Local all"]
