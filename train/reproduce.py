@@ -3,6 +3,8 @@
     python train/reproduce.py fig3 --runs 500          # Fig. 3a/3b: strategies vs N, tau = 0.6
     python train/reproduce.py fig4 --runs 500          # Fig. 4: GOA vs N for tau = 0.6 .. 1.0
     python train/reproduce.py gap --runs 20            # GOA's optimality gap, N = 6..10, M = 4
+    python train/reproduce.py fig2                     # accuracy vs uncertainty, from the trace table
+    python train/reproduce.py fig5 --runs 500          # GOA under margin / entropy / perplexity
 
 Each command writes ``{out}/{name}.csv`` (mean and 95 % CI per point and strategy; delays in
 ms, accuracy in %) and its plots, all atomically. Draw i uses seed 42 + i.
@@ -59,7 +61,7 @@ def plot_vs_n(summary: list[dict], key: str, series: str, path: Path, ylabel: st
         rs = sorted((r for r in summary if r[series] == label), key=lambda r: r["n_users"])
         x = [r["n_users"] for r in rs]
         color = COLORS.get(label) if series == "strategy" else f"C{k}"
-        name = label if series == "strategy" else f"tau = {label:g}"
+        name = f"tau = {label:g}" if series == "tau" else str(label)
         ax.errorbar(x, [r[f"{key}_mean"] for r in rs], yerr=[r[f"{key}_ci95"] for r in rs], marker="o",
                     ms=4, capsize=3, color=color, label=name)
         if paper and label in paper:
@@ -101,6 +103,72 @@ def fig4(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_value
               f"Fig. 4a: accuracy vs N by tau ({tag})")
     plot_vs_n(summary, "delay_ms", "tau", out / "fig4b_delay.png", "mean delay per user (ms)",
               f"Fig. 4b: delay vs N by tau ({tag})")
+    return summary
+
+
+def fig2(cfg: ScenarioConfig, out: Path, bins: int = 10) -> list[dict]:
+    """Accuracy versus uncertainty bins and the uncertainty histogram, from the trace table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mec_env.traces import load_traces
+
+    table = load_traces(cfg.queries.trace_path or None)
+    alpha = table.uncertainty[cfg.queries.metric]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(alpha, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        m = which == b
+        n = int(m.sum())
+        row = {"metric": cfg.queries.metric, "bin_low": float(edges[b]), "bin_high": float(edges[b + 1]), "count": n}
+        for name, correct in (("slm", table.slm_correct), ("llm", table.llm_correct)):
+            acc = float(correct[m].mean()) if n else float("nan")
+            row[f"{name}_accuracy_pct"] = 100 * acc
+            row[f"{name}_accuracy_ci95"] = 100 * 1.96 * float(np.sqrt(acc * (1 - acc) / n)) if n else float("nan")
+        rows.append(row)
+    write_csv(out / "fig2.csv", rows)
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    has = np.array([r["count"] > 0 for r in rows])
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for name, label, color in (("slm", "SLM (decides, on device)", "tab:blue"), ("llm", "LLM (edge)", "tab:red")):
+        ax.errorbar(centers[has], [r[f"{name}_accuracy_pct"] for r in rows if r["count"]],
+                    yerr=[r[f"{name}_accuracy_ci95"] for r in rows if r["count"]], marker="o", capsize=3,
+                    color=color, label=label)
+    ax.set_xlabel(f"SLM {cfg.queries.metric} uncertainty alpha")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Fig. 2a: accuracy vs uncertainty ({len(table)} bAbI test questions)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "fig2a_accuracy_vs_uncertainty.png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.hist(alpha, bins=edges, color="tab:blue", edgecolor="white")
+    ax.set_xlabel(f"SLM {cfg.queries.metric} uncertainty alpha")
+    ax.set_ylabel("questions")
+    ax.set_title("Fig. 2b: uncertainty histogram", fontsize=10)
+    ax.grid(alpha=0.3)
+    save_figure(fig, out / "fig2b_histogram.png")
+    plt.close(fig)
+    return rows
+
+
+def fig5(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_values: Sequence[int]) -> list[dict]:
+    """GOA under the margin, entropy and perplexity uncertainty metrics."""
+    summary = []
+    for metric in ("margin", "entropy", "perplexity"):
+        c = cfg.replace(**{"queries.metric": metric})
+        rows = monte_carlo(c, [Point(n, cfg.tau) for n in n_values], ["GOA"], runs=runs, workers=workers,
+                           desc=f"fig5 {metric}")
+        summary.extend({"metric": metric, **r} for r in summarize(rows))
+    write_csv(out / "fig5.csv", summary)
+    tag = f"GOA, tau = {cfg.tau:g}, {runs} draws, mean and 95 % CI"
+    plot_vs_n(summary, "accuracy_pct", "metric", out / "fig5a_accuracy.png", "accuracy (%)",
+              f"Fig. 5a: accuracy vs N by metric ({tag})")
+    plot_vs_n(summary, "delay_ms", "metric", out / "fig5b_delay.png", "mean delay per user (ms)",
+              f"Fig. 5b: delay vs N by metric ({tag})")
     return summary
 
 
@@ -159,7 +227,7 @@ def print_table(summary: list[dict], n_users: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("figure", choices=("fig3", "fig4", "gap"))
+    ap.add_argument("figure", choices=("fig2", "fig3", "fig4", "fig5", "gap"))
     ap.add_argument("--runs", type=int, default=500, help="Monte Carlo draws per point (paper: 500)")
     ap.add_argument("--scenario", default="paper", help="scenario name under configs/scenario or a YAML path")
     ap.add_argument("--out", type=Path, default=Path("results"), help="output folder")
@@ -189,6 +257,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.figure == "fig3":
         summary = fig3(cfg, args.runs, args.out, args.workers, args.n or FIG3_N, args.strategies)
         print_table(summary, max(r["n_users"] for r in summary))
+    elif args.figure == "fig2":
+        for r in fig2(cfg, args.out):
+            print(f"  alpha in [{r['bin_low']:.1f}, {r['bin_high']:.1f}): {r['count']:4d} questions, "
+                  f"SLM {r['slm_accuracy_pct']:5.1f} %, LLM {r['llm_accuracy_pct']:5.1f} %")
+    elif args.figure == "fig5":
+        summary = fig5(cfg, args.runs, args.out, args.workers, args.n or FIG3_N)
+        for r in summary:
+            if r["n_users"] == max(x["n_users"] for x in summary):
+                print(f"  {r['metric']:10s} N={r['n_users']} delay {r['delay_ms_mean']:.2f} ms, "
+                      f"accuracy {r['accuracy_pct_mean']:.2f} %, offloaded {r['offloaded_mean']:.1f}")
     elif args.figure == "fig4":
         summary = fig4(cfg, args.runs, args.out, args.workers, args.n or FIG3_N, args.taus)
         print_table(summary, max(r["n_users"] for r in summary))

@@ -1,0 +1,130 @@
+"""Uncertainty traces from real LM inference, and the query source that samples them.
+
+A trace table is a CSV, one row per bAbI test question, built by ``train/build_traces.py``:
+the SLM's first-token uncertainties (margin, entropy, perplexity), whether the SLM and the
+LLM answered correctly, and the prompt's size. It ships in ``mec_env/data/`` with a
+``.manifest.json`` (models, data, metric definitions, command, date). Loading validates the
+schema: a missing column or a value out of range is a :class:`TraceError` naming the row
+and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from mec_env.errors import MECOffloadError
+from mec_env.queries import QueryBatch
+
+DEFAULT_TRACE_PATH = Path(__file__).resolve().parent / "data" / "traces_babi.csv"
+TRACE_COLUMNS = (
+    "task", "story_id", "question_id", "answer", "prompt_bytes", "prompt_tokens", "answer_tokens",
+    "margin", "entropy", "perplexity", "slm_correct", "llm_correct", "slm_output", "llm_output", "llm_margin",
+)
+UNCERTAINTY_COLUMNS = ("margin", "entropy", "perplexity", "llm_margin")
+COUNT_COLUMNS = ("task", "story_id", "question_id", "prompt_bytes", "prompt_tokens", "answer_tokens")
+BOOL_COLUMNS = ("slm_correct", "llm_correct")
+
+
+class TraceError(MECOffloadError):
+    """A trace table is malformed: missing column, empty, or a value out of range."""
+
+
+@dataclass(frozen=True)
+class TraceTable:
+    """Validated columns of a trace table (arrays of equal length)."""
+
+    task: np.ndarray
+    prompt_bytes: np.ndarray
+    prompt_tokens: np.ndarray
+    answer_tokens: np.ndarray
+    uncertainty: Mapping[str, np.ndarray]  # margin, entropy, perplexity (of the SLM)
+    slm_correct: np.ndarray
+    llm_correct: np.ndarray
+    path: str = ""
+
+    def __len__(self) -> int:
+        return self.task.size
+
+
+def validate_trace_rows(rows: Iterable[Mapping[str, object]], source: str = "traces") -> list[Mapping[str, object]]:
+    """Check columns and ranges of raw rows; raise :class:`TraceError` at the first problem."""
+    rows = list(rows)
+    if not rows:
+        raise TraceError(f"{source}: the trace table is empty; expected at least one row")
+    missing = [c for c in TRACE_COLUMNS if c not in rows[0]]
+    if missing:
+        raise TraceError(f"{source}: missing column(s) {missing}; expected {list(TRACE_COLUMNS)}")
+    for i, r in enumerate(rows, start=1):
+        for c in UNCERTAINTY_COLUMNS:
+            try:
+                v = float(r[c])  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise TraceError(f"{source}: row {i}, column '{c}' = {r[c]!r}; expected a number in [0, 1]") from None
+            if not (0.0 <= v <= 1.0) or math.isnan(v):
+                raise TraceError(f"{source}: row {i}, column '{c}' = {v!r}; expected a number in [0, 1]")
+        for c in COUNT_COLUMNS:
+            try:
+                v = int(r[c])  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise TraceError(f"{source}: row {i}, column '{c}' = {r[c]!r}; expected an integer >= 0") from None
+            if v < 0 or (c == "prompt_bytes" and v == 0):
+                raise TraceError(f"{source}: row {i}, column '{c}' = {v}; expected an integer "
+                                 f"{'>= 1' if c == 'prompt_bytes' else '>= 0'}")
+        for c in BOOL_COLUMNS:
+            if str(r[c]) not in ("0", "1"):
+                raise TraceError(f"{source}: row {i}, column '{c}' = {r[c]!r}; expected 0 or 1")
+    return rows
+
+
+def load_traces(path: str | Path | None = None) -> TraceTable:
+    """Load and validate a trace table (default: the shipped one)."""
+    path = Path(path) if path else DEFAULT_TRACE_PATH
+    return _load(str(path.resolve()), path.stat().st_mtime_ns if path.exists() else 0)
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, _mtime: int) -> TraceTable:
+    if not Path(path).is_file():
+        raise TraceError(f"trace table {path} does not exist; build one with `python train/build_traces.py`")
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = validate_trace_rows(csv.DictReader(fh), source=path)
+
+    def col(name: str, dtype) -> np.ndarray:
+        return np.array([r[name] for r in rows]).astype(np.float64).astype(dtype)
+
+    return TraceTable(
+        task=col("task", np.int64),
+        prompt_bytes=col("prompt_bytes", np.int64),
+        prompt_tokens=col("prompt_tokens", np.int64),
+        answer_tokens=col("answer_tokens", np.int64),
+        uncertainty={m: col(m, np.float64) for m in ("margin", "entropy", "perplexity")},
+        slm_correct=col("slm_correct", np.int64).astype(bool),
+        llm_correct=col("llm_correct", np.int64).astype(bool),
+        path=path,
+    )
+
+
+class TraceQuerySource:
+    """Each user's query is a trace row drawn uniformly, with replacement."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.table = load_traces(path)
+
+    def sample(self, n: int, rng: np.random.Generator) -> QueryBatch:
+        t = self.table
+        idx = rng.integers(0, len(t), size=n)
+        return QueryBatch(
+            uncertainty={m: v[idx] for m, v in t.uncertainty.items()},
+            slm_correct=t.slm_correct[idx],
+            llm_correct=t.llm_correct[idx],
+            prompt_bytes=t.prompt_bytes[idx],
+            prompt_tokens=t.prompt_tokens[idx],
+            answer_tokens=t.answer_tokens[idx],
+        )

@@ -1,0 +1,140 @@
+"""Uncertainty metrics and the trace profiler, end to end on a tiny Llama made here."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from mec_env.babi import load_babi, parse_babi_lines
+from mec_env.lm.profiler import LMProfiler, is_correct, load_causal_lm, profile_questions, read_profile
+from mec_env.lm.uncertainty import (entropy_uncertainty, margin_uncertainty, merged_top_k,
+                                    perplexity_uncertainty)
+
+VOCAB = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "kitchen", "Kitchen", "garden", "KITCHEN", "hallway", "office",
+         "where", "is", "mary", "?", "context", ":", "question", "answer", "(", "only", "one", "word", ")",
+         "instruction", "with", ".", "no", "explanation", "moved", "to", "the", "john", "went", "a"]
+# next-token logits the tiny model emits at every position: three spellings of "kitchen"
+LOGITS = {"kitchen": 2.0, "Kitchen": 1.5, "KITCHEN": 0.5, "garden": 2.2, "hallway": 1.0, "office": 0.2, "[EOS]": -1.0}
+
+
+def test_margin_merges_tokens_that_decode_to_the_same_string():
+    vocab = ["Kitchen", " kitchen", "garden", "  ", "kitchen ", "hall", "office"]
+    probs = np.array([0.20, 0.15, 0.30, 0.10, 0.05, 0.12, 0.08])
+    strings, p = merged_top_k(probs, lambda t: vocab[t], k=10)
+    # "kitchen" = 0.20 + 0.15 + 0.05 = 0.40; "  " strips to "" and is dropped; renormalise over 0.90
+    assert strings == ["kitchen", "garden", "hall", "office"]
+    assert p == pytest.approx([0.40 / 0.90, 0.30 / 0.90, 0.12 / 0.90, 0.08 / 0.90])
+    assert margin_uncertainty(p) == pytest.approx(1 - (0.40 - 0.30) / 0.90)
+    h = -sum(x * math.log(x) for x in (0.40 / 0.9, 0.30 / 0.9, 0.12 / 0.9, 0.08 / 0.9))
+    assert entropy_uncertainty(p, k=10) == pytest.approx(h / math.log(10))
+
+
+def test_margin_keeps_top_k_after_merging_and_looks_at_3k_tokens():
+    probs = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+    strings, p = merged_top_k(probs, lambda t: "abcde"[t], k=2)  # looks at the top 6 >= 5 tokens
+    assert strings == ["a", "b"] and p == pytest.approx([0.3 / 0.55, 0.25 / 0.55])
+    strings, p = merged_top_k(probs, lambda t: "aabbc"[t], k=1, candidates=3)  # top 3: a, a, b
+    assert strings == ["a"] and p == pytest.approx([1.0])
+    assert margin_uncertainty(p) == pytest.approx(0.0)
+
+
+def test_perplexity_uncertainty_is_one_minus_geometric_mean_probability():
+    assert perplexity_uncertainty([math.log(0.5), math.log(0.125)]) == pytest.approx(1 - 0.25)
+    assert perplexity_uncertainty([0.0]) == pytest.approx(0.0)
+
+
+def test_whole_word_correctness():
+    assert is_correct(" Kitchen.\n", "kitchen") and is_correct("the office", "office")
+    assert not is_correct(" kitchenette", "kitchen") and not is_correct("no", "yes")
+
+
+def make_tiny_llama(path):
+    """A Llama whose next-token logits are LOGITS at every position, saved with save_pretrained."""
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                     bos_token="[BOS]", eos_token="[EOS]", padding_side="left")
+    d = 8
+    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=d, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=16, max_position_embeddings=512, pad_token_id=0,
+                      bos_token_id=2, eos_token_id=3, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.model.layers.parameters():
+            p.zero_()  # the block adds nothing: the residual stream is the token embedding
+        model.model.embed_tokens.weight.zero_()
+        model.model.embed_tokens.weight[:, 0] = 1.0  # every token embeds to e_0
+        model.model.norm.weight.fill_(1.0)
+        logits = torch.full((len(VOCAB),), -30.0)
+        for w, v in LOGITS.items():
+            logits[VOCAB.index(w)] = v
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[:, 0] = logits / math.sqrt(d)  # RMSNorm(e_0) = sqrt(d) e_0
+    model.save_pretrained(path)
+    hf_tok.save_pretrained(path)
+
+
+BABI_LINES = ["1 Mary moved to the kitchen.\n", "2 John went to the garden.\n", "3 Where is Mary?\tkitchen\t1\n",
+              "4 Mary moved to the office.\n", "5 Where is Mary?\toffice\t4\n",
+              "1 John went to the hallway.\n", "2 Where is John?\thallway\t1\n"]
+
+
+def test_profiler_end_to_end_on_a_saved_tiny_llama(tmp_path):
+    make_tiny_llama(tmp_path / "tiny")
+    model, tok = load_causal_lm(tmp_path / "tiny")
+    questions = list(parse_babi_lines(BABI_LINES, task=1))
+    out = profile_questions(LMProfiler(model, tok), questions, tmp_path / "p.csv", batch_size=2, progress=False)
+    rows = read_profile(out)
+    assert len(rows) == 3
+
+    # hand computation on the known logits: softmax over the 34-token vocabulary; the top 3K = 30
+    # tokens are looked at, special tokens decode to "" and are dropped, the rest have p ~ 1e-14
+    z = {w: LOGITS.get(w, -30.0) for w in VOCAB}
+    norm = sum(math.exp(v) for v in z.values())
+    p = {w: math.exp(v) / norm for w, v in z.items()}
+    kitchen = p["kitchen"] + p["Kitchen"] + p["KITCHEN"]  # one string after strip + lower-case
+    garden = p["garden"]
+    assert kitchen > garden > p["hallway"]
+    top10 = sorted([kitchen, garden, p["hallway"], p["office"]] +
+                   sorted((p[w] for w in VOCAB if w not in LOGITS and w not in ("[PAD]", "[UNK]", "[BOS]")),
+                          reverse=True)[:6], reverse=True)
+    total = sum(top10)
+    expected_margin = 1 - (kitchen - garden) / total
+    for r in rows:
+        assert float(r["margin"]) == pytest.approx(expected_margin, abs=1e-5)
+        assert r["top1"] == "kitchen" and r["top2"] == "garden"
+        assert r["output"].split()[0] == "garden"  # greedy takes the single most likely token
+        assert int(r["answer_tokens"]) == 5
+        assert float(r["perplexity"]) == pytest.approx(1 - p["garden"], abs=1e-5)
+    assert [int(r["correct"]) for r in rows] == [0, 0, 0]
+
+
+def test_profiler_resumes_after_a_torn_write(tmp_path):
+    make_tiny_llama(tmp_path / "tiny")
+    model, tok = load_causal_lm(tmp_path / "tiny")
+    questions = list(parse_babi_lines(BABI_LINES, task=1))
+    out = tmp_path / "p.csv"
+    profile_questions(LMProfiler(model, tok), questions[:2], out, batch_size=1, progress=False)
+    with open(out, "a") as fh:
+        fh.write("1,1,2,hallway,12")  # a kill mid-line
+    profile_questions(LMProfiler(model, tok), questions, out, batch_size=1, progress=False)
+    rows = list(csv.DictReader(open(out)))
+    assert [(r["story_id"], r["question_id"]) for r in rows] == [("0", "0"), ("0", "1"), ("1", "2")]
+    assert all(r["margin"] for r in rows)
+
+
+def test_load_babi_returns_a_datasets_dataset(tmp_path):
+    (tmp_path / "qa1_single-supporting-fact_test.txt").write_text("".join(BABI_LINES))
+    ds = load_babi(tmp_path, "test", tasks=[1])
+    assert ds.num_rows == 3 and ds[2]["answer"] == "hallway" and ds[0]["prompt"].startswith("Instruction:")
+
+
+def test_model_path_must_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="local disk"):
+        load_causal_lm(tmp_path / "missing")

