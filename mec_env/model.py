@@ -15,6 +15,7 @@ Noise is N0 x B over the whole band. A rate that underflows is floored at ``min_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,25 +25,34 @@ from mec_env.problem import Problem
 LN2 = float(np.log(2.0))
 
 
-def check_assignment(problem: Problem, assignment: np.ndarray | list[int]) -> np.ndarray:
-    """Validate an assignment (shape ``(..., N)``, integers in 0..M) and return it as int64."""
+def validate_assignment(assignment: Any, n_users: int, n_edge_servers: int, what: str = "assignment") -> np.ndarray:
+    """Check ``(..., N)`` integer entries in 0..M and return them as int64.
+
+    Floats are accepted only when integer-valued; anything else raises
+    :class:`~mec_env.errors.AssignmentError` naming ``what``, the offending entry and the range.
+    """
     a = np.asarray(assignment)
-    n, m = problem.n_users, problem.n_edge_servers
+    n, m = n_users, n_edge_servers
+    allowed = f"0 (local) .. M = {m} (ES index)"
     if a.ndim == 0 or a.shape[-1] != n:
-        raise AssignmentError(f"assignment has shape {a.shape}; expected (N,) = ({n},): one entry per user")
-    if a.dtype.kind not in "iub":
+        raise AssignmentError(f"{what} has shape {a.shape}; expected (N,) = ({n},): one entry per user, {allowed}")
+    if a.dtype.kind not in "iu":
         if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
             a = a.astype(np.int64)
         else:
-            raise AssignmentError(f"assignment has dtype {a.dtype}; expected integers 0 (local) .. M = {m} (ES)")
+            raise AssignmentError(f"{what} has dtype {a.dtype} with non-integer entries; expected integers {allowed}")
     a = a.astype(np.int64, copy=False)
     bad = (a < 0) | (a > m)
     if bad.any():
         pos = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape)
         where = "".join(f"[{k}]" for k in pos)
-        raise AssignmentError(
-            f"assignment{where} = {int(a[pos])} is out of range; expected 0 (local) .. M = {m} (ES index)")
+        raise AssignmentError(f"{what}{where} = {int(a[pos])} is out of range; expected {allowed}")
     return a
+
+
+def check_assignment(problem: Problem, assignment: Any) -> np.ndarray:
+    """Validate an assignment of ``problem`` (shape ``(..., N)``, integers in 0..M), as int64."""
+    return validate_assignment(assignment, problem.n_users, problem.n_edge_servers)
 
 
 def edge_delay(

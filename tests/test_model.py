@@ -102,7 +102,7 @@ def test_batched_objective_matches_single_evaluations():
         ([0], r"shape \(1,\)"),
         ([0, 3], r"assignment\[1\] = 3 is out of range; expected 0 \(local\) .. M = 2"),
         ([-1, 0], r"assignment\[0\] = -1 is out of range"),
-        ([0.5, 1.0], r"dtype float64; expected integers"),
+        ([0.5, 1.0], r"dtype float64 with non-integer entries; expected integers"),
         (["a", "b"], r"expected integers"),
     ],
 )

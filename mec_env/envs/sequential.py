@@ -1,0 +1,246 @@
+"""``MECOffloadSeq-v0``: one user's offloading decision per step, users in index order."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+
+from baselines.greedy import GreedyState
+from mec_env.envs.common import (
+    GAIN_OBS_CLIP,
+    PENALTIES,
+    RATIO_OBS_MAX,
+    Scenario,
+    as_choice,
+    build_scenario,
+    check_bool,
+    check_choice,
+    check_float,
+    check_render_mode,
+    nominal_local_delay,
+    normalised_gain_db,
+    normalised_local_capacity,
+    penalised_objective,
+    slot_metrics,
+)
+from mec_env.model import Evaluation, evaluate, join_delays
+from mec_env.problem import Problem, sample_problem
+from mec_env.queries import make_query_source
+
+ENV_ID = "MECOffloadSeq-v0"
+
+
+def observation_layout(m: int) -> dict[str, slice]:
+    """Where each feature sits in the observation vector (length 3M + 5)."""
+    return {
+        "channel_gain_db": slice(0, m),
+        "uncertainty": slice(m, m + 1),
+        "local_capacity": slice(m + 1, m + 2),
+        "local_delay": slice(m + 2, m + 3),
+        "above_tau": slice(m + 3, m + 4),
+        "es_load": slice(m + 4, 2 * m + 4),
+        "progress": slice(2 * m + 4, 2 * m + 5),
+        "join_delay_ratio": slice(2 * m + 5, 3 * m + 5),
+    }
+
+
+class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
+    """
+    ## Description
+
+    The offloading problem of :class:`mec_env.envs.joint.MECOffloadEnv` decided one user at a
+    time, for agents with a ``Discrete`` action (DQN and the like). An episode is one time
+    slot: users 0, 1, ..., N-1 are decided in index order, each seeing the loads and
+    interference the decisions so far have created.
+
+    ## Action Space
+
+    ``Discrete(M + 1)`` for the current user: 0 = local, j in 1..M = ES j. A malformed action
+    (not one integer, out of range, non-integer float) raises
+    :class:`mec_env.errors.AssignmentError` before the environment changes.
+
+    ## Observation Space
+
+    A float32 ``Box`` of length 3M + 5 (``observation_layout(M)`` gives the slices); i is the
+    current user, k the number of users decided:
+
+    | Index             | Meaning                                                        | Min | Max  |
+    |-------------------|----------------------------------------------------------------|-----|------|
+    | 0 .. M-1          | (10 log10 abs(h_ij)^2 + 90) / 40 to each ES j, clipped         | -5  | 5    |
+    | M                 | uncertainty alpha_i                                            | 0   | 1    |
+    | M+1               | C_L,i / scenario ``local_capacity_flops``                      | 0   | hi   |
+    | M+2               | local delay t_L,i / nominal local delay (see below), clipped   | 0   | 10   |
+    | M+3               | 1 if alpha_i > tau (constraint 11 asks to offload) else 0      | 0   | 1    |
+    | M+4 .. 2M+3       | users offloaded to each ES so far / N                          | 0   | 1    |
+    | 2M+4              | progress k / N                                                 | 0   | 1    |
+    | 2M+5 .. 3M+4      | edge delay if i joined ES j now / t_L,i, clipped               | 0   | 10   |
+
+    ``hi`` is the scenario's ``local_capacity_high``. The nominal local delay is the SLM
+    workload of one query over the scenario's nominal local capacity (a fixed scale). The edge
+    delays come from :func:`mec_env.model.join_delays` with the current loads and
+    interference, so a value below 1 means offloading to that ES now is faster than staying
+    local. After the last user the user features and edge delays are 0 and the progress is 1.
+
+    ## Rewards
+
+    With J the penalised objective of the joint environment,
+    ``J(a) = objective(a) / objective(all local) + penalty_weight * P(a)``, evaluated on the
+    partial assignment ``a_k`` in which undecided users are local, the reward of step k is
+    ``-(J(a_k) - J(a_{k-1}))``. Undecided users count as local for the penalty too (a user
+    with alpha > tau counts as a violation until it is offloaded), so ``a_0`` is all local and
+    the sum telescopes exactly: an episode's return is ``J(all local) - J(final assignment)``,
+    the improvement over Local all, with J the same as in ``MECOffload-v0``.
+
+    ## Starting State
+
+    ``reset`` draws the slot with :func:`mec_env.problem.sample_problem`; no user is decided.
+
+    ## Episode End
+
+    Terminated after the N-th decision. ``info`` then carries the metrics of the final
+    assignment, with the keys of the joint environment.
+
+    ## Arguments
+
+    ``scenario``, ``n_users``, ``n_edge_servers``, ``tau``, ``penalty``, ``penalty_weight``,
+    ``info_baselines``, ``render_mode`` and ``**scenario_overrides`` as in
+    :class:`~mec_env.envs.joint.MECOffloadEnv`.
+
+    ## Info
+
+    Every step: ``user`` (the user just decided) and ``penalised_objective`` (J of the
+    partial assignment). At the end also ``mean_delay_ms``, ``objective``, ``accuracy``,
+    ``offload_fraction``, ``es_counts``, ``violations`` (and ``goa_*`` with
+    ``info_baselines=True``). The slot's problem is ``env.unwrapped.problem``.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> import mec_env
+    >>> env = gym.make("MECOffloadSeq-v0", scenario="small")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape, env.action_space
+    ((11,), Discrete(3))
+    >>> total, done = 0.0, False
+    >>> while not done:
+    ...     obs, reward, done, truncated, info = env.step(0)
+    ...     total += reward
+    >>> total, info["offload_fraction"]
+    (0.0, 0.0)
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        scenario: Scenario = "paper",
+        n_users: int | None = None,
+        n_edge_servers: int | None = None,
+        tau: float | None = None,
+        penalty: str = "violations",
+        penalty_weight: float = 1.0,
+        info_baselines: bool = False,
+        render_mode: str | None = None,
+        **scenario_overrides: Any,
+    ) -> None:
+        self.cfg = build_scenario(scenario, n_users, n_edge_servers, tau, scenario_overrides)
+        self.penalty = check_choice("penalty", penalty, PENALTIES)
+        self.penalty_weight = check_float("penalty_weight", penalty_weight, 0.0)
+        self.info_baselines = check_bool("info_baselines", info_baselines)
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        self._source = make_query_source(self.cfg.queries)
+        self._delay_scale = nominal_local_delay(self.cfg)
+
+        m = self.cfg.n_edge_servers
+        self.layout = observation_layout(m)
+        low = np.zeros(3 * m + 5, dtype=np.float32)
+        high = np.ones(3 * m + 5, dtype=np.float32)
+        low[self.layout["channel_gain_db"]] = -GAIN_OBS_CLIP
+        high[self.layout["channel_gain_db"]] = GAIN_OBS_CLIP
+        high[self.layout["local_capacity"]] = self.cfg.local_capacity_high
+        high[self.layout["local_delay"]] = RATIO_OBS_MAX
+        high[self.layout["join_delay_ratio"]] = RATIO_OBS_MAX
+        self.action_space = spaces.Discrete(m + 1)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+
+        self.problem: Problem | None = None
+        self.state: GreedyState | None = None  # the partial assignment, loads and interference
+        self.last_evaluation: Evaluation | None = None  # of the partial assignment after the last step
+        self._k = 0  # users decided so far; the current user is self._k
+        self._local_objective = math.nan
+        self._j_prev = math.nan  # J of the partial assignment before the current decision
+
+    @property
+    def current_user(self) -> int | None:
+        """Index of the user to decide next; None once every user is decided."""
+        return self._k if self.problem is not None and self._k < self.problem.n_users else None
+
+    def _j(self, assignment: np.ndarray) -> tuple[Evaluation, float]:
+        ev = evaluate(self.problem, assignment)
+        return ev, penalised_objective(ev, self._local_objective, self.penalty, self.penalty_weight)
+
+    def _observation(self) -> np.ndarray:
+        p, lay, n = self.problem, self.layout, self.problem.n_users
+        obs = np.zeros(self.observation_space.shape, dtype=np.float64)
+        obs[lay["es_load"]] = self.state.load / n
+        obs[lay["progress"]] = self._k / n
+        i = self._k
+        if i < n:
+            t_local = p.local_delay[i]
+            obs[lay["channel_gain_db"]] = normalised_gain_db(p.gain[i])
+            obs[lay["uncertainty"]] = p.alpha[i]
+            obs[lay["local_capacity"]] = normalised_local_capacity(p.local_capacity[i:i + 1], self.cfg)
+            obs[lay["local_delay"]] = t_local / self._delay_scale
+            obs[lay["above_tau"]] = float(p.alpha[i] > p.tau)
+            edge = join_delays(p, np.array([i]), self.state.load, self.state.interference)[0]
+            obs[lay["join_delay_ratio"]] = edge / t_local
+        return np.clip(obs, self.observation_space.low, self.observation_space.high).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.problem = sample_problem(self.cfg, self.np_random, source=self._source)
+        self.state = GreedyState.empty(self.problem)
+        self._k = 0
+        self._local_objective = evaluate(self.problem, self.state.assignment).objective
+        self.last_evaluation, self._j_prev = self._j(self.state.assignment)  # J(all local)
+        return self._observation(), {"user": 0}
+
+    def step(self, action: int | np.integer | np.ndarray):
+        if self.problem is None:
+            raise ResetNeeded("call reset() before step()")
+        es = as_choice(action, self.cfg.n_edge_servers, f"{ENV_ID} action")  # raises before any state changes
+        n = self.problem.n_users
+        if self._k >= n:
+            raise ResetNeeded(f"all {n} users are decided; call reset() to start a new slot")
+
+        user = self._k
+        if es > 0:
+            self.state.offload(self.problem, user, es - 1)
+        self._k += 1
+        ev, j = self._j(self.state.assignment)
+        reward = -(j - self._j_prev)
+        self._j_prev, self.last_evaluation = j, ev
+
+        terminated = self._k == n
+        info: dict[str, Any] = {"user": user, "penalised_objective": j}
+        if terminated:
+            info.update(slot_metrics(ev, self._local_objective, self.penalty, self.penalty_weight))
+            if self.info_baselines:
+                from baselines.greedy import goa
+
+                goa_ev = evaluate(self.problem, goa(self.problem))
+                info.update(slot_metrics(goa_ev, self._local_objective, self.penalty, self.penalty_weight,
+                                         prefix="goa_"))
+        return self._observation(), float(reward), terminated, False, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi" or self.problem is None:
+            return None
+        decided = self.state.assignment[: self._k].tolist()
+        return (f"{ENV_ID} user {self._k}/{self.problem.n_users}, loads {self.state.load.tolist()}, "
+                f"decisions so far {decided}, J = {self._j_prev:.4f}")

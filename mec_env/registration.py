@@ -1,0 +1,40 @@
+"""Registers the environments with Gymnasium; ``import mec_env`` runs it.
+
+Entry points are strings, so registering imports neither the environments nor the
+baselines they use. Size variants ``MECOffload-N{n}-v0`` / ``MECOffloadSeq-N{n}-v0`` are the
+paper scenario with ``n_users = n`` (any keyword of the environment still overrides them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+
+ENTRY_POINTS = {
+    "MECOffload": "mec_env.envs.joint:MECOffloadEnv",
+    "MECOffloadSeq": "mec_env.envs.sequential:MECOffloadSeqEnv",
+}
+SIZE_VARIANTS = (10, 20, 40)
+
+
+def _register(env_id: str, entry_point: str, kwargs: dict[str, Any]) -> None:
+    if env_id in gymnasium.registry:  # re-imports and module reloads must not re-register
+        return
+    # the joint env truncates itself after episode_length slots; no TimeLimit wrapper
+    gymnasium.register(id=env_id, entry_point=entry_point, kwargs=kwargs, max_episode_steps=None)
+
+
+def register_envs() -> list[str]:
+    """Register every id (idempotent) and return them."""
+    ids = []
+    for name, entry_point in ENTRY_POINTS.items():
+        _register(f"{name}-v0", entry_point, {})
+        ids.append(f"{name}-v0")
+        for n in SIZE_VARIANTS:
+            _register(f"{name}-N{n}-v0", entry_point, {"n_users": n})
+            ids.append(f"{name}-N{n}-v0")
+    return ids
+
+
+ENV_IDS = tuple(register_envs())
