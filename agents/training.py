@@ -1,0 +1,248 @@
+"""What ``train/ppo.py`` and ``train/dqn.py`` share: typed configs from YAML, environment
+factories, and the callbacks that log delay, accuracy and offloading next to GOA's.
+
+Configs are dataclasses; ``load_config(cls, path, overrides)`` reads ``configs/train/*.yaml``
+and applies ``key=value`` overrides (values parsed as YAML). Unknown keys and wrong types
+raise :class:`mec_env.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import gymnasium as gym
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback
+
+import mec_env  # noqa: F401  (registers the environments)
+from agents.evaluation import evaluate_agents
+from agents.scripted import ModelAgent, ScriptedAgent
+from mec_env.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
+
+
+@dataclass
+class CommonConfig:
+    """Settings of any training run."""
+
+    env_id: str = "MECOffload-v0"
+    env_kwargs: dict = field(default_factory=lambda: {"scenario": "paper", "n_users": 20, "flat_obs": True})
+    total_timesteps: int = 200_000
+    n_envs: int = 4
+    seed: int = 0
+    eval_freq: int = 10_000  # environment steps between evaluations (summed over envs)
+    eval_seeds: int = 20  # held-out episodes per evaluation, seeds 10_000 + k
+    checkpoint_freq: int = 50_000
+    run_dir: str = "runs/ppo"
+    wandb: bool = False  # log to Weights & Biases too (WANDB_MODE=offline works without network)
+    wandb_project: str = "mecoffload"
+    progress_bar: bool = True
+    threads: int = 2
+
+
+@dataclass
+class PPOConfig(CommonConfig):
+    policy: str = "equivariant"  # "equivariant" (agents.policies) or "mlp"
+    hidden: int = 64
+    learning_rate: float = 3e-4
+    n_steps: int = 128
+    batch_size: int = 256
+    n_epochs: int = 10
+    gamma: float = 0.0  # slots are i.i.d. in the paper scenario: an action does not shape the future
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+
+
+@dataclass
+class DQNConfig(CommonConfig):
+    env_id: str = "MECOffloadSeq-v0"
+    env_kwargs: dict = field(default_factory=lambda: {"scenario": "paper", "n_users": 20})
+    run_dir: str = "runs/dqn"
+    net_arch: list = field(default_factory=lambda: [128, 128])
+    learning_rate: float = 5e-4
+    buffer_size: int = 100_000
+    learning_starts: int = 2_000
+    batch_size: int = 128
+    gamma: float = 1.0  # an episode is one slot; its return telescopes to the improvement over all-local
+    train_freq: int = 4
+    gradient_steps: int = 1
+    target_update_interval: int = 2_000
+    exploration_fraction: float = 0.3
+    exploration_final_eps: float = 0.02
+
+
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict, "list": list}
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Any:
+    """A ``cls`` config from YAML (a path or a name under ``configs/train``) plus ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.suffix:
+            p = CONFIG_DIR / f"{path}.yaml"
+        if not p.is_file():
+            raise ConfigError("config", str(path), "a YAML path or a name under configs/train")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(str(p), type(data).__name__, "a YAML mapping")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError("override", item, "KEY=VALUE")
+        if key.startswith("env_kwargs."):
+            data.setdefault("env_kwargs", dict(cls().env_kwargs))
+            data["env_kwargs"] = {**data["env_kwargs"], key.split(".", 1)[1]: yaml.safe_load(value)}
+        else:
+            data[key] = yaml.safe_load(value)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(key, value, "a known key: " + ", ".join(sorted(fields)), kind="unknown key")
+        expected = _TYPES[fields[key].type if isinstance(fields[key].type, str) else fields[key].type.__name__]
+        if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+            raise ConfigError(key, value, f"a value of type {fields[key].type}")
+        if fields[key].type in ("int", "float") and value < 0:
+            raise ConfigError(key, value, "a value >= 0")
+    cfg = cls(**data)
+    for name in ("total_timesteps", "n_envs", "eval_seeds"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(name, getattr(cfg, name), "an integer >= 1")
+    return cfg
+
+
+def make_env(cfg: CommonConfig, **changes: Any) -> gym.Env:
+    """One environment of the run (``changes`` override ``env_kwargs``)."""
+    return gym.make(cfg.env_id, **{**cfg.env_kwargs, **changes})
+
+
+def baseline_agents(names: Iterable[str] = ("GOA", "Min delay", "Local all")) -> dict[str, Any]:
+    return {name: (lambda env, name=name: ScriptedAgent(env, name)) for name in names}
+
+
+def eval_seeds(cfg: CommonConfig) -> list[int]:
+    return [10_000 + k for k in range(cfg.eval_seeds)]
+
+
+class InfoLoggerCallback(BaseCallback):
+    """Logs the environment's per-slot metrics (delay, accuracy, offloading) during training."""
+
+    KEYS = ("mean_delay_ms", "accuracy", "offload_fraction", "violations", "penalised_objective")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sums: dict[str, float] = {k: 0.0 for k in self.KEYS}
+        self._count = 0
+
+    def _on_step(self) -> bool:
+        for info, done in zip(self.locals["infos"], self.locals["dones"]):
+            # the sequential env reports a slot's metrics on its last step only
+            if "penalised_objective" in info and ("slot" in info or done):
+                for k in self.KEYS:
+                    self._sums[k] += float(info[k])
+                self._count += 1
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self._count:
+            for k in self.KEYS:
+                self.logger.record(f"rollout/{k}", self._sums[k] / self._count)
+            self._sums = {k: 0.0 for k in self.KEYS}
+            self._count = 0
+
+
+class ComparisonCallback(BaseCallback):
+    """Every ``eval_freq`` steps: the model and the scripted baselines on the same held-out seeds.
+
+    Logs ``eval/{agent}/{metric}`` (agent: the algorithm, ``goa``, ``min_delay``, ``local_all``)
+    and ``eval/normalised_score`` to TensorBoard, and to W&B when a run is active; keeps the
+    best model (by normalised score) as ``best_model.zip`` in the run directory.
+    """
+
+    def __init__(self, cfg: CommonConfig, algo: str, run_dir: Path, use_wandb: bool = False) -> None:
+        super().__init__()
+        self.cfg, self.algo, self.run_dir, self.use_wandb = cfg, algo, run_dir, use_wandb
+        self.best_score = -math.inf
+        self.history: list[dict] = []
+        self._last_eval = 0
+        self._baselines: dict[str, Any] | None = None
+
+    @staticmethod
+    def _slug(name: str) -> str:
+        return name.lower().replace(" ", "_").replace("+", "_")
+
+    def evaluate(self) -> dict[str, float]:
+        agents = baseline_agents()
+        agents[self.algo] = lambda env: ModelAgent(self.model, self.algo)
+        results = evaluate_agents(lambda: make_env(self.cfg), agents, eval_seeds(self.cfg))
+        metrics: dict[str, float] = {"time/total_timesteps": float(self.num_timesteps)}
+        for r in results:
+            for k, v in r.mean.items():
+                metrics[f"eval/{self._slug(r.name)}/{k}"] = v
+            metrics[f"eval/{self._slug(r.name)}/normalised_score"] = r.normalised_score
+            if r.name == self.algo:
+                metrics["eval/normalised_score"] = r.normalised_score
+        return metrics
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last_eval >= self.cfg.eval_freq:
+            self._last_eval = self.num_timesteps
+            self.run_evaluation()
+        return True
+
+    def run_evaluation(self) -> dict[str, float]:
+        metrics = self.evaluate()
+        for k, v in metrics.items():
+            if k != "time/total_timesteps":
+                self.logger.record(k, v)
+        self.logger.dump(self.num_timesteps)
+        if self.use_wandb:
+            import wandb
+
+            wandb.log(metrics, step=self.num_timesteps)
+        self.history.append(metrics)
+        score = metrics["eval/normalised_score"]
+        if score > self.best_score:
+            self.best_score = score
+            self.model.save(self.run_dir / "best_model")
+        return metrics
+
+
+def start_wandb(cfg: CommonConfig, algo: str, run_dir: Path) -> bool:
+    """Start a W&B run if ``cfg.wandb`` (offline when WANDB_MODE=offline); False if off."""
+    if not cfg.wandb:
+        return False
+    import wandb
+
+    wandb.init(project=cfg.wandb_project, name=f"{algo}-{run_dir.name}", config=dataclasses.asdict(cfg),
+               dir=str(run_dir), mode=os.environ.get("WANDB_MODE", "offline"), reinit=True)
+    return True
+
+
+def finish_wandb(active: bool) -> None:
+    if active:
+        import wandb
+
+        wandb.finish()
+
+
+def print_results(results: list, title: str) -> None:
+    print(f"\n{title}")
+    print(f"  {'agent':12s} {'J':>8s} {'delay ms':>9s} {'accuracy':>9s} {'offload':>8s} {'viol':>6s} {'score':>7s}")
+    for r in results:
+        m = r.mean
+        print(f"  {r.name:12s} {m['penalised_objective']:8.4f} {m['mean_delay_ms']:9.2f} {100 * m['accuracy']:8.2f}% "
+              f"{m['offload_fraction']:8.3f} {m['violations']:6.2f} {r.normalised_score:7.3f}")
+
+
+__all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "load_config", "make_env", "InfoLoggerCallback",
+           "ComparisonCallback", "start_wandb", "finish_wandb", "print_results", "baseline_agents", "eval_seeds"]

@@ -1,0 +1,132 @@
+"""Agents, the equivariant policy, and the PPO / DQN training scripts (short, functional runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import mec_env  # noqa: F401
+from agents.evaluation import evaluate_agents
+from agents.policies import EquivariantPolicy, flat_obs_layout, transfer_policy
+from agents.scripted import ModelAgent, ScriptedAgent, load_model
+from agents.training import DQNConfig, PPOConfig, load_config
+from baselines import goa
+from mec_env.errors import ConfigError
+from mec_env.model import evaluate
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["env_kwargs.scenario=small", "progress_bar=false", "threads=1", "eval_seeds=2", "n_envs=2"]
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(f"train_{name}", ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in run_dir.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+def test_scripted_goa_agent_plays_goa_in_both_envs():
+    env = gym.make("MECOffload-v0", scenario="small")
+    env.reset(seed=3)
+    agent = ScriptedAgent(env, "GOA")
+    problem = env.unwrapped.problem
+    action, _ = agent.predict(None)
+    np.testing.assert_array_equal(action, goa(problem))
+    seq = gym.make("MECOffloadSeq-v0", scenario="small")
+    seq.reset(seed=3)
+    agent, done = ScriptedAgent(seq, "GOA"), False
+    while not done:
+        _, _, terminated, truncated, info = seq.step(agent.predict(None)[0])
+        done = terminated or truncated
+    p = seq.unwrapped.problem
+    assert info["objective"] == pytest.approx(evaluate(p, goa(p)).objective)
+
+
+def test_normalised_score_is_one_for_goa_and_zero_for_local_all():
+    results = {r.name: r for r in evaluate_agents(lambda: gym.make("MECOffload-v0", scenario="small"),
+                                                  {"Min delay": lambda e: ScriptedAgent(e, "Min delay")}, range(3))}
+    assert results["GOA"].normalised_score == pytest.approx(1.0)
+    assert results["Local all"].normalised_score == pytest.approx(0.0)
+    assert results["Min delay"].slots == 30  # 3 episodes x 10 slots
+
+
+def test_equivariant_policy_permutes_logits_with_users_and_transfers_across_n():
+    from stable_baselines3 import PPO
+
+    env = gym.make("MECOffload-v0", scenario="small", n_users=6, flat_obs=True)
+    model = PPO(EquivariantPolicy, env, n_steps=16, batch_size=16, seed=0, device="cpu")
+    obs, _ = env.reset(seed=0)
+    n, m = 6, 2
+    lay = flat_obs_layout(n, m)
+    perm = np.array([3, 1, 5, 0, 2, 4])
+    permuted = obs.copy()
+    permuted[lay["channel_gain_db"]] = obs[lay["channel_gain_db"]].reshape(n, m)[perm].ravel()
+    for key in ("local_capacity", "uncertainty"):
+        permuted[lay[key]] = obs[lay[key]][perm]
+    with torch.no_grad():
+        logits = model.policy.mlp_extractor.forward_actor(torch.as_tensor(np.stack([obs, permuted])))
+    per_user = logits.reshape(2, n, m + 1)
+    torch.testing.assert_close(per_user[1], per_user[0][perm])
+    big = gym.make("MECOffload-v0", scenario="small", n_users=15, flat_obs=True)
+    moved = transfer_policy(model, big)
+    action, _ = moved.predict(big.reset(seed=1)[0], deterministic=True)
+    assert action.shape == (15,)
+
+
+def test_ppo_script_trains_saves_reloads_and_logs(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = tmp_path / "ppo"
+    model = script("ppo").main(["--set", *SMALL, "total_timesteps=256", "n_steps=64", "batch_size=64",
+                                "eval_freq=128", f"run_dir={run}", "wandb=true"])
+    assert (run / "final_model.zip").exists() and (run / "best_model.zip").exists()
+    reloaded = load_model(run / "final_model.zip")
+    env = gym.make("MECOffload-v0", scenario="small", n_users=20, flat_obs=True)
+    obs, _ = env.reset(seed=5)
+    np.testing.assert_array_equal(reloaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    tags = scalar_tags(run)
+    for tag in ("eval/ppo/mean_delay_ms", "eval/ppo/accuracy", "eval/goa/mean_delay_ms", "eval/min_delay/accuracy",
+                "eval/normalised_score", "rollout/mean_delay_ms", "rollout/offload_fraction"):
+        assert tag in tags, tag
+    wandb_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert wandb_files and b"eval/ppo/mean_delay_ms" in wandb_files[0].read_bytes()
+    results = evaluate_agents(lambda: gym.make("MECOffload-v0", scenario="small", n_users=20, flat_obs=True),
+                              {"PPO": lambda e: ModelAgent(reloaded)}, range(2))
+    assert all(np.isfinite(r.mean["mean_delay_ms"]) for r in results)
+
+
+def test_dqn_script_trains_on_the_sequential_env(tmp_path):
+    run = tmp_path / "dqn"
+    script("dqn").main(["--set", *SMALL, "total_timesteps=400", "learning_starts=100", "eval_freq=200",
+                        f"run_dir={run}"])
+    model = load_model(run / "final_model")
+    assert type(model).__name__ == "DQN"
+    assert {"eval/dqn/mean_delay_ms", "eval/goa/accuracy", "rollout/mean_delay_ms"} <= scalar_tags(run)
+
+
+def test_training_config_rejects_unknown_keys_and_wrong_types():
+    assert load_config(PPOConfig, "ppo").env_id == "MECOffload-v0"
+    assert load_config(DQNConfig, "dqn", ["total_timesteps=1000"]).total_timesteps == 1000
+    with pytest.raises(ConfigError, match="unknown key for 'learning_rat'"):
+        load_config(PPOConfig, "ppo", ["learning_rat=0.1"])
+    with pytest.raises(ConfigError, match="'n_envs'"):
+        load_config(PPOConfig, "ppo", ["n_envs=two"])
+    with pytest.raises(ConfigError, match="'total_timesteps'"):
+        load_config(DQNConfig, "dqn", ["total_timesteps=0"])
+    with pytest.raises(FileNotFoundError, match="no saved model"):
+        load_model("/nonexistent/model.zip")

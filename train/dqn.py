@@ -1,0 +1,73 @@
+"""Train DQN on MECOffloadSeq-v0 (one user per step) and compare it with GOA and Min delay.
+
+    python train/dqn.py                                  # configs/train/dqn.yaml
+    python train/dqn.py --set total_timesteps=100000 env_kwargs.n_users=40
+    WANDB_MODE=offline python train/dqn.py --set wandb=true
+
+An episode is one slot of N users; with gamma = 1 its return is the improvement of the
+penalised objective over all-local. Logs and outputs as ``train/ppo.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+from stable_baselines3.common.env_util import make_vec_env
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
+from agents.evaluation import evaluate_agents  # noqa: E402
+from agents.scripted import ModelAgent  # noqa: E402
+from agents.training import (ComparisonCallback, DQNConfig, InfoLoggerCallback, baseline_agents,  # noqa: E402
+                             eval_seeds, finish_wandb, load_config, make_env, print_results, start_wandb)
+
+
+def main(argv: list[str] | None = None) -> DQN:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="dqn", help="YAML under configs/train or a path")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    args = ap.parse_args(argv)
+    cfg = load_config(DQNConfig, args.config, args.set)
+    torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # render_mode=None: make_vec_env would otherwise ask for "rgb_array", which these envs do not draw
+    env = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=cfg.seed,
+                       env_kwargs={**cfg.env_kwargs, "render_mode": None})
+    model = DQN("MlpPolicy", env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
+                learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
+                train_freq=cfg.train_freq, gradient_steps=cfg.gradient_steps,
+                target_update_interval=cfg.target_update_interval, exploration_fraction=cfg.exploration_fraction,
+                exploration_final_eps=cfg.exploration_final_eps, policy_kwargs={"net_arch": list(cfg.net_arch)},
+                tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+
+    use_wandb = start_wandb(cfg, "dqn", run_dir)
+    comparison = ComparisonCallback(cfg, "DQN", run_dir, use_wandb)
+    callbacks = CallbackList([
+        InfoLoggerCallback(),
+        comparison,
+        CheckpointCallback(max(1, cfg.checkpoint_freq // cfg.n_envs), str(run_dir / "checkpoints"), "dqn",
+                           save_replay_buffer=True),
+    ])
+    model.learn(total_timesteps=cfg.total_timesteps, callback=callbacks, tb_log_name="dqn",
+                progress_bar=cfg.progress_bar)
+    model.save(run_dir / "final_model")
+    comparison.run_evaluation()
+
+    agents = baseline_agents()
+    agents["DQN"] = lambda e: ModelAgent(model, "DQN")
+    results = evaluate_agents(lambda: make_env(cfg), agents, eval_seeds(cfg))
+    print_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.eval_seeds} held-out episodes")
+    finish_wandb(use_wandb)
+    print(f"saved {run_dir / 'final_model.zip'}; TensorBoard: tensorboard --logdir {run_dir}")
+    return model
+
+
+if __name__ == "__main__":
+    main()

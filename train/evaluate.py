@@ -1,0 +1,113 @@
+"""Evaluate scripted and trained agents on held-out seeds: a table, a CSV and plots.
+
+    python train/evaluate.py --agents GOA "Min delay" Random ppo=runs/ppo/final_model.zip
+    python train/evaluate.py --env MECOffloadSeq-v0 --agents GOA dqn=runs/dqn/final_model.zip
+    python train/evaluate.py --set n_users=120 --agents GOA ppo=runs/ppo/final_model.zip   # N=20 policy at N=120
+
+An agent is a strategy name (GOA, Min delay, Edge all, Local all, Random, GOA+LS) or
+``NAME=PATH`` to a saved SB3 model. A PPO model with the equivariant policy runs at any N:
+it is rebuilt for the evaluation env's size with the same weights. Local all and GOA are
+always evaluated (the normalised score needs them). Seeds 20_000 + k, one episode each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
+import mec_env  # noqa: E402,F401
+from agents.evaluation import AgentResult, evaluate_agents  # noqa: E402
+from agents.scripted import ModelAgent, ScriptedAgent, load_model  # noqa: E402
+from agents.training import print_results  # noqa: E402
+from baselines import STRATEGIES  # noqa: E402
+from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
+
+
+def model_factory(name: str, path: str):
+    def factory(env: gym.Env):
+        model = load_model(path)
+        if model.observation_space.shape != env.observation_space.shape:
+            from agents.policies import EquivariantPolicy, transfer_policy
+
+            if not isinstance(model.policy, EquivariantPolicy):
+                raise ValueError(f"{path} was trained on observations of shape {model.observation_space.shape}, "
+                                 f"this env has {env.observation_space.shape}; only the equivariant policy transfers")
+            model = transfer_policy(model, env)
+        return ModelAgent(model, name)
+
+    return factory
+
+
+def plot(results: list[AgentResult], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.name for r in results]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for ax, key, label, scale in ((axes[0], "mean_delay_ms", "mean delay (ms)", 1.0),
+                                  (axes[1], "accuracy", "accuracy (%)", 100.0),
+                                  (axes[2], "penalised_objective", "penalised objective J (lower is better)", 1.0)):
+        ax.bar(names, [scale * r.mean[key] for r in results], yerr=[scale * r.ci95[key] for r in results],
+               color=[f"C{k}" for k in range(len(names))], capsize=3)
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", rotation=30)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[AgentResult]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", default="MECOffload-v0", help="environment id")
+    ap.add_argument("--set", nargs="*", default=["scenario=paper", "n_users=20", "flat_obs=true"],
+                    metavar="KEY=VALUE", help="environment kwargs")
+    ap.add_argument("--agents", nargs="+", default=["GOA", "Min delay", "Edge all", "Random"])
+    ap.add_argument("--seeds", type=int, default=50, help="held-out episodes")
+    ap.add_argument("--out", type=Path, default=Path("results/eval"), help="CSV and plot folder")
+    args = ap.parse_args(argv)
+    env_kwargs = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set expects KEY=VALUE, got {item!r}")
+        env_kwargs[key] = yaml.safe_load(value)
+    if args.env == "MECOffloadSeq-v0":
+        env_kwargs.pop("flat_obs", None)
+    agents = {}
+    for spec in args.agents:
+        name, sep, path = spec.partition("=")
+        if sep:
+            agents[name] = model_factory(name, path)
+        elif spec in STRATEGIES:
+            agents[spec] = lambda env, s=spec: ScriptedAgent(env, s)
+        else:
+            ap.error(f"unknown agent {spec!r}: a strategy ({', '.join(STRATEGIES)}) or NAME=PATH")
+    results = evaluate_agents(lambda: gym.make(args.env, **env_kwargs), agents,
+                              [20_000 + k for k in range(args.seeds)])
+    title = f"{args.env} {env_kwargs}, {args.seeds} held-out episodes"
+    print_results(results, title)
+    buf = io.StringIO()
+    rows = [r.row() for r in results]
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(args.out / "evaluation.csv", buf.getvalue())
+    plot(results, args.out / "evaluation.png", title)
+    print(f"wrote {args.out / 'evaluation.csv'} and {args.out / 'evaluation.png'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
