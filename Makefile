@@ -10,8 +10,9 @@ TORCH_FIND := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
 RUNS ?= 60
 OUT ?= results
+PPO_STEPS ?= 60000
 
-.PHONY: run test bench install traces figures clean
+.PHONY: run paper test bench install traces figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +23,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: PPO (equivariant per-user policy) on the default scenario for a few minutes,
+# then the comparison with the scripted baselines on held-out slots, printed and plotted.
 run: $(STAMP)
+	$(PY) train/ppo.py --set total_timesteps=$(PPO_STEPS) run_dir=$(OUT)/ppo
+	$(PY) train/plot_run.py $(OUT)/ppo
+	$(PY) train/evaluate.py --agents GOA "Min delay" "Edge all" Random ppo=$(OUT)/ppo/final_model.zip --out $(OUT)/eval
+
+# A quick reproduction of the paper's Fig. 3 and Fig. 4 ($(RUNS) draws a point).
+paper: $(STAMP)
 	$(PY) train/reproduce.py fig3 --runs $(RUNS) --out $(OUT)
 	$(PY) train/reproduce.py fig4 --runs $(RUNS) --out $(OUT)
 

@@ -22,6 +22,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 import mec_env  # noqa: F401  (registers the environments)
 from agents.evaluation import evaluate_agents
 from agents.scripted import ModelAgent, ScriptedAgent
+from mec_env.config import parse_key_values
 from mec_env.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
@@ -95,15 +96,11 @@ def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[s
         data = yaml.safe_load(p.read_text()) or {}
         if not isinstance(data, Mapping):
             raise ConfigError(str(p), type(data).__name__, "a YAML mapping")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError("override", item, "KEY=VALUE")
+    for key, value in parse_key_values(overrides).items():
         if key.startswith("env_kwargs."):
-            data.setdefault("env_kwargs", dict(cls().env_kwargs))
-            data["env_kwargs"] = {**data["env_kwargs"], key.split(".", 1)[1]: yaml.safe_load(value)}
+            data["env_kwargs"] = {**data.get("env_kwargs", cls().env_kwargs), key.split(".", 1)[1]: value}
         else:
-            data[key] = yaml.safe_load(value)
+            data[key] = value
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in data.items():
         if key not in fields:
@@ -235,6 +232,20 @@ def finish_wandb(active: bool) -> None:
         wandb.finish()
 
 
+def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "ComparisonCallback", run_dir: Path,
+               use_wandb: bool) -> list:
+    """Save the final model, evaluate it once more, print the comparison table, close W&B."""
+    model.save(run_dir / "final_model")
+    comparison.run_evaluation()
+    agents = baseline_agents()
+    agents[algo] = lambda env: ModelAgent(model, algo)
+    results = evaluate_agents(lambda: make_env(cfg), agents, eval_seeds(cfg))
+    print_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.eval_seeds} held-out episodes")
+    finish_wandb(use_wandb)
+    print(f"saved {run_dir / 'final_model.zip'}; TensorBoard: tensorboard --logdir {run_dir}")
+    return results
+
+
 def print_results(results: list, title: str) -> None:
     print(f"\n{title}")
     print(f"  {'agent':12s} {'J':>8s} {'delay ms':>9s} {'accuracy':>9s} {'offload':>8s} {'viol':>6s} {'score':>7s}")
@@ -245,4 +256,4 @@ def print_results(results: list, title: str) -> None:
 
 
 __all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "load_config", "make_env", "InfoLoggerCallback",
-           "ComparisonCallback", "start_wandb", "finish_wandb", "print_results", "baseline_agents", "eval_seeds"]
+           "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "print_results", "baseline_agents", "eval_seeds"]

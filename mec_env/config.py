@@ -13,7 +13,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -211,6 +211,17 @@ def scenario_from_dict(data: Mapping[str, Any], base: ScenarioConfig | None = No
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def parse_key_values(items: Iterable[str]) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` from a command line as a dict, each value parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("override", item, "KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def load_scenario(name_or_path: str | Path = "paper", **overrides: Any) -> ScenarioConfig:

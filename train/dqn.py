@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -21,10 +22,8 @@ from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from agents.evaluation import evaluate_agents  # noqa: E402
-from agents.scripted import ModelAgent  # noqa: E402
-from agents.training import (ComparisonCallback, DQNConfig, InfoLoggerCallback, baseline_agents,  # noqa: E402
-                             eval_seeds, finish_wandb, load_config, make_env, print_results, start_wandb)
+from agents.training import (ComparisonCallback, InfoLoggerCallback, DQNConfig, finish_run,  # noqa: E402
+                             load_config, start_wandb)
 
 
 def main(argv: list[str] | None = None) -> DQN:
@@ -55,17 +54,12 @@ def main(argv: list[str] | None = None) -> DQN:
         CheckpointCallback(max(1, cfg.checkpoint_freq // cfg.n_envs), str(run_dir / "checkpoints"), "dqn",
                            save_replay_buffer=True),
     ])
+    t0 = time.perf_counter()
     model.learn(total_timesteps=cfg.total_timesteps, callback=callbacks, tb_log_name="dqn",
                 progress_bar=cfg.progress_bar)
-    model.save(run_dir / "final_model")
-    comparison.run_evaluation()
-
-    agents = baseline_agents()
-    agents["DQN"] = lambda e: ModelAgent(model, "DQN")
-    results = evaluate_agents(lambda: make_env(cfg), agents, eval_seeds(cfg))
-    print_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.eval_seeds} held-out episodes")
-    finish_wandb(use_wandb)
-    print(f"saved {run_dir / 'final_model.zip'}; TensorBoard: tensorboard --logdir {run_dir}")
+    print(f"trained {cfg.total_timesteps} steps in {(time.perf_counter() - t0) / 60:.1f} min "
+          f"(evaluations included)")
+    finish_run(model, cfg, "DQN", comparison, run_dir, use_wandb)
     return model
 
 

@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 
 import gymnasium as gym
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 import mec_env  # noqa: E402,F401
+from mec_env.config import parse_key_values  # noqa: E402
 from agents.evaluation import AgentResult, evaluate_agents  # noqa: E402
 from agents.scripted import ModelAgent, ScriptedAgent, load_model  # noqa: E402
 from agents.training import print_results  # noqa: E402
@@ -77,12 +77,7 @@ def main(argv: list[str] | None = None) -> list[AgentResult]:
     ap.add_argument("--seeds", type=int, default=50, help="held-out episodes")
     ap.add_argument("--out", type=Path, default=Path("results/eval"), help="CSV and plot folder")
     args = ap.parse_args(argv)
-    env_kwargs = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set expects KEY=VALUE, got {item!r}")
-        env_kwargs[key] = yaml.safe_load(value)
+    env_kwargs = parse_key_values(args.set)
     if args.env == "MECOffloadSeq-v0":
         env_kwargs.pop("flat_obs", None)
     agents = {}

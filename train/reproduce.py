@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from mec_env.config import ScenarioConfig, load_scenario  # noqa: E402
+from mec_env.config import ScenarioConfig, load_scenario, parse_key_values  # noqa: E402
 from mec_env.experiments import PAPER_N120, Point, monte_carlo, summarize  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
 
@@ -239,14 +239,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.runs < 2:
         ap.error(f"--runs must be >= 2 for a confidence interval, got {args.runs}")
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set expects FIELD=VALUE, got {item!r}")
-        import yaml
-
-        overrides[key] = yaml.safe_load(value)
+    overrides = parse_key_values(args.set)
     cfg = load_scenario(args.scenario, **overrides)
     from baselines import STRATEGIES
 

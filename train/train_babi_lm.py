@@ -48,6 +48,7 @@ class TrainConfig:
     minutes: float = 20.0  # wall-clock budget; training stops at whichever comes first
     valid_fraction: float = 0.05
     augment: float = 0.5  # probability of renaming an example's entities each epoch
+    init: str = ""  # continue from a saved model folder (its tokenizer and weights) instead of scratch
     seed: int = 0
     threads: int = 2
 
@@ -136,7 +137,15 @@ def main() -> None:
     rng = random.Random(cfg.seed)
 
     questions = read_babi_dir(cfg.babi, split="train")
-    tok = build_word_tokenizer(q.prompt + " " + q.answer for q in questions)
+    if cfg.init:
+        from transformers import AutoTokenizer, LlamaForCausalLM
+
+        tok = AutoTokenizer.from_pretrained(cfg.init, local_files_only=True)
+        model = LlamaForCausalLM.from_pretrained(cfg.init, local_files_only=True)
+    else:
+        tok = build_word_tokenizer(q.prompt + " " + q.answer for q in questions)
+        model = build_word_llama(len(tok), cfg.hidden_size, cfg.layers, cfg.heads, cfg.intermediate_size,
+                                 max_len=max(512, cfg.max_len))
     order = list(range(len(questions)))
     rng.shuffle(order)
     n_valid = int(cfg.valid_fraction * len(order))
@@ -155,8 +164,6 @@ def main() -> None:
 
     train = epoch_examples()
 
-    model = build_word_llama(len(tok), cfg.hidden_size, cfg.layers, cfg.heads, cfg.intermediate_size,
-                             max_len=max(512, cfg.max_len))
     n_params = sum(p.numel() for p in model.parameters())
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = int(cfg.epochs * steps_per_epoch)

@@ -1,0 +1,74 @@
+"""Plot a training run's TensorBoard scalars: the agent against GOA, Min delay and Local all.
+
+    python train/plot_run.py runs/ppo            # writes runs/ppo/learning_curves.png
+
+Panels: normalised score, mean delay (ms), accuracy (%) and offload fraction at every
+evaluation on the held-out seeds, read from the run's ``events.out.tfevents.*`` files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
+from mec_env.io import atomic_write  # noqa: E402
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(run_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    if not out:
+        raise FileNotFoundError(f"no TensorBoard scalars under {run_dir}")
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--out", type=Path, default=None, help="PNG path (default: {run_dir}/learning_curves.png)")
+    args = ap.parse_args(argv)
+    scalars = read_scalars(args.run_dir)
+    agents = sorted({k.split("/")[1] for k in scalars if k.startswith("eval/") and k.count("/") == 2})
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    panels = (("normalised_score", "normalised score (GOA = 1)", 1.0), ("mean_delay_ms", "mean delay (ms)", 1.0),
+              ("accuracy", "accuracy (%)", 100.0), ("offload_fraction", "offload fraction", 1.0))
+    for ax, (key, label, scale) in zip(axes, panels):
+        for agent in agents:
+            series = scalars.get(f"eval/{agent}/{key}")
+            if not series:
+                continue
+            steps, values = zip(*series)
+            scripted = agent in ("goa", "min_delay", "local_all", "edge_all", "random")
+            ax.plot(steps, [scale * v for v in values], linestyle="--" if scripted else "-", marker="" if scripted else "o",
+                    ms=3, label=agent)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{args.run_dir}: evaluation on held-out seeds during training", fontsize=10)
+    fig.tight_layout()
+    out = args.out or args.run_dir / "learning_curves.png"
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
