@@ -256,4 +256,5 @@ def print_results(results: list, title: str) -> None:
 
 
 __all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "load_config", "make_env", "InfoLoggerCallback",
-           "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "print_results", "baseline_agents", "eval_seeds"]
+           "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "print_results", "baseline_agents",
+           "eval_seeds"]

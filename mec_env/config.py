@@ -83,7 +83,8 @@ class ScenarioConfig:
     carrier_hz: float = _f(3.5e9, "carrier frequency f", range=(0.0, INF), open_low=True)
     noise_psd_w_per_hz: float = _f(4e-21, "noise PSD N0; sigma^2 = N0 x B", range=(0.0, INF))
     path_loss: str = _f("free_space", "large-scale gain model", choices=("free_space", "3gpp_umi"))
-    min_distance_m: float = _f(10.0, "distance floor of the path-loss model (3GPP TR 38.901: d2D >= 10 m)", range=(0.0, INF), open_low=True)
+    min_distance_m: float = _f(10.0, "distance floor of the path-loss model (3GPP TR 38.901: d2D >= 10 m)",
+                               range=(0.0, INF), open_low=True)
     interference: str = _f("physical", "interference model of eq. 3", choices=("physical", "paper", "none"))
     query_size_unit: str = _f("bytes_as_bits", "D_i: prompt bytes read as bits (reference) or 8 x bytes",
                               choices=("bytes_as_bits", "bits"))

@@ -167,7 +167,8 @@ def evaluate(problem: Problem, assignment: np.ndarray | list[int]) -> Evaluation
     """Delays, objective, accuracy and constraint violations of one assignment."""
     a = check_assignment(problem, assignment)
     if a.ndim != 1:
-        raise AssignmentError(f"evaluate takes one assignment of shape (N,); got {a.shape}. Use objective() for batches")
+        raise AssignmentError(f"evaluate takes one assignment of shape (N,); got {a.shape}; "
+                              "use objective() for batches")
     t_comm, t_compute, delay = user_delays(problem, a)
     correct = np.where(a > 0, problem.llm_correct, problem.slm_correct)
     load, _ = es_state(problem, a)

@@ -98,7 +98,8 @@ def test_ppo_script_trains_saves_reloads_and_logs(tmp_path, monkeypatch):
     reloaded = load_model(run / "final_model.zip")
     env = gym.make("MECOffload-v0", scenario="small", n_users=20, flat_obs=True)
     obs, _ = env.reset(seed=5)
-    np.testing.assert_array_equal(reloaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    np.testing.assert_array_equal(reloaded.predict(obs, deterministic=True)[0],
+                                  model.predict(obs, deterministic=True)[0])
     tags = scalar_tags(run)
     for tag in ("eval/ppo/mean_delay_ms", "eval/ppo/accuracy", "eval/goa/mean_delay_ms", "eval/min_delay/accuracy",
                 "eval/normalised_score", "rollout/mean_delay_ms", "rollout/offload_fraction"):

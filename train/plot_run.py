@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> Path:
                 continue
             steps, values = zip(*series)
             scripted = agent in ("goa", "min_delay", "local_all", "edge_all", "random")
-            ax.plot(steps, [scale * v for v in values], linestyle="--" if scripted else "-", marker="" if scripted else "o",
-                    ms=3, label=agent)
+            ax.plot(steps, [scale * v for v in values], linestyle="--" if scripted else "-",
+                    marker="" if scripted else "o", ms=3, label=agent)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         ax.set_xlabel("environment steps")
         ax.set_ylabel(label)
