@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable, Mapping
 import gymnasium as gym
 import numpy as np
 
+from mec_env.experiments import mean_ci95
+
 SLOT_METRICS = ("penalised_objective", "mean_delay_ms", "accuracy", "offload_fraction", "violations", "objective")
 
 
@@ -57,9 +59,7 @@ def run_episodes(env: gym.Env, agent: Any, seeds: Iterable[int], deterministic: 
 def summarise(name: str, slots: list[dict]) -> AgentResult:
     mean, ci = {}, {}
     for k in SLOT_METRICS:
-        x = np.array([float(s[k]) for s in slots])
-        mean[k] = float(x.mean())
-        ci[k] = float(1.96 * x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
+        mean[k], ci[k] = mean_ci95(np.array([float(s[k]) for s in slots]))
     return AgentResult(name=name, slots=len(slots), mean=mean, ci95=ci)
 
 

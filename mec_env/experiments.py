@@ -102,6 +102,13 @@ def monte_carlo(
     return rows
 
 
+def mean_ci95(x: np.ndarray) -> tuple[float, float]:
+    """Mean and 95 % confidence half-width (normal, 1.96 s / sqrt(n)); NaN half-width for n < 2."""
+    x = np.asarray(x, dtype=np.float64)
+    half = 1.96 * x.std(ddof=1) / math.sqrt(x.size) if x.size > 1 else float("nan")
+    return float(x.mean()), float(half)
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Mean and 95 % confidence half-width (normal, 1.96 s / sqrt(n)) per (N, tau, strategy)."""
     groups: dict[tuple, list[dict]] = {}
@@ -111,9 +118,6 @@ def summarize(rows: list[dict]) -> list[dict]:
     for (n, tau, strategy), rs in groups.items():
         row: dict = {"n_users": n, "tau": tau, "strategy": strategy, "runs": len(rs)}
         for metric in METRICS:
-            x = np.array([r[metric] for r in rs], dtype=np.float64)
-            half = 1.96 * x.std(ddof=1) / math.sqrt(x.size) if x.size > 1 else float("nan")
-            row[f"{metric}_mean"] = float(x.mean())
-            row[f"{metric}_ci95"] = float(half)
+            row[f"{metric}_mean"], row[f"{metric}_ci95"] = mean_ci95(np.array([r[metric] for r in rs]))
         out.append(row)
     return out

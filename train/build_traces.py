@@ -91,9 +91,11 @@ def profile_model(name: str, model_path: Path, questions: list, out_csv: Path, s
 
 
 def join(slm_csv: Path, llm_csv: Path, questions: list) -> list[dict]:
+    from mec_env.lm.profiler import read_profile
+
     key = lambda r: (int(r["task"]), int(r["story_id"]), int(r["question_id"]))  # noqa: E731
-    slm = {key(r): r for r in csv.DictReader(open(slm_csv, encoding="utf-8", newline=""))}
-    llm = {key(r): r for r in csv.DictReader(open(llm_csv, encoding="utf-8", newline=""))}
+    slm = {key(r): r for r in read_profile(slm_csv)}
+    llm = {key(r): r for r in read_profile(llm_csv)}
     rows = []
     for q in questions:
         k = (q.task, q.story_id, q.question_id)
