@@ -48,6 +48,10 @@ figures: $(STAMP)
 	$(PY) train/reproduce.py fig4 --runs 500 --out $(OUT)/paper
 	$(PY) train/reproduce.py fig5 --runs 500 --out $(OUT)/paper
 
+# Speed: GOA vs the literal Algorithm 1, env steps/s single / batched / SyncVectorEnv, Fig. 3 sweep.
+bench: $(STAMP)
+	$(PY) bench/bench.py $(BENCH_ARGS)
+
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
 

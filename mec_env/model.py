@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from mec_env import fast
 from mec_env.errors import AssignmentError
 from mec_env.problem import Problem
 
@@ -33,6 +34,8 @@ def validate_assignment(assignment: Any, n_users: int, n_edge_servers: int, what
     """
     a = np.asarray(assignment)
     n, m = n_users, n_edge_servers
+    if a.dtype == np.int64 and a.ndim >= 1 and a.shape[-1] == n and a.size and a.min() >= 0 and a.max() <= m:
+        return a  # the common case, checked with two reductions
     allowed = f"0 (local) .. M = {m} (ES index)"
     if a.ndim == 0 or a.shape[-1] != n:
         raise AssignmentError(f"{what} has shape {a.shape}; expected (N,) = ({n},): one entry per user, {allowed}")
@@ -55,6 +58,29 @@ def check_assignment(problem: Problem, assignment: Any) -> np.ndarray:
     return validate_assignment(assignment, problem.n_users, problem.n_edge_servers)
 
 
+def delay_terms(
+    problem: Problem,
+    own_gain: np.ndarray,
+    query_bits: np.ndarray,
+    workload_llm: np.ndarray,
+    es_capacity: np.ndarray,
+    n_sharing: np.ndarray,
+    interference_w: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Eqs. 2-7 on per-(user, ES) arrays that broadcast together: ``(t_comm, t_ES)`` in seconds.
+
+    ``own_gain`` is |h_ij|^2 of the user on that ES, ``n_sharing`` the users on the ES
+    including this one (the ``max(1, .)`` guards of eqs. 2 and 6 are applied here).
+    """
+    share = np.maximum(1, n_sharing)
+    sinr = problem.tx_power_w * own_gain / (interference_w + problem.noise_power_w)
+    rate = (problem.bandwidth_hz / share) * (np.log1p(sinr) / LN2)
+    rate = np.maximum(rate, problem.min_rate_bps)
+    t_comm = query_bits / rate
+    compute = np.minimum(problem.c_max, es_capacity / share)
+    return t_comm, workload_llm / compute
+
+
 def edge_delay(
     problem: Problem,
     users: np.ndarray,
@@ -62,20 +88,13 @@ def edge_delay(
     n_sharing: np.ndarray,
     interference_w: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Uplink and ES compute delay of ``users`` on ES index ``es`` (0-based), eqs. 2-7.
+    """Uplink and ES compute delay of ``users`` on ES index ``es`` (0-based) of one instance, eqs. 2-7.
 
     All arguments broadcast together. ``n_sharing`` is the number of users on that ES
-    (including the user itself); the ``max(1, .)`` guards of eqs. 2 and 6 are applied here.
-    Returns ``(t_comm, t_es)`` in seconds.
+    (including the user itself). Returns ``(t_comm, t_es)`` in seconds.
     """
-    share = np.maximum(1, n_sharing)
-    sinr = problem.tx_power_w * problem.gain[users, es] / (interference_w + problem.noise_power_w)
-    rate = (problem.bandwidth_hz / share) * (np.log1p(sinr) / LN2)
-    rate = np.maximum(rate, problem.min_rate_bps)
-    t_comm = problem.query_bits[users] / rate
-    compute = np.minimum(problem.c_max, problem.es_capacity[es] / share)
-    t_es = problem.workload_llm[users] / compute
-    return t_comm, t_es
+    return delay_terms(problem, problem.gain[users, es], problem.query_bits[users], problem.workload_llm[users],
+                       problem.es_capacity[es], n_sharing, interference_w)
 
 
 def interference_contribution(problem: Problem, users: np.ndarray, es: np.ndarray) -> np.ndarray:
@@ -93,19 +112,36 @@ def interference_contribution(problem: Problem, users: np.ndarray, es: np.ndarra
     return np.zeros(np.shape(users) + (problem.n_edge_servers,))
 
 
+def _at_es(values: np.ndarray, es: np.ndarray) -> np.ndarray:
+    """``values[..., es[..., i]]`` for per-ES ``values`` (..., M) and ES indices (..., N)."""
+    shape = np.broadcast_shapes(values.shape[:-1], es.shape[:-1])
+    return np.take_along_axis(np.broadcast_to(values, shape + values.shape[-1:]),
+                              np.broadcast_to(es, shape + es.shape[-1:]), axis=-1)
+
+
+def _own_gain(problem: Problem, es: np.ndarray) -> np.ndarray:
+    """|h_i,es_i|^2 for ES indices ``es`` (..., N), one instance or a batch."""
+    gain = np.broadcast_to(problem.gain, np.broadcast_shapes(problem.gain.shape, es.shape + (1,)))
+    return np.take_along_axis(gain, np.broadcast_to(es, gain.shape[:-1])[..., None], axis=-1)[..., 0]
+
+
 def es_state(problem: Problem, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-ES load n_j and interference I_j on users there, for ``(..., N)`` assignments.
 
-    Returns ``(load, interference)``, each ``(..., M)``.
+    Returns ``(load, interference)``, each ``(..., M)``. ``problem`` may be batched: its
+    leading axes broadcast against the assignment's.
     """
     m = problem.n_edge_servers
     onehot = assignment[..., :, None] == np.arange(1, m + 1)  # (..., N, M)
     load = onehot.sum(axis=-2)
     offloaded = assignment > 0
-    es = np.maximum(assignment - 1, 0)
-    users = np.broadcast_to(np.arange(problem.n_users), assignment.shape)
-    contrib = interference_contribution(problem, users, es)  # (..., N, M)
     mask = offloaded[..., :, None] & ~onehot
+    if problem.interference == "physical":
+        contrib = problem.tx_power_w * problem.gain  # (..., N, M)
+    elif problem.interference == "paper":
+        contrib = (problem.tx_power_w * _own_gain(problem, np.maximum(assignment - 1, 0)))[..., None]
+    else:
+        return load, np.zeros(load.shape)
     interference = np.where(mask, contrib, 0.0).sum(axis=-2)
     return load, interference
 
@@ -114,18 +150,39 @@ def user_delays(problem: Problem, assignment: np.ndarray) -> tuple[np.ndarray, n
     """Per-user ``(t_comm, t_compute, delay)`` of eq. (8) for ``(..., N)`` assignments.
 
     ``t_compute`` is the ES compute delay for offloaded users and the local one otherwise.
+    ``problem`` may be batched (leading axis B, as the batched environment's slots); its
+    leading axes broadcast against the assignment's.
     """
-    a = np.asarray(assignment)
+    t_comm, t_compute, _ = _delays_and_load(problem, np.asarray(assignment))
+    return t_comm, t_compute, t_comm + t_compute
+
+
+def _delays_and_load(problem: Problem, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(t_comm, t_compute, load)``: the compiled kernel when it applies, else numpy."""
+    if fast.numba_enabled() and a.shape == problem.batch_shape + (problem.n_users,) and a.ndim <= 2:
+        kernel = fast.delays_batch_kernel if a.ndim == 2 else fast.delays_kernel
+        return kernel(*kernel_args(problem), a)
     load, interference = es_state(problem, a)
     offloaded = a > 0
     es = np.maximum(a - 1, 0)
-    users = np.broadcast_to(np.arange(problem.n_users), a.shape)
-    n_sharing = np.take_along_axis(load, es, axis=-1)
-    i_at = np.take_along_axis(interference, es, axis=-1)
-    t_comm, t_es = edge_delay(problem, users, es, n_sharing, i_at)
+    t_comm, t_es = delay_terms(problem, _own_gain(problem, es), problem.query_bits, problem.workload_llm,
+                               _at_es(problem.es_capacity, es), _at_es(load, es), _at_es(interference, es))
     t_comm = np.where(offloaded, t_comm, 0.0)
     t_compute = np.where(offloaded, t_es, problem.local_delay)
-    return t_comm, t_compute, t_comm + t_compute
+    return t_comm, t_compute, load
+
+
+def kernel_args(problem: Problem) -> tuple:
+    """The problem's arrays and scalars in the order the compiled kernels of :mod:`mec_env.fast` take them."""
+    return (problem.gain, problem.query_bits, problem.workload_llm, problem.local_delay, problem.es_capacity,
+            float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
+            float(problem.noise_power_w), float(problem.min_rate_bps), fast.INTERFERENCE_CODES[problem.interference])
+
+
+def local_objective(problem: Problem) -> float | np.ndarray:
+    """Objective (10) of all local, ``sum_i alpha_i t_L,i`` (per instance of a batch): the envs' reward scale."""
+    return (problem.alpha * problem.local_delay).sum(axis=-1) if problem.batch_shape \
+        else float(problem.alpha @ problem.local_delay)
 
 
 def objective(problem: Problem, assignment: np.ndarray) -> np.ndarray:
@@ -169,20 +226,59 @@ def evaluate(problem: Problem, assignment: np.ndarray | list[int]) -> Evaluation
     if a.ndim != 1:
         raise AssignmentError(f"evaluate takes one assignment of shape (N,); got {a.shape}; "
                               "use objective() for batches")
-    t_comm, t_compute, delay = user_delays(problem, a)
-    correct = np.where(a > 0, problem.llm_correct, problem.slm_correct)
-    load, _ = es_state(problem, a)
+    t_comm, t_compute, load = _delays_and_load(problem, a)
+    delay = t_comm + t_compute
+    offloaded = a > 0
+    correct = np.where(offloaded, problem.llm_correct, problem.slm_correct)
+    n = a.shape[0]
     return Evaluation(
         assignment=a,
         comm_delay=t_comm,
         compute_delay=t_compute,
         delay=delay,
         objective=float(problem.alpha @ delay),
-        mean_delay=float(delay.mean()),
-        accuracy=float(correct.mean()),
+        mean_delay=float(delay.sum()) / n,
+        accuracy=int(np.count_nonzero(correct)) / n,
         correct=correct,
         es_load=load,
-        violations=violations(problem, a),
+        violations=(problem.alpha > problem.tau) & ~offloaded,
+    )
+
+
+@dataclass(frozen=True)
+class BatchEvaluation:
+    """:class:`Evaluation` of B instances at once (the batched environment's slots). Times in seconds."""
+
+    assignment: np.ndarray  # (B, N)
+    delay: np.ndarray  # (B, N) d_i of eq. (8)
+    objective: np.ndarray  # (B,) eq. (10)
+    mean_delay: np.ndarray  # (B,)
+    accuracy: np.ndarray  # (B,)
+    es_load: np.ndarray  # (B, M) users per ES
+    n_violations: np.ndarray  # (B,) constraint (11)
+    n_offloaded: np.ndarray  # (B,)
+
+
+def evaluate_batch(problem: Problem, assignment: np.ndarray) -> BatchEvaluation:
+    """Evaluate assignment ``b`` (row of a (B, N) array) on instance ``b`` of a batched problem."""
+    a = check_assignment(problem, assignment)
+    if a.ndim != 2 or problem.batch_shape != a.shape[:1]:
+        raise AssignmentError(f"evaluate_batch takes a (B, N) assignment for a problem of batch shape (B,); got "
+                              f"assignment {a.shape}, problem batch {problem.batch_shape}")
+    t_comm, t_compute, load = _delays_and_load(problem, a)
+    delay = t_comm + t_compute
+    offloaded = a > 0
+    correct = np.where(offloaded, problem.llm_correct, problem.slm_correct)
+    n = a.shape[-1]
+    return BatchEvaluation(
+        assignment=a,
+        delay=delay,
+        objective=(problem.alpha * delay).sum(axis=-1),
+        mean_delay=delay.sum(axis=-1) / n,
+        accuracy=np.count_nonzero(correct, axis=-1) / n,
+        es_load=load,
+        n_violations=np.count_nonzero((problem.alpha > problem.tau) & ~offloaded, axis=-1),
+        n_offloaded=np.count_nonzero(offloaded, axis=-1),
     )
 
 

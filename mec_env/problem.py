@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
+from mec_env import fast
 from mec_env.config import ScenarioConfig
 from mec_env.queries import QueryBatch, QuerySource, make_query_source
 
@@ -22,7 +24,13 @@ INTERFERENCE_MODES = ("physical", "paper", "none")
 
 @dataclass(frozen=True, eq=False)
 class Problem:
-    """One instance of the offloading problem (10)-(13). Arrays are indexed [user, ES]."""
+    """One instance of the offloading problem (10)-(13). Arrays are indexed [user, ES].
+
+    A batch of B independent instances (the batched environment's slots) is the same class
+    with a leading axis on every array: ``gain`` (B, N, M), per-user arrays (B, N),
+    ``es_capacity`` (B, M); the scalars are shared. The evaluator's batched functions
+    (:func:`~mec_env.model.user_delays`, :func:`~mec_env.model.objective`) accept both.
+    """
 
     gain: np.ndarray  # (N, M) |h_ij|^2: large-scale gain x Exp(1) fading, linear
     local_capacity: np.ndarray  # (N,) C_L,i in FLOP/s
@@ -44,23 +52,43 @@ class Problem:
     es_xy: np.ndarray | None = field(default=None, repr=False)  # (M, 2) m
 
     def __post_init__(self) -> None:
-        n, m = self.gain.shape
+        if self.gain.ndim < 2:
+            raise ValueError(f"Problem.gain has shape {self.gain.shape}; expected (N, M) or (B, N, M)")
+        *batch, n, m = self.gain.shape
+        batch = tuple(batch)
         for name in ("local_capacity", "query_bits", "workload_slm", "workload_llm", "alpha",
                      "slm_correct", "llm_correct"):
-            if getattr(self, name).shape != (n,):
-                raise ValueError(f"Problem.{name} has shape {getattr(self, name).shape}; expected ({n},)")
-        if self.es_capacity.shape != (m,):
-            raise ValueError(f"Problem.es_capacity has shape {self.es_capacity.shape}; expected ({m},)")
+            if getattr(self, name).shape != batch + (n,):
+                raise ValueError(f"Problem.{name} has shape {getattr(self, name).shape}; expected {batch + (n,)}")
+        if self.es_capacity.shape != batch + (m,):
+            raise ValueError(f"Problem.es_capacity has shape {self.es_capacity.shape}; expected {batch + (m,)}")
         if self.interference not in INTERFERENCE_MODES:
             raise ValueError(f"Problem.interference is {self.interference!r}; expected one of {INTERFERENCE_MODES}")
 
     @property
     def n_users(self) -> int:
-        return self.gain.shape[0]
+        return self.gain.shape[-2]
 
     @property
     def n_edge_servers(self) -> int:
-        return self.gain.shape[1]
+        return self.gain.shape[-1]
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """``()`` for one instance, ``(B,)`` for a batch."""
+        return self.gain.shape[:-2]
+
+    def instance(self, b: int) -> "Problem":
+        """Instance ``b`` of a batch, as a one-instance problem (arrays are views)."""
+        if not self.batch_shape:
+            raise ValueError("instance() needs a batched problem; this one has no batch axis")
+        # the batch was checked when built; slicing keeps every shape consistent, so skip the checks
+        fields = self.__dict__
+        out = object.__new__(Problem)
+        out.__dict__.update({f: fields[f][b] for f in _ARRAY_FIELDS})
+        out.__dict__.update({f: fields[f] for f in _SHARED_FIELDS})
+        out.__dict__["user_xy"] = None if self.user_xy is None else self.user_xy[b]
+        return out
 
     @property
     def local_delay(self) -> np.ndarray:
@@ -68,17 +96,29 @@ class Problem:
         return self.workload_slm / self.local_capacity
 
 
+_ARRAY_FIELDS = ("gain", "local_capacity", "es_capacity", "query_bits", "workload_slm", "workload_llm", "alpha",
+                 "slm_correct", "llm_correct")
+_SHARED_FIELDS = ("c_max", "bandwidth_hz", "tx_power_w", "noise_power_w", "tau", "interference", "min_rate_bps",
+                  "es_xy")
+
+
 def es_grid_positions(m: int, side: float) -> np.ndarray:
-    """Cell centres of a near-square grid over the area, first ``m`` cells.
+    """Cell centres of a near-square grid over the area, first ``m`` cells (a read-only array).
 
     M = 4 on a 500 m side gives the paper's (125,125), (125,375), (375,125), (375,375).
     """
+    return _es_grid(int(m), float(side))
+
+
+@lru_cache(maxsize=64)
+def _es_grid(m: int, side: float) -> np.ndarray:
     cols = math.ceil(math.sqrt(m))
     rows = math.ceil(m / cols)
     xs = (np.arange(cols) + 0.5) * side / cols
     ys = (np.arange(rows) + 0.5) * side / rows
-    grid = np.array([(x, y) for x in xs for y in ys], dtype=np.float64)
-    return grid[:m]
+    grid = np.array([(x, y) for x in xs for y in ys], dtype=np.float64)[:m]
+    grid.flags.writeable = False
+    return grid
 
 
 def path_gain(distance_m: np.ndarray, carrier_hz: float, model: str) -> np.ndarray:
@@ -99,22 +139,40 @@ def path_gain(distance_m: np.ndarray, carrier_hz: float, model: str) -> np.ndarr
     raise ValueError(f"path_loss must be 'free_space' or '3gpp_umi', got {model!r}")
 
 
+def user_es_distance(user_xy: np.ndarray, es_xy: np.ndarray, min_distance_m: float) -> np.ndarray:
+    """Horizontal distance of every user (..., N, 2) to every ES (M, 2), floored: (..., N, M)."""
+    dx = user_xy[..., :, None, 0] - es_xy[:, 0]
+    dy = user_xy[..., :, None, 1] - es_xy[:, 1]
+    return np.maximum(np.sqrt(dx * dx + dy * dy), min_distance_m)
+
+
 def problem_from_queries(
     cfg: ScenarioConfig,
     rng: np.random.Generator,
     queries: QueryBatch,
     n_users: int | None = None,
+    batch: tuple[int, ...] = (),
 ) -> Problem:
-    """Draw the radio and compute side of an instance around given queries."""
+    """Draw the radio and compute side of an instance (or a ``batch`` of them) around given queries.
+
+    With ``batch = (B,)`` the query arrays are (B, N) and every draw gets a leading axis; the
+    draws are made in the same order, so ``batch = ()`` is the one-instance case.
+    """
     n = cfg.n_users if n_users is None else n_users
     m = cfg.n_edge_servers
     es_xy = es_grid_positions(m, cfg.area_side_m)
-    user_xy = rng.uniform(0.0, cfg.area_side_m, size=(n, 2))
-    distance = np.maximum(np.linalg.norm(user_xy[:, None, :] - es_xy[None, :, :], axis=-1), cfg.min_distance_m)
-    fading = rng.exponential(1.0, size=(n, m))  # Rayleigh: |h|^2 ~ Exp(1)
-    gain = path_gain(distance, cfg.carrier_hz, cfg.path_loss) * fading
-    es_capacity = cfg.es_capacity_flops * rng.uniform(cfg.es_capacity_low, cfg.es_capacity_high, size=m)
-    local_capacity = cfg.local_capacity_flops * rng.uniform(cfg.local_capacity_low, cfg.local_capacity_high, size=n)
+    user_xy = rng.uniform(0.0, cfg.area_side_m, size=batch + (n, 2))
+    fading = rng.exponential(1.0, size=batch + (n, m))  # Rayleigh: |h|^2 ~ Exp(1)
+    if cfg.path_loss == "free_space" and fast.numba_enabled():
+        gain = fast.free_space_gain_kernel(user_xy.reshape(-1, n, 2), es_xy, fading.reshape(-1, n, m),
+                                           cfg.min_distance_m, 4.0 * math.pi * cfg.carrier_hz,
+                                           SPEED_OF_LIGHT).reshape(fading.shape)
+    else:
+        distance = user_es_distance(user_xy, es_xy, cfg.min_distance_m)
+        gain = path_gain(distance, cfg.carrier_hz, cfg.path_loss) * fading
+    es_capacity = cfg.es_capacity_flops * rng.uniform(cfg.es_capacity_low, cfg.es_capacity_high, size=batch + (m,))
+    local_capacity = cfg.local_capacity_flops * rng.uniform(cfg.local_capacity_low, cfg.local_capacity_high,
+                                                            size=batch + (n,))
     nbytes = queries.prompt_bytes.astype(np.float64)
     query_bits = nbytes if cfg.query_size_unit == "bytes_as_bits" else 8.0 * nbytes
     flops_per_query = cfg.flops_per_param_token * cfg.effective_tokens
@@ -123,8 +181,8 @@ def problem_from_queries(
         local_capacity=local_capacity,
         es_capacity=es_capacity,
         query_bits=query_bits,
-        workload_slm=np.full(n, flops_per_query * cfg.slm_params),
-        workload_llm=np.full(n, flops_per_query * cfg.llm_params),
+        workload_slm=np.full(batch + (n,), flops_per_query * cfg.slm_params),
+        workload_llm=np.full(batch + (n,), flops_per_query * cfg.llm_params),
         alpha=np.asarray(queries.alpha(cfg.queries.metric), dtype=np.float64),
         slm_correct=np.asarray(queries.slm_correct, dtype=bool),
         llm_correct=np.asarray(queries.llm_correct, dtype=bool),
@@ -145,19 +203,25 @@ def sample_problem(
     rng: np.random.Generator | int,
     n_users: int | None = None,
     source: QuerySource | None = None,
+    batch: int | None = None,
 ) -> Problem:
-    """Draw one problem instance.
+    """Draw one problem instance, or ``batch`` independent ones along a leading axis.
 
     :param cfg: the scenario.
     :param rng: a numpy Generator, or an int seed (the paper's draws use seeds 42 + i).
     :param n_users: overrides ``cfg.n_users`` (sweeps over N reuse one config).
     :param source: query source; default the one ``cfg.queries`` names.
+    :param batch: None (one instance) or B >= 1 (a batched :class:`Problem`; the batched
+        environment draws its slots this way).
     """
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
     n = cfg.n_users if n_users is None else int(n_users)
     if n < 1:
         raise ValueError(f"n_users must be >= 1, got {n}")
+    shape = () if batch is None else (int(batch),)
+    if shape and shape[0] < 1:
+        raise ValueError(f"batch must be None or >= 1, got {batch}")
     src = source if source is not None else make_query_source(cfg.queries)
-    queries = src.sample(n, rng)
-    return problem_from_queries(cfg, rng, queries, n_users=n)
+    queries = src.sample(n, rng, shape)
+    return problem_from_queries(cfg, rng, queries, n_users=n, batch=shape)

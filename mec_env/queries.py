@@ -40,9 +40,9 @@ class QueryBatch:
 
 
 class QuerySource(Protocol):
-    """Anything that draws ``n`` queries with a numpy ``Generator``."""
+    """Anything that draws ``n`` queries with a numpy ``Generator`` (``batch + (n,)`` arrays)."""
 
-    def sample(self, n: int, rng: np.random.Generator) -> QueryBatch: ...
+    def sample(self, n: int, rng: np.random.Generator, batch: tuple[int, ...] = ()) -> QueryBatch: ...
 
 
 @lru_cache(maxsize=1)
@@ -71,13 +71,14 @@ class SyntheticQuerySource:
         llm = np.clip(c.llm_acc_intercept + c.llm_acc_slope * alpha, 0.0, 1.0)
         return slm, llm
 
-    def sample(self, n: int, rng: np.random.Generator) -> QueryBatch:
+    def sample(self, n: int, rng: np.random.Generator, batch: tuple[int, ...] = ()) -> QueryBatch:
         c = self.cfg
-        idx = rng.integers(0, self._bytes.size, size=n)
-        margin = rng.beta(c.alpha_beta_a, c.alpha_beta_b, size=n)
-        u = rng.random(n)
+        size = tuple(batch) + (n,)
+        idx = rng.integers(0, self._bytes.size, size=size)
+        margin = rng.beta(c.alpha_beta_a, c.alpha_beta_b, size=size)
+        u = rng.random(size)
         p_slm, p_llm = self.accuracy_curves(margin)
-        noise = rng.normal(0.0, c.metric_noise, size=(2, n))
+        noise = rng.normal(0.0, c.metric_noise, size=(2,) + size)
         uncertainty = {
             "margin": margin,
             "entropy": np.clip(margin + noise[0], 0.0, 1.0),
@@ -89,7 +90,7 @@ class SyntheticQuerySource:
             llm_correct=u < p_llm,
             prompt_bytes=self._bytes[idx],
             prompt_tokens=np.rint(self._words[idx] * TOKENS_PER_WORD).astype(np.int64),
-            answer_tokens=np.ones(n, dtype=np.int64),
+            answer_tokens=np.ones(size, dtype=np.int64),
         )
 
 

@@ -15,24 +15,30 @@ ENTRY_POINTS = {
     "MECOffload": "mec_env.envs.joint:MECOffloadEnv",
     "MECOffloadSeq": "mec_env.envs.sequential:MECOffloadSeqEnv",
 }
+# batched twins: ``gymnasium.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")``
+VECTOR_ENTRY_POINTS = {
+    "MECOffload": "mec_env.envs.vector:MECOffloadVectorEnv",
+}
 SIZE_VARIANTS = (10, 20, 40)
 
 
-def _register(env_id: str, entry_point: str, kwargs: dict[str, Any]) -> None:
+def _register(env_id: str, entry_point: str, kwargs: dict[str, Any], vector_entry_point: str | None) -> None:
     if env_id in gymnasium.registry:  # re-imports and module reloads must not re-register
         return
     # the joint env truncates itself after episode_length slots; no TimeLimit wrapper
-    gymnasium.register(id=env_id, entry_point=entry_point, kwargs=kwargs, max_episode_steps=None)
+    gymnasium.register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point, kwargs=kwargs,
+                       max_episode_steps=None)
 
 
 def register_envs() -> list[str]:
     """Register every id (idempotent) and return them."""
     ids = []
     for name, entry_point in ENTRY_POINTS.items():
-        _register(f"{name}-v0", entry_point, {})
+        vector = VECTOR_ENTRY_POINTS.get(name)
+        _register(f"{name}-v0", entry_point, {}, vector)
         ids.append(f"{name}-v0")
         for n in SIZE_VARIANTS:
-            _register(f"{name}-N{n}-v0", entry_point, {"n_users": n})
+            _register(f"{name}-N{n}-v0", entry_point, {"n_users": n}, vector)
             ids.append(f"{name}-N{n}-v0")
     return ids
 

@@ -117,9 +117,9 @@ class TraceQuerySource:
     def __init__(self, path: str | Path | None = None) -> None:
         self.table = load_traces(path)
 
-    def sample(self, n: int, rng: np.random.Generator) -> QueryBatch:
+    def sample(self, n: int, rng: np.random.Generator, batch: tuple[int, ...] = ()) -> QueryBatch:
         t = self.table
-        idx = rng.integers(0, len(t), size=n)
+        idx = rng.integers(0, len(t), size=tuple(batch) + (n,))
         return QueryBatch(
             uncertainty={m: v[idx] for m, v in t.uncertainty.items()},
             slm_correct=t.slm_correct[idx],

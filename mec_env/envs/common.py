@@ -22,7 +22,7 @@ import numpy as np
 
 from mec_env.config import ScenarioConfig, load_scenario
 from mec_env.errors import AssignmentError, ConfigError
-from mec_env.model import Evaluation, validate_assignment
+from mec_env.model import BatchEvaluation, Evaluation, validate_assignment
 
 PENALTIES = ("violations", "wrong_answers")
 
@@ -108,8 +108,12 @@ def check_render_mode(render_mode: str | None, modes: list[str]) -> str | None:
 
 def normalised_gain_db(gain: np.ndarray) -> np.ndarray:
     """``clip((10 log10 |h|^2 + 90) / 40, -5, 5)`` as float32."""
-    db = 10.0 * np.log10(np.maximum(gain, GAIN_FLOOR))
-    return np.clip((db + GAIN_DB_OFFSET) / GAIN_DB_SCALE, -GAIN_OBS_CLIP, GAIN_OBS_CLIP).astype(np.float32)
+    x = np.maximum(gain, GAIN_FLOOR)
+    np.log10(x, out=x)  # in place: this runs on (B, N, M) arrays every step of the batched env
+    x *= 10.0
+    x += GAIN_DB_OFFSET
+    x /= GAIN_DB_SCALE
+    return np.clip(x, -GAIN_OBS_CLIP, GAIN_OBS_CLIP, out=x).astype(np.float32)
 
 
 def normalised_local_capacity(local_capacity: np.ndarray, cfg: ScenarioConfig) -> np.ndarray:
@@ -143,29 +147,35 @@ def as_choice(action: Any, m: int, what: str = "action") -> int:
 
 # --- reward and metrics --------------------------------------------------------------------
 
-def penalised_objective(ev: Evaluation, local_objective: float, penalty: str, weight: float) -> float:
-    """J of the module docstring for an evaluated assignment.
+def penalised_objective(ev: Evaluation | BatchEvaluation, local_objective: float | np.ndarray, penalty: str,
+                        weight: float) -> float | np.ndarray:
+    """J of the module docstring for an evaluated assignment (or a batch of them, then per slot).
 
     ``local_objective`` is ``objective(all local)`` of the same problem; it is 0 only when every
     alpha is 0, and then every objective is 0, so the delay part is taken as 0.
     """
-    delay_part = ev.objective / local_objective if local_objective > 0.0 else 0.0
-    if penalty == "violations":
-        pen = ev.n_violations / ev.assignment.size
+    n = ev.assignment.shape[-1]
+    pen = ev.n_violations / n if penalty == "violations" else 1.0 - ev.accuracy
+    if isinstance(ev, BatchEvaluation):
+        positive = local_objective > 0.0
+        delay_part = np.where(positive, ev.objective / np.where(positive, local_objective, 1.0), 0.0)
     else:
-        pen = 1.0 - ev.accuracy
+        delay_part = ev.objective / local_objective if local_objective > 0.0 else 0.0
     return delay_part + weight * pen
 
 
-def slot_metrics(ev: Evaluation, local_objective: float, penalty: str, weight: float,
-                 prefix: str = "") -> dict[str, Any]:
-    """The per-slot ``info`` entries: delays, objective, accuracy, offloading, violations."""
+def slot_metrics(ev: Evaluation | BatchEvaluation, local_objective: float | np.ndarray, penalty: str,
+                 weight: float, prefix: str = "") -> dict[str, Any]:
+    """The per-slot ``info`` entries: delays, objective, accuracy, offloading, violations.
+
+    For a :class:`BatchEvaluation` every entry has a leading batch axis (Gymnasium's vector info).
+    """
     return {
         f"{prefix}mean_delay_ms": 1e3 * ev.mean_delay,
         f"{prefix}objective": ev.objective,
         f"{prefix}penalised_objective": penalised_objective(ev, local_objective, penalty, weight),
         f"{prefix}accuracy": ev.accuracy,
-        f"{prefix}offload_fraction": ev.n_offloaded / ev.assignment.size,
-        f"{prefix}es_counts": np.asarray(ev.es_load, dtype=np.int64).copy(),
+        f"{prefix}offload_fraction": ev.n_offloaded / ev.assignment.shape[-1],
+        f"{prefix}es_counts": np.array(ev.es_load, dtype=np.int64),
         f"{prefix}violations": ev.n_violations,
     }

@@ -27,8 +27,8 @@ from mec_env.envs.common import (
     normalised_local_capacity,
     slot_metrics,
 )
-from mec_env.model import Evaluation, evaluate
-from mec_env.problem import Problem, path_gain, sample_problem
+from mec_env.model import Evaluation, evaluate, local_objective
+from mec_env.problem import Problem, path_gain, sample_problem, user_es_distance
 from mec_env.queries import make_query_source
 
 ENV_ID = "MECOffload-v0"
@@ -38,6 +38,7 @@ SLOT_SECONDS = 1.0  # duration of a slot: a user at speed v moves v x SLOT_SECON
 LOAD_MAX = 0.9  # background load fraction is kept in [0, LOAD_MAX]
 LOAD_AR_COEF = 0.9  # AR(1) coefficient of the background load (slot-to-slot correlation)
 LOAD_STD = 0.1  # stationary standard deviation of the background load around its mean
+SLOT_BLOCK = 32  # slots drawn per sampler call: one batched draw amortises numpy's per-call cost
 
 
 def _reflect(x: np.ndarray, side: float) -> np.ndarray:
@@ -56,13 +57,64 @@ def relocate(problem: Problem, cfg: ScenarioConfig, user_xy: np.ndarray) -> Prob
     if problem.user_xy is None or problem.es_xy is None:
         raise ValueError("relocate needs a problem with user_xy and es_xy (one from sample_problem)")
 
-    def distance(xy: np.ndarray) -> np.ndarray:
-        d = np.linalg.norm(xy[:, None, :] - problem.es_xy[None, :, :], axis=-1)
-        return np.maximum(d, cfg.min_distance_m)
+    def gain_at(xy: np.ndarray) -> np.ndarray:
+        return path_gain(user_es_distance(xy, problem.es_xy, cfg.min_distance_m), cfg.carrier_hz, cfg.path_loss)
 
-    ratio = (path_gain(distance(user_xy), cfg.carrier_hz, cfg.path_loss)
-             / path_gain(distance(problem.user_xy), cfg.carrier_hz, cfg.path_loss))
+    ratio = gain_at(user_xy) / gain_at(problem.user_xy)
     return dataclasses.replace(problem, gain=problem.gain * ratio, user_xy=user_xy)
+
+
+def stationary_load(rng: np.random.Generator, mean: float, shape: tuple[int, ...]) -> np.ndarray:
+    """Background load fractions drawn from the AR(1) process's stationary law, clipped to [0, LOAD_MAX]."""
+    return np.clip(mean + LOAD_STD * rng.standard_normal(shape), 0.0, LOAD_MAX)
+
+
+def next_load(rng: np.random.Generator, mean: float, load: np.ndarray) -> np.ndarray:
+    """One AR(1) step of the background load (any shape)."""
+    innovation = LOAD_STD * math.sqrt(1.0 - LOAD_AR_COEF**2) * rng.standard_normal(load.shape)
+    return np.clip(mean + LOAD_AR_COEF * (load - mean) + innovation, 0.0, LOAD_MAX)
+
+
+def random_walk(rng: np.random.Generator, user_xy: np.ndarray, speed_mps: float, side_m: float) -> np.ndarray:
+    """Every user (..., N, 2) moves ``speed x SLOT_SECONDS`` in a uniform direction, reflected at the border."""
+    angle = rng.uniform(0.0, 2.0 * math.pi, size=user_xy.shape[:-1])
+    step = speed_mps * SLOT_SECONDS * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+    return _reflect(user_xy + step, side_m)
+
+
+def slot_features(problem: Problem, cfg: ScenarioConfig) -> dict[str, np.ndarray]:
+    """The per-user observation entries of a slot (or a batch of slots), float32."""
+    return {
+        "channel_gain_db": normalised_gain_db(problem.gain),
+        "local_capacity": normalised_local_capacity(problem.local_capacity, cfg),
+        "uncertainty": np.clip(problem.alpha, 0.0, 1.0).astype(np.float32),
+    }
+
+
+def slot_observation(problem: Problem, load: np.ndarray, cfg: ScenarioConfig, flat: bool,
+                     features: dict[str, np.ndarray] | None = None):
+    """The observation of a slot (or a batch of slots: every entry gets the leading axis).
+
+    ``features``: :func:`slot_features` of ``problem`` if already computed (for a block of slots).
+    """
+    features = features if features is not None else slot_features(problem, cfg)
+    obs = {k: features[k] if k != "es_load" else load.astype(np.float32) for k in OBS_KEYS}
+    if flat:
+        batch = problem.batch_shape
+        return np.concatenate([obs[k].reshape(batch + (-1,)) for k in OBS_KEYS], axis=-1)
+    return obs
+
+
+def observation_spaces(cfg: ScenarioConfig, flat: bool) -> tuple[spaces.Dict, spaces.Space]:
+    """``(dict space, space observed)`` of one slot: the Dict, or its flattening with ``flat``."""
+    n, m = cfg.n_users, cfg.n_edge_servers
+    dict_space = spaces.Dict({
+        "channel_gain_db": spaces.Box(-GAIN_OBS_CLIP, GAIN_OBS_CLIP, shape=(n, m), dtype=np.float32),
+        "es_load": spaces.Box(0.0, 1.0, shape=(m,), dtype=np.float32),
+        "local_capacity": spaces.Box(0.0, cfg.local_capacity_high, shape=(n,), dtype=np.float32),
+        "uncertainty": spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32),
+    })
+    return dict_space, (spaces.flatten_space(dict_space) if flat else dict_space)
 
 
 class MECOffloadEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]):
@@ -195,14 +247,7 @@ class MECOffloadEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]):
 
         n, m = self.cfg.n_users, self.cfg.n_edge_servers
         self.action_space = spaces.MultiDiscrete(np.full(n, m + 1, dtype=np.int64))
-        self.dict_observation_space = spaces.Dict({
-            "channel_gain_db": spaces.Box(-GAIN_OBS_CLIP, GAIN_OBS_CLIP, shape=(n, m), dtype=np.float32),
-            "es_load": spaces.Box(0.0, 1.0, shape=(m,), dtype=np.float32),
-            "local_capacity": spaces.Box(0.0, self.cfg.local_capacity_high, shape=(n,), dtype=np.float32),
-            "uncertainty": spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32),
-        })
-        self.observation_space = (spaces.flatten_space(self.dict_observation_space) if self.flat_obs
-                                  else self.dict_observation_space)
+        self.dict_observation_space, self.observation_space = observation_spaces(self.cfg, self.flat_obs)
 
         self.problem: Problem | None = None  # the current slot
         self.last_evaluation: Evaluation | None = None  # the slot decided by the last step
@@ -210,55 +255,54 @@ class MECOffloadEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]):
         self._slot = 0
         self._load = np.zeros(m)
         self._user_xy: np.ndarray | None = None
+        self._block: Problem | None = None  # drawn slots not yet used (batched), see _draw_slot
+        self._block_features: dict[str, np.ndarray] = {}
+        self._block_local_objective = np.zeros(0)
+        self._block_pos = 0
+        self._features: dict[str, np.ndarray] = {}
 
     # --- slot dynamics ---------------------------------------------------------------------
 
-    def _stationary_load(self) -> np.ndarray:
-        eps = self.np_random.standard_normal(self.cfg.n_edge_servers)
-        return np.clip(self.background_load + LOAD_STD * eps, 0.0, LOAD_MAX)
-
-    def _next_load(self) -> np.ndarray:
-        eps = self.np_random.standard_normal(self.cfg.n_edge_servers)
-        innovation = LOAD_STD * math.sqrt(1.0 - LOAD_AR_COEF**2) * eps
-        return np.clip(self.background_load + LOAD_AR_COEF * (self._load - self.background_load) + innovation,
-                       0.0, LOAD_MAX)
-
-    def _walk(self, user_xy: np.ndarray) -> np.ndarray:
-        angle = self.np_random.uniform(0.0, 2.0 * math.pi, size=user_xy.shape[0])
-        step = self.mobility_speed_mps * SLOT_SECONDS * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
-        return _reflect(user_xy + step, self.cfg.area_side_m)
-
     def _draw_slot(self) -> None:
-        """Draw the current slot's problem; mobility and background load act on top of it."""
-        problem = sample_problem(self.cfg, self.np_random, source=self._source)
+        """Draw the current slot's problem; mobility and background load act on top of it.
+
+        Slots come from blocks of ``SLOT_BLOCK`` i.i.d. draws (one batched
+        :func:`~mec_env.problem.sample_problem` call); ``reset(seed=...)`` discards the block.
+        """
+        if self._block is None or self._block_pos == SLOT_BLOCK:
+            self._block = sample_problem(self.cfg, self.np_random, source=self._source, batch=SLOT_BLOCK)
+            self._block_pos = 0
+            self._block_features = slot_features(self._block, self.cfg)
+            self._block_local_objective = local_objective(self._block)  # neither mobility nor load changes it
+        problem = self._block.instance(self._block_pos)
+        features = {k: v[self._block_pos] for k, v in self._block_features.items()}
+        self._block_pos += 1
         if self.mobility_speed_mps > 0.0:
             # positions persist across slots: the first slot keeps its draw, later ones walk
-            self._user_xy = problem.user_xy if self._user_xy is None else self._walk(self._user_xy)
+            self._user_xy = (problem.user_xy if self._user_xy is None else
+                             random_walk(self.np_random, self._user_xy, self.mobility_speed_mps, self.cfg.area_side_m))
             problem = relocate(problem, self.cfg, self._user_xy)
+            features = slot_features(problem, self.cfg)
         if self.background_load > 0.0:
             problem = dataclasses.replace(problem, es_capacity=problem.es_capacity * (1.0 - self._load))
         self.problem = problem
-        self._local_objective = evaluate(problem, np.zeros(problem.n_users, dtype=np.int64)).objective
+        self._features = features
+        self._local_objective = float(self._block_local_objective[self._block_pos - 1])
 
     def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
-        p = self.problem
-        obs = {
-            "channel_gain_db": normalised_gain_db(p.gain),
-            "es_load": self._load.astype(np.float32),
-            "local_capacity": normalised_local_capacity(p.local_capacity, self.cfg),
-            "uncertainty": np.clip(p.alpha, 0.0, 1.0).astype(np.float32),
-        }
-        if self.flat_obs:
-            return np.concatenate([obs[k].ravel() for k in OBS_KEYS])
-        return obs
+        return slot_observation(self.problem, self._load, self.cfg, self.flat_obs, self._features)
 
     # --- gymnasium API ---------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if seed is not None:
+            self._block = None  # a new seed starts a new stream of slots
         self._slot = 0
         self._user_xy = None
-        self._load = self._stationary_load() if self.background_load > 0.0 else np.zeros(self.cfg.n_edge_servers)
+        m = self.cfg.n_edge_servers
+        self._load = stationary_load(self.np_random, self.background_load, (m,)) if self.background_load > 0.0 \
+            else np.zeros(m)
         self.last_evaluation = None
         self._draw_slot()
         return self._observation(), {"slot": self._slot}
@@ -283,7 +327,7 @@ class MECOffloadEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]):
         # draw the next slot even at truncation: the final observation is a real next state
         self._slot += 1
         if self.background_load > 0.0:
-            self._load = self._next_load()
+            self._load = next_load(self.np_random, self.background_load, self._load)
         self._draw_slot()
         truncated = self._slot >= self.episode_length
         return self._observation(), float(reward), False, truncated, info

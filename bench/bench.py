@@ -1,0 +1,176 @@
+"""Speed benchmarks, every ratio measured side by side in this one run (``make bench``).
+
+    python bench/bench.py                  # everything (about 2 minutes on 2 cores)
+    python bench/bench.py --quick          # fewer repeats, no N = 480 reference
+
+1. GOA solve time at N = 60, 120, 240, 480 (M = 4, paper scenario): the compiled incremental
+   GOA (:func:`baselines.goa`) against the literal Algorithm 1 of ``tests/helpers.py`` (every
+   Delta_ij recomputed through the evaluator), median over instances, their ratio, and the
+   exponent of a log-log fit of time against N (the paper bounds GOA by O(N^3 M^2)).
+2. ``MECOffload-v0`` at N = 120: steps/s of one environment (``gymnasium.make``, random
+   actions, no rendering), of the batched twin at B = 64 and of ``SyncVectorEnv`` over 64
+   single environments; the batched/sync ratio.
+3. The full Fig. 3 sweep (N = 60..120 step 10, 500 draws, 5 strategies) wall time.
+4. Peak resident memory of this process and of the sweep's workers.
+
+Results are printed and written to ``bench/results.json`` with the machine they ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import gymnasium as gym  # noqa: E402
+
+import mec_env  # noqa: E402,F401  (registers the environments)
+from baselines import PAPER_STRATEGIES, edge_all, goa  # noqa: E402
+from helpers import reference_goa  # noqa: E402
+from mec_env import fast, load_scenario, sample_problem  # noqa: E402
+from mec_env.experiments import Point, monte_carlo  # noqa: E402
+from mec_env.io import atomic_write_text  # noqa: E402
+
+
+def timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def bench_goa(sizes: list[int], instances: int, ref_instances: dict[int, int]) -> list[dict]:
+    cfg = load_scenario("paper")
+    rows = []
+    for n in sizes:
+        problems = [sample_problem(cfg, 1000 + k, n_users=n) for k in range(instances)]
+        goa(problems[0])  # compile / warm caches outside the timing
+        fast_s = [min(timed(goa, p) for _ in range(3)) for p in problems]
+        edge_s = [min(timed(edge_all, p) for _ in range(3)) for p in problems]
+        k_ref = ref_instances.get(n, 0)
+        ref_s = [timed(reference_goa, p) for p in problems[:k_ref]]
+        same = all(np.array_equal(goa(p), reference_goa(p)) for p in problems[:min(k_ref, 2)])
+        row = {"n_users": n, "goa_ms": 1e3 * statistics.median(fast_s), "edge_all_ms": 1e3 * statistics.median(edge_s),
+               "reference_ms": 1e3 * statistics.median(ref_s) if ref_s else None,
+               "reference_instances": k_ref, "identical": same if k_ref else None}
+        row["speedup"] = row["reference_ms"] / row["goa_ms"] if ref_s else None
+        rows.append(row)
+        ref = f"{row['reference_ms']:10.1f} ms" if ref_s else "         -   "
+        ratio = f"{row['speedup']:8.0f}x" if ref_s else "        -"
+        print(f"  N = {n:4d}: GOA {row['goa_ms']:7.3f} ms   reference {ref}   ratio {ratio}   "
+              f"(Edge all, every user a greedy step: {row['edge_all_ms']:7.3f} ms)", flush=True)
+    return rows
+
+
+def fit_exponent(rows: list[dict], key: str) -> float:
+    pts = [(r["n_users"], r[key]) for r in rows if r[key]]
+    x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def steps_per_second(step, actions: list, seconds: float) -> tuple[float, int]:
+    k, t0 = 0, time.perf_counter()
+    while True:
+        for a in actions:
+            step(a)
+        k += len(actions)
+        if time.perf_counter() - t0 >= seconds:
+            return k / (time.perf_counter() - t0), k
+
+
+def bench_envs(n_users: int, batch: int, seconds: float) -> dict:
+    single = gym.make("MECOffload-v0", n_users=n_users)
+    single.reset(seed=0)
+    acts = [single.action_space.sample() for _ in range(256)]
+    steps_per_second(single.step, acts[:32], 0.2)  # warm up
+    single_sps, _ = steps_per_second(single.step, acts, seconds)
+
+    vec = gym.make_vec("MECOffload-v0", num_envs=batch, vectorization_mode="vector_entry_point", n_users=n_users)
+    vec.reset(seed=0)
+    vacts = [vec.action_space.sample() for _ in range(16)]
+    steps_per_second(vec.step, vacts[:2], 0.2)
+    vec_calls, _ = steps_per_second(vec.step, vacts, seconds)
+
+    sync = gym.make_vec("MECOffload-v0", num_envs=batch, vectorization_mode="sync", n_users=n_users)
+    sync.reset(seed=0)
+    steps_per_second(sync.step, vacts[:2], 0.2)
+    sync_calls, _ = steps_per_second(sync.step, vacts, seconds)
+    out = {"n_users": n_users, "batch": batch, "single_steps_per_s": single_sps,
+           "batched_env_steps_per_s": batch * vec_calls, "sync_env_steps_per_s": batch * sync_calls}
+    out["batched_over_sync"] = out["batched_env_steps_per_s"] / out["sync_env_steps_per_s"]
+    print(f"  single env:              {single_sps:10,.0f} steps/s", flush=True)
+    print(f"  batched B = {batch}:          {out['batched_env_steps_per_s']:10,.0f} env-steps/s "
+          f"({1e6 / vec_calls:.0f} us per batched step)")
+    print(f"  SyncVectorEnv B = {batch}:    {out['sync_env_steps_per_s']:10,.0f} env-steps/s")
+    print(f"  batched / sync:          {out['batched_over_sync']:10.1f}x", flush=True)
+    return out
+
+
+def bench_fig3(runs: int, workers: int) -> dict:
+    cfg = load_scenario("paper")
+    points = [Point(n, cfg.tau) for n in range(60, 121, 10)]
+    t0 = time.perf_counter()
+    rows = monte_carlo(cfg, points, PAPER_STRATEGIES, runs=runs, workers=workers, progress=False)
+    wall = time.perf_counter() - t0
+    print(f"  Fig. 3 sweep: {len(points)} points x {runs} draws x {len(PAPER_STRATEGIES)} strategies "
+          f"= {len(rows):,} evaluations in {wall:.1f} s on {workers} worker(s)", flush=True)
+    return {"points": len(points), "runs": runs, "strategies": len(PAPER_STRATEGIES), "workers": workers,
+            "wall_s": wall}
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import numba
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__ if fast.numba_enabled() else "disabled", "gymnasium": gym.__version__,
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats; no reference above N = 240")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = ap.parse_args(argv)
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores; python {info['python']}, numpy {info['numpy']}, "
+          f"numba {info['numba']}")
+    print("GOA solve time (paper scenario, M = 4; median over instances):")
+    sizes = [60, 120, 240, 480]
+    ref = {60: 5, 120: 5, 240: 2, 480: 1} if not args.quick else {60: 3, 120: 3, 240: 1}
+    goa_rows = bench_goa(sizes, instances=20 if not args.quick else 5, ref_instances=ref)
+    exp_fast, exp_ref = fit_exponent(goa_rows, "goa_ms"), fit_exponent(goa_rows, "reference_ms")
+    exp_edge = fit_exponent(goa_rows, "edge_all_ms")
+    print(f"  fitted exponent of time ~ N^k: GOA k = {exp_fast:.2f}, reference k = {exp_ref:.2f}, "
+          f"Edge all k = {exp_edge:.2f} (paper's bound for GOA: O(N^3 M^2); ours: O(K^2 M), K users offloaded)")
+    print("MECOffload-v0, N = 120, random actions:")
+    envs = bench_envs(120, 64, seconds=3.0 if not args.quick else 1.0)
+    fig3 = bench_fig3(runs=500 if not args.quick else 100, workers=os.cpu_count() or 1)
+    memory = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    print(f"peak memory: this process {memory['peak_rss_mb']:.0f} MB, largest sweep worker "
+          f"{memory['peak_rss_children_mb']:.0f} MB")
+    result = {"machine": info, "goa": goa_rows, "goa_exponent": exp_fast, "reference_exponent": exp_ref,
+              "edge_all_exponent": exp_edge,
+              "envs": envs, "fig3": fig3, "memory": memory}
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

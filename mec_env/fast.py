@@ -1,0 +1,180 @@
+"""Compiled twins (numba) of the two hot loops: the greedy delay-gap family and the delays of
+one assignment. The numpy code in :mod:`mec_env.model` and :mod:`baselines.greedy` stays the
+reference and the fallback; tests compare the two paths for exact equality.
+
+Both kernels evaluate eqs. (2)-(8) in the same operation order as
+:func:`mec_env.model.edge_delay`. The greedy kernel keeps the same incremental sums as the
+numpy loop, so both return identical assignments; the delays kernel adds interference user by
+user where numpy may sum pairwise, so delays agree to rounding (about 1e-16 relative).
+
+numba is a declared dependency; without it (or with ``MECOFFLOAD_NUMBA=0`` in the
+environment) every caller takes the numpy path.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:  # pragma: no cover - exercised by whichever path is installed
+    import numba
+except ImportError:  # pragma: no cover
+    numba = None
+
+LN2 = float(np.log(2.0))
+INTERFERENCE_CODES = {"physical": 0, "paper": 1, "none": 2}
+
+
+def numba_enabled() -> bool:
+    """True when the compiled kernels are used (numba importable, not disabled by env var)."""
+    return numba is not None and os.environ.get("MECOFFLOAD_NUMBA", "1") != "0"
+
+
+def _jit(fn):
+    # numpy error model: IEEE results (inf, nan) instead of a ZeroDivisionError check on every division
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(fn) if numba is not None else fn
+
+
+@_jit
+def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
+                  noise_power_w, min_rate_bps, mode, weights, candidates, stop_when_nonnegative,
+                  assignment, load, interference, order, n_order):
+    """Offload ``candidates`` (sorted user indices) one pair at a time by smallest delay gap.
+
+    Updates ``assignment``, ``load``, ``interference`` and ``order`` in place and returns the
+    new length of ``order``. Ties: the first (user, ES) pair in (user, ES) index order wins,
+    as numpy's ``argmin`` over the (candidate, ES) table does.
+    """
+    k_total = candidates.shape[0]
+    m = gain.shape[1]
+    alive = np.ones(k_total, dtype=np.bool_)
+    bw = np.empty(m)
+    compute = np.empty(m)
+    denom = np.empty(m)
+    for _ in range(k_total):
+        # per-ES quantities of a user joining now: O(M), then O(K M) gaps
+        for j in range(m):
+            share = max(1, load[j] + 1)
+            bw[j] = bandwidth_hz / share
+            compute[j] = min(c_max, es_capacity[j] / share)
+            denom[j] = interference[j] + noise_power_w
+        best = np.inf
+        best_k = -1
+        best_j = -1
+        for k in range(k_total):
+            if not alive[k]:
+                continue
+            i = candidates[k]
+            for j in range(m):
+                sinr = tx_power_w * gain[i, j] / denom[j]
+                rate = bw[j] * (np.log1p(sinr) / LN2)
+                if rate < min_rate_bps:
+                    rate = min_rate_bps
+                edge = query_bits[i] / rate + workload_llm[i] / compute[j]
+                gap = weights[i] * (edge - local_delay[i])
+                if gap < best:
+                    best = gap
+                    best_k = k
+                    best_j = j
+        if best_k < 0 or (stop_when_nonnegative and not best < 0.0):
+            break
+        i = candidates[best_k]
+        alive[best_k] = False
+        assignment[i] = best_j + 1
+        load[best_j] += 1
+        if mode == 0:
+            for j in range(m):
+                if j != best_j:
+                    interference[j] += tx_power_w * gain[i, j]
+        elif mode == 1:
+            own = tx_power_w * gain[i, best_j]
+            for j in range(m):
+                if j != best_j:
+                    interference[j] += own
+        order[n_order] = i
+        n_order += 1
+    return n_order
+
+
+@_jit
+def delays_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
+                  noise_power_w, min_rate_bps, mode, assignment):
+    """``(t_comm, t_compute, load)`` of one assignment (N,), as :func:`mec_env.model.user_delays`."""
+    n, m = gain.shape
+    t_comm = np.zeros(n)
+    t_compute = np.empty(n)
+    load = np.zeros(m, dtype=np.int64)
+    _delays_into(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
+                 noise_power_w, min_rate_bps, mode, assignment, t_comm, t_compute, load)
+    return t_comm, t_compute, load
+
+
+@_jit
+def delays_batch_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
+                        noise_power_w, min_rate_bps, mode, assignment):
+    """:func:`delays_kernel` for instance b of a batched problem and row b of a (B, N) assignment."""
+    b_total, n, m = gain.shape
+    t_comm = np.zeros((b_total, n))
+    t_compute = np.empty((b_total, n))
+    load = np.zeros((b_total, m), dtype=np.int64)
+    for b in range(b_total):
+        _delays_into(gain[b], query_bits[b], workload_llm[b], local_delay[b], es_capacity[b], c_max, bandwidth_hz,
+                     tx_power_w, noise_power_w, min_rate_bps, mode, assignment[b], t_comm[b], t_compute[b], load[b])
+    return t_comm, t_compute, load
+
+
+@_jit
+def free_space_gain_kernel(user_xy, es_xy, fading, min_distance_m, wavelength_over_4pi_d_scale, speed_of_light):
+    """``path_gain(distance, 'free_space') * fading`` of :mod:`mec_env.problem`, for (B, N, 2) positions.
+
+    Same operations in the same order as the numpy code: d = max(sqrt(dx^2 + dy^2), d_min),
+    g = (c / (4 pi f d))^2 x fading, with ``wavelength_over_4pi_d_scale`` = 4 pi f.
+    """
+    b_total, n, m = fading.shape
+    out = np.empty((b_total, n, m))
+    for b in range(b_total):
+        for i in range(n):
+            for j in range(m):
+                dx = user_xy[b, i, 0] - es_xy[j, 0]
+                dy = user_xy[b, i, 1] - es_xy[j, 1]
+                d = max(np.sqrt(dx * dx + dy * dy), min_distance_m)
+                x = speed_of_light / (wavelength_over_4pi_d_scale * d)
+                out[b, i, j] = x * x * fading[b, i, j]
+    return out
+
+
+@_jit
+def _delays_into(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
+                 noise_power_w, min_rate_bps, mode, assignment, t_comm, t_compute, load):
+    n, m = gain.shape
+    interference = np.zeros(m)
+    for i in range(n):
+        if assignment[i] > 0:
+            load[assignment[i] - 1] += 1
+    for i in range(n):
+        e = assignment[i] - 1
+        if e < 0:
+            continue
+        for j in range(m):
+            if j != e:
+                if mode == 0:
+                    interference[j] += tx_power_w * gain[i, j]
+                elif mode == 1:
+                    interference[j] += tx_power_w * gain[i, e]
+    for i in range(n):
+        e = assignment[i] - 1
+        if e < 0:
+            t_compute[i] = local_delay[i]
+            continue
+        share = max(1, load[e])
+        sinr = tx_power_w * gain[i, e] / (interference[e] + noise_power_w)
+        rate = (bandwidth_hz / share) * (np.log1p(sinr) / LN2)
+        if rate < min_rate_bps:
+            rate = min_rate_bps
+        t_comm[i] = query_bits[i] / rate
+        t_compute[i] = workload_llm[i] / min(c_max, es_capacity[e] / share)
+
+
+__all__ = ["numba_enabled", "greedy_kernel", "delays_kernel", "delays_batch_kernel", "free_space_gain_kernel",
+           "INTERFERENCE_CODES"]
