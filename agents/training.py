@@ -20,6 +20,7 @@ import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
 import mec_env  # noqa: F401  (registers the environments)
+from agents.checkpoint import save_model
 from agents.evaluation import evaluate_agents
 from agents.scripted import ModelAgent, ScriptedAgent
 from mec_env.config import parse_key_values
@@ -45,6 +46,7 @@ class CommonConfig:
     wandb_project: str = "mecoffload"
     progress_bar: bool = True
     threads: int = 2
+    resume: bool = True  # continue from {run_dir}/checkpoints if a committed checkpoint is there
 
 
 @dataclass
@@ -61,6 +63,7 @@ class PPOConfig(CommonConfig):
     ent_coef: float = 0.0
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    batched_env: bool = False  # n_envs copies in one batched env (MECOffload-v0's vector twin) via SB3VecEnv
 
 
 @dataclass
@@ -177,6 +180,18 @@ class ComparisonCallback(BaseCallback):
     def _slug(name: str) -> str:
         return name.lower().replace(" ", "_").replace("+", "_")
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of this callback, so a resumed run neither repeats nor forgets evaluations."""
+        return {"best_score": self.best_score if math.isfinite(self.best_score) else None,
+                "last_eval": self._last_eval, "history": self.history}
+
+    def restore(self, state: Mapping | None) -> None:
+        if state:
+            best = state.get("best_score")
+            self.best_score = -math.inf if best is None else float(best)
+            self._last_eval = int(state.get("last_eval", 0))
+            self.history = list(state.get("history", []))
+
     def evaluate(self) -> dict[str, float]:
         agents = baseline_agents()
         agents[self.algo] = lambda env: ModelAgent(self.model, self.algo)
@@ -210,7 +225,7 @@ class ComparisonCallback(BaseCallback):
         score = metrics["eval/normalised_score"]
         if score > self.best_score:
             self.best_score = score
-            self.model.save(self.run_dir / "best_model")
+            save_model(self.model, self.run_dir / "best_model")
         return metrics
 
 
@@ -235,7 +250,7 @@ def finish_wandb(active: bool) -> None:
 def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "ComparisonCallback", run_dir: Path,
                use_wandb: bool) -> list:
     """Save the final model, evaluate it once more, print the comparison table, close W&B."""
-    model.save(run_dir / "final_model")
+    save_model(model, run_dir / "final_model")
     comparison.run_evaluation()
     agents = baseline_agents()
     agents[algo] = lambda env: ModelAgent(model, algo)

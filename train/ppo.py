@@ -6,8 +6,10 @@
 
 Logs (TensorBoard, in ``{run_dir}``): ``rollout/*`` slot metrics while training,
 ``eval/{ppo,goa,min_delay,local_all}/{mean_delay_ms,accuracy,offload_fraction,...}`` and
-``eval/normalised_score`` at every evaluation. Saves checkpoints, ``best_model.zip`` and
-``final_model.zip``; prints the final comparison table.
+``eval/normalised_score`` at every evaluation. Saves ``best_model.zip`` and ``final_model.zip``;
+prints the final comparison table. Checkpoints (model, optimizer, step counter) go to
+``{run_dir}/checkpoints`` every ``checkpoint_freq`` steps and on Ctrl-C; rerunning the same
+command resumes there (``--set resume=false`` starts afresh).
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from agents.checkpoint import (ResumableCheckpoint, checkpoint_dir, exit_code_interrupted,  # noqa: E402
+                               learn_resumable, load_checkpoint, read_state)
 from agents.policies import EquivariantPolicy  # noqa: E402
+from agents.vector import SB3VecEnv  # noqa: E402
 from agents.training import (ComparisonCallback, InfoLoggerCallback, PPOConfig, finish_run,  # noqa: E402
                              load_config, start_wandb)
 
@@ -39,34 +45,48 @@ def main(argv: list[str] | None = None) -> PPO:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    # 1. environments: n_envs copies for rollouts, seeded cfg.seed + k
-    # render_mode=None: make_vec_env would otherwise ask for "rgb_array", which these envs do not draw
-    env = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=cfg.seed,
-                       env_kwargs={**cfg.env_kwargs, "render_mode": None})
-
-    # 2. the model: the permutation-equivariant per-user policy, or SB3's MLP
-    if cfg.policy == "equivariant":
-        policy, policy_kwargs = EquivariantPolicy, {"hidden": cfg.hidden}
+    # 1. environments: n_envs copies for rollouts, seeded cfg.seed + k (a resumed run shifts the
+    #    seeds by its step count, so it does not replay the slots it has already seen)
+    state = read_state(run_dir) if cfg.resume else None
+    seed = cfg.seed + (state["num_timesteps"] if state else 0)
+    if cfg.batched_env:
+        # the batched twin: n_envs copies as numpy arrays in this process (gymnasium vector_entry_point)
+        env = SB3VecEnv(gym.make_vec(cfg.env_id, num_envs=cfg.n_envs, vectorization_mode="vector_entry_point",
+                                     **cfg.env_kwargs))
+        env.seed(seed)
     else:
-        policy, policy_kwargs = "MultiInputPolicy" if not cfg.env_kwargs.get("flat_obs") else "MlpPolicy", {}
-    model = PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
-                policy_kwargs=policy_kwargs, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+        # render_mode=None: make_vec_env would otherwise ask for "rgb_array", which these envs do not draw
+        env = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs={**cfg.env_kwargs, "render_mode": None})
 
-    # 3. train, logging slot metrics and comparisons with the baselines
+    # 2. the model: the permutation-equivariant per-user policy, or SB3's MLP; or the checkpoint's
+    if state:
+        model, state = load_checkpoint(PPO, run_dir, env, device="cpu", tensorboard_log=str(run_dir))
+        print(f"resuming from step {model.num_timesteps} of {cfg.total_timesteps} ({checkpoint_dir(run_dir)})")
+    else:
+        if cfg.policy == "equivariant":
+            policy, policy_kwargs = EquivariantPolicy, {"hidden": cfg.hidden}
+        else:
+            policy, policy_kwargs = "MultiInputPolicy" if not cfg.env_kwargs.get("flat_obs") else "MlpPolicy", {}
+        model = PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                    n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                    ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
+                    policy_kwargs=policy_kwargs, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu",
+                    verbose=0)
+
+    # 3. train, logging slot metrics and comparisons with the baselines; checkpoints every
+    #    checkpoint_freq steps and on Ctrl-C / SIGTERM (rerun the same command to resume)
     use_wandb = start_wandb(cfg, "ppo", run_dir)
     comparison = ComparisonCallback(cfg, "PPO", run_dir, use_wandb)
-    callbacks = CallbackList([
-        InfoLoggerCallback(),
-        comparison,
-        CheckpointCallback(max(1, cfg.checkpoint_freq // cfg.n_envs), str(run_dir / "checkpoints"), "ppo"),
-    ])
+    comparison.restore(state and state.get("evaluation"))
+    checkpoint = ResumableCheckpoint(run_dir, cfg.checkpoint_freq, extra=lambda: {"evaluation": comparison.state()})
+    callbacks = CallbackList([InfoLoggerCallback(), comparison, checkpoint])
     t0 = time.perf_counter()
-    model.learn(total_timesteps=cfg.total_timesteps, callback=callbacks, tb_log_name="ppo",
-                progress_bar=cfg.progress_bar)
-    print(f"trained {cfg.total_timesteps} steps in {(time.perf_counter() - t0) / 60:.1f} min "
+    if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=callbacks, tb_log_name="ppo",
+                           progress_bar=cfg.progress_bar):
+        sys.exit(exit_code_interrupted())
+    print(f"trained to step {model.num_timesteps} in {(time.perf_counter() - t0) / 60:.1f} min "
           f"(evaluations included)")
+    checkpoint.save()
     finish_run(model, cfg, "PPO", comparison, run_dir, use_wandb)
     return model
 

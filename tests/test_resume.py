@@ -1,0 +1,116 @@
+"""Interrupted training: PPO and DQN killed (SIGKILL) or stopped (SIGINT) mid-run resume from
+their last committed checkpoint and finish with a continuous step counter."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.checkpoint import read_state, save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+TOTAL, EVERY = 3072, 256
+
+
+def command(script: str, run_dir: Path) -> list[str]:
+    common = [f"run_dir={run_dir}", f"total_timesteps={TOTAL}", f"checkpoint_freq={EVERY}", "eval_freq=1000000",
+              "eval_seeds=2", "progress_bar=false", "threads=1", "n_envs=2", "env_kwargs.scenario=small",
+              "env_kwargs.n_users=8"]
+    extra = {"ppo": ["n_steps=64", "batch_size=64", "n_epochs=1"],
+             "dqn": ["learning_starts=200", "buffer_size=5000", "batch_size=32"]}[script]
+    return [sys.executable, str(ROOT / "train" / f"{script}.py"), "--set", *common, *extra]
+
+
+def start(script: str, run_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
+    return subprocess.Popen(command(script, run_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=ROOT)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, at_least: int, timeout: float = 120.0) -> dict:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        state = read_state(run_dir)
+        if state and state["num_timesteps"] >= at_least:
+            return state
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at >= {at_least} steps within {timeout} s")
+
+
+def event_steps(run_dir: Path, algo: str) -> list[list[int]]:
+    """Steps of every scalar event, one list per events file (one file per process)."""
+    folders = sorted(run_dir.glob(f"{algo}_*"))
+    assert [f.name for f in folders] == [f"{algo}_1"], "a resumed run must log into the same TensorBoard run"
+    out = []
+    for f in sorted(folders[0].glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        steps = sorted({e.step for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)})
+        out.append(steps)
+    return out
+
+
+@pytest.mark.parametrize("script,how", [("ppo", signal.SIGKILL), ("dqn", signal.SIGINT)])
+def test_training_resumes_after_interruption(tmp_path, script, how):
+    run_dir = tmp_path / script
+    first = start(script, run_dir)
+    state = wait_for_checkpoint(first, run_dir, at_least=3 * EVERY)
+    first.send_signal(how)
+    out1, _ = first.communicate(timeout=120)
+    if how == signal.SIGINT:  # saves at the current step, says so, exits 130
+        assert first.returncode == 128 + signal.SIGINT, out1
+        assert "SIGINT: saved a checkpoint at step" in out1
+    else:
+        assert first.returncode == -signal.SIGKILL
+    committed = read_state(run_dir)
+    assert committed["num_timesteps"] >= state["num_timesteps"]
+    files = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert not [f for f in files if f.startswith(".")], f"a temporary file survived: {files}"
+    if script == "dqn":
+        assert committed["replay_buffer"] in files
+
+    second = start(script, run_dir)
+    out2, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out2
+    resumed = int(re.search(r"resuming from step (\d+)", out2).group(1))
+    assert resumed == committed["num_timesteps"]
+
+    from stable_baselines3 import DQN, PPO
+
+    final = {"ppo": PPO, "dqn": DQN}[script].load(run_dir / "final_model.zip", device="cpu")
+    assert final.num_timesteps >= TOTAL and final.num_timesteps - TOTAL < 2 * 64  # one rollout / env step
+    first_steps, second_steps = event_steps(run_dir, script)
+    # the second process continues the step axis where the checkpoint left it
+    assert second_steps and min(second_steps) > resumed and max(second_steps) >= TOTAL
+    assert first_steps and min(first_steps) < resumed
+
+
+def test_checkpoint_commit_is_atomic_and_keeps_one(tmp_path):
+    from stable_baselines3 import PPO
+
+    import mec_env  # noqa: F401
+
+    import gymnasium as gym
+
+    model = PPO("MultiInputPolicy", gym.make("MECOffload-v0", scenario="small"), n_steps=16, batch_size=16,
+                device="cpu")
+    save_checkpoint(model, tmp_path)
+    model.num_timesteps = 100
+    state = save_checkpoint(model, tmp_path, {"evaluation": {"best_score": 0.9}})
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert files == ["model_100.zip", "state.json"]
+    assert json.loads((tmp_path / "checkpoints" / "state.json").read_text())["evaluation"]["best_score"] == 0.9
+    assert state["num_timesteps"] == 100
+    (tmp_path / "checkpoints" / "model_100.zip").unlink()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_state(tmp_path)
