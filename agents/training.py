@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import gymnasium as gym
-import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
 import mec_env  # noqa: F401  (registers the environments)
 from agents.checkpoint import save_model
 from agents.evaluation import evaluate_agents
 from agents.scripted import ModelAgent, ScriptedAgent
-from mec_env.config import parse_key_values
+from mec_env.config import parse_key_values, read_yaml
 from mec_env.errors import ConfigError
+from mec_env.registration import ENV_IDS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
 
@@ -85,10 +85,45 @@ class DQNConfig(CommonConfig):
 
 
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict, "list": list}
+# allowed ranges (low, high, low excluded?) of numeric settings; None = unbounded
+_LIMITS: dict[str, tuple[float, float | None, bool]] = {
+    **{k: (1, None, False) for k in ("total_timesteps", "n_envs", "eval_freq", "eval_seeds", "checkpoint_freq",
+                                     "threads", "hidden", "n_steps", "batch_size", "n_epochs", "buffer_size",
+                                     "train_freq", "gradient_steps", "target_update_interval")},
+    "seed": (0, None, False), "learning_starts": (0, None, False),
+    "learning_rate": (0.0, None, True), "clip_range": (0.0, None, True), "max_grad_norm": (0.0, None, True),
+    "ent_coef": (0.0, None, False), "vf_coef": (0.0, None, False),
+    "gamma": (0.0, 1.0, False), "gae_lambda": (0.0, 1.0, False),
+    "exploration_fraction": (0.0, 1.0, False), "exploration_final_eps": (0.0, 1.0, False),
+}
+_CHOICES = {"policy": ("equivariant", "mlp")}
+
+
+def _check_setting(key: str, value: Any, type_name: str) -> None:
+    if type_name in ("int", "float") and not math.isfinite(value):
+        raise ConfigError(key, value, "a finite number")
+    if key in _LIMITS:
+        lo, hi, open_low = _LIMITS[key]
+        if (value <= lo if open_low else value < lo) or (hi is not None and value > hi):
+            kind = "an integer" if type_name == "int" else "a number"
+            upper = "inf)" if hi is None else f"{hi:g}]"
+            raise ConfigError(key, value, f"{kind} in {'(' if open_low else '['}{lo:g}, {upper}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(key, value, "one of " + ", ".join(repr(c) for c in _CHOICES[key]))
+    if key == "env_id" and value not in gym.registry:
+        raise ConfigError(key, value, "a registered environment id, e.g. " + ", ".join(ENV_IDS[:2]))
+    if key == "net_arch" and not (value and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
+                                                for w in value)):
+        raise ConfigError(key, value, "a non-empty list of layer widths >= 1")
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Any:
-    """A ``cls`` config from YAML (a path or a name under ``configs/train``) plus ``key=value`` overrides."""
+    """A ``cls`` config from YAML (a path or a name under ``configs/train``) plus ``key=value`` overrides.
+
+    Unknown keys, wrong types, out-of-range values and unregistered env ids raise
+    :class:`~mec_env.errors.ConfigError` naming the key, the value and what is allowed; the
+    environment arguments (``env_kwargs``) are checked by building one environment.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -96,27 +131,28 @@ def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[s
             p = CONFIG_DIR / f"{path}.yaml"
         if not p.is_file():
             raise ConfigError("config", str(path), "a YAML path or a name under configs/train")
-        data = yaml.safe_load(p.read_text()) or {}
+        data = read_yaml(p)
         if not isinstance(data, Mapping):
             raise ConfigError(str(p), type(data).__name__, "a YAML mapping")
     for key, value in parse_key_values(overrides).items():
         if key.startswith("env_kwargs."):
-            data["env_kwargs"] = {**data.get("env_kwargs", cls().env_kwargs), key.split(".", 1)[1]: value}
+            base = data.get("env_kwargs", cls().env_kwargs)
+            if not isinstance(base, Mapping):
+                raise ConfigError("env_kwargs", base, "a mapping of environment arguments")
+            data["env_kwargs"] = {**base, key.split(".", 1)[1]: value}
         else:
             data[key] = value
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(key, value, "a known key: " + ", ".join(sorted(fields)), kind="unknown key")
-        expected = _TYPES[fields[key].type if isinstance(fields[key].type, str) else fields[key].type.__name__]
+        type_name = fields[key].type if isinstance(fields[key].type, str) else fields[key].type.__name__
+        expected = _TYPES[type_name]
         if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
-            raise ConfigError(key, value, f"a value of type {fields[key].type}")
-        if fields[key].type in ("int", "float") and value < 0:
-            raise ConfigError(key, value, "a value >= 0")
+            raise ConfigError(key, value, f"a value of type {type_name}")
+        _check_setting(key, value, type_name)
     cfg = cls(**data)
-    for name in ("total_timesteps", "n_envs", "eval_seeds"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(name, getattr(cfg, name), "an integer >= 1")
+    make_env(cfg).close()  # the environment checks its own arguments (ConfigError naming the argument)
     return cfg
 
 

@@ -81,7 +81,8 @@ class ScenarioConfig:
     bandwidth_hz: float = _f(100e6, "ES bandwidth B, shared by its users (eq. 2)", range=(0.0, INF), open_low=True)
     tx_power_w: float = _f(0.2, "uplink transmit power P", range=(0.0, INF), open_low=True)
     carrier_hz: float = _f(3.5e9, "carrier frequency f", range=(0.0, INF), open_low=True)
-    noise_psd_w_per_hz: float = _f(4e-21, "noise PSD N0; sigma^2 = N0 x B", range=(0.0, INF))
+    noise_psd_w_per_hz: float = _f(4e-21, "noise PSD N0; sigma^2 = N0 x B (> 0 keeps every SINR finite)",
+                                   range=(0.0, INF), open_low=True)
     path_loss: str = _f("free_space", "large-scale gain model", choices=("free_space", "3gpp_umi"))
     min_distance_m: float = _f(10.0, "distance floor of the path-loss model (3GPP TR 38.901: d2D >= 10 m)",
                                range=(0.0, INF), open_low=True)
@@ -138,10 +139,9 @@ def _check_field(owner: str, f: dataclasses.Field, value: Any) -> None:
     elif expected == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(name, value, "a number")
-        if not math.isfinite(value) and meta.get("range", (0, INF))[1] != INF:
-            raise ConfigError(name, value, "a finite number")
-        if math.isnan(value):
-            raise ConfigError(name, value, "a number, not NaN")
+        if not math.isfinite(value):  # inf and NaN would reach the delays as inf or NaN
+            lo, hi = meta.get("range", (-INF, INF))
+            raise ConfigError(name, value, f"a finite number{f' in [{lo:g}, {hi:g}]' if 'range' in meta else ''}")
     elif expected == "str":
         if not isinstance(value, str):
             raise ConfigError(name, value, "a string")
@@ -221,8 +221,25 @@ def parse_key_values(items: Iterable[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError("override", item, "KEY=VALUE")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(key, value, "a YAML scalar, list or mapping") from None
     return out
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document at ``path`` (empty file: ``{}``); unreadable or malformed YAML is a ConfigError."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), type(err).__name__, f"a readable UTF-8 YAML file ({err})") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(str(path), "malformed YAML" + line, f"valid YAML ({str(err).splitlines()[0]})") from None
+    return {} if data is None else data
 
 
 def load_scenario(name_or_path: str | Path = "paper", **overrides: Any) -> ScenarioConfig:
@@ -237,8 +254,7 @@ def load_scenario(name_or_path: str | Path = "paper", **overrides: Any) -> Scena
     if not path.is_file():
         known = sorted(p.stem for p in (CONFIG_DIR / "scenario").glob("*.yaml"))
         raise ConfigError("scenario", str(name_or_path), "a YAML path or one of " + ", ".join(known))
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+    data = read_yaml(path)
     if not isinstance(data, Mapping):
         raise ConfigError(str(path), type(data).__name__, "a YAML mapping")
     cfg = scenario_from_dict(data, base=ScenarioConfig())

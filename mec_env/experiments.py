@@ -8,11 +8,15 @@ on the number of workers.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -79,27 +83,85 @@ def monte_carlo(
     workers: int | None = None,
     progress: bool = True,
     desc: str = "draws",
+    partial: str | Path | None = None,
 ) -> list[dict]:
-    """Per-draw results for every point x draw x strategy, sorted by (N, tau, strategy, seed)."""
+    """Per-draw results for every point x draw x strategy, sorted by (N, tau, strategy, seed).
+
+    :param partial: a JSON-lines file that keeps every finished draw; a rerun with the same
+        arguments skips those draws (an interrupted sweep resumes), a rerun with other
+        arguments starts the file afresh. The caller deletes it once its outputs are written.
+    """
     jobs = [(p, seed0 + i) for p in points for i in range(runs)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    rows: list[dict] = []
+    log = None
+    if partial is not None:
+        fingerprint = _fingerprint(cfg, strategies, seed0)
+        rows, done = _read_partial(Path(partial), fingerprint)
+        jobs = [(p, s) for p, s in jobs if (p.n_users, p.tau, s) not in done]
+        log = _open_partial(Path(partial), fingerprint)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     chunk = max(1, min(25, math.ceil(len(jobs) / (4 * workers))))
     chunks = [(cfg, jobs[k:k + chunk], tuple(strategies)) for k in range(0, len(jobs), chunk)]
-    rows: list[dict] = []
     bar = tqdm(total=len(jobs), desc=desc, unit="draw", disable=not progress)
-    if workers == 1:
-        for c in chunks:
-            rows.extend(_run_chunk(c))
-            bar.update(len(c[1]))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for c, res in zip(chunks, pool.map(_run_chunk, chunks)):
-                rows.extend(res)
-                bar.update(len(c[1]))
-    bar.close()
+
+    def keep(c: tuple, res: list[dict]) -> None:
+        rows.extend(res)
+        if log is not None:
+            log.write("".join(json.dumps({"rows": [r for r in res if r["seed"] == s and r["n_users"] == p.n_users
+                                                   and r["tau"] == p.tau]}) + "\n" for p, s in c[1]))
+            log.flush()
+            os.fsync(log.fileno())
+        bar.update(len(c[1]))
+
+    try:
+        if workers == 1:
+            for c in chunks:
+                keep(c, _run_chunk(c))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for c, res in zip(chunks, pool.map(_run_chunk, chunks)):
+                    keep(c, res)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
     order = {s: k for k, s in enumerate(strategies)}
     rows.sort(key=lambda r: (r["n_users"], r["tau"], order[r["strategy"]], r["seed"]))
     return rows
+
+
+def _fingerprint(cfg: ScenarioConfig, strategies: Sequence[str], seed0: int) -> str:
+    blob = json.dumps({"cfg": dataclasses.asdict(cfg), "strategies": list(strategies), "seed0": seed0}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_partial(path: Path, fingerprint: str) -> tuple[list[dict], set[tuple]]:
+    """Rows and (N, tau, seed) keys of the draws ``path`` holds for this sweep; nothing if it is another's."""
+    if not path.is_file():
+        return [], set()
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if not lines or lines[0] != json.dumps({"fingerprint": fingerprint}):
+        path.unlink()  # another sweep's draws: start afresh
+        return [], set()
+    rows: list[dict] = []
+    done: set[tuple] = set()
+    for line in lines[1:-1]:  # the last piece is "" after a whole line, or a line torn by a kill: redo it
+        draw = json.loads(line)["rows"]
+        rows.extend(draw)
+        done.add((draw[0]["n_users"], draw[0]["tau"], draw[0]["seed"]))
+    return rows, done
+
+
+def _open_partial(path: Path, fingerprint: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():  # cut a torn last line so appends start on a line of their own
+        data = path.read_bytes()
+        with open(path, "r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+        return open(path, "a", encoding="utf-8")
+    fh = open(path, "w", encoding="utf-8")
+    fh.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+    return fh
 
 
 def mean_ci95(x: np.ndarray) -> tuple[float, float]:

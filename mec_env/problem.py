@@ -16,6 +16,7 @@ import numpy as np
 
 from mec_env import fast
 from mec_env.config import ScenarioConfig
+from mec_env.errors import ConfigError
 from mec_env.queries import QueryBatch, QuerySource, make_query_source
 
 SPEED_OF_LIGHT = 299_792_458.0
@@ -146,6 +147,14 @@ def user_es_distance(user_xy: np.ndarray, es_xy: np.ndarray, min_distance_m: flo
     return np.maximum(np.sqrt(dx * dx + dy * dy), min_distance_m)
 
 
+def check_received_power(cfg: ScenarioConfig, gain: np.ndarray) -> None:
+    """Every SINR and interference sum stays finite only if P x gain x N does; else a ConfigError."""
+    if not math.isfinite(cfg.tx_power_w * float(gain.max()) * gain.shape[-2]):
+        raise ConfigError("min_distance_m", cfg.min_distance_m, "a distance floor at which the received power "
+                          f"P x path gain x N stays finite (with carrier_hz = {cfg.carrier_hz:g}, "
+                          f"tx_power_w = {cfg.tx_power_w:g})")
+
+
 def problem_from_queries(
     cfg: ScenarioConfig,
     rng: np.random.Generator,
@@ -170,6 +179,7 @@ def problem_from_queries(
     else:
         distance = user_es_distance(user_xy, es_xy, cfg.min_distance_m)
         gain = path_gain(distance, cfg.carrier_hz, cfg.path_loss) * fading
+    check_received_power(cfg, gain)
     es_capacity = cfg.es_capacity_flops * rng.uniform(cfg.es_capacity_low, cfg.es_capacity_high, size=batch + (m,))
     local_capacity = cfg.local_capacity_flops * rng.uniform(cfg.local_capacity_low, cfg.local_capacity_high,
                                                             size=batch + (n,))

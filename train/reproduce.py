@@ -78,12 +78,18 @@ def plot_vs_n(summary: list[dict], key: str, series: str, path: Path, ylabel: st
     plt.close(fig)
 
 
+def partial(out: Path, name: str) -> Path:
+    """Where a sweep keeps its finished draws until its CSV is written (rerun to resume)."""
+    return out / f".{name}.partial.jsonl"
+
+
 def fig3(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_values: Sequence[int],
          strategies: Sequence[str]) -> list[dict]:
     points = [Point(n, cfg.tau) for n in n_values]
-    rows = monte_carlo(cfg, points, strategies, runs=runs, workers=workers, desc="fig3")
+    rows = monte_carlo(cfg, points, strategies, runs=runs, workers=workers, desc="fig3", partial=partial(out, "fig3"))
     summary = summarize(rows)
     write_csv(out / "fig3.csv", summary)
+    partial(out, "fig3").unlink(missing_ok=True)
     tag = f"tau = {cfg.tau:g}, {runs} draws, mean and 95 % CI"
     plot_vs_n(summary, "accuracy_pct", "strategy", out / "fig3a_accuracy.png", "accuracy (%)",
               f"Fig. 3a: accuracy vs N ({tag})", {k: v[1] for k, v in PAPER_N120.items()})
@@ -95,9 +101,10 @@ def fig3(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_value
 def fig4(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_values: Sequence[int],
          taus: Sequence[float]) -> list[dict]:
     points = [Point(n, t) for t in taus for n in n_values]
-    rows = monte_carlo(cfg, points, ["GOA"], runs=runs, workers=workers, desc="fig4")
+    rows = monte_carlo(cfg, points, ["GOA"], runs=runs, workers=workers, desc="fig4", partial=partial(out, "fig4"))
     summary = summarize(rows)
     write_csv(out / "fig4.csv", summary)
+    partial(out, "fig4").unlink(missing_ok=True)
     tag = f"GOA, {runs} draws, mean and 95 % CI"
     plot_vs_n(summary, "accuracy_pct", "tau", out / "fig4a_accuracy.png", "accuracy (%)",
               f"Fig. 4a: accuracy vs N by tau ({tag})")
@@ -161,9 +168,11 @@ def fig5(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_value
     for metric in ("margin", "entropy", "perplexity"):
         c = cfg.replace(**{"queries.metric": metric})
         rows = monte_carlo(c, [Point(n, cfg.tau) for n in n_values], ["GOA"], runs=runs, workers=workers,
-                           desc=f"fig5 {metric}")
+                           desc=f"fig5 {metric}", partial=partial(out, f"fig5-{metric}"))
         summary.extend({"metric": metric, **r} for r in summarize(rows))
     write_csv(out / "fig5.csv", summary)
+    for metric in ("margin", "entropy", "perplexity"):
+        partial(out, f"fig5-{metric}").unlink(missing_ok=True)
     tag = f"GOA, tau = {cfg.tau:g}, {runs} draws, mean and 95 % CI"
     plot_vs_n(summary, "accuracy_pct", "metric", out / "fig5a_accuracy.png", "accuracy (%)",
               f"Fig. 5a: accuracy vs N by metric ({tag})")

@@ -28,7 +28,7 @@ from mec_env.envs.common import (
     slot_metrics,
 )
 from mec_env.model import Evaluation, evaluate, local_objective
-from mec_env.problem import Problem, path_gain, sample_problem, user_es_distance
+from mec_env.problem import Problem, check_received_power, path_gain, sample_problem, user_es_distance
 from mec_env.queries import make_query_source
 
 ENV_ID = "MECOffload-v0"
@@ -60,8 +60,9 @@ def relocate(problem: Problem, cfg: ScenarioConfig, user_xy: np.ndarray) -> Prob
     def gain_at(xy: np.ndarray) -> np.ndarray:
         return path_gain(user_es_distance(xy, problem.es_xy, cfg.min_distance_m), cfg.carrier_hz, cfg.path_loss)
 
-    ratio = gain_at(user_xy) / gain_at(problem.user_xy)
-    return dataclasses.replace(problem, gain=problem.gain * ratio, user_xy=user_xy)
+    gain = problem.gain * (gain_at(user_xy) / gain_at(problem.user_xy))
+    check_received_power(cfg, gain)
+    return dataclasses.replace(problem, gain=gain, user_xy=user_xy)
 
 
 def stationary_load(rng: np.random.Generator, mean: float, shape: tuple[int, ...]) -> np.ndarray:
