@@ -6,7 +6,8 @@
 1. GOA solve time at N = 60, 120, 240, 480 (M = 4, paper scenario): the compiled incremental
    GOA (:func:`baselines.goa`) against the literal Algorithm 1 of ``tests/helpers.py`` (every
    Delta_ij recomputed through the evaluator), median over instances, their ratio, and the
-   exponent of a log-log fit of time against N (the paper bounds GOA by O(N^3 M^2)).
+   exponent of a log-log fit of time against N (the paper bounds GOA by O(N^3 M^2)); then the
+   two on 1,000 random instances, whose assignments must be identical.
 2. ``MECOffload-v0`` at N = 120: steps/s of one environment (``gymnasium.make``, random
    actions, no rendering), of the batched twin at B = 64 and of ``SyncVectorEnv`` over 64
    single environments; the batched/sync ratio.
@@ -38,6 +39,7 @@ import gymnasium as gym  # noqa: E402
 import mec_env  # noqa: E402,F401  (registers the environments)
 from baselines import PAPER_STRATEGIES, edge_all, goa  # noqa: E402
 from helpers import reference_goa  # noqa: E402
+from test_fast import random_instances  # noqa: E402
 from mec_env import fast, load_scenario, sample_problem  # noqa: E402
 from mec_env.experiments import Point, monte_carlo  # noqa: E402
 from mec_env.io import atomic_write_text  # noqa: E402
@@ -70,6 +72,17 @@ def bench_goa(sizes: list[int], instances: int, ref_instances: dict[int, int]) -
         print(f"  N = {n:4d}: GOA {row['goa_ms']:7.3f} ms   reference {ref}   ratio {ratio}   "
               f"(Edge all, every user a greedy step: {row['edge_all_ms']:7.3f} ms)", flush=True)
     return rows
+
+
+def bench_identical(count: int) -> dict:
+    """Fast GOA against the literal Algorithm 1 on ``count`` random instances (N 1..40, M 1..6,
+    tau, interference model and query source drawn at random): assignments must be equal."""
+    t0, same = time.perf_counter(), 0
+    for p in random_instances(count, seed=77, n_max=40, m_max=6):
+        same += bool(np.array_equal(goa(p), reference_goa(p)))
+    print(f"  identical assignments: {same} of {count} random instances ({time.perf_counter() - t0:.0f} s)",
+          flush=True)
+    return {"instances": count, "identical": same}
 
 
 def fit_exponent(rows: list[dict], key: str) -> float:
@@ -153,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [60, 120, 240, 480]
     ref = {60: 5, 120: 5, 240: 2, 480: 1} if not args.quick else {60: 3, 120: 3, 240: 1}
     goa_rows = bench_goa(sizes, instances=20 if not args.quick else 5, ref_instances=ref)
+    identical = bench_identical(1000 if not args.quick else 100)
     exp_fast, exp_ref = fit_exponent(goa_rows, "goa_ms"), fit_exponent(goa_rows, "reference_ms")
     exp_edge = fit_exponent(goa_rows, "edge_all_ms")
     print(f"  fitted exponent of time ~ N^k: GOA k = {exp_fast:.2f}, reference k = {exp_ref:.2f}, "
@@ -164,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
               "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
     print(f"peak memory: this process {memory['peak_rss_mb']:.0f} MB, largest sweep worker "
           f"{memory['peak_rss_children_mb']:.0f} MB")
-    result = {"machine": info, "goa": goa_rows, "goa_exponent": exp_fast, "reference_exponent": exp_ref,
+    result = {"machine": info, "goa": goa_rows, "goa_vs_reference": identical, "goa_exponent": exp_fast,
+              "reference_exponent": exp_ref,
               "edge_all_exponent": exp_edge,
               "envs": envs, "fig3": fig3, "memory": memory}
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")

@@ -169,7 +169,9 @@ class MECOffloadEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]):
     ## Episode End
 
     No terminal state; the episode is truncated after ``episode_length`` slots. Every slot
-    draws a new problem (fading, positions, queries) from ``self.np_random``; with
+    is a new problem (fading, positions, queries) drawn from ``self.np_random`` (drawn 32
+    slots at a time by one batched sampler call, for speed; ``reset(seed=...)`` starts a new
+    stream); with
     ``mobility_speed_mps > 0`` users instead keep their positions and take a random-walk step
     of ``speed x 1 s`` per slot, reflected at the area border (the fading is still redrawn).
     With ``background_load > 0`` each ES has an AR(1) background load fraction ``L_j`` in
@@ -195,6 +197,11 @@ class MECOffloadEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]):
       ``**{"queries.source": "synthetic"}``.
 
     Bad values raise :class:`mec_env.errors.ConfigError` naming the argument.
+
+    ## Vectorised
+
+    ``gymnasium.make_vec("MECOffload-v0", num_envs=B, vectorization_mode="vector_entry_point")``
+    gives the numpy-batched twin :class:`mec_env.envs.vector.MECOffloadVectorEnv`.
 
     ## Info
 
