@@ -71,6 +71,8 @@ def save_checkpoint(model: BaseAlgorithm, run_dir: str | Path, extra: dict | Non
         for key in ("model", "replay_buffer"):
             if old.get(key) and old[key] != state.get(key):
                 (folder / old[key]).unlink(missing_ok=True)
+    for stale in folder.glob(".*"):  # temporary files of a write that a SIGKILL cut short
+        stale.unlink(missing_ok=True)
     return state
 
 

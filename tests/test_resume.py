@@ -16,6 +16,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.checkpoint import read_state, save_checkpoint
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 TOTAL, EVERY = 3072, 256
@@ -74,10 +75,8 @@ def test_training_resumes_after_interruption(tmp_path, script, how):
         assert first.returncode == -signal.SIGKILL
     committed = read_state(run_dir)
     assert committed["num_timesteps"] >= state["num_timesteps"]
-    files = {p.name for p in (run_dir / "checkpoints").iterdir()}
-    assert not [f for f in files if f.startswith(".")], f"a temporary file survived: {files}"
     if script == "dqn":
-        assert committed["replay_buffer"] in files
+        assert (run_dir / "checkpoints" / committed["replay_buffer"]).is_file()
 
     second = start(script, run_dir)
     out2, _ = second.communicate(timeout=300)
@@ -93,6 +92,8 @@ def test_training_resumes_after_interruption(tmp_path, script, how):
     # the second process continues the step axis where the checkpoint left it
     assert second_steps and min(second_steps) > resumed and max(second_steps) >= TOTAL
     assert first_steps and min(first_steps) < resumed
+    files = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert not [f for f in files if f.startswith(".")], f"a temporary file survived: {files}"
 
 
 def test_checkpoint_commit_is_atomic_and_keeps_one(tmp_path):
@@ -114,3 +115,43 @@ def test_checkpoint_commit_is_atomic_and_keeps_one(tmp_path):
     (tmp_path / "checkpoints" / "model_100.zip").unlink()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_state(tmp_path)
+
+
+def babi_subset(root: Path, stories: int = 40) -> Path:
+    """The first ``stories`` stories of bAbI qa1 train, as a bAbI folder of its own."""
+    src = ROOT.parent / "shared" / "data" / "babi" / "en" / "qa1_single-supporting-fact_train.txt"
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)[:15 * stories]
+    (root / "babi").mkdir(parents=True)
+    (root / "babi" / "qa1_single-supporting-fact_train.txt").write_text("".join(lines), encoding="utf-8")
+    return root / "babi"
+
+
+def test_babi_lm_training_resumes_bit_for_bit_after_sigkill(tmp_path):
+    babi = babi_subset(tmp_path)
+    tiny = ["--babi", str(babi), "--hidden-size", "16", "--layers", "1", "--heads", "2", "--intermediate-size", "32",
+            "--max-len", "64", "--batch-size", "4", "--epochs", "30", "--minutes", "1000", "--threads", "1"]
+    script = [sys.executable, str(ROOT / "train" / "train_babi_lm.py")]
+    subprocess.run(script + tiny + ["--out", str(tmp_path / "straight")], check=True, capture_output=True, cwd=ROOT)
+
+    out = tmp_path / "resumed"
+    ckpt = tmp_path / "resumed.ckpt.pt"
+    args = script + tiny + ["--out", str(out), "--checkpoint-steps", "50"]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    t0 = time.monotonic()
+    while not ckpt.exists():
+        assert first.poll() is None and time.monotonic() - t0 < 120, "no checkpoint before the run ended"
+        time.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not out.exists() and ckpt.exists()
+    second = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT)
+    step = int(re.search(r"resuming from step (\d+)", second.stdout).group(1))
+    assert step > 0 and step % 50 == 0
+    assert not ckpt.exists()  # removed once the final model is saved
+
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out / "training.json").read_text())["steps"] == json.loads(
+        (tmp_path / "straight" / "training.json").read_text())["steps"]

@@ -8,6 +8,13 @@ probability ``augment`` an example's people, places and objects are consistently
 within their class each epoch (a fresh permutation), so the model must read the story
 rather than memorise who tends to be where. The model and tokenizer are saved with
 ``save_pretrained`` (atomically: a temporary folder renamed).
+
+Every ``checkpoint_minutes`` (and every ``checkpoint_steps`` steps, if set) the run writes
+``{out}.ckpt.pt`` atomically: weights, optimizer and schedule state, the step, the elapsed
+training time and the position in the epoch's shuffled batches with the random state that
+made them. Rerunning the same command after a kill resumes there, bit for bit (the resumed
+run ends with the weights an uninterrupted one would have, up to the wall-clock budget);
+``--resume false`` starts afresh.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mec_env.babi import read_babi_dir  # noqa: E402
+from mec_env.io import atomic_write  # noqa: E402
 from mec_env.lm.wordlm import build_word_llama, build_word_tokenizer  # noqa: E402
 
 
@@ -51,6 +59,9 @@ class TrainConfig:
     init: str = ""  # continue from a saved model folder (its tokenizer and weights) instead of scratch
     seed: int = 0
     threads: int = 2
+    checkpoint_minutes: float = 5.0
+    checkpoint_steps: int = 0  # also every this many steps (0: time only)
+    resume: bool = True
 
 
 # Entity classes of bAbI tasks 1-20 (lower case); renaming within a class keeps a story valid.
@@ -127,11 +138,28 @@ def answer_accuracy(model, examples: list, pad: int, batch_size: int = 64) -> fl
     return hits / len(examples)
 
 
-def main() -> None:
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+# settings a resumed run may change (the rest must match the checkpoint's)
+RESUMABLE_CHANGES = ("minutes", "threads", "checkpoint_minutes", "checkpoint_steps", "resume")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, value in asdict(TrainConfig()).items():
-        ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    cfg = TrainConfig(**{k.replace("-", "_"): v for k, v in vars(ap.parse_args()).items()})
+        ap.add_argument(f"--{name.replace('_', '-')}", type=_bool if isinstance(value, bool) else type(value),
+                        default=value)
+    cfg = TrainConfig(**{k.replace("-", "_"): v for k, v in vars(ap.parse_args(argv)).items()})
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
@@ -162,10 +190,8 @@ def main() -> None:
             out.append(encode(tok, prompt, answer, cfg.max_len))
         return out
 
-    train = epoch_examples()
-
     n_params = sum(p.numel() for p in model.parameters())
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(train_questions) / cfg.batch_size)
     total = int(cfg.epochs * steps_per_epoch)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, budget = time.time(), 60 * cfg.minutes
@@ -173,20 +199,43 @@ def main() -> None:
     def lr_factor(_: int) -> float:
         # warm-up then cosine decay over whichever ends first, the step count or the time budget,
         # so a run cut short by the clock still ends annealed
-        progress = min(1.0, max(step / total, (time.time() - start) / budget))
+        progress = min(1.0, max(step / total, (time.time() - start) / budget)) if step else 0.0
         return min(1.0, progress / 0.03) * 0.5 * (1.0 + math.cos(math.pi * progress)) + 1e-3
 
     step = 0
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    print(f"{len(train)} train / {len(valid)} valid examples, vocab {len(tok)}, {n_params / 1e6:.2f} M parameters")
+    print(f"{len(train_questions)} train / {len(valid)} valid examples, vocab {len(tok)}, "
+          f"{n_params / 1e6:.2f} M parameters")
+
+    ckpt_path = Path(cfg.out).with_name(Path(cfg.out).name + ".ckpt.pt")
+    skip = 0  # batches of the current epoch already trained (on resume)
+    if cfg.resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        mine = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+        theirs = {k: v for k, v in ckpt["config"].items() if k not in RESUMABLE_CHANGES}
+        if mine != theirs:
+            diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+            raise SystemExit(f"{ckpt_path} was written with other settings ({', '.join(diff)}); rerun with those "
+                             "or pass --resume false to start afresh")
+        model.load_state_dict(ckpt["model"])
+        step, skip = ckpt["step"], ckpt["batches_done"]
+        start = time.time() - ckpt["elapsed"]  # the time-aware schedule continues where it was
+        sched.load_state_dict(ckpt["scheduler"])
+        opt.load_state_dict(ckpt["optimizer"])  # after the scheduler: its learning rates are the saved ones
+        rng.setstate(ckpt["epoch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        print(f"resuming from step {step} ({ckpt_path})")
 
     deadline = start + budget
-    bar = tqdm(total=total, desc="train", unit="step")
+    last_save = time.time()
+    bar = tqdm(total=total, initial=step, desc="train", unit="step")
     model.train()
     while step < total and time.time() < deadline:
-        if step > 0:
-            train = epoch_examples()
-        for ids in batches(train, cfg.batch_size, rng):
+        epoch_rng = rng.getstate()  # a checkpoint replays this epoch's examples and batch order from here
+        train = epoch_examples()
+        for k, ids in enumerate(batches(train, cfg.batch_size, rng)):
+            if k < skip:
+                continue
             loss = model(**collate(train, ids, tok.pad_token_id)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -198,8 +247,16 @@ def main() -> None:
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if step >= total or time.time() >= deadline:
                 break
-            if step % steps_per_epoch == 0:
-                bar.write(f"step {step}: valid answer accuracy {answer_accuracy(model, valid, tok.pad_token_id):.3f}")
+            if (time.time() - last_save >= 60 * cfg.checkpoint_minutes
+                    or cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0):
+                save_checkpoint(ckpt_path, {
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "step": step, "batches_done": k + 1, "elapsed": time.time() - start, "epoch_rng": epoch_rng,
+                    "torch_rng": torch.get_rng_state(), "config": asdict(cfg)})
+                last_save = time.time()
+        skip = 0
+        if step % steps_per_epoch == 0 and step < total:
+            bar.write(f"step {step}: valid answer accuracy {answer_accuracy(model, valid, tok.pad_token_id):.3f}")
     bar.close()
     acc = answer_accuracy(model, valid, tok.pad_token_id)
     print(f"stopped at step {step}/{total}; valid answer accuracy {acc:.3f}")
@@ -211,8 +268,13 @@ def main() -> None:
     tok.save_pretrained(tmp)
     (tmp / "training.json").write_text(json.dumps({**asdict(cfg), "steps": step, "valid_answer_accuracy": acc,
                                                    "parameters": n_params}, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)  # never a moment without a whole model on disk
     tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    ckpt_path.unlink(missing_ok=True)
     print(f"saved to {out}")
 
 
