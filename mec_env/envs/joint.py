@@ -83,6 +83,19 @@ def random_walk(rng: np.random.Generator, user_xy: np.ndarray, speed_mps: float,
     return _reflect(user_xy + step, side_m)
 
 
+def check_slot_args(episode_length: Any, penalty: Any, penalty_weight: Any, flat_obs: Any, mobility_speed_mps: Any,
+                    background_load: Any) -> dict[str, Any]:
+    """The joint MDP's arguments, checked (shared by the single and the batched environment)."""
+    return {
+        "episode_length": check_int("episode_length", episode_length, 1),
+        "penalty": check_choice("penalty", penalty, PENALTIES),
+        "penalty_weight": check_float("penalty_weight", penalty_weight, 0.0),
+        "flat_obs": check_bool("flat_obs", flat_obs),
+        "mobility_speed_mps": check_float("mobility_speed_mps", mobility_speed_mps, 0.0),
+        "background_load": check_float("background_load", background_load, 0.0, LOAD_MAX),
+    }
+
+
 def slot_features(problem: Problem, cfg: ScenarioConfig) -> dict[str, np.ndarray]:
     """The per-user observation entries of a slot (or a batch of slots), float32."""
     return {
@@ -243,12 +256,8 @@ class MECOffloadEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]):
         **scenario_overrides: Any,
     ) -> None:
         self.cfg = build_scenario(scenario, n_users, n_edge_servers, tau, scenario_overrides)
-        self.episode_length = check_int("episode_length", episode_length, 1)
-        self.penalty = check_choice("penalty", penalty, PENALTIES)
-        self.penalty_weight = check_float("penalty_weight", penalty_weight, 0.0)
-        self.flat_obs = check_bool("flat_obs", flat_obs)
-        self.mobility_speed_mps = check_float("mobility_speed_mps", mobility_speed_mps, 0.0)
-        self.background_load = check_float("background_load", background_load, 0.0, LOAD_MAX)
+        vars(self).update(check_slot_args(episode_length, penalty, penalty_weight, flat_obs, mobility_speed_mps,
+                                          background_load))
         self.info_baselines = check_bool("info_baselines", info_baselines)
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self._source = make_query_source(self.cfg.queries)  # built once: a trace table loads once

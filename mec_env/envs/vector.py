@@ -11,19 +11,10 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from mec_env.envs.common import (
-    PENALTIES,
-    Scenario,
-    build_scenario,
-    check_bool,
-    check_choice,
-    check_float,
-    check_int,
-    slot_metrics,
-)
+from mec_env.envs.common import Scenario, build_scenario, check_int, slot_metrics
 from mec_env.envs.joint import (
     ENV_ID,
-    LOAD_MAX,
+    check_slot_args,
     next_load,
     observation_spaces,
     random_walk,
@@ -31,7 +22,7 @@ from mec_env.envs.joint import (
     slot_observation,
     stationary_load,
 )
-from mec_env.errors import AssignmentError
+from mec_env.errors import AssignmentError, ConfigError
 from mec_env.model import BatchEvaluation, evaluate_batch, local_objective
 from mec_env.problem import Problem, sample_problem
 from mec_env.queries import make_query_source
@@ -82,15 +73,9 @@ class MECOffloadVectorEnv(VectorEnv):
     ) -> None:
         self.num_envs = check_int("num_envs", num_envs, 1)
         self.cfg = build_scenario(scenario, n_users, n_edge_servers, tau, scenario_overrides)
-        self.episode_length = check_int("episode_length", episode_length, 1)
-        self.penalty = check_choice("penalty", penalty, PENALTIES)
-        self.penalty_weight = check_float("penalty_weight", penalty_weight, 0.0)
-        self.flat_obs = check_bool("flat_obs", flat_obs)
-        self.mobility_speed_mps = check_float("mobility_speed_mps", mobility_speed_mps, 0.0)
-        self.background_load = check_float("background_load", background_load, 0.0, LOAD_MAX)
+        vars(self).update(check_slot_args(episode_length, penalty, penalty_weight, flat_obs, mobility_speed_mps,
+                                          background_load))
         if render_mode is not None:
-            from mec_env.errors import ConfigError
-
             raise ConfigError("render_mode", render_mode, "None (the batched environment does not render)")
         self.render_mode = None
         self._source = make_query_source(self.cfg.queries)
