@@ -152,7 +152,13 @@ def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[s
             raise ConfigError(key, value, f"a value of type {type_name}")
         _check_setting(key, value, type_name)
     cfg = cls(**data)
-    make_env(cfg).close()  # the environment checks its own arguments (ConfigError naming the argument)
+    # the environment checks its own arguments (ConfigError naming the argument)
+    if getattr(cfg, "batched_env", False):
+        if gym.spec(cfg.env_id).vector_entry_point is None:
+            raise ConfigError("batched_env", True, f"false: {cfg.env_id} has no batched twin (vector_entry_point)")
+        gym.make_vec(cfg.env_id, num_envs=1, vectorization_mode="vector_entry_point", **cfg.env_kwargs).close()
+    else:
+        make_env(cfg).close()
     return cfg
 
 

@@ -105,8 +105,13 @@ def bench_envs(n_users: int, batch: int, seconds: float) -> dict:
     single = gym.make("MECOffload-v0", n_users=n_users)
     single.reset(seed=0)
     acts = [single.action_space.sample() for _ in range(256)]
-    steps_per_second(single.step, acts[:32], 0.2)  # warm up
-    single_sps, _ = steps_per_second(single.step, acts, seconds)
+
+    def single_step(action) -> None:  # resets at truncation, as the vector envs do
+        if single.step(action)[3]:
+            single.reset()
+
+    steps_per_second(single_step, acts[:32], 0.2)  # warm up
+    single_sps, _ = steps_per_second(single_step, acts, seconds)
 
     vec = gym.make_vec("MECOffload-v0", num_envs=batch, vectorization_mode="vector_entry_point", n_users=n_users)
     vec.reset(seed=0)

@@ -140,8 +140,7 @@ def _check_field(owner: str, f: dataclasses.Field, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(name, value, "a number")
         if not math.isfinite(value):  # inf and NaN would reach the delays as inf or NaN
-            lo, hi = meta.get("range", (-INF, INF))
-            raise ConfigError(name, value, f"a finite number{f' in [{lo:g}, {hi:g}]' if 'range' in meta else ''}")
+            raise ConfigError(name, value, "a finite number" + (f" {_range_text(meta)}" if "range" in meta else ""))
     elif expected == "str":
         if not isinstance(value, str):
             raise ConfigError(name, value, "a string")
@@ -151,8 +150,14 @@ def _check_field(owner: str, f: dataclasses.Field, value: Any) -> None:
         lo, hi = meta["range"]
         low_ok = value > lo if meta.get("open_low") else value >= lo
         if not (low_ok and value <= hi):
-            left = "(" if meta.get("open_low") else "["
-            raise ConfigError(name, value, f"a value in {left}{lo:g}, {hi:g}]")
+            raise ConfigError(name, value, f"a value {_range_text(meta)}")
+
+
+def _range_text(meta: Mapping[str, Any]) -> str:
+    lo, hi = meta["range"]
+    if hi == INF:
+        return f"{'>' if meta.get('open_low') else '>='} {lo:g}"
+    return f"in {'(' if meta.get('open_low') else '['}{lo:g}, {hi:g}]"
 
 
 def validate(cfg: Any, owner: str = "") -> None:

@@ -13,7 +13,7 @@ class ConfigError(MECOffloadError):
     """A scenario or training setting is unknown, of the wrong type or out of range."""
 
     def __init__(self, field: str, value: Any, allowed: str, kind: str = "invalid value") -> None:
-        self.field, self.value, self.allowed = field, value, allowed
+        self.field, self.value, self.allowed, self.kind = field, value, allowed, kind
         super().__init__(f"{kind} for '{field}': {value!r}; expected {allowed}")
 
 

@@ -96,7 +96,9 @@ def monte_carlo(
     log = None
     if partial is not None:
         fingerprint = _fingerprint(cfg, strategies, seed0)
-        rows, done = _read_partial(Path(partial), fingerprint)
+        wanted = {(p.n_users, p.tau, s) for p, s in jobs}
+        kept, done = _read_partial(Path(partial), fingerprint)
+        rows = [r for r in kept if (r["n_users"], r["tau"], r["seed"]) in wanted]  # not draws of another sweep size
         jobs = [(p, s) for p, s in jobs if (p.n_users, p.tau, s) not in done]
         log = _open_partial(Path(partial), fingerprint)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))

@@ -77,7 +77,15 @@ def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_ma
                     best = gap
                     best_k = k
                     best_j = j
-        if best_k < 0 or (stop_when_nonnegative and not best < 0.0):
+        if best_k < 0:  # no finite gap: numpy's argmin takes the first pair
+            if stop_when_nonnegative:
+                break
+            for k in range(k_total):
+                if alive[k]:
+                    best_k = k
+                    best_j = 0
+                    break
+        elif stop_when_nonnegative and not best < 0.0:
             break
         i = candidates[best_k]
         alive[best_k] = False

@@ -155,6 +155,28 @@ def check_received_power(cfg: ScenarioConfig, gain: np.ndarray) -> None:
                           f"tx_power_w = {cfg.tx_power_w:g})")
 
 
+def check_delay_bounds(cfg: ScenarioConfig, n: int, max_query_bits: float) -> None:
+    """The largest delay any user can have, times N (the objective), must be finite; else a ConfigError.
+
+    Bounds: local ``W_SLM / (C_L x low)``, ES compute ``W_LLM / min(C_max, C x low / N)`` and
+    uplink ``D_max / min_rate_bps`` (the rate floor caps a rate that underflows).
+    """
+    def div(a: float, b: float) -> float:
+        return a / b if b > 0.0 else math.inf  # a denominator that underflowed to 0
+
+    work = cfg.flops_per_param_token * cfg.effective_tokens
+    bounds = {
+        "local_capacity_flops": div(work * cfg.slm_params, cfg.local_capacity_flops * cfg.local_capacity_low),
+        ("c_max_flops" if cfg.c_max_flops < cfg.es_capacity_flops * cfg.es_capacity_low / n else "es_capacity_flops"):
+            div(work * cfg.llm_params, min(cfg.c_max_flops, cfg.es_capacity_flops * cfg.es_capacity_low / n)),
+        "min_rate_bps": div(max_query_bits, cfg.min_rate_bps),
+    }
+    for name, worst in bounds.items():
+        if not math.isfinite(worst * n):
+            raise ConfigError(name, getattr(cfg, name), f"a value that keeps the worst-case delay finite "
+                              f"(it is {worst:g} s with N = {n})")
+
+
 def problem_from_queries(
     cfg: ScenarioConfig,
     rng: np.random.Generator,
@@ -185,6 +207,7 @@ def problem_from_queries(
                                                             size=batch + (n,))
     nbytes = queries.prompt_bytes.astype(np.float64)
     query_bits = nbytes if cfg.query_size_unit == "bytes_as_bits" else 8.0 * nbytes
+    check_delay_bounds(cfg, n, float(query_bits.max()))
     flops_per_query = cfg.flops_per_param_token * cfg.effective_tokens
     return Problem(
         gain=gain,

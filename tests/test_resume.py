@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TOTAL, EVERY = 3072, 256
 
 
-def command(script: str, run_dir: Path) -> list[str]:
-    common = [f"run_dir={run_dir}", f"total_timesteps={TOTAL}", f"checkpoint_freq={EVERY}", "eval_freq=1000000",
+def command(script: str, run_dir: Path, total: int = TOTAL) -> list[str]:
+    common = [f"run_dir={run_dir}", f"total_timesteps={total}", f"checkpoint_freq={EVERY}", "eval_freq=1000000",
               "eval_seeds=2", "progress_bar=false", "threads=1", "n_envs=2", "env_kwargs.scenario=small",
               "env_kwargs.n_users=8"]
     extra = {"ppo": ["n_steps=64", "batch_size=64", "n_epochs=1"],
@@ -31,10 +31,10 @@ def command(script: str, run_dir: Path) -> list[str]:
     return [sys.executable, str(ROOT / "train" / f"{script}.py"), "--set", *common, *extra]
 
 
-def start(script: str, run_dir: Path) -> subprocess.Popen:
+def start(script: str, run_dir: Path, total: int = TOTAL, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    return subprocess.Popen(command(script, run_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, cwd=ROOT)
+    return subprocess.Popen(command(script, run_dir, total) + list(extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, at_least: int, timeout: float = 120.0) -> dict:
@@ -64,7 +64,7 @@ def event_steps(run_dir: Path, algo: str) -> list[list[int]]:
 @pytest.mark.parametrize("script,how", [("ppo", signal.SIGKILL), ("dqn", signal.SIGINT)])
 def test_training_resumes_after_interruption(tmp_path, script, how):
     run_dir = tmp_path / script
-    first = start(script, run_dir)
+    first = start(script, run_dir, 10**7)  # a budget it never reaches: the signal, not the end, stops it
     state = wait_for_checkpoint(first, run_dir, at_least=3 * EVERY)
     first.send_signal(how)
     out1, _ = first.communicate(timeout=120)
@@ -75,8 +75,12 @@ def test_training_resumes_after_interruption(tmp_path, script, how):
         assert first.returncode == -signal.SIGKILL
     committed = read_state(run_dir)
     assert committed["num_timesteps"] >= state["num_timesteps"]
-    if script == "dqn":
-        assert (run_dir / "checkpoints" / committed["replay_buffer"]).is_file()
+    if script == "dqn":  # the buffer holds exactly the transitions of the steps counted (2 envs)
+        from stable_baselines3 import DQN
+
+        model = DQN.load(run_dir / "checkpoints" / committed["model"], device="cpu")
+        model.load_replay_buffer(run_dir / "checkpoints" / committed["replay_buffer"])
+        assert model.replay_buffer.size() * 2 == committed["num_timesteps"] == model.num_timesteps
 
     second = start(script, run_dir)
     out2, _ = second.communicate(timeout=300)
@@ -94,6 +98,16 @@ def test_training_resumes_after_interruption(tmp_path, script, how):
     assert first_steps and min(first_steps) < resumed
     files = {p.name for p in (run_dir / "checkpoints").iterdir()}
     assert not [f for f in files if f.startswith(".")], f"a temporary file survived: {files}"
+
+    # the finished run again: nothing to train, it evaluates and exits cleanly
+    third = start(script, run_dir)
+    out3, _ = third.communicate(timeout=300)
+    assert third.returncode == 0, out3
+    assert f"resuming from step {read_state(run_dir)['num_timesteps']}" in out3
+    # other settings refuse the checkpoint instead of silently training the old model on
+    fourth = start(script, run_dir, TOTAL, "seed=1")
+    out4, _ = fourth.communicate(timeout=120)
+    assert fourth.returncode != 0 and "run_dir" in out4 and "seed" in out4
 
 
 def test_checkpoint_commit_is_atomic_and_keeps_one(tmp_path):

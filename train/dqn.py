@@ -22,8 +22,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from agents.checkpoint import (ResumableCheckpoint, checkpoint_dir, exit_code_interrupted,  # noqa: E402
-                               learn_resumable, load_checkpoint, read_state)
+from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, open_run  # noqa: E402
 from agents.training import (ComparisonCallback, InfoLoggerCallback, DQNConfig, finish_run,  # noqa: E402
                              load_config, start_wandb)
 
@@ -38,27 +37,26 @@ def main(argv: list[str] | None = None) -> DQN:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    # environments seeded cfg.seed + k (a resumed run shifts the seeds by its step count)
-    state = read_state(run_dir) if cfg.resume else None
-    seed = cfg.seed + (state["num_timesteps"] if state else 0)
-    # render_mode=None: make_vec_env would otherwise ask for "rgb_array", which these envs do not draw
-    env = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs={**cfg.env_kwargs, "render_mode": None})
-    if state:  # model, optimizer, step counter, exploration schedule and replay buffer
-        model, state = load_checkpoint(DQN, run_dir, env, device="cpu", tensorboard_log=str(run_dir))
-        print(f"resuming from step {model.num_timesteps} of {cfg.total_timesteps} ({checkpoint_dir(run_dir)})")
-    else:
-        model = DQN("MlpPolicy", env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
-                    learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
-                    train_freq=cfg.train_freq, gradient_steps=cfg.gradient_steps,
-                    target_update_interval=cfg.target_update_interval,
-                    exploration_fraction=cfg.exploration_fraction, exploration_final_eps=cfg.exploration_final_eps,
-                    policy_kwargs={"net_arch": list(cfg.net_arch)}, tensorboard_log=str(run_dir), seed=cfg.seed,
-                    device="cpu", verbose=0)
+    # environments seeded `seed` + k; the run directory's checkpoint if it has one (resume), else a new model
+    def make_env(seed: int):
+        # render_mode=None: make_vec_env would otherwise ask for "rgb_array", which these envs do not draw
+        return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed,
+                            env_kwargs={**cfg.env_kwargs, "render_mode": None})
+
+    def new_model(env) -> DQN:
+        return DQN("MlpPolicy", env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
+                   learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
+                   train_freq=cfg.train_freq, gradient_steps=cfg.gradient_steps,
+                   target_update_interval=cfg.target_update_interval, exploration_fraction=cfg.exploration_fraction,
+                   exploration_final_eps=cfg.exploration_final_eps, policy_kwargs={"net_arch": list(cfg.net_arch)},
+                   tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+
+    model, state = open_run(DQN, cfg, make_env, new_model)  # replay buffer included when resuming
 
     use_wandb = start_wandb(cfg, "dqn", run_dir)
     comparison = ComparisonCallback(cfg, "DQN", run_dir, use_wandb)
     comparison.restore(state and state.get("evaluation"))
-    checkpoint = ResumableCheckpoint(run_dir, cfg.checkpoint_freq, extra=lambda: {"evaluation": comparison.state()})
+    checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
     callbacks = CallbackList([InfoLoggerCallback(), comparison, checkpoint])
     t0 = time.perf_counter()
     if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=callbacks, tb_log_name="dqn",

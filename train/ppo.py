@@ -27,8 +27,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from agents.checkpoint import (ResumableCheckpoint, checkpoint_dir, exit_code_interrupted,  # noqa: E402
-                               learn_resumable, load_checkpoint, read_state)
+from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, open_run  # noqa: E402
 from agents.policies import EquivariantPolicy  # noqa: E402
 from agents.vector import SB3VecEnv  # noqa: E402
 from agents.training import (ComparisonCallback, InfoLoggerCallback, PPOConfig, finish_run,  # noqa: E402
@@ -45,40 +44,37 @@ def main(argv: list[str] | None = None) -> PPO:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    # 1. environments: n_envs copies for rollouts, seeded cfg.seed + k (a resumed run shifts the
-    #    seeds by its step count, so it does not replay the slots it has already seen)
-    state = read_state(run_dir) if cfg.resume else None
-    seed = cfg.seed + (state["num_timesteps"] if state else 0)
-    if cfg.batched_env:
-        # the batched twin: n_envs copies as numpy arrays in this process (gymnasium vector_entry_point)
-        env = SB3VecEnv(gym.make_vec(cfg.env_id, num_envs=cfg.n_envs, vectorization_mode="vector_entry_point",
-                                     **cfg.env_kwargs))
-        env.seed(seed)
-    else:
+    # 1. environments: n_envs copies for rollouts, seeded `seed` + k
+    def make_env(seed: int):
+        if cfg.batched_env:  # n_envs copies as numpy arrays in this process (gymnasium vector_entry_point)
+            env = SB3VecEnv(gym.make_vec(cfg.env_id, num_envs=cfg.n_envs, vectorization_mode="vector_entry_point",
+                                         **cfg.env_kwargs))
+            env.seed(seed)
+            return env
         # render_mode=None: make_vec_env would otherwise ask for "rgb_array", which these envs do not draw
-        env = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs={**cfg.env_kwargs, "render_mode": None})
+        return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed,
+                            env_kwargs={**cfg.env_kwargs, "render_mode": None})
 
-    # 2. the model: the permutation-equivariant per-user policy, or SB3's MLP; or the checkpoint's
-    if state:
-        model, state = load_checkpoint(PPO, run_dir, env, device="cpu", tensorboard_log=str(run_dir))
-        print(f"resuming from step {model.num_timesteps} of {cfg.total_timesteps} ({checkpoint_dir(run_dir)})")
-    else:
+    # 2. the model: the permutation-equivariant per-user policy, or SB3's MLP
+    def new_model(env) -> PPO:
         if cfg.policy == "equivariant":
             policy, policy_kwargs = EquivariantPolicy, {"hidden": cfg.hidden}
         else:
             policy, policy_kwargs = "MultiInputPolicy" if not cfg.env_kwargs.get("flat_obs") else "MlpPolicy", {}
-        model = PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                    n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                    ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
-                    policy_kwargs=policy_kwargs, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu",
-                    verbose=0)
+        return PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                   n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                   ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
+                   policy_kwargs=policy_kwargs, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+
+    # the run directory's checkpoint if it has one (resume), else a new model
+    model, state = open_run(PPO, cfg, make_env, new_model)
 
     # 3. train, logging slot metrics and comparisons with the baselines; checkpoints every
     #    checkpoint_freq steps and on Ctrl-C / SIGTERM (rerun the same command to resume)
     use_wandb = start_wandb(cfg, "ppo", run_dir)
     comparison = ComparisonCallback(cfg, "PPO", run_dir, use_wandb)
     comparison.restore(state and state.get("evaluation"))
-    checkpoint = ResumableCheckpoint(run_dir, cfg.checkpoint_freq, extra=lambda: {"evaluation": comparison.state()})
+    checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
     callbacks = CallbackList([InfoLoggerCallback(), comparison, checkpoint])
     t0 = time.perf_counter()
     if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=callbacks, tb_log_name="ppo",

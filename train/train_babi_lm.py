@@ -152,6 +152,8 @@ RESUMABLE_CHANGES = ("minutes", "threads", "checkpoint_minutes", "checkpoint_ste
 
 def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
+    for stale in path.parent.glob(f".{path.name}.*"):  # temporary files of a write a SIGKILL cut short
+        stale.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:

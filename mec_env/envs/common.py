@@ -13,10 +13,11 @@ therefore has a delay part of exactly 1, and ``-J`` is the reward.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -80,6 +81,7 @@ def build_scenario(
     n_edge_servers: int | None,
     tau: float | None,
     overrides: Mapping[str, Any],
+    env_arguments: Sequence[str] = (),
 ) -> ScenarioConfig:
     """The validated scenario an environment runs: a name/path or a config, plus overrides.
 
@@ -87,15 +89,29 @@ def build_scenario(
     dotted keys for ``queries.*``) go through :meth:`ScenarioConfig.replace`, so a bad value
     raises the same :class:`ConfigError` as the YAML loader.
     """
-    if isinstance(scenario, ScenarioConfig):
-        cfg = scenario.replace(**overrides) if overrides else scenario
-    elif isinstance(scenario, (str, os.PathLike)):
-        cfg = load_scenario(scenario, **overrides)
-    else:
+    if not isinstance(scenario, (ScenarioConfig, str, os.PathLike)):
         raise ConfigError("scenario", scenario, "a scenario name, a YAML path or a ScenarioConfig")
+    try:
+        if isinstance(scenario, ScenarioConfig):
+            cfg = scenario.replace(**overrides) if overrides else scenario
+        else:
+            cfg = load_scenario(scenario, **overrides)
+    except ConfigError as err:
+        if err.kind != "unknown field" or not env_arguments:
+            raise
+        # a keyword of gymnasium.make that is neither an argument of the env nor a scenario field
+        raise ConfigError(err.field, err.value, "an argument of the environment (" + ", ".join(env_arguments)
+                          + ") or a scenario field (" + err.allowed.removeprefix("a known field: ") + ")",
+                          kind="unknown argument") from None
     changes = {k: (int(v) if isinstance(v, np.integer) else v)
                for k, v in (("n_users", n_users), ("n_edge_servers", n_edge_servers), ("tau", tau)) if v is not None}
     return cfg.replace(**changes) if changes else cfg
+
+
+def env_arguments(env_class: type) -> tuple[str, ...]:
+    """The keyword arguments of an environment's constructor (for error messages)."""
+    params = inspect.signature(env_class.__init__).parameters
+    return tuple(p for p, v in params.items() if p != "self" and v.kind is not inspect.Parameter.VAR_KEYWORD)
 
 
 def check_render_mode(render_mode: str | None, modes: list[str]) -> str | None:

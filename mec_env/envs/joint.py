@@ -13,6 +13,7 @@ from gymnasium.error import ResetNeeded
 
 from mec_env.config import ScenarioConfig
 from mec_env.envs.common import (
+    env_arguments,
     PENALTIES,
     GAIN_OBS_CLIP,
     Scenario,
@@ -81,6 +82,24 @@ def random_walk(rng: np.random.Generator, user_xy: np.ndarray, speed_mps: float,
     angle = rng.uniform(0.0, 2.0 * math.pi, size=user_xy.shape[:-1])
     step = speed_mps * SLOT_SECONDS * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
     return _reflect(user_xy + step, side_m)
+
+
+def slot_dynamics(problem: Problem, cfg: ScenarioConfig, rng: np.random.Generator, user_xy: np.ndarray | None,
+                  mobility_speed_mps: float, background_load: float, load: np.ndarray
+                  ) -> tuple[Problem, np.ndarray | None]:
+    """Mobility and background load on top of a freshly drawn slot (or batch of slots).
+
+    With mobility, positions persist across slots: the episode's first slot keeps its drawn
+    positions (``user_xy`` None), later ones take a random-walk step from ``user_xy``. With a
+    background load, each ES loses that fraction of its compute. Returns ``(problem, user_xy)``.
+    """
+    if mobility_speed_mps > 0.0:
+        user_xy = problem.user_xy if user_xy is None else random_walk(rng, user_xy, mobility_speed_mps,
+                                                                      cfg.area_side_m)
+        problem = relocate(problem, cfg, user_xy)
+    if background_load > 0.0:
+        problem = dataclasses.replace(problem, es_capacity=problem.es_capacity * (1.0 - load))
+    return problem, user_xy
 
 
 def check_slot_args(episode_length: Any, penalty: Any, penalty_weight: Any, flat_obs: Any, mobility_speed_mps: Any,
@@ -255,7 +274,8 @@ class MECOffloadEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         **scenario_overrides: Any,
     ) -> None:
-        self.cfg = build_scenario(scenario, n_users, n_edge_servers, tau, scenario_overrides)
+        self.cfg = build_scenario(scenario, n_users, n_edge_servers, tau, scenario_overrides,
+                                  env_arguments(type(self)))
         vars(self).update(check_slot_args(episode_length, penalty, penalty_weight, flat_obs, mobility_speed_mps,
                                           background_load))
         self.info_baselines = check_bool("info_baselines", info_baselines)
@@ -294,14 +314,10 @@ class MECOffloadEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]):
         problem = self._block.instance(self._block_pos)
         features = {k: v[self._block_pos] for k, v in self._block_features.items()}
         self._block_pos += 1
+        problem, self._user_xy = slot_dynamics(problem, self.cfg, self.np_random, self._user_xy,
+                                               self.mobility_speed_mps, self.background_load, self._load)
         if self.mobility_speed_mps > 0.0:
-            # positions persist across slots: the first slot keeps its draw, later ones walk
-            self._user_xy = (problem.user_xy if self._user_xy is None else
-                             random_walk(self.np_random, self._user_xy, self.mobility_speed_mps, self.cfg.area_side_m))
-            problem = relocate(problem, self.cfg, self._user_xy)
-            features = slot_features(problem, self.cfg)
-        if self.background_load > 0.0:
-            problem = dataclasses.replace(problem, es_capacity=problem.es_capacity * (1.0 - self._load))
+            features = slot_features(problem, self.cfg)  # the gains moved with the users
         self.problem = problem
         self._features = features
         self._local_objective = float(self._block_local_objective[self._block_pos - 1])

@@ -12,6 +12,7 @@ from gymnasium.error import ResetNeeded
 
 from baselines.greedy import GreedyState
 from mec_env.envs.common import (
+    env_arguments,
     GAIN_OBS_CLIP,
     PENALTIES,
     RATIO_OBS_MAX,
@@ -148,7 +149,8 @@ class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
         render_mode: str | None = None,
         **scenario_overrides: Any,
     ) -> None:
-        self.cfg = build_scenario(scenario, n_users, n_edge_servers, tau, scenario_overrides)
+        self.cfg = build_scenario(scenario, n_users, n_edge_servers, tau, scenario_overrides,
+                                  env_arguments(type(self)))
         self.penalty = check_choice("penalty", penalty, PENALTIES)
         self.penalty_weight = check_float("penalty_weight", penalty_weight, 0.0)
         self.info_baselines = check_bool("info_baselines", info_baselines)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -11,14 +10,13 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from mec_env.envs.common import Scenario, build_scenario, check_int, slot_metrics
+from mec_env.envs.common import Scenario, build_scenario, check_int, env_arguments, slot_metrics
 from mec_env.envs.joint import (
     ENV_ID,
     check_slot_args,
     next_load,
     observation_spaces,
-    random_walk,
-    relocate,
+    slot_dynamics,
     slot_observation,
     stationary_load,
 )
@@ -72,7 +70,8 @@ class MECOffloadVectorEnv(VectorEnv):
         **scenario_overrides: Any,
     ) -> None:
         self.num_envs = check_int("num_envs", num_envs, 1)
-        self.cfg = build_scenario(scenario, n_users, n_edge_servers, tau, scenario_overrides)
+        self.cfg = build_scenario(scenario, n_users, n_edge_servers, tau, scenario_overrides,
+                                  env_arguments(type(self)))
         vars(self).update(check_slot_args(episode_length, penalty, penalty_weight, flat_obs, mobility_speed_mps,
                                           background_load))
         if render_mode is not None:
@@ -97,14 +96,9 @@ class MECOffloadVectorEnv(VectorEnv):
 
     def _draw_slots(self) -> None:
         problem = sample_problem(self.cfg, self.np_random, source=self._source, batch=self.num_envs)
-        if self.mobility_speed_mps > 0.0:
-            self._user_xy = (problem.user_xy if self._user_xy is None else
-                             random_walk(self.np_random, self._user_xy, self.mobility_speed_mps, self.cfg.area_side_m))
-            problem = relocate(problem, self.cfg, self._user_xy)
-        if self.background_load > 0.0:
-            problem = dataclasses.replace(problem, es_capacity=problem.es_capacity * (1.0 - self._load))
-        self.problem = problem
-        self._local_objective = local_objective(problem)
+        self.problem, self._user_xy = slot_dynamics(problem, self.cfg, self.np_random, self._user_xy,
+                                                    self.mobility_speed_mps, self.background_load, self._load)
+        self._local_objective = local_objective(self.problem)
 
     def _start_episodes(self) -> None:
         self._slot = 0
