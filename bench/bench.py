@@ -2,6 +2,7 @@
 
     python bench/bench.py                  # everything (about 2 minutes on 2 cores)
     python bench/bench.py --quick          # fewer repeats, no N = 480 reference
+    python bench/bench.py --ppo            # also PPO training steps/s (batched twin vs DummyVecEnv)
 
 1. GOA solve time at N = 60, 120, 240, 480 (M = 4, paper scenario): the compiled incremental
    GOA (:func:`baselines.goa`) against the literal Algorithm 1 of ``tests/helpers.py`` (every
@@ -134,6 +135,41 @@ def bench_envs(n_users: int, batch: int, seconds: float) -> dict:
     return out
 
 
+def bench_ppo(n_users: int, batch: int) -> dict:
+    """PPO (equivariant policy) steps/s on the batched twin vs SB3's DummyVecEnv of single envs."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents.policies import EquivariantPolicy
+    from agents.vector import SB3VecEnv
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    kw = {"n_users": n_users, "flat_obs": True}
+    out = {}
+    for name in ("dummy", "batched"):
+        if name == "batched":
+            env = SB3VecEnv(gym.make_vec("MECOffload-v0", num_envs=batch, vectorization_mode="vector_entry_point",
+                                         **kw))
+            env.seed(0)
+        else:
+            env = make_vec_env("MECOffload-v0", n_envs=batch, seed=0, env_kwargs={**kw, "render_mode": None})
+        model = PPO(EquivariantPolicy, env, n_steps=64, batch_size=1024, n_epochs=4, gamma=0.0,
+                    policy_kwargs={"hidden": 64}, device="cpu", seed=0)
+        steps = batch * 64 * 4
+        t0 = time.perf_counter()
+        model.learn(steps)
+        learn_sps = steps / (time.perf_counter() - t0)
+        obs, t0 = env.reset(), time.perf_counter()
+        for _ in range(200):
+            obs, *_ = env.step(model.predict(obs, deterministic=False)[0])
+        rollout_sps = batch * 200 / (time.perf_counter() - t0)
+        out[name] = {"learn_steps_per_s": learn_sps, "rollout_steps_per_s": rollout_sps}
+        print(f"  PPO, {name:7s} B = {batch}: {learn_sps:7,.0f} steps/s end to end, {rollout_sps:7,.0f} steps/s "
+              "rollouts alone (policy + env)", flush=True)
+    return out
+
+
 def bench_fig3(runs: int, workers: int) -> dict:
     cfg = load_scenario("paper")
     points = [Point(n, cfg.tau) for n in range(60, 121, 10)]
@@ -163,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats; no reference above N = 240")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    ap.add_argument("--ppo", action="store_true", help="also PPO steps/s, batched twin vs DummyVecEnv (~1 min)")
     args = ap.parse_args(argv)
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores; python {info['python']}, numpy {info['numpy']}, "
@@ -178,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
           f"Edge all k = {exp_edge:.2f} (paper's bound for GOA: O(N^3 M^2); ours: O(K^2 M), K users offloaded)")
     print("MECOffload-v0, N = 120, random actions:")
     envs = bench_envs(120, 64, seconds=3.0 if not args.quick else 1.0)
+    ppo = bench_ppo(120, 64) if args.ppo else None
     fig3 = bench_fig3(runs=500 if not args.quick else 100, workers=os.cpu_count() or 1)
     memory = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
@@ -186,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": info, "goa": goa_rows, "goa_vs_reference": identical, "goa_exponent": exp_fast,
               "reference_exponent": exp_ref,
               "edge_all_exponent": exp_edge,
-              "envs": envs, "fig3": fig3, "memory": memory}
+              "envs": envs, "ppo": ppo, "fig3": fig3, "memory": memory}
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
