@@ -30,6 +30,7 @@ import datetime as dt
 import hashlib
 import json
 import signal
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -180,7 +181,8 @@ def learn_resumable(model: BaseAlgorithm, total_timesteps: int, checkpoint: Resu
     True when training reached ``total_timesteps`` (also when it already had: the callbacks are
     then set up without a step, so the run can be finished).
     """
-    signals = (signal.SIGINT, signal.SIGTERM)
+    # handlers can only be installed from the main thread; elsewhere a signal acts as usual
+    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {s: signal.getsignal(s) for s in signals}
 
     def request_stop(signum, frame):  # noqa: ARG001
