@@ -11,15 +11,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import gymnasium as gym
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 import mec_env  # noqa: F401  (registers the environments)
-from agents.checkpoint import save_model
+from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, save_model
 from agents.evaluation import evaluate_agents
 from agents.scripted import ModelAgent, ScriptedAgent
 from mec_env.config import parse_key_values, read_yaml
@@ -289,6 +291,31 @@ def finish_wandb(active: bool) -> None:
         wandb.finish()
 
 
+def train_and_finish(model: Any, state: dict | None, cfg: CommonConfig, algo: str) -> Any:
+    """Train ``model`` up to ``cfg.total_timesteps``, then save, evaluate and print it (:func:`finish_run`).
+
+    Logs the slot metrics and the comparison with the baselines while training, checkpoints
+    every ``checkpoint_freq`` steps for resuming (``state``: the checkpoint the model came
+    from, None for a fresh run), and exits with code 130 after SIGINT/SIGTERM, once the
+    checkpoint is committed.
+    """
+    run_dir = Path(cfg.run_dir)
+    use_wandb = start_wandb(cfg, algo.lower(), run_dir)
+    comparison = ComparisonCallback(cfg, algo, run_dir, use_wandb)
+    comparison.restore(state and state.get("evaluation"))
+    checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
+    callbacks = CallbackList([InfoLoggerCallback(), comparison, checkpoint])
+    t0 = time.perf_counter()
+    if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=callbacks, tb_log_name=algo.lower(),
+                           progress_bar=cfg.progress_bar):
+        sys.exit(exit_code_interrupted())
+    print(f"trained to step {model.num_timesteps} in {(time.perf_counter() - t0) / 60:.1f} min "
+          f"(evaluations included)")
+    checkpoint.save()
+    finish_run(model, cfg, algo, comparison, run_dir, use_wandb)
+    return model
+
+
 def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "ComparisonCallback", run_dir: Path,
                use_wandb: bool) -> list:
     """Save the final model, evaluate it once more, print the comparison table, close W&B."""
@@ -313,5 +340,5 @@ def print_results(results: list, title: str) -> None:
 
 
 __all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "load_config", "make_env", "InfoLoggerCallback",
-           "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "print_results", "baseline_agents",
-           "eval_seeds"]
+           "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "train_and_finish", "print_results",
+           "baseline_agents", "eval_seeds"]

@@ -241,7 +241,7 @@ def evaluate(problem: Problem, assignment: np.ndarray | list[int]) -> Evaluation
         accuracy=int(np.count_nonzero(correct)) / n,
         correct=correct,
         es_load=load,
-        violations=(problem.alpha > problem.tau) & ~offloaded,
+        violations=violations(problem, a),
     )
 
 
@@ -277,7 +277,7 @@ def evaluate_batch(problem: Problem, assignment: np.ndarray) -> BatchEvaluation:
         mean_delay=delay.sum(axis=-1) / n,
         accuracy=np.count_nonzero(correct, axis=-1) / n,
         es_load=load,
-        n_violations=np.count_nonzero((problem.alpha > problem.tau) & ~offloaded, axis=-1),
+        n_violations=np.count_nonzero(violations(problem, a), axis=-1),
         n_offloaded=np.count_nonzero(offloaded, axis=-1),
     )
 

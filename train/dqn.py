@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, open_run  # noqa: E402
-from agents.training import (ComparisonCallback, InfoLoggerCallback, DQNConfig, finish_run,  # noqa: E402
-                             load_config, start_wandb)
+from agents.checkpoint import open_run  # noqa: E402
+from agents.training import DQNConfig, load_config, train_and_finish  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> DQN:
@@ -53,19 +50,7 @@ def main(argv: list[str] | None = None) -> DQN:
 
     model, state = open_run(DQN, cfg, make_env, new_model)  # replay buffer included when resuming
 
-    use_wandb = start_wandb(cfg, "dqn", run_dir)
-    comparison = ComparisonCallback(cfg, "DQN", run_dir, use_wandb)
-    comparison.restore(state and state.get("evaluation"))
-    checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
-    callbacks = CallbackList([InfoLoggerCallback(), comparison, checkpoint])
-    t0 = time.perf_counter()
-    if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=callbacks, tb_log_name="dqn",
-                           progress_bar=cfg.progress_bar):
-        sys.exit(exit_code_interrupted())
-    print(f"trained to step {model.num_timesteps} in {(time.perf_counter() - t0) / 60:.1f} min "
-          f"(evaluations included)")
-    checkpoint.save()
-    finish_run(model, cfg, "DQN", comparison, run_dir, use_wandb)
+    train_and_finish(model, state, cfg, "DQN")
     return model
 
 

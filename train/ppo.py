@@ -16,22 +16,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import gymnasium as gym
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, open_run  # noqa: E402
+from agents.checkpoint import open_run  # noqa: E402
 from agents.policies import EquivariantPolicy  # noqa: E402
 from agents.vector import SB3VecEnv  # noqa: E402
-from agents.training import (ComparisonCallback, InfoLoggerCallback, PPOConfig, finish_run,  # noqa: E402
-                             load_config, start_wandb)
+from agents.training import PPOConfig, load_config, train_and_finish  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> PPO:
@@ -71,19 +68,7 @@ def main(argv: list[str] | None = None) -> PPO:
 
     # 3. train, logging slot metrics and comparisons with the baselines; checkpoints every
     #    checkpoint_freq steps and on Ctrl-C / SIGTERM (rerun the same command to resume)
-    use_wandb = start_wandb(cfg, "ppo", run_dir)
-    comparison = ComparisonCallback(cfg, "PPO", run_dir, use_wandb)
-    comparison.restore(state and state.get("evaluation"))
-    checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
-    callbacks = CallbackList([InfoLoggerCallback(), comparison, checkpoint])
-    t0 = time.perf_counter()
-    if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=callbacks, tb_log_name="ppo",
-                           progress_bar=cfg.progress_bar):
-        sys.exit(exit_code_interrupted())
-    print(f"trained to step {model.num_timesteps} in {(time.perf_counter() - t0) / 60:.1f} min "
-          f"(evaluations included)")
-    checkpoint.save()
-    finish_run(model, cfg, "PPO", comparison, run_dir, use_wandb)
+    train_and_finish(model, state, cfg, "PPO")
     return model
 
 

@@ -78,6 +78,19 @@ def plot_vs_n(summary: list[dict], key: str, series: str, path: Path, ylabel: st
     plt.close(fig)
 
 
+def plot_accuracy_and_delay(summary: list[dict], group: str, out: Path, figure: int, tag: str,
+                            paper: dict[str, tuple[float, float]] | None = None) -> None:
+    """Panels a (accuracy) and b (delay) versus N of Fig. ``figure``, one line per ``group`` value.
+
+    ``paper``: the paper's (delay ms, accuracy %) at N = 120 per line, drawn as markers.
+    """
+    by = "" if group == "strategy" else f" by {group}"
+    plot_vs_n(summary, "accuracy_pct", group, out / f"fig{figure}a_accuracy.png", "accuracy (%)",
+              f"Fig. {figure}a: accuracy vs N{by} ({tag})", paper and {k: v[1] for k, v in paper.items()})
+    plot_vs_n(summary, "delay_ms", group, out / f"fig{figure}b_delay.png", "mean delay per user (ms)",
+              f"Fig. {figure}b: delay vs N{by} ({tag})", paper and {k: v[0] for k, v in paper.items()})
+
+
 def partial(out: Path, name: str) -> Path:
     """Where a sweep keeps its finished draws until its CSV is written (rerun to resume)."""
     return out / f".{name}.partial.jsonl"
@@ -91,10 +104,7 @@ def fig3(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_value
     write_csv(out / "fig3.csv", summary)
     partial(out, "fig3").unlink(missing_ok=True)
     tag = f"tau = {cfg.tau:g}, {runs} draws, mean and 95 % CI"
-    plot_vs_n(summary, "accuracy_pct", "strategy", out / "fig3a_accuracy.png", "accuracy (%)",
-              f"Fig. 3a: accuracy vs N ({tag})", {k: v[1] for k, v in PAPER_N120.items()})
-    plot_vs_n(summary, "delay_ms", "strategy", out / "fig3b_delay.png", "mean delay per user (ms)",
-              f"Fig. 3b: delay vs N ({tag})", {k: v[0] for k, v in PAPER_N120.items()})
+    plot_accuracy_and_delay(summary, "strategy", out, 3, tag, paper=PAPER_N120)
     return summary
 
 
@@ -106,10 +116,7 @@ def fig4(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_value
     write_csv(out / "fig4.csv", summary)
     partial(out, "fig4").unlink(missing_ok=True)
     tag = f"GOA, {runs} draws, mean and 95 % CI"
-    plot_vs_n(summary, "accuracy_pct", "tau", out / "fig4a_accuracy.png", "accuracy (%)",
-              f"Fig. 4a: accuracy vs N by tau ({tag})")
-    plot_vs_n(summary, "delay_ms", "tau", out / "fig4b_delay.png", "mean delay per user (ms)",
-              f"Fig. 4b: delay vs N by tau ({tag})")
+    plot_accuracy_and_delay(summary, "tau", out, 4, tag)
     return summary
 
 
@@ -174,10 +181,7 @@ def fig5(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_value
     for metric in ("margin", "entropy", "perplexity"):
         partial(out, f"fig5-{metric}").unlink(missing_ok=True)
     tag = f"GOA, tau = {cfg.tau:g}, {runs} draws, mean and 95 % CI"
-    plot_vs_n(summary, "accuracy_pct", "metric", out / "fig5a_accuracy.png", "accuracy (%)",
-              f"Fig. 5a: accuracy vs N by metric ({tag})")
-    plot_vs_n(summary, "delay_ms", "metric", out / "fig5b_delay.png", "mean delay per user (ms)",
-              f"Fig. 5b: delay vs N by metric ({tag})")
+    plot_accuracy_and_delay(summary, "metric", out, 5, tag)
     return summary
 
 
