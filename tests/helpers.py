@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mec_env.model import evaluate
 from mec_env.problem import Problem
+
+
+BABI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "babi"
+
+
+def babi_subset(root: Path, stories: int = 40) -> Path:
+    """The first ``stories`` stories of bAbI qa1 train, as a bAbI folder of its own."""
+    src = BABI / "en" / "qa1_single-supporting-fact_train.txt"
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)[:15 * stories]
+    (root / "babi").mkdir(parents=True)
+    (root / "babi" / "qa1_single-supporting-fact_train.txt").write_text("".join(lines), encoding="utf-8")
+    return root / "babi"
 
 
 def tiny_problem(interference: str = "physical", **changes) -> Problem:

@@ -138,3 +138,86 @@ def test_load_babi_returns_a_datasets_dataset(tmp_path):
 def test_model_path_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="local disk"):
         load_causal_lm(tmp_path / "missing")
+
+
+# --- training and fine-tuning on bAbI (train/train_babi_lm.py) ---------------------------------
+
+def train_script():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_babi_lm", Path(__file__).resolve().parent.parent / "train"
+                                                  / "train_babi_lm.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_answer_loss_is_the_causal_lm_loss_on_the_answer_tokens(tmp_path):
+    tlm = train_script()
+    make_tiny_llama(tmp_path / "tiny")
+    model, tok = load_causal_lm(tmp_path / "tiny")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # logits that differ by position and token
+    questions = list(parse_babi_lines(BABI_LINES, task=1))
+    examples = [tlm.encode(tok, q.prompt, q.answer, 64) for q in questions]
+    batch = tlm.collate(examples, [0, 1, 2], tok.pad_token_id)
+    assert tlm.answer_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
+    # teacher-forced accuracy agrees with the full logits' argmax on the answer tokens
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    full = (((logits.argmax(-1) == labels) | (labels == -100)).all(1)).float().mean().item()
+    assert tlm.answer_accuracy(model, examples, tok.pad_token_id) == pytest.approx(full)
+
+
+def test_training_examples_start_as_the_profiler_feeds_the_model():
+    tlm = train_script()
+    from mec_env.lm.wordlm import build_word_tokenizer
+
+    q = list(parse_babi_lines(BABI_LINES, task=1))[0]
+    word = build_word_tokenizer([q.prompt + " " + q.answer])
+    ids, labels = tlm.encode(word, q.prompt, q.answer, 256, bos=True)
+    fed = word(q.prompt)["input_ids"]  # the profiler's add_special_tokens=True
+    assert fed[0] == word.bos_token_id and ids[:len(fed)] == fed and labels[:len(fed)] == [-100] * len(fed)
+    assert ids[len(fed):] == word(" " + q.answer, add_special_tokens=False)["input_ids"] + [word.eos_token_id]
+    # bos=False: whatever the tokenizer itself adds (SmolLM2's adds nothing), truncated from the left
+    ids, labels = tlm.encode(word, q.prompt, q.answer, 8, bos=False)
+    assert len(ids) == 8 and ids[:-2] == fed[-6:] and labels[-2:] == ids[-2:]
+
+
+def test_fine_tuning_freezes_the_embeddings_and_lower_layers(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from helpers import babi_subset
+    from mec_env.babi import read_babi_dir
+    from mec_env.lm.wordlm import build_word_llama, build_word_tokenizer
+
+    babi = babi_subset(tmp_path, stories=10)
+    tok = build_word_tokenizer(q.prompt + " " + q.answer for q in read_babi_dir(babi, split="train"))
+    base = build_word_llama(len(tok), hidden_size=16, layers=2, heads=2, intermediate_size=32, max_len=128)
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    script = [sys.executable, str(Path(__file__).resolve().parent.parent / "train" / "train_babi_lm.py"),
+              "--babi", str(babi), "--init", str(tmp_path / "base"), "--max-len", "64", "--batch-size", "4",
+              "--epochs", "2", "--threads", "1", "--lr", "0.01"]
+    done = subprocess.run(script + ["--freeze-layers", "1", "--out", str(tmp_path / "tuned")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "M trained" in done.stdout
+    before, after = load_file(tmp_path / "base" / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
+    frozen = [k for k in before if k.startswith(("model.embed_tokens", "model.layers.0."))]
+    trained = [k for k in before if k.startswith("model.layers.1.") and k.endswith("weight")]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not torch.equal(before[k], after[k]) for k in trained)
+    bad = subprocess.run(script + ["--freeze-layers", "2", "--out", str(tmp_path / "bad")], capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "allowed 0 .. 1" in bad.stderr

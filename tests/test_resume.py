@@ -16,6 +16,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.checkpoint import read_state, save_checkpoint
+from helpers import babi_subset
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,15 +130,6 @@ def test_checkpoint_commit_is_atomic_and_keeps_one(tmp_path):
     (tmp_path / "checkpoints" / "model_100.zip").unlink()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_state(tmp_path)
-
-
-def babi_subset(root: Path, stories: int = 40) -> Path:
-    """The first ``stories`` stories of bAbI qa1 train, as a bAbI folder of its own."""
-    src = ROOT.parent / "shared" / "data" / "babi" / "en" / "qa1_single-supporting-fact_train.txt"
-    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)[:15 * stories]
-    (root / "babi").mkdir(parents=True)
-    (root / "babi" / "qa1_single-supporting-fact_train.txt").write_text("".join(lines), encoding="utf-8")
-    return root / "babi"
 
 
 def test_babi_lm_training_resumes_bit_for_bit_after_sigkill(tmp_path):

@@ -68,9 +68,10 @@ def test_shipped_table_size_accuracy_gap_and_uncertainty_trend():
     assert len(table) >= 1500 and len(set(table.task.tolist())) >= 15
     slm, llm = table.slm_correct.mean(), table.llm_correct.mean()
     assert llm >= slm + 0.10, (slm, llm)
-    # the SLM is right less often the less certain it is, for every metric (README: 1.98x for
-    # the margin between the lowest- and highest-uncertainty quintiles, 2.34x entropy, 2.47x perplexity)
-    for metric, ratio in (("margin", 1.9), ("entropy", 2.0), ("perplexity", 2.0)):
+    # the SLM is right less often the less certain it is, for every metric: accuracy in the
+    # lowest-uncertainty quintile >= 2x that in the highest (README: 2.26x margin, 3.08x entropy,
+    # 3.57x perplexity)
+    for metric, ratio in (("margin", 2.0), ("entropy", 2.0), ("perplexity", 2.0)):
         alpha = table.uncertainty[metric]
         q20, q80 = np.quantile(alpha, [0.2, 0.8])
         low, high = table.slm_correct[alpha <= q20].mean(), table.slm_correct[alpha >= q80].mean()

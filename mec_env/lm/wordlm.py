@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, decoders
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIAL = {"pad": "[PAD]", "unk": "[UNK]", "bos": "[BOS]", "eos": "[EOS]"}
@@ -27,6 +27,10 @@ def build_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     tok.normalizer = norm
     tok.pre_tokenizer = pre
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    # BOS leads every sequence, as in training (train/train_babi_lm.py), so the profiler's
+    # ``add_special_tokens=True`` feeds the model what it was trained on
+    tok.post_processor = processors.TemplateProcessing(single=f"{SPECIAL['bos']} $A",
+                                                       special_tokens=[(SPECIAL["bos"], vocab[SPECIAL["bos"]])])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=SPECIAL["pad"],
