@@ -212,7 +212,8 @@ def test_fine_tuning_freezes_the_embeddings_and_lower_layers(tmp_path):
                           text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "M trained" in done.stdout
-    before, after = load_file(tmp_path / "base" / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
+    before = load_file(tmp_path / "base" / "model.safetensors")
+    after = load_file(tmp_path / "tuned" / "model.safetensors")
     frozen = [k for k in before if k.startswith(("model.embed_tokens", "model.layers.0."))]
     trained = [k for k in before if k.startswith("model.layers.1.") and k.endswith("weight")]
     assert frozen and trained
