@@ -12,13 +12,13 @@ RUNS ?= 60
 OUT ?= results
 PPO_STEPS ?= 60000
 
-.PHONY: run paper test bench install traces figures clean
+.PHONY: run paper test test-slow bench install traces figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_FIND) "torch==2.13.0"
-	$(PY) -m pip install --quiet $(TORCH_FIND) -e ".[train,lm,dev]"
+	$(PY) -m pip install --quiet $(TORCH_FIND) -e ".[train,lm,ecosystem,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,6 +55,10 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
+
+# The slow-marked tests: the wheel installed into a fresh venv, rl-zoo3 end to end (about 1 min).
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m slow tests
 
 clean:
 	rm -rf $(VENV) $(OUT)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 import gymnasium as gym
 import numpy as np
 
-from mec_env.experiments import mean_ci95
+from baselines.experiments import mean_ci95
 
 SLOT_METRICS = ("penalised_objective", "mean_delay_ms", "accuracy", "offload_fraction", "violations", "objective")
 

@@ -8,6 +8,10 @@ the same slot the observation describes.
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import json
+import zipfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,33 +69,106 @@ class ScriptedAgent:
 
 
 class ModelAgent:
-    """A trained SB3 model as an agent (a thin shell that names it)."""
+    """A trained SB3 / sb3-contrib model as an agent.
 
-    def __init__(self, model: Any, name: str = "model") -> None:
-        self.model, self.name = model, name
+    Maskable models (MaskablePPO) get the environment's ``action_masks()`` at every decision;
+    with ``normalize`` (a loaded ``VecNormalize``) observations are normalised with its
+    statistics first, as during training.
+
+    :param model: the model.
+    :param name: the name reports use.
+    :param env: the (single) environment the agent acts in; needed for masks.
+    :param normalize: a ``VecNormalize`` whose ``normalize_obs`` applies the training statistics.
+    """
+
+    def __init__(self, model: Any, name: str = "model", env: Any = None, normalize: Any = None) -> None:
+        self.model, self.name, self.normalize = model, name, normalize
+        self.env = None if env is None else env.unwrapped
+        self.masked = "action_masks" in inspect.signature(model.predict).parameters
+        if self.masked and self.env is None:
+            raise ValueError(f"{name}: a maskable model needs the environment (for its action_masks())")
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        if self.normalize is not None:
+            observation = self.normalize.normalize_obs(observation)
+        extra = {"action_masks": self.env.action_masks()} if self.masked else {}
         return self.model.predict(observation, state=state, episode_start=episode_start,
-                                  deterministic=deterministic)
+                                  deterministic=deterministic, **extra)
 
 
-def load_model(path: str | Path, env: Any = None) -> Any:
-    """Load a saved PPO or DQN model (``.zip``), telling which from the file itself.
+# algorithm name -> "module:class"; imported only when a model of that kind is loaded
+ALGORITHMS = {
+    "PPO": "stable_baselines3:PPO", "A2C": "stable_baselines3:A2C", "DQN": "stable_baselines3:DQN",
+    "SAC": "stable_baselines3:SAC", "TD3": "stable_baselines3:TD3", "DDPG": "stable_baselines3:DDPG",
+    "MaskablePPO": "sb3_contrib:MaskablePPO", "RecurrentPPO": "sb3_contrib:RecurrentPPO",
+    "TRPO": "sb3_contrib:TRPO", "QRDQN": "sb3_contrib:QRDQN", "ARS": "sb3_contrib:ARS",
+    "CrossQ": "sb3_contrib:CrossQ", "TQC": "sb3_contrib:TQC",
+}
+# policy module (as SB3 writes it into the zip) -> algorithm, for the algorithms with their own policies
+_POLICY_MODULES = (
+    ("sb3_contrib.common.maskable", "MaskablePPO"), ("sb3_contrib.common.recurrent", "RecurrentPPO"),
+    ("sb3_contrib.qrdqn", "QRDQN"), ("sb3_contrib.ars", "ARS"), ("sb3_contrib.tqc", "TQC"),
+    ("sb3_contrib.crossq", "CrossQ"), ("stable_baselines3.dqn", "DQN"), ("stable_baselines3.sac", "SAC"),
+)
 
+
+def algorithm_class(name: str) -> type:
+    """The SB3 / sb3-contrib algorithm class called ``name`` (a ConfigError lists the known ones)."""
+    if name not in ALGORITHMS:
+        raise ConfigError("algorithm", name, "one of " + ", ".join(ALGORITHMS))
+    module, cls = ALGORITHMS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as err:
+        raise ImportError(f"{name} needs the package {module}: pip install {module.replace('_', '-')}") from err
+
+
+def detect_algorithm(path: str | Path) -> str:
+    """The algorithm that saved ``path``, read from the zip's JSON ``data`` (nothing is unpickled).
+
+    The policy's module names the algorithms with policies of their own (DQN, MaskablePPO,
+    RecurrentPPO, ...); actor-critic models are told apart by their settings: TRPO has
+    ``cg_max_steps``, PPO ``clip_range``, A2C neither. TD3 and DDPG share everything: pass
+    ``DDPG:path`` for DDPG.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+        module = str(data["policy_class"].get("__module__", ""))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as err:
+        raise ValueError(f"{path} is not a Stable-Baselines3 model zip ({type(err).__name__}: {err})") from None
+    for prefix, algo in _POLICY_MODULES:
+        if module.startswith(prefix):
+            return algo
+    if module.startswith("stable_baselines3.td3"):
+        return "TD3"
+    if "cg_max_steps" in data:
+        return "TRPO"
+    return "PPO" if "clip_range" in data else "A2C"
+
+
+def load_model(path: str | Path, env: Any = None, algorithm: str | None = None) -> Any:
+    """Load a saved SB3 or sb3-contrib model (``.zip``); the algorithm is read from the file unless given.
+
+    :param algorithm: a name in :data:`ALGORITHMS`, e.g. ``"MaskablePPO"``; default: :func:`detect_algorithm`.
     :raises FileNotFoundError: with the path when it does not exist.
     """
-    from stable_baselines3 import DQN, PPO
-
     path = Path(path)
     if not path.exists() and path.with_suffix(".zip").exists():
         path = path.with_suffix(".zip")
     if not path.is_file():
-        raise FileNotFoundError(f"no saved model at {path} (expected an SB3 .zip from train/ppo.py or train/dqn.py)")
-    errors = []
-    for cls in (PPO, DQN):
-        try:
-            return cls.load(path, env=env, device="cpu")
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            errors.append(f"{cls.__name__}: {exc}")
-    raise ValueError(f"{path} is not a PPO or DQN model: " + "; ".join(errors))
+        raise FileNotFoundError(f"no saved model at {path} (expected an SB3 .zip, e.g. from train/ppo.py)")
+    name = algorithm or detect_algorithm(path)
+    return algorithm_class(name).load(path, env=env, device="cpu")
+
+
+def load_vecnormalize(path: str | Path, make_env: Any) -> Any:
+    """Observation statistics saved by ``VecNormalize.save``, frozen for evaluation (no updates)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no VecNormalize statistics at {path} (expected a .pkl from VecNormalize.save)")
+    stats = VecNormalize.load(str(path), DummyVecEnv([make_env]))
+    stats.training, stats.norm_reward = False, False
+    return stats

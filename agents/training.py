@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -24,103 +24,92 @@ import mec_env  # noqa: F401  (registers the environments)
 from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, save_model
 from agents.evaluation import evaluate_agents
 from agents.scripted import ModelAgent, ScriptedAgent
-from mec_env.config import parse_key_values, read_yaml
+from mec_env.config import INF, build_config, config_field, parse_key_values, read_config_file
 from mec_env.errors import ConfigError
 from mec_env.registration import ENV_IDS
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
+
+def _registered(env_id: str) -> str | None:
+    return None if env_id in gym.registry else "a registered environment id, e.g. " + ", ".join(ENV_IDS[:2])
 
 
+def _layer_widths(widths: list) -> str | None:
+    ok = widths and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
+    return None if ok else "a non-empty list of layer widths >= 1"
+
+
+def _env_id(default: str) -> str:
+    return config_field(default, "environment id", check=_registered)
+
+
+def _env_kwargs(**defaults: Any) -> dict:
+    return config_field(help="environment arguments (scenario fields included)", default_factory=lambda: dict(defaults))
+
+
+# Settings are config fields as in mec_env.config.ScenarioConfig: type, range or choices, help.
 @dataclass
 class CommonConfig:
     """Settings of any training run."""
 
-    env_id: str = "MECOffload-v0"
-    env_kwargs: dict = field(default_factory=lambda: {"scenario": "paper", "n_users": 20, "flat_obs": True})
-    total_timesteps: int = 200_000
-    n_envs: int = 4
-    seed: int = 0
-    eval_freq: int = 10_000  # environment steps between evaluations (summed over envs)
-    eval_seeds: int = 20  # held-out episodes per evaluation, seeds 10_000 + k
-    checkpoint_freq: int = 50_000
-    run_dir: str = "runs/ppo"
-    wandb: bool = False  # log to Weights & Biases too (WANDB_MODE=offline works without network)
-    wandb_project: str = "mecoffload"
-    progress_bar: bool = True
-    threads: int = 2
-    resume: bool = True  # continue from {run_dir}/checkpoints if a committed checkpoint is there
+    env_id: str = _env_id("MECOffload-v0")
+    env_kwargs: dict = _env_kwargs(scenario="paper", n_users=20, flat_obs=True)
+    total_timesteps: int = config_field(200_000, "environment steps to train for, summed over envs", range=(1, INF))
+    n_envs: int = config_field(4, "environments collecting rollouts", range=(1, INF))
+    seed: int = config_field(0, "seed of the model and of the training envs (seed + k)", range=(0, INF))
+    eval_freq: int = config_field(10_000, "environment steps between evaluations (summed over envs)", range=(1, INF))
+    eval_seeds: int = config_field(20, "held-out episodes per evaluation, seeds 10_000 + k", range=(1, INF))
+    checkpoint_freq: int = config_field(50_000, "environment steps between checkpoints", range=(1, INF))
+    run_dir: str = config_field("runs/ppo", "folder of logs, checkpoints and models")
+    wandb: bool = config_field(False, "log to Weights & Biases too (WANDB_MODE=offline works without network)")
+    wandb_project: str = config_field("mecoffload", "W&B project")
+    progress_bar: bool = config_field(True, "SB3's progress bar")
+    threads: int = config_field(2, "torch threads", range=(1, INF))
+    resume: bool = config_field(True, "continue from {run_dir}/checkpoints if a committed checkpoint is there")
 
 
 @dataclass
 class PPOConfig(CommonConfig):
-    policy: str = "equivariant"  # "equivariant" (agents.policies) or "mlp"
-    hidden: int = 64
-    learning_rate: float = 3e-4
-    n_steps: int = 128
-    batch_size: int = 256
-    n_epochs: int = 10
-    gamma: float = 0.0  # slots are i.i.d. in the paper scenario: an action does not shape the future
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    batched_env: bool = False  # n_envs copies in one batched env (MECOffload-v0's vector twin) via SB3VecEnv
+    policy: str = config_field("equivariant", "the permutation-equivariant per-user policy (agents.policies) or "
+                               "SB3's MLP", choices=("equivariant", "mlp"))
+    hidden: int = config_field(64, "width of the equivariant policy's networks", range=(1, INF))
+    learning_rate: float = config_field(3e-4, "Adam step size", range=(0.0, INF), open_low=True)
+    n_steps: int = config_field(128, "steps per env per rollout", range=(1, INF))
+    batch_size: int = config_field(256, "minibatch size", range=(1, INF))
+    n_epochs: int = config_field(10, "passes over a rollout", range=(1, INF))
+    gamma: float = config_field(0.0, "discount; slots are i.i.d. in the paper scenario: an action does not shape "
+                                "the future", range=(0.0, 1.0))
+    gae_lambda: float = config_field(0.95, "GAE lambda", range=(0.0, 1.0))
+    clip_range: float = config_field(0.2, "PPO clip range", range=(0.0, INF), open_low=True)
+    ent_coef: float = config_field(0.0, "entropy bonus", range=(0.0, INF))
+    vf_coef: float = config_field(0.5, "value loss weight", range=(0.0, INF))
+    max_grad_norm: float = config_field(0.5, "gradient clipping norm", range=(0.0, INF), open_low=True)
+    batched_env: bool = config_field(False, "n_envs copies in one batched env (MECOffload-v0's vector twin) via "
+                                     "SB3VecEnv")
 
 
 @dataclass
 class DQNConfig(CommonConfig):
-    env_id: str = "MECOffloadSeq-v0"
-    env_kwargs: dict = field(default_factory=lambda: {"scenario": "paper", "n_users": 20})
-    run_dir: str = "runs/dqn"
-    net_arch: list = field(default_factory=lambda: [128, 128])
-    learning_rate: float = 5e-4
-    buffer_size: int = 100_000
-    learning_starts: int = 2_000
-    batch_size: int = 128
-    gamma: float = 1.0  # an episode is one slot; its return telescopes to the improvement over all-local
-    train_freq: int = 4
-    gradient_steps: int = 1
-    target_update_interval: int = 2_000
-    exploration_fraction: float = 0.3
-    exploration_final_eps: float = 0.02
-
-
-_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict, "list": list}
-# allowed ranges (low, high, low excluded?) of numeric settings; None = unbounded
-_LIMITS: dict[str, tuple[float, float | None, bool]] = {
-    **{k: (1, None, False) for k in ("total_timesteps", "n_envs", "eval_freq", "eval_seeds", "checkpoint_freq",
-                                     "threads", "hidden", "n_steps", "batch_size", "n_epochs", "buffer_size",
-                                     "train_freq", "gradient_steps", "target_update_interval")},
-    "seed": (0, None, False), "learning_starts": (0, None, False),
-    "learning_rate": (0.0, None, True), "clip_range": (0.0, None, True), "max_grad_norm": (0.0, None, True),
-    "ent_coef": (0.0, None, False), "vf_coef": (0.0, None, False),
-    "gamma": (0.0, 1.0, False), "gae_lambda": (0.0, 1.0, False),
-    "exploration_fraction": (0.0, 1.0, False), "exploration_final_eps": (0.0, 1.0, False),
-}
-_CHOICES = {"policy": ("equivariant", "mlp")}
-
-
-def _check_setting(key: str, value: Any, type_name: str) -> None:
-    if type_name in ("int", "float") and not math.isfinite(value):
-        raise ConfigError(key, value, "a finite number")
-    if key in _LIMITS:
-        lo, hi, open_low = _LIMITS[key]
-        if (value <= lo if open_low else value < lo) or (hi is not None and value > hi):
-            kind = "an integer" if type_name == "int" else "a number"
-            upper = "inf)" if hi is None else f"{hi:g}]"
-            raise ConfigError(key, value, f"{kind} in {'(' if open_low else '['}{lo:g}, {upper}")
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(key, value, "one of " + ", ".join(repr(c) for c in _CHOICES[key]))
-    if key == "env_id" and value not in gym.registry:
-        raise ConfigError(key, value, "a registered environment id, e.g. " + ", ".join(ENV_IDS[:2]))
-    if key == "net_arch" and not (value and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
-                                                for w in value)):
-        raise ConfigError(key, value, "a non-empty list of layer widths >= 1")
+    env_id: str = _env_id("MECOffloadSeq-v0")
+    env_kwargs: dict = _env_kwargs(scenario="paper", n_users=20)
+    run_dir: str = config_field("runs/dqn", "folder of logs, checkpoints and models")
+    net_arch: list = config_field(help="Q-network layer widths", default_factory=lambda: [128, 128],
+                                  check=_layer_widths)
+    learning_rate: float = config_field(5e-4, "Adam step size", range=(0.0, INF), open_low=True)
+    buffer_size: int = config_field(100_000, "replay buffer transitions", range=(1, INF))
+    learning_starts: int = config_field(2_000, "steps before the first update", range=(0, INF))
+    batch_size: int = config_field(128, "minibatch size", range=(1, INF))
+    gamma: float = config_field(1.0, "discount; an episode is one slot: its return telescopes to the improvement "
+                                "over all-local", range=(0.0, 1.0))
+    train_freq: int = config_field(4, "steps between updates", range=(1, INF))
+    gradient_steps: int = config_field(1, "gradient steps per update", range=(1, INF))
+    target_update_interval: int = config_field(2_000, "steps between target-network updates", range=(1, INF))
+    exploration_fraction: float = config_field(0.3, "fraction of training over which epsilon decays",
+                                               range=(0.0, 1.0))
+    exploration_final_eps: float = config_field(0.02, "final epsilon", range=(0.0, 1.0))
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Any:
-    """A ``cls`` config from YAML (a path or a name under ``configs/train``) plus ``key=value`` overrides.
+    """A ``cls`` config from YAML (a path, or a name under the shipped ``mec_env/configs/train``) plus overrides.
 
     Unknown keys, wrong types, out-of-range values and unregistered env ids raise
     :class:`~mec_env.errors.ConfigError` naming the key, the value and what is allowed; the
@@ -128,14 +117,9 @@ def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[s
     """
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.suffix:
-            p = CONFIG_DIR / f"{path}.yaml"
-        if not p.is_file():
-            raise ConfigError("config", str(path), "a YAML path or a name under configs/train")
-        data = read_yaml(p)
+        data, where = read_config_file(path, "train")
         if not isinstance(data, Mapping):
-            raise ConfigError(str(p), type(data).__name__, "a YAML mapping")
+            raise ConfigError(where, type(data).__name__, "a YAML mapping")
     for key, value in parse_key_values(overrides).items():
         if key.startswith("env_kwargs."):
             base = data.get("env_kwargs", cls().env_kwargs)
@@ -144,16 +128,7 @@ def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[s
             data["env_kwargs"] = {**base, key.split(".", 1)[1]: value}
         else:
             data[key] = value
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(key, value, "a known key: " + ", ".join(sorted(fields)), kind="unknown key")
-        type_name = fields[key].type if isinstance(fields[key].type, str) else fields[key].type.__name__
-        expected = _TYPES[type_name]
-        if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
-            raise ConfigError(key, value, f"a value of type {type_name}")
-        _check_setting(key, value, type_name)
-    cfg = cls(**data)
+    cfg = build_config(cls, data)
     # the environment checks its own arguments (ConfigError naming the argument)
     if getattr(cfg, "batched_env", False):
         if gym.spec(cfg.env_id).vector_entry_point is None:
@@ -238,7 +213,7 @@ class ComparisonCallback(BaseCallback):
 
     def evaluate(self) -> dict[str, float]:
         agents = baseline_agents()
-        agents[self.algo] = lambda env: ModelAgent(self.model, self.algo)
+        agents[self.algo] = lambda env: ModelAgent(self.model, self.algo, env=env)
         results = evaluate_agents(lambda: make_env(self.cfg), agents, eval_seeds(self.cfg))
         metrics: dict[str, float] = {"time/total_timesteps": float(self.num_timesteps)}
         for r in results:
@@ -322,7 +297,7 @@ def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "Comparison
     save_model(model, run_dir / "final_model")
     comparison.run_evaluation()
     agents = baseline_agents()
-    agents[algo] = lambda env: ModelAgent(model, algo)
+    agents[algo] = lambda env: ModelAgent(model, algo, env=env)
     results = evaluate_agents(lambda: make_env(cfg), agents, eval_seeds(cfg))
     print_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.eval_seeds} held-out episodes")
     finish_wandb(use_wandb)

@@ -75,12 +75,22 @@ class SB3VecEnv(VecEnv):
         setattr(self.env, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        """Call the batched env's method once; a result with a leading batch axis is split per copy.
+
+        So ``env_method("action_masks")`` (what MaskablePPO calls) gives one (N x (M + 1),) mask per copy.
+        """
         result = getattr(self.env, method_name)(*method_args, **method_kwargs)
+        if isinstance(result, np.ndarray) and result.ndim >= 1 and result.shape[0] == self.num_envs:
+            return [result[i] for i in self._get_indices(indices)]
         return [result for _ in self._get_indices(indices)]
+
+    def has_attr(self, attr_name: str) -> bool:
+        return hasattr(self.env, attr_name)
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        return [None] * self.num_envs
+        frames = self.env.render() if self.env.render_mode == "rgb_array" else None
+        return list(frames) if frames is not None else [None] * self.num_envs
 

@@ -15,48 +15,22 @@ Cost: at most K steps, each O(K M) with the per-ES load and interference sums ke
 incrementally (an assignment changes the chosen ES's sharing and every other ES's
 interference, so every gap is refreshed in O(1) from those sums): O(K^2 M) per phase,
 against O(N^3 M^2) for recomputing every Delta_ij through the evaluator. The loop runs as one
-compiled kernel (:func:`mec_env.fast.greedy_kernel`) when numba is present, else in numpy
+compiled kernel (:func:`mec_env.kernels.greedy_kernel`) when numba is present, else in numpy
 below; both return the same assignment.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from mec_env import fast
-from mec_env.model import interference_contribution, join_delays, kernel_args
+from mec_env import kernels
+from mec_env.model import GreedyState, join_delays, kernel_args
 from mec_env.problem import Problem
-
-
-@dataclass
-class GreedyState:
-    """A partial assignment with the per-ES sums the delay gaps need."""
-
-    assignment: np.ndarray  # (N,) 0 = not offloaded (yet)
-    load: np.ndarray  # (M,) users per ES
-    interference: np.ndarray  # (M,) W received at each ES from users offloaded to other ESs
-    order: list[int] = field(default_factory=list)  # users in the order they were offloaded
-
-    @classmethod
-    def empty(cls, problem: Problem) -> "GreedyState":
-        m = problem.n_edge_servers
-        return cls(np.zeros(problem.n_users, dtype=np.int64), np.zeros(m, dtype=np.int64), np.zeros(m))
-
-    def offload(self, problem: Problem, user: int, es: int) -> None:
-        """Assign ``user`` to 0-based ES ``es`` and update the sums incrementally."""
-        self.assignment[user] = es + 1
-        self.load[es] += 1
-        contrib = interference_contribution(problem, np.array(user), np.array(es))
-        others = np.arange(problem.n_edge_servers) != es
-        self.interference[others] += contrib[others]
-        self.order.append(user)
 
 
 def delay_gaps(problem: Problem, state: GreedyState, candidates: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Delta_ij of eq. (18) for ``candidates`` (K,) against every ES, shape (K, M)."""
-    edge = join_delays(problem, candidates, state.load, state.interference)
+    edge = join_delays(problem, candidates, state.es_users, state.interference)
     return weights[candidates, None] * (edge - problem.local_delay[candidates, None])
 
 
@@ -77,11 +51,9 @@ def greedy_offload(
     """
     state = state if state is not None else GreedyState.empty(problem)
     remaining = np.sort(np.asarray(candidates, dtype=np.int64))
-    if fast.numba_enabled():
-        order = np.empty(remaining.size, dtype=np.int64)
-        n_done = fast.greedy_kernel(*kernel_args(problem), np.ascontiguousarray(weights, dtype=np.float64), remaining,
-                                    stop_when_nonnegative, state.assignment, state.load, state.interference, order, 0)
-        state.order.extend(order[:n_done].tolist())
+    if kernels.numba_enabled():
+        kernels.greedy_kernel(*kernel_args(problem), np.ascontiguousarray(weights, dtype=np.float64), remaining,
+                              stop_when_nonnegative, state.assignment, state.es_users, state.interference)
         return state
     m = problem.n_edge_servers
     while remaining.size:

@@ -40,9 +40,9 @@ import gymnasium as gym  # noqa: E402
 import mec_env  # noqa: E402,F401  (registers the environments)
 from baselines import PAPER_STRATEGIES, edge_all, goa  # noqa: E402
 from helpers import reference_goa  # noqa: E402
-from test_fast import random_instances  # noqa: E402
-from mec_env import fast, load_scenario, sample_problem  # noqa: E402
-from mec_env.experiments import Point, monte_carlo  # noqa: E402
+from test_kernels import random_instances  # noqa: E402
+from mec_env import kernels, load_scenario, sample_problem  # noqa: E402
+from baselines.experiments import Point, monte_carlo  # noqa: E402
 from mec_env.io import atomic_write_text  # noqa: E402
 
 
@@ -191,7 +191,7 @@ def machine() -> dict:
     import numba
 
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__ if fast.numba_enabled() else "disabled", "gymnasium": gym.__version__,
+            "numba": numba.__version__ if kernels.numba_enabled() else "disabled", "gymnasium": gym.__version__,
             "date": time.strftime("%Y-%m-%d")}
 
 

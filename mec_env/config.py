@@ -11,28 +11,75 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
 
 import yaml
 
 from mec_env.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def packaged_configs(kind: str) -> dict[str, Any]:
+    """The YAML configs shipped in the package under ``mec_env/configs/{kind}``, by name.
+
+    They are package data (found through ``importlib.resources``), so they load the same from a
+    checkout, an editable install or a wheel, whatever the working directory; the checkout's
+    top-level ``configs/`` is a link to them.
+    """
+    folder = resources.files("mec_env").joinpath("configs", kind)
+    if not folder.is_dir():
+        return {}
+    return {f.name.rsplit(".", 1)[0]: f for f in folder.iterdir() if f.name.endswith((".yaml", ".yml"))}
 
 
-def _f(default: Any, help: str, range: tuple[float, float] | None = None, choices: tuple | None = None,
-       open_low: bool = False):
+def read_config_file(name_or_path: str | Path, kind: str) -> tuple[Any, str]:
+    """``(document, where)`` of a packaged config by name (``"paper"``) or of a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix:
+        if not path.is_file():
+            raise ConfigError(kind, str(name_or_path), "an existing YAML path or one of "
+                              + ", ".join(sorted(packaged_configs(kind))))
+        return read_yaml(path), str(path)
+    known = packaged_configs(kind)
+    if str(name_or_path) not in known:
+        raise ConfigError(kind, str(name_or_path), "a YAML path or one of " + ", ".join(sorted(known)))
+    with resources.as_file(known[str(name_or_path)]) as packaged:
+        return read_yaml(packaged), f"{name_or_path} (mec_env/configs/{kind})"
+
+
+def config_field(default: Any = dataclasses.MISSING, help: str = "", range: tuple[float, float] | None = None,
+                 choices: tuple | None = None, open_low: bool = False, check: Callable[[Any], str | None] | None = None,
+                 default_factory: Callable[[], Any] | None = None, nested: type | None = None):
+    """A config dataclass field with the metadata the validator reads.
+
+    :param help: one line for docs and error messages.
+    :param range: allowed ``(low, high)``; ``open_low`` excludes ``low``.
+    :param choices: the allowed values.
+    :param check: ``check(value)`` returns None when the value is fine, else what is allowed.
+    :param default_factory: for list and dict defaults (a mutable default is refused).
+    :param nested: the config class of a nested mapping (built and validated by it).
+    """
     meta: dict[str, Any] = {"help": help}
     if range is not None:
         meta["range"] = range
         meta["open_low"] = open_low
     if choices is not None:
         meta["choices"] = choices
+    if check is not None:
+        meta["check"] = check
+    if nested is not None:
+        meta["nested"] = nested
     if isinstance(default, (list, dict)):
-        raise TypeError("mutable defaults are not allowed")
+        raise TypeError("mutable defaults are not allowed; use default_factory")
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+_f = config_field
 
 
 INF = math.inf
@@ -104,7 +151,7 @@ class ScenarioConfig:
     tau: float = _f(0.6, "uncertainty threshold tau of constraint (11)", range=(0.0, 1.0))
     min_rate_bps: float = _f(1.0, "rate floor: a rate that underflows is capped here", range=(0.0, INF),
                              open_low=True)
-    queries: QueryConfig = field(default_factory=QueryConfig, metadata={"help": "query source"})
+    queries: QueryConfig = _f(help="query source", default_factory=QueryConfig, nested=QueryConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -129,28 +176,42 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# what each annotated type accepts (annotations are strings: ``from __future__ import annotations``)
+_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "dict": (lambda v: isinstance(v, Mapping), "a mapping"),
+    "list": (lambda v: isinstance(v, (list, tuple)), "a list"),
+}
+
+
+def type_name(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
 def _check_field(owner: str, f: dataclasses.Field, value: Any) -> None:
     name = f"{owner}.{f.name}" if owner else f.name
     meta = f.metadata
-    expected = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    if expected == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(name, value, "an integer")
-    elif expected == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(name, value, "a number")
-        if not math.isfinite(value):  # inf and NaN would reach the delays as inf or NaN
-            raise ConfigError(name, value, "a finite number" + (f" {_range_text(meta)}" if "range" in meta else ""))
-    elif expected == "str":
-        if not isinstance(value, str):
-            raise ConfigError(name, value, "a string")
+    expected = type_name(f)
+    if expected in _TYPES:
+        accepts, what = _TYPES[expected]
+        if not accepts(value):
+            raise ConfigError(name, value, what + (f" {_range_text(meta)}" if "range" in meta else ""))
+    if expected == "float" and not math.isfinite(value):  # inf and NaN would reach the delays as inf or NaN
+        raise ConfigError(name, value, "a finite number" + (f" {_range_text(meta)}" if "range" in meta else ""))
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(name, value, "one of " + ", ".join(repr(c) for c in meta["choices"]))
     if "range" in meta:
         lo, hi = meta["range"]
         low_ok = value > lo if meta.get("open_low") else value >= lo
         if not (low_ok and value <= hi):
-            raise ConfigError(name, value, f"a value {_range_text(meta)}")
+            raise ConfigError(name, value, f"{'an integer' if expected == 'int' else 'a value'} {_range_text(meta)}")
+    if "check" in meta:
+        allowed = meta["check"](value)
+        if allowed is not None:
+            raise ConfigError(name, value, allowed)
 
 
 def _range_text(meta: Mapping[str, Any]) -> str:
@@ -175,7 +236,23 @@ def validate(cfg: Any, owner: str = "") -> None:
                               f"<= local_capacity_high ({cfg.local_capacity_high})")
 
 
-def _build(cls: type, data: Mapping[str, Any], owner: str) -> Any:
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python ones (``n_users=np.int64(20)`` is an integer too)."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def build_config(cls: type, data: Mapping[str, Any], owner: str = "") -> Any:
+    """A validated ``cls`` from a mapping of its field names (nested configs from nested mappings).
+
+    Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the
+    field (``owner.field`` inside a nested config), the value and what is allowed.
+    """
     if not isinstance(data, Mapping):
         raise ConfigError(owner or cls.__name__, data, "a mapping of field names to values")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -185,23 +262,27 @@ def _build(cls: type, data: Mapping[str, Any], owner: str) -> Any:
             where = f"{owner}.{key}" if owner else str(key)
             raise ConfigError(where, value, "a known field: " + ", ".join(sorted(fields)), kind="unknown field")
         f = fields[key]
-        if f.name == "queries":
-            value = _build(QueryConfig, value, "queries") if not isinstance(value, QueryConfig) else value
+        nested = f.metadata.get("nested")
+        if nested is not None:
+            value = value if isinstance(value, nested) else build_config(nested, value, key)
         else:
-            # YAML reads 1e8 as a string; accept numeric strings for float fields, nothing else
-            if f.type in ("float", float) and isinstance(value, str):
-                try:
+            value = _plain(value)
+            if type_name(f) == "float":
+                # YAML reads 1e8 as a string; accept numeric strings for float fields, nothing else
+                if isinstance(value, str):
+                    try:
+                        value = float(value)
+                    except ValueError:
+                        pass
+                if isinstance(value, int) and not isinstance(value, bool):
                     value = float(value)
-                except ValueError:
-                    pass
-            if f.type in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
             _check_field(owner, f, value)
         kwargs[key] = value
     try:
         return cls(**kwargs)
     except TypeError as exc:  # pragma: no cover - guarded by the field check above
         raise ConfigError(owner or cls.__name__, data, str(exc)) from exc
+
 
 
 def scenario_from_dict(data: Mapping[str, Any], base: ScenarioConfig | None = None) -> ScenarioConfig:
@@ -212,7 +293,7 @@ def scenario_from_dict(data: Mapping[str, Any], base: ScenarioConfig | None = No
             merged["queries"] = {**merged["queries"], **value}
         else:
             merged[key] = value
-    return _build(ScenarioConfig, merged, "")
+    return build_config(ScenarioConfig, merged)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -248,20 +329,14 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_scenario(name_or_path: str | Path = "paper", **overrides: Any) -> ScenarioConfig:
-    """Load a scenario by name (``configs/scenario/{name}.yaml``) or path, then apply overrides.
+    """Load a scenario by name (``mec_env/configs/scenario/{name}.yaml``, shipped) or path, then apply overrides.
 
     Overrides use field names; ``queries.metric="entropy"`` style dotted keys reach the
     query config. Unknown names raise :class:`~mec_env.errors.ConfigError`.
     """
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CONFIG_DIR / "scenario" / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in (CONFIG_DIR / "scenario").glob("*.yaml"))
-        raise ConfigError("scenario", str(name_or_path), "a YAML path or one of " + ", ".join(known))
-    data = read_yaml(path)
+    data, where = read_config_file(name_or_path, "scenario")
     if not isinstance(data, Mapping):
-        raise ConfigError(str(path), type(data).__name__, "a YAML mapping")
+        raise ConfigError(where, type(data).__name__, "a YAML mapping")
     cfg = scenario_from_dict(data, base=ScenarioConfig())
     if overrides:
         cfg = scenario_from_dict(_nest(overrides), base=cfg)

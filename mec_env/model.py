@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mec_env import fast
+from mec_env import kernels
 from mec_env.errors import AssignmentError
 from mec_env.problem import Problem
 
@@ -159,8 +159,8 @@ def user_delays(problem: Problem, assignment: np.ndarray) -> tuple[np.ndarray, n
 
 def _delays_and_load(problem: Problem, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(t_comm, t_compute, load)``: the compiled kernel when it applies, else numpy."""
-    if fast.numba_enabled() and a.shape == problem.batch_shape + (problem.n_users,) and a.ndim <= 2:
-        kernel = fast.delays_batch_kernel if a.ndim == 2 else fast.delays_kernel
+    if kernels.numba_enabled() and a.shape == problem.batch_shape + (problem.n_users,) and a.ndim <= 2:
+        kernel = kernels.delays_batch_kernel if a.ndim == 2 else kernels.delays_kernel
         return kernel(*kernel_args(problem), a)
     load, interference = es_state(problem, a)
     offloaded = a > 0
@@ -173,10 +173,10 @@ def _delays_and_load(problem: Problem, a: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def kernel_args(problem: Problem) -> tuple:
-    """The problem's arrays and scalars in the order the compiled kernels of :mod:`mec_env.fast` take them."""
+    """The problem's arrays and scalars in the order the compiled kernels of :mod:`mec_env.kernels` take them."""
     return (problem.gain, problem.query_bits, problem.workload_llm, problem.local_delay, problem.es_capacity,
             float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
-            float(problem.noise_power_w), float(problem.min_rate_bps), fast.INTERFERENCE_CODES[problem.interference])
+            float(problem.noise_power_w), float(problem.min_rate_bps), kernels.INTERFERENCE_CODES[problem.interference])
 
 
 def local_objective(problem: Problem) -> float | np.ndarray:
@@ -208,7 +208,7 @@ class Evaluation:
     mean_delay: float
     accuracy: float  # fraction of users answered correctly
     correct: np.ndarray  # (N,) bool
-    es_load: np.ndarray  # (M,) users per ES
+    es_users: np.ndarray  # (M,) n_j, users offloaded to each ES
     violations: np.ndarray  # (N,) bool, constraint (11)
 
     @property
@@ -226,6 +226,11 @@ def evaluate(problem: Problem, assignment: np.ndarray | list[int]) -> Evaluation
     if a.ndim != 1:
         raise AssignmentError(f"evaluate takes one assignment of shape (N,); got {a.shape}; "
                               "use objective() for batches")
+    return evaluate_valid(problem, a)
+
+
+def evaluate_valid(problem: Problem, a: np.ndarray) -> Evaluation:
+    """:func:`evaluate` of an assignment already validated (int64, shape (N,), entries 0..M): no second check."""
     t_comm, t_compute, load = _delays_and_load(problem, a)
     delay = t_comm + t_compute
     offloaded = a > 0
@@ -240,7 +245,7 @@ def evaluate(problem: Problem, assignment: np.ndarray | list[int]) -> Evaluation
         mean_delay=float(delay.sum()) / n,
         accuracy=int(np.count_nonzero(correct)) / n,
         correct=correct,
-        es_load=load,
+        es_users=load,
         violations=violations(problem, a),
     )
 
@@ -254,7 +259,7 @@ class BatchEvaluation:
     objective: np.ndarray  # (B,) eq. (10)
     mean_delay: np.ndarray  # (B,)
     accuracy: np.ndarray  # (B,)
-    es_load: np.ndarray  # (B, M) users per ES
+    es_users: np.ndarray  # (B, M) n_j
     n_violations: np.ndarray  # (B,) constraint (11)
     n_offloaded: np.ndarray  # (B,)
 
@@ -265,6 +270,11 @@ def evaluate_batch(problem: Problem, assignment: np.ndarray) -> BatchEvaluation:
     if a.ndim != 2 or problem.batch_shape != a.shape[:1]:
         raise AssignmentError(f"evaluate_batch takes a (B, N) assignment for a problem of batch shape (B,); got "
                               f"assignment {a.shape}, problem batch {problem.batch_shape}")
+    return evaluate_batch_valid(problem, a)
+
+
+def evaluate_batch_valid(problem: Problem, a: np.ndarray) -> BatchEvaluation:
+    """:func:`evaluate_batch` of assignments already validated (int64, (B, N), entries 0..M)."""
     t_comm, t_compute, load = _delays_and_load(problem, a)
     delay = t_comm + t_compute
     offloaded = a > 0
@@ -276,7 +286,7 @@ def evaluate_batch(problem: Problem, assignment: np.ndarray) -> BatchEvaluation:
         objective=(problem.alpha * delay).sum(axis=-1),
         mean_delay=delay.sum(axis=-1) / n,
         accuracy=np.count_nonzero(correct, axis=-1) / n,
-        es_load=load,
+        es_users=load,
         n_violations=np.count_nonzero(violations(problem, a), axis=-1),
         n_offloaded=np.count_nonzero(offloaded, axis=-1),
     )
@@ -297,3 +307,29 @@ def join_delays(
     es = np.arange(problem.n_edge_servers)
     t_comm, t_es = edge_delay(problem, candidates[:, None], es[None, :], load[None, :] + 1, interference_w[None, :])
     return t_comm + t_es
+
+
+@dataclass
+class GreedyState:
+    """A partial assignment with the per-ES sums that delay gaps need: users n_j and interference.
+
+    The greedy algorithms (:mod:`baselines.greedy`) and the sequential environment grow one;
+    adding a user updates the sums in O(M) instead of re-evaluating the assignment.
+    """
+
+    assignment: np.ndarray  # (N,) 0 = not offloaded (yet)
+    es_users: np.ndarray  # (M,) n_j, users offloaded to each ES
+    interference: np.ndarray  # (M,) W received at each ES from users offloaded to other ESs
+
+    @classmethod
+    def empty(cls, problem: Problem) -> "GreedyState":
+        m = problem.n_edge_servers
+        return cls(np.zeros(problem.n_users, dtype=np.int64), np.zeros(m, dtype=np.int64), np.zeros(m))
+
+    def offload(self, problem: Problem, user: int, es: int) -> None:
+        """Assign ``user`` to 0-based ES ``es`` and update the sums incrementally."""
+        self.assignment[user] = es + 1
+        self.es_users[es] += 1
+        contrib = interference_contribution(problem, np.array(user), np.array(es))
+        others = np.arange(problem.n_edge_servers) != es
+        self.interference[others] += contrib[others]

@@ -14,10 +14,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from mec_env import fast
-from mec_env.config import ScenarioConfig
+from mec_env import kernels
+from mec_env.config import QueryConfig, ScenarioConfig
 from mec_env.errors import ConfigError
-from mec_env.queries import QueryBatch, QuerySource, make_query_source
+from mec_env.queries import QueryBatch, QuerySource, SyntheticQuerySource
+from mec_env.traces import TraceQuerySource
 
 SPEED_OF_LIGHT = 299_792_458.0
 INTERFERENCE_MODES = ("physical", "paper", "none")
@@ -194,8 +195,8 @@ def problem_from_queries(
     es_xy = es_grid_positions(m, cfg.area_side_m)
     user_xy = rng.uniform(0.0, cfg.area_side_m, size=batch + (n, 2))
     fading = rng.exponential(1.0, size=batch + (n, m))  # Rayleigh: |h|^2 ~ Exp(1)
-    if cfg.path_loss == "free_space" and fast.numba_enabled():
-        gain = fast.free_space_gain_kernel(user_xy.reshape(-1, n, 2), es_xy, fading.reshape(-1, n, m),
+    if cfg.path_loss == "free_space" and kernels.numba_enabled():
+        gain = kernels.free_space_gain_kernel(user_xy.reshape(-1, n, 2), es_xy, fading.reshape(-1, n, m),
                                            cfg.min_distance_m, 4.0 * math.pi * cfg.carrier_hz,
                                            SPEED_OF_LIGHT).reshape(fading.shape)
     else:
@@ -229,6 +230,13 @@ def problem_from_queries(
         user_xy=user_xy,
         es_xy=es_xy,
     )
+
+
+def make_query_source(cfg: QueryConfig) -> QuerySource:
+    """The query source a scenario names (a trace table loads once per path and is cached)."""
+    if cfg.source == "synthetic":
+        return SyntheticQuerySource(cfg)
+    return TraceQuerySource(cfg.trace_path or None)
 
 
 def sample_problem(

@@ -2,7 +2,8 @@
 
 A source draws one query per user for a problem instance. Every source returns a
 :class:`QueryBatch`; the simulator reads only that, so a trace table from real LM inference
-and the synthetic model below are interchangeable.
+(:mod:`mec_env.traces`, built on this module) and the synthetic model below are
+interchangeable; :func:`mec_env.problem.make_query_source` picks the one a scenario names.
 """
 
 from __future__ import annotations
@@ -92,14 +93,3 @@ class SyntheticQuerySource:
             prompt_tokens=np.rint(self._words[idx] * TOKENS_PER_WORD).astype(np.int64),
             answer_tokens=np.ones(size, dtype=np.int64),
         )
-
-
-def make_query_source(cfg: QueryConfig) -> QuerySource:
-    """The query source a scenario names."""
-    if cfg.source == "synthetic":
-        return SyntheticQuerySource(cfg)
-    if cfg.source == "traces":
-        from mec_env.traces import TraceQuerySource
-
-        return TraceQuerySource(cfg.trace_path or None)
-    raise ValueError(f"unknown query source {cfg.source!r}")  # config validation catches this first

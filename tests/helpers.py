@@ -10,7 +10,7 @@ from mec_env.model import evaluate
 from mec_env.problem import Problem
 
 
-BABI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "babi"
+BABI = Path(__file__).resolve().parent / "fixtures" / "babi"  # excerpts shipped with the tests (README there)
 
 
 def babi_subset(root: Path, stories: int = 40) -> Path:

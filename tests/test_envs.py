@@ -12,7 +12,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import mec_env
-from baselines import goa
+from baselines import goa, min_delay
+from baselines.wrappers import StrategyInfo
 from mec_env.envs import MECOffloadEnv, MECOffloadSeqEnv, joint, sequential
 from mec_env.errors import AssignmentError, ConfigError
 from mec_env.model import evaluate
@@ -53,7 +54,7 @@ def flat(obs) -> np.ndarray:
 @pytest.mark.parametrize("env_id, kwargs", [
     ("MECOffload-v0", {}),
     ("MECOffload-v0", {"flat_obs": True}),
-    ("MECOffload-v0", {"mobility_speed_mps": 5.0, "background_load": 0.4, "info_baselines": True}),
+    ("MECOffload-v0", {"mobility_speed_mps": 5.0, "background_load": 0.4, "enforce_constraint": True}),
     ("MECOffloadSeq-v0", {}),
 ])
 def test_envs_pass_the_gymnasium_and_sb3_checkers(env_id, kwargs):
@@ -120,7 +121,7 @@ def test_observation_describes_the_current_problem():
     p = env.unwrapped.problem
     np.testing.assert_allclose(obs["uncertainty"], p.alpha, rtol=1e-6)
     np.testing.assert_allclose(obs["channel_gain_db"], (10 * np.log10(p.gain) + 90) / 40, rtol=1e-5)
-    np.testing.assert_array_equal(obs["es_load"], 0.0)  # background load is off by default
+    np.testing.assert_array_equal(obs["es_background_load"], 0.0)  # background load is off by default
 
 
 # --- seeding -------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ def test_goa_action_earns_minus_its_penalised_objective():
         assert info["objective"] == ev.objective
         assert info["mean_delay_ms"] == pytest.approx(1e3 * ev.mean_delay)
         assert info["accuracy"] == ev.accuracy
-        assert info["es_counts"].tolist() == ev.es_load.tolist()
+        assert info["es_users"].tolist() == ev.es_users.tolist()
         assert not terminated and not truncated
 
 
@@ -245,13 +246,18 @@ def test_wrong_answers_penalty_counts_realised_errors():
     assert reward == pytest.approx(-(ev.objective / local.objective + 0.5 * (1.0 - ev.accuracy)), rel=1e-12)
 
 
-def test_info_baselines_reports_goa_on_the_same_slot():
-    env = MECOffloadEnv(**SMALL, info_baselines=True)
+@pytest.mark.parametrize("env_id", ["MECOffload-v0", "MECOffloadSeq-v0"])
+def test_strategy_info_wrapper_reports_goa_on_the_slot_the_action_decided(env_id):
+    env = StrategyInfo(gym.make(env_id, **SMALL), strategies=("GOA", "Min delay"))
     env.reset(seed=0)
     problem = env.unwrapped.problem
-    _, _, _, _, info = env.step(np.zeros(8, dtype=np.int64))
+    done, info = False, {}
+    while not done:  # the joint env decides the slot in one step, the sequential one user by user
+        _, _, terminated, truncated, info = env.step(env.action_space.sample() * 0)
+        done = terminated or truncated or env_id == "MECOffload-v0"
     assert info["goa_penalised_objective"] == pytest.approx(penalised_objective(problem, goa(problem)))
-    plain = MECOffloadEnv(**SMALL)  # off by default: GOA per step is costly
+    assert info["min_delay_objective"] == pytest.approx(evaluate(problem, min_delay(problem)).objective)
+    plain = gym.make("MECOffload-v0", **SMALL)  # the environments themselves never run a strategy
     plain.reset(seed=0)
     assert not any(k.startswith("goa_") for k in plain.step(np.zeros(8, dtype=np.int64))[4])
 
@@ -283,7 +289,7 @@ def test_mobility_moves_users_a_bounded_step_inside_the_area():
 def test_background_load_removes_compute_and_is_observed():
     env = MECOffloadEnv(**SMALL, background_load=0.5)
     obs, _ = env.reset(seed=0)
-    load = obs["es_load"]
+    load = obs["es_background_load"]
     assert np.all((load >= 0) & (load <= 0.9)) and np.any(load > 0)
     base = MECOffloadEnv(**SMALL)
     base.reset(seed=0)
@@ -314,7 +320,7 @@ def test_sequential_return_is_the_improvement_over_local_all(penalty, seed):
 
 
 def test_sequential_goa_order_matches_goa_metrics():
-    env = MECOffloadSeqEnv(**SMALL, info_baselines=True)
+    env = StrategyInfo(MECOffloadSeqEnv(**SMALL))
     env.reset(seed=3)
     action = goa(env.unwrapped.problem)
     for a in action:
@@ -322,7 +328,7 @@ def test_sequential_goa_order_matches_goa_metrics():
     assert done
     # deciding users in index order reaches the same assignment, so the same metrics
     assert info["penalised_objective"] == pytest.approx(info["goa_penalised_objective"], rel=1e-12)
-    assert info["es_counts"].tolist() == info["goa_es_counts"].tolist()
+    assert info["es_users"].tolist() == info["goa_es_users"].tolist()
 
 
 def test_sequential_join_delays_say_when_offloading_beats_local():
@@ -335,7 +341,7 @@ def test_sequential_join_delays_say_when_offloading_beats_local():
     assert ratio[0] == pytest.approx(expected, rel=1e-5)
     assert obs[lay["progress"]][0] == 0.0
     obs, *_ = env.step(1)
-    assert obs[lay["es_load"]].tolist() == [pytest.approx(1 / 8), 0.0]
+    assert obs[lay["es_users"]].tolist() == [pytest.approx(1 / 8), 0.0]
     assert obs[lay["progress"]][0] == pytest.approx(1 / 8)
 
 
@@ -344,7 +350,7 @@ def test_sequential_join_delays_say_when_offloading_beats_local():
 @pytest.mark.parametrize("env_cls", ENV_CLASSES)
 @pytest.mark.parametrize("field, value", [
     ("n_users", 0), ("tau", 2.0), ("penalty", "foo"), ("penalty_weight", -1.0), ("n_edge_servers", 0),
-    ("render_mode", "human"), ("info_baselines", "yes"), ("area_side_m", -5.0),
+    ("render_mode", "video"), ("enforce_constraint", "yes"), ("area_side_m", -5.0), ("not_an_argument", 1),
 ])
 def test_bad_constructor_argument_raises_config_error_naming_it(env_cls, field, value):
     with pytest.raises(ConfigError) as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from importlib import resources
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,11 @@ import pytest
 
 from mec_env.babi import EXCLUDED_TASKS, parse_babi_lines, read_babi_dir
 from mec_env.config import QueryConfig, load_scenario
-from mec_env.experiments import Point, monte_carlo, summarize
+from baselines.experiments import Point, monte_carlo, summarize
 from mec_env.queries import SyntheticQuerySource, babi_prompt_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
-BABI = ROOT.parent / "shared" / "data" / "babi"
+BABI = ROOT / "tests" / "fixtures" / "babi"  # the first 3 stories of every test file
 
 
 def test_babi_reader_on_hand_written_lines():
@@ -36,9 +37,15 @@ def test_babi_reader_on_hand_written_lines():
 
 def test_shipped_prompt_sizes_match_the_real_babi_test_prompts():
     qs = read_babi_dir(BABI, "test")
-    assert {q.task for q in qs} == set(range(1, 21)) - EXCLUDED_TASKS and len(qs) == 17_000
+    assert {q.task for q in qs} == set(range(1, 21)) - EXCLUDED_TASKS and len(qs) > 17 * 3
+    with resources.files("mec_env.data").joinpath("babi_prompt_sizes.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
     nbytes, _ = babi_prompt_sizes()
-    assert np.array_equal(nbytes, [q.prompt_bytes for q in qs])
+    assert len(rows) == nbytes.size == 17_000  # 1,000 test questions of each of the 17 tasks
+    at = {(int(r["task"]), int(r["story_id"]), int(r["question_id"])): k for k, r in enumerate(rows)}
+    for q in qs:  # every fixture question's prompt has the shipped size, at its own row
+        k = at[(q.task, q.story_id, q.question_id)]
+        assert nbytes[k] == q.prompt_bytes == len(q.prompt.encode("utf-8")), (q.task, q.story_id, q.question_id)
 
 
 def test_synthetic_source_accuracy_falls_with_uncertainty():

@@ -44,7 +44,7 @@ def test_users_on_different_es_interfere_per_option(interference, i_user0, i_use
     assert ev.compute_delay == pytest.approx([1e9 / 2e9, 1e9 / 3e9], rel=1e-12)
     assert ev.delay == pytest.approx([t_comm0 + 0.5, t_comm1 + 1 / 3], rel=1e-12)
     assert ev.objective == pytest.approx(0.9 * (t_comm0 + 0.5) + 0.3 * (t_comm1 + 1 / 3), rel=1e-12)
-    assert ev.accuracy == 1.0 and ev.es_load.tolist() == [1, 1]
+    assert ev.accuracy == 1.0 and ev.es_users.tolist() == [1, 1]
 
 
 def test_users_on_one_es_share_bandwidth_and_compute_without_interfering():

@@ -69,7 +69,7 @@ def test_rewards_are_the_evaluators_penalised_objective_per_copy():
             expected = ev.objective / local_objective(p) + 2.0 * ev.n_violations / p.n_users
             assert rewards[b] == pytest.approx(-expected, rel=1e-12)
             assert info["accuracy"][b] == pytest.approx(ev.accuracy)
-            np.testing.assert_array_equal(info["es_counts"][b], ev.es_load)
+            np.testing.assert_array_equal(info["es_users"][b], ev.es_users)
 
 
 def test_episodes_truncate_together_with_same_step_autoreset():
@@ -86,7 +86,7 @@ def test_episodes_truncate_together_with_same_step_autoreset():
             assert info["slot"][0] == 3
         else:
             assert "final_obs" not in info
-    assert env._slot == 0
+    assert env.core.slot == 0
 
 
 @pytest.mark.parametrize("bad", [
@@ -101,7 +101,7 @@ def test_malformed_batched_actions_raise_before_the_state_changes(bad):
     before = env.problem
     with pytest.raises(AssignmentError):
         env.step(bad)
-    assert env.problem is before and env._slot == 0
+    assert env.problem is before and env.core.slot == 0
 
 
 def test_bad_arguments_name_the_field():

@@ -3,11 +3,19 @@
     python train/evaluate.py --agents GOA "Min delay" Random ppo=runs/ppo/final_model.zip
     python train/evaluate.py --env MECOffloadSeq-v0 --agents GOA dqn=runs/dqn/final_model.zip
     python train/evaluate.py --set n_users=120 --agents GOA ppo=runs/ppo/final_model.zip   # N=20 policy at N=120
+    python train/evaluate.py --agents GOA mppo=MaskablePPO:runs/mppo.zip a2c=runs/a2c.zip \
+        --vecnormalize a2c=runs/a2c_vecnormalize.pkl
 
 An agent is a strategy name (GOA, Min delay, Edge all, Local all, Random, GOA+LS) or
-``NAME=PATH`` to a saved SB3 model. A PPO model with the equivariant policy runs at any N:
-it is rebuilt for the evaluation env's size with the same weights. Local all and GOA are
-always evaluated (the normalised score needs them). Seeds 20_000 + k, one episode each.
+``NAME=PATH`` to a saved SB3 or sb3-contrib model (PPO, A2C, DQN, MaskablePPO, RecurrentPPO,
+TRPO, QRDQN, ...: the algorithm is read from the zip; ``NAME=ALGO:PATH`` names it).
+``--vecnormalize NAME=STATS`` normalises that agent's observations with the statistics a
+``VecNormalize`` saved during training. A model with the equivariant policy runs at any N: it
+is rebuilt for the evaluation env's size with the same weights. Local all and GOA are always
+evaluated (the normalised score needs them). Seeds 20_000 + k, one episode each.
+
+``--set KEY=VALUE`` adds to (or changes) the default environment arguments
+(``scenario=paper n_users=20 flat_obs=true``; no ``flat_obs`` for MECOffloadSeq-v0).
 """
 
 from __future__ import annotations
@@ -25,15 +33,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import mec_env  # noqa: E402,F401
 from mec_env.config import parse_key_values  # noqa: E402
 from agents.evaluation import AgentResult, evaluate_agents  # noqa: E402
-from agents.scripted import ModelAgent, ScriptedAgent, load_model  # noqa: E402
+from agents.scripted import ALGORITHMS, ModelAgent, ScriptedAgent, load_model, load_vecnormalize  # noqa: E402
 from agents.training import print_results  # noqa: E402
 from baselines import STRATEGIES  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
 
 
-def model_factory(name: str, path: str):
+DEFAULT_ENV_KWARGS = {"scenario": "paper", "n_users": 20, "flat_obs": True}
+
+
+def model_spec(spec: str) -> tuple[str | None, str]:
+    """``"ALGO:PATH"`` or ``"PATH"`` -> ``(algorithm or None, path)``."""
+    head, sep, tail = spec.partition(":")
+    return (head, tail) if sep and head in ALGORITHMS else (None, spec)
+
+
+def model_factory(name: str, spec: str, vecnormalize: str | None = None):
+    algorithm, path = model_spec(spec)
+
     def factory(env: gym.Env):
-        model = load_model(path)
+        model = load_model(path, algorithm=algorithm)
         if model.observation_space.shape != env.observation_space.shape:
             from agents.policies import EquivariantPolicy, transfer_policy
 
@@ -41,7 +60,11 @@ def model_factory(name: str, path: str):
                 raise ValueError(f"{path} was trained on observations of shape {model.observation_space.shape}, "
                                  f"this env has {env.observation_space.shape}; only the equivariant policy transfers")
             model = transfer_policy(model, env)
-        return ModelAgent(model, name)
+        normalize = None
+        if vecnormalize is not None:
+            spec = env.spec
+            normalize = load_vecnormalize(vecnormalize, lambda: gym.make(spec))
+        return ModelAgent(model, name, env=env, normalize=normalize)
 
     return factory
 
@@ -71,24 +94,34 @@ def plot(results: list[AgentResult], path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> list[AgentResult]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="MECOffload-v0", help="environment id")
-    ap.add_argument("--set", nargs="*", default=["scenario=paper", "n_users=20", "flat_obs=true"],
-                    metavar="KEY=VALUE", help="environment kwargs")
-    ap.add_argument("--agents", nargs="+", default=["GOA", "Min delay", "Edge all", "Random"])
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help=f"environment kwargs, added to {DEFAULT_ENV_KWARGS}")
+    ap.add_argument("--agents", nargs="+", default=["GOA", "Min delay", "Edge all", "Random"],
+                    help="strategy names, NAME=PATH or NAME=ALGO:PATH of saved models")
+    ap.add_argument("--vecnormalize", nargs="*", default=[], metavar="NAME=STATS",
+                    help="VecNormalize statistics (.pkl) of a model agent")
     ap.add_argument("--seeds", type=int, default=50, help="held-out episodes")
     ap.add_argument("--out", type=Path, default=Path("results/eval"), help="CSV and plot folder")
     args = ap.parse_args(argv)
-    env_kwargs = parse_key_values(args.set)
-    if args.env == "MECOffloadSeq-v0":
-        env_kwargs.pop("flat_obs", None)
+    defaults = {k: v for k, v in DEFAULT_ENV_KWARGS.items() if not (k == "flat_obs" and "Seq" in args.env)}
+    env_kwargs = {**defaults, **parse_key_values(args.set)}
+    stats = {}
+    for item in args.vecnormalize:
+        name, sep, path = item.partition("=")
+        if not sep:
+            ap.error(f"--vecnormalize takes NAME=STATS, got {item!r}")
+        stats[name] = path
     agents = {}
     for spec in args.agents:
         name, sep, path = spec.partition("=")
         if sep:
-            agents[name] = model_factory(name, path)
+            agents[name] = model_factory(name, path, stats.pop(name, None))
         elif spec in STRATEGIES:
             agents[spec] = lambda env, s=spec: ScriptedAgent(env, s)
         else:
-            ap.error(f"unknown agent {spec!r}: a strategy ({', '.join(STRATEGIES)}) or NAME=PATH")
+            ap.error(f"unknown agent {spec!r}: a strategy ({', '.join(STRATEGIES)}), NAME=PATH or NAME=ALGO:PATH")
+    if stats:
+        ap.error(f"--vecnormalize names agents that are not models: {', '.join(stats)}")
     results = evaluate_agents(lambda: gym.make(args.env, **env_kwargs), agents,
                               [20_000 + k for k in range(args.seeds)])
     title = f"{args.env} {env_kwargs}, {args.seeds} held-out episodes"

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 from mec_env.config import ScenarioConfig, load_scenario, parse_key_values  # noqa: E402
-from mec_env.experiments import PAPER_N120, Point, monte_carlo, summarize  # noqa: E402
+from baselines.experiments import PAPER_N120, Point, monte_carlo, summarize  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
 
 FIG3_N = tuple(range(60, 121, 10))

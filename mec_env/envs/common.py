@@ -1,5 +1,5 @@
-"""What the two environments share: argument checks, observation scaling, action checks and
-the penalised objective that both rewards are built from.
+"""What the environment shells share: their arguments (declared once, as config dataclasses),
+action checks and masks, and the penalised objective that every reward is built from.
 
 The penalised objective of an assignment ``a`` on a slot's problem is
 
@@ -13,105 +13,107 @@ therefore has a delay part of exactly 1, and ``-J`` is the reward.
 
 from __future__ import annotations
 
-import inspect
-import math
-import numbers
+import dataclasses
 import os
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
+from gymnasium.error import ResetNeeded
 
-from mec_env.config import ScenarioConfig, load_scenario
-from mec_env.errors import AssignmentError, ConfigError
+from mec_env.config import INF, QueryConfig, ScenarioConfig, build_config, config_field, load_scenario, validate
+from mec_env.errors import AssignmentError, ConfigError, UnknownArgumentError
 from mec_env.model import BatchEvaluation, Evaluation, validate_assignment
+from mec_env.problem import Problem
+from mec_env.slots import LOAD_MAX, SlotProcess
 
 PENALTIES = ("violations", "wrong_answers")
-
-# Channel gains are observed in dB through a fixed affine map, (dB + 90) / 40, clipped to
-# [-5, 5]: the paper scenario's gains (free space at 3.5 GHz, 10-500 m, Rayleigh fading)
-# span roughly -130 dB .. -55 dB, i.e. about [-1, 1]. A fixed map (not per-slot
-# standardisation) keeps an observation comparable across slots.
-GAIN_DB_OFFSET = 90.0
-GAIN_DB_SCALE = 40.0
-GAIN_OBS_CLIP = 5.0
-GAIN_FLOOR = 1e-30  # log10 guard; maps to -300 dB, i.e. the clip
-RATIO_OBS_MAX = 10.0  # delay ratios (edge / local, local / nominal) are clipped to [0, 10]
+RENDER_MODES = ["ansi", "human", "rgb_array"]
 
 Scenario = str | os.PathLike | ScenarioConfig
 
 
-# --- argument checks -----------------------------------------------------------------------
+# --- arguments -------------------------------------------------------------------------------
 
-def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` as an int in ``[low, high]``, else :class:`ConfigError` naming ``name``."""
-    allowed = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(name, value, allowed)
-    if value < low or (high is not None and value > high):
-        raise ConfigError(name, value, allowed)
-    return int(value)
+@dataclass(frozen=True)
+class EnvConfig:
+    """Arguments of every MECOffload environment, besides ``scenario``, ``render_mode`` and scenario fields."""
 
+    penalty: str = config_field("violations", "P(a) of the reward: fraction of users breaking constraint (11), "
+                                "or of wrong answers", choices=PENALTIES)
+    penalty_weight: float = config_field(1.0, "lambda, the weight of P(a) in the reward", range=(0.0, INF))
+    enforce_constraint: bool = config_field(False, "constraint (11) through the action mask: action_masks() "
+                                            "forbids staying local to users with alpha > tau")
 
-def check_float(name: str, value: Any, low: float, high: float = math.inf) -> float:
-    """``value`` as a finite float in ``[low, high]``, else :class:`ConfigError`."""
-    allowed = f"a finite number in [{low:g}, {high:g}]" if math.isfinite(high) else f"a finite number >= {low:g}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(name, value, allowed)
-    value = float(value)
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ConfigError(name, value, allowed)
-    return value
+    def __post_init__(self) -> None:
+        validate(self)
 
 
-def check_choice(name: str, value: Any, choices: tuple) -> Any:
-    if value not in choices:
-        raise ConfigError(name, value, "one of " + ", ".join(repr(c) for c in choices))
-    return value
+@dataclass(frozen=True)
+class SlotEnvConfig(EnvConfig):
+    """Arguments of the joint environment (``MECOffload-v0``) and its batched twin."""
+
+    episode_length: int = config_field(10, "slots per episode T (then truncated)", range=(1, INF))
+    flat_obs: bool = config_field(False, "one flat float32 Box observation (for MlpPolicy) instead of a Dict")
+    mobility_speed_mps: float = config_field(0.0, "user speed of a random walk across slots (m/s); 0 = positions "
+                                             "redrawn every slot", range=(0.0, INF))
+    background_load: float = config_field(0.0, "mean AR(1) background load fraction of each ES's compute; 0 = off",
+                                          range=(0.0, LOAD_MAX))
 
 
-def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(name, value, "True or False")
-    return bool(value)
+@dataclass(frozen=True)
+class BatchedEnvConfig(SlotEnvConfig):
+    """Arguments of the batched twin: the joint environment's plus the number of copies."""
+
+    num_envs: int = config_field(64, "copies B stepped together as (B, N, M) arrays", range=(1, INF))
 
 
-def build_scenario(
-    scenario: Scenario,
-    n_users: int | None,
-    n_edge_servers: int | None,
-    tau: float | None,
-    overrides: Mapping[str, Any],
-    env_arguments: Sequence[str] = (),
-) -> ScenarioConfig:
-    """The validated scenario an environment runs: a name/path or a config, plus overrides.
+# None means "the scenario's value" for these (the size variants and old callers pass them)
+_OPTIONAL_SCENARIO_ARGS = ("n_users", "n_edge_servers", "tau")
 
-    ``n_users``, ``n_edge_servers`` and ``tau`` (when not None) and ``overrides`` (field names,
-    dotted keys for ``queries.*``) go through :meth:`ScenarioConfig.replace`, so a bad value
-    raises the same :class:`ConfigError` as the YAML loader.
+
+def scenario_arguments() -> tuple[str, ...]:
+    """The scenario fields an environment takes as keywords (``queries.*`` dotted)."""
+    top = tuple(f.name for f in dataclasses.fields(ScenarioConfig) if f.name != "queries")
+    return top + ("queries",) + tuple(f"queries.{f.name}" for f in dataclasses.fields(QueryConfig))
+
+
+def environment_arguments(options: type) -> tuple[str, ...]:
+    """Every keyword an environment with these ``options`` takes, besides scenario fields."""
+    return ("scenario", "render_mode") + tuple(f.name for f in dataclasses.fields(options))
+
+
+def build_env_config(options: type, owner: str, scenario: Scenario, kwargs: Mapping[str, Any]
+                     ) -> tuple[ScenarioConfig, Any]:
+    """Split an environment's keywords into its ``options`` dataclass and scenario overrides; check both.
+
+    A keyword that is neither raises :class:`~mec_env.errors.UnknownArgumentError` (a
+    ``TypeError`` too, as toolkits that probe optional keywords expect); a bad value raises the
+    :class:`~mec_env.errors.ConfigError` of the field.
+    """
+    names = {f.name for f in dataclasses.fields(options)}
+    known_scenario = set(scenario_arguments())
+    for key, value in kwargs.items():
+        if key not in names and key not in known_scenario:
+            raise UnknownArgumentError.for_keyword(owner, key, value, environment_arguments(options),
+                                                      scenario_arguments())
+    overrides = {k: v for k, v in kwargs.items()
+                 if k not in names and not (k in _OPTIONAL_SCENARIO_ARGS and v is None)}
+    return build_scenario(scenario, overrides), build_config(options, {k: v for k, v in kwargs.items() if k in names})
+
+
+def build_scenario(scenario: Scenario, overrides: Mapping[str, Any]) -> ScenarioConfig:
+    """The validated scenario an environment runs: a name/path or a config, plus field overrides.
+
+    ``overrides`` (field names, dotted keys for ``queries.*``) go through
+    :meth:`ScenarioConfig.replace`, so a bad value raises the same :class:`ConfigError` as the
+    YAML loader.
     """
     if not isinstance(scenario, (ScenarioConfig, str, os.PathLike)):
         raise ConfigError("scenario", scenario, "a scenario name, a YAML path or a ScenarioConfig")
-    try:
-        if isinstance(scenario, ScenarioConfig):
-            cfg = scenario.replace(**overrides) if overrides else scenario
-        else:
-            cfg = load_scenario(scenario, **overrides)
-    except ConfigError as err:
-        if err.kind != "unknown field" or not env_arguments:
-            raise
-        # a keyword of gymnasium.make that is neither an argument of the env nor a scenario field
-        raise ConfigError(err.field, err.value, "an argument of the environment (" + ", ".join(env_arguments)
-                          + ") or a scenario field (" + err.allowed.removeprefix("a known field: ") + ")",
-                          kind="unknown argument") from None
-    changes = {k: (int(v) if isinstance(v, np.integer) else v)
-               for k, v in (("n_users", n_users), ("n_edge_servers", n_edge_servers), ("tau", tau)) if v is not None}
-    return cfg.replace(**changes) if changes else cfg
-
-
-def env_arguments(env_class: type) -> tuple[str, ...]:
-    """The keyword arguments of an environment's constructor (for error messages)."""
-    params = inspect.signature(env_class.__init__).parameters
-    return tuple(p for p, v in params.items() if p != "self" and v.kind is not inspect.Parameter.VAR_KEYWORD)
+    if isinstance(scenario, ScenarioConfig):
+        return scenario.replace(**overrides) if overrides else scenario
+    return load_scenario(scenario, **overrides)
 
 
 def check_render_mode(render_mode: str | None, modes: list[str]) -> str | None:
@@ -120,29 +122,56 @@ def check_render_mode(render_mode: str | None, modes: list[str]) -> str | None:
     return render_mode
 
 
-# --- observations --------------------------------------------------------------------------
+# --- what every shell has ------------------------------------------------------------------
 
-def normalised_gain_db(gain: np.ndarray) -> np.ndarray:
-    """``clip((10 log10 |h|^2 + 90) / 40, -5, 5)`` as float32."""
-    x = np.maximum(gain, GAIN_FLOOR)
-    np.log10(x, out=x)  # in place: this runs on (B, N, M) arrays every step of the batched env
-    x *= 10.0
-    x += GAIN_DB_OFFSET
-    x /= GAIN_DB_SCALE
-    return np.clip(x, -GAIN_OBS_CLIP, GAIN_OBS_CLIP, out=x).astype(np.float32)
+class SlotShell:
+    """The current slot of an environment shell over a :class:`~mec_env.slots.SlotProcess`, and its mask."""
+
+    core: SlotProcess
+    options: EnvConfig
+
+    @property
+    def problem(self) -> Problem | None:
+        """The current slot's problem instance (batched in the batched twin): what the next action decides."""
+        return self.core.problem
+
+    def action_masks(self) -> np.ndarray:
+        """Allowed actions of the current slot, flattened user by user: (N x (M + 1),), (B, N x (M + 1)) batched."""
+        if self.problem is None:
+            raise ResetNeeded("call reset() before action_masks()")
+        allowed = allowed_actions(self.problem, self.options.enforce_constraint)
+        return allowed.reshape(self.problem.batch_shape + (-1,))
 
 
-def normalised_local_capacity(local_capacity: np.ndarray, cfg: ScenarioConfig) -> np.ndarray:
-    """``C_L,i / local_capacity_flops``, in ``[0, local_capacity_high]``, float32."""
-    return np.clip(local_capacity / cfg.local_capacity_flops, 0.0, cfg.local_capacity_high).astype(np.float32)
+class Picture:
+    """An environment's matplotlib picture of a slot, made on first use (``rgb_array`` or ``human``)."""
+
+    def __init__(self, render_mode: str | None, area_side_m: float, n_edge_servers: int, title: str,
+                 fps: float) -> None:
+        self.render_mode, self.fps = render_mode, fps
+        self._args = (area_side_m, n_edge_servers, title)
+        self._renderer = None
+
+    def __call__(self, problem: Problem, assignment: np.ndarray | None, caption: str, **draw: Any
+                 ) -> np.ndarray | None:
+        """Draw; return the RGB array (``rgb_array``) or show it in a window and return None (``human``)."""
+        if self._renderer is None:
+            from mec_env.envs.render import SlotRenderer  # matplotlib, imported on first use
+
+            self._renderer = SlotRenderer(*self._args)
+        self._renderer.draw(problem, assignment, caption=caption, **draw)
+        if self.render_mode == "human":
+            self._renderer.show(self.fps)
+            return None
+        return self._renderer.rgb_array()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
 
-def nominal_local_delay(cfg: ScenarioConfig) -> float:
-    """SLM delay of one query on the nominal device (seconds): a fixed scale for observations only."""
-    return cfg.flops_per_param_token * cfg.effective_tokens * cfg.slm_params / cfg.local_capacity_flops
-
-
-# --- actions -------------------------------------------------------------------------------
+# --- actions and masks -----------------------------------------------------------------------
 
 def as_assignment(action: Any, n: int, m: int, what: str = "action") -> np.ndarray:
     """A joint action checked to be an assignment vector: shape (N,), integers in 0..M."""
@@ -161,7 +190,23 @@ def as_choice(action: Any, m: int, what: str = "action") -> int:
     return int(validate_assignment(a.reshape(1), 1, m, what)[0])
 
 
-# --- reward and metrics --------------------------------------------------------------------
+def allowed_actions(problem: Problem, enforce_constraint: bool) -> np.ndarray:
+    """``(..., N, M + 1)`` bool: may user i take action k (0 = local, j = ES j)?
+
+    Every action is allowed unless ``enforce_constraint``, which forbids local (column 0) to
+    users with alpha > tau, as constraint (11) asks: an agent that follows the mask
+    (MaskablePPO) never breaks (11). The environments still accept every action of their
+    space, as Gymnasium's contract and checker require; an action outside the mask is
+    evaluated and its violations penalised like any other. Flattened over the last two axes,
+    this is the mask sb3-contrib's MaskablePPO expects for ``MultiDiscrete([M + 1] * N)``.
+    """
+    allowed = np.ones(problem.alpha.shape + (problem.n_edge_servers + 1,), dtype=bool)
+    if enforce_constraint:
+        allowed[..., 0] = ~(problem.alpha > problem.tau)
+    return allowed
+
+
+# --- reward and metrics ----------------------------------------------------------------------
 
 def penalised_objective(ev: Evaluation | BatchEvaluation, local_objective: float | np.ndarray, penalty: str,
                         weight: float) -> float | np.ndarray:
@@ -192,6 +237,15 @@ def slot_metrics(ev: Evaluation | BatchEvaluation, local_objective: float | np.n
         f"{prefix}penalised_objective": penalised_objective(ev, local_objective, penalty, weight),
         f"{prefix}accuracy": ev.accuracy,
         f"{prefix}offload_fraction": ev.n_offloaded / ev.assignment.shape[-1],
-        f"{prefix}es_counts": np.array(ev.es_load, dtype=np.int64),
+        f"{prefix}es_users": np.array(ev.es_users, dtype=np.int64),
         f"{prefix}violations": ev.n_violations,
     }
+
+
+def slot_caption(ev: Evaluation | None, slot: str) -> str:
+    """One line about a decided slot, for the text and picture renderings."""
+    if ev is None:
+        return f"{slot}: no decision yet"
+    n = ev.assignment.shape[-1]
+    return (f"{slot}: mean delay {1e3 * ev.mean_delay:.2f} ms, accuracy {100 * ev.accuracy:.1f} %, "
+            f"offloaded {ev.n_offloaded}/{n}, violations {ev.n_violations}")

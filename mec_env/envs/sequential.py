@@ -10,28 +10,29 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from baselines.greedy import GreedyState
 from mec_env.envs.common import (
-    env_arguments,
-    GAIN_OBS_CLIP,
-    PENALTIES,
-    RATIO_OBS_MAX,
+    RENDER_MODES,
+    EnvConfig,
+    Picture,
     Scenario,
+    SlotShell,
+    allowed_actions,
     as_choice,
-    build_scenario,
-    check_bool,
-    check_choice,
-    check_float,
+    build_env_config,
     check_render_mode,
+    penalised_objective,
+    slot_caption,
+    slot_metrics,
+)
+from mec_env.model import Evaluation, GreedyState, evaluate_valid, join_delays
+from mec_env.slots import (
+    GAIN_OBS_CLIP,
+    RATIO_OBS_MAX,
+    SlotProcess,
     nominal_local_delay,
     normalised_gain_db,
     normalised_local_capacity,
-    penalised_objective,
-    slot_metrics,
 )
-from mec_env.model import Evaluation, evaluate, join_delays
-from mec_env.problem import Problem, sample_problem
-from mec_env.queries import make_query_source
 
 ENV_ID = "MECOffloadSeq-v0"
 
@@ -44,13 +45,13 @@ def observation_layout(m: int) -> dict[str, slice]:
         "local_capacity": slice(m + 1, m + 2),
         "local_delay": slice(m + 2, m + 3),
         "above_tau": slice(m + 3, m + 4),
-        "es_load": slice(m + 4, 2 * m + 4),
+        "es_users": slice(m + 4, 2 * m + 4),
         "progress": slice(2 * m + 4, 2 * m + 5),
         "join_delay_ratio": slice(2 * m + 5, 3 * m + 5),
     }
 
 
-class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
+class MECOffloadSeqEnv(SlotShell, gym.Env[np.ndarray, np.int64]):
     """
     ## Description
 
@@ -63,7 +64,10 @@ class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
 
     ``Discrete(M + 1)`` for the current user: 0 = local, j in 1..M = ES j. A malformed action
     (not one integer, out of range, non-integer float) raises
-    :class:`mec_env.errors.AssignmentError` before the environment changes.
+    :class:`mec_env.errors.AssignmentError` before the environment changes. ``action_masks()``
+    gives the current user's M + 1 allowed actions (MaskablePPO's shape for ``Discrete``): all
+    of them, or with ``enforce_constraint=True`` all but local when its alpha > tau
+    (constraint (11)); an action outside the mask is still accepted and penalised as usual.
 
     ## Observation Space
 
@@ -77,7 +81,7 @@ class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
     | M+1               | C_L,i / scenario ``local_capacity_flops``                      | 0   | hi   |
     | M+2               | local delay t_L,i / nominal local delay (see below), clipped   | 0   | 10   |
     | M+3               | 1 if alpha_i > tau (constraint 11 asks to offload) else 0      | 0   | 1    |
-    | M+4 .. 2M+3       | users offloaded to each ES so far / N                          | 0   | 1    |
+    | M+4 .. 2M+3       | n_j / N: users offloaded to each ES so far, over N             | 0   | 1    |
     | 2M+4              | progress k / N                                                 | 0   | 1    |
     | 2M+5 .. 3M+4      | edge delay if i joined ES j now / t_L,i, clipped               | 0   | 10   |
 
@@ -108,16 +112,17 @@ class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Arguments
 
-    ``scenario``, ``n_users``, ``n_edge_servers``, ``tau``, ``penalty``, ``penalty_weight``,
-    ``info_baselines``, ``render_mode`` and ``**scenario_overrides`` as in
-    :class:`~mec_env.envs.joint.MECOffloadEnv`.
+    ``scenario``, ``render_mode`` (the picture shows the decisions so far and rings the user
+    to decide next) and scenario fields as in :class:`~mec_env.envs.joint.MECOffloadEnv`; the
+    fields of :class:`~mec_env.envs.common.EnvConfig`: ``penalty``, ``penalty_weight``,
+    ``enforce_constraint``.
 
     ## Info
 
     Every step: ``user`` (the user just decided) and ``penalised_objective`` (J of the
     partial assignment). At the end also ``mean_delay_ms``, ``objective``, ``accuracy``,
-    ``offload_fraction``, ``es_counts``, ``violations`` (and ``goa_*`` with
-    ``info_baselines=True``). The slot's problem is ``env.unwrapped.problem``.
+    ``offload_fraction``, ``es_users``, ``violations``. The slot's problem is
+    ``env.unwrapped.problem``.
 
     ## Example
 
@@ -135,27 +140,12 @@ class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
     (0.0, 0.0)
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
 
-    def __init__(
-        self,
-        scenario: Scenario = "paper",
-        n_users: int | None = None,
-        n_edge_servers: int | None = None,
-        tau: float | None = None,
-        penalty: str = "violations",
-        penalty_weight: float = 1.0,
-        info_baselines: bool = False,
-        render_mode: str | None = None,
-        **scenario_overrides: Any,
-    ) -> None:
-        self.cfg = build_scenario(scenario, n_users, n_edge_servers, tau, scenario_overrides,
-                                  env_arguments(type(self)))
-        self.penalty = check_choice("penalty", penalty, PENALTIES)
-        self.penalty_weight = check_float("penalty_weight", penalty_weight, 0.0)
-        self.info_baselines = check_bool("info_baselines", info_baselines)
+    def __init__(self, scenario: Scenario = "paper", render_mode: str | None = None, **kwargs: Any) -> None:
+        self.cfg, self.options = build_env_config(EnvConfig, f"{type(self).__name__}.__init__", scenario, kwargs)
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
-        self._source = make_query_source(self.cfg.queries)
+        self.core = SlotProcess(self.cfg, block=None)  # one slot per episode, drawn on reset
         self._delay_scale = nominal_local_delay(self.cfg)
 
         m = self.cfg.n_edge_servers
@@ -170,26 +160,35 @@ class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
         self.action_space = spaces.Discrete(m + 1)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
 
-        self.problem: Problem | None = None
-        self.state: GreedyState | None = None  # the partial assignment, loads and interference
+        self.state: GreedyState | None = None  # the partial assignment, users per ES and interference
         self.last_evaluation: Evaluation | None = None  # of the partial assignment after the last step
         self._k = 0  # users decided so far; the current user is self._k
-        self._local_objective = math.nan
         self._j_prev = math.nan  # J of the partial assignment before the current decision
+        self._picture = Picture(self.render_mode, self.cfg.area_side_m, m, ENV_ID, self.metadata["render_fps"])
 
     @property
     def current_user(self) -> int | None:
         """Index of the user to decide next; None once every user is decided."""
         return self._k if self.problem is not None and self._k < self.problem.n_users else None
 
+    def action_masks(self) -> np.ndarray:
+        """Allowed actions of the current user: (M + 1,) bool (all of them once every user is decided)."""
+        if self.problem is None:
+            raise ResetNeeded("call reset() before action_masks()")
+        i = self.current_user
+        if i is None:
+            return np.ones(self.cfg.n_edge_servers + 1, dtype=bool)
+        return allowed_actions(self.problem, self.options.enforce_constraint)[i]
+
     def _j(self, assignment: np.ndarray) -> tuple[Evaluation, float]:
-        ev = evaluate(self.problem, assignment)
-        return ev, penalised_objective(ev, self._local_objective, self.penalty, self.penalty_weight)
+        ev = evaluate_valid(self.problem, assignment)
+        return ev, penalised_objective(ev, self.core.local_objective, self.options.penalty,
+                                       self.options.penalty_weight)
 
     def _observation(self) -> np.ndarray:
         p, lay, n = self.problem, self.layout, self.problem.n_users
         obs = np.zeros(self.observation_space.shape, dtype=np.float64)
-        obs[lay["es_load"]] = self.state.load / n
+        obs[lay["es_users"]] = self.state.es_users / n
         obs[lay["progress"]] = self._k / n
         i = self._k
         if i < n:
@@ -199,17 +198,18 @@ class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
             obs[lay["local_capacity"]] = normalised_local_capacity(p.local_capacity[i:i + 1], self.cfg)
             obs[lay["local_delay"]] = t_local / self._delay_scale
             obs[lay["above_tau"]] = float(p.alpha[i] > p.tau)
-            edge = join_delays(p, np.array([i]), self.state.load, self.state.interference)[0]
+            edge = join_delays(p, np.array([i]), self.state.es_users, self.state.interference)[0]
             obs[lay["join_delay_ratio"]] = edge / t_local
         return np.clip(obs, self.observation_space.low, self.observation_space.high).astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self.problem = sample_problem(self.cfg, self.np_random, source=self._source)
+        self.core.start(self.np_random)
         self.state = GreedyState.empty(self.problem)
         self._k = 0
-        self._local_objective = evaluate(self.problem, self.state.assignment).objective
         self.last_evaluation, self._j_prev = self._j(self.state.assignment)  # J(all local)
+        if self.render_mode == "human":
+            self.render()
         return self._observation(), {"user": 0}
 
     def step(self, action: int | np.integer | np.ndarray):
@@ -219,7 +219,6 @@ class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
         n = self.problem.n_users
         if self._k >= n:
             raise ResetNeeded(f"all {n} users are decided; call reset() to start a new slot")
-
         user = self._k
         if es > 0:
             self.state.offload(self.problem, user, es - 1)
@@ -231,18 +230,23 @@ class MECOffloadSeqEnv(gym.Env[np.ndarray, np.int64]):
         terminated = self._k == n
         info: dict[str, Any] = {"user": user, "penalised_objective": j}
         if terminated:
-            info.update(slot_metrics(ev, self._local_objective, self.penalty, self.penalty_weight))
-            if self.info_baselines:
-                from baselines.greedy import goa
-
-                goa_ev = evaluate(self.problem, goa(self.problem))
-                info.update(slot_metrics(goa_ev, self._local_objective, self.penalty, self.penalty_weight,
-                                         prefix="goa_"))
+            info.update(slot_metrics(ev, self.core.local_objective, self.options.penalty, self.options.penalty_weight))
+        if self.render_mode == "human":
+            self.render()
         return self._observation(), float(reward), terminated, False, info
 
-    def render(self) -> str | None:
-        if self.render_mode != "ansi" or self.problem is None:
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None or self.problem is None:
             return None
-        decided = self.state.assignment[: self._k].tolist()
-        return (f"{ENV_ID} user {self._k}/{self.problem.n_users}, loads {self.state.load.tolist()}, "
-                f"decisions so far {decided}, J = {self._j_prev:.4f}")
+        n = self.problem.n_users
+        where = f"{ENV_ID} user {self._k}/{n}"
+        if self.render_mode == "ansi":
+            return (f"{where}, users per ES {self.state.es_users.tolist()}, decisions so far "
+                    f"{self.state.assignment[: self._k].tolist()}, J = {self._j_prev:.4f}")
+        decided = np.where(np.arange(n) < self._k, self.state.assignment, -1)  # -1: not decided yet
+        return self._picture(self.problem, decided, slot_caption(self.last_evaluation, where),
+                             current_user=self.current_user)
+
+    def close(self) -> None:
+        self._picture.close()
+        super().close()

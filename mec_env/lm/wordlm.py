@@ -1,6 +1,7 @@
-"""A small word-level Llama trained from scratch on bAbI train: the project's own "LLM".
+"""A small word-level Llama trained from scratch on bAbI train: the project's SLM.
 
-No model hub is reachable, so the stronger model of the SLM/LLM pair is trained here. It is a
+It is the on-device model of the shipped trace table (``train/build_traces.py``; the LLM is
+SmolLM2-135M fine-tuned on bAbI train). No model hub is reachable, so it is trained here. It is a
 ``LlamaForCausalLM`` with a word-level ``PreTrainedTokenizerFast``, saved with
 ``save_pretrained``: the trace profiler loads it exactly as it would load a real checkpoint.
 """

@@ -1,5 +1,8 @@
 """Monte Carlo experiments: draws of problem instances, strategies, evaluator, summaries.
 
+The experiments of the paper's figures compare the strategies of this package on the model of
+:mod:`mec_env`, so they live above both (``mec_env`` never imports strategies).
+
 Each draw ``i`` samples one problem with seed ``seed0 + i`` (the paper's 42 + i); every
 strategy and every sweep point with the same N sees that same instance (common random
 numbers). Draws run in worker processes; results are sorted, so the output does not depend
@@ -22,6 +25,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from baselines import STRATEGIES
 from mec_env.config import ScenarioConfig
 from mec_env.model import evaluate
 from mec_env.problem import sample_problem
@@ -47,8 +51,6 @@ class Point:
 
 def run_draw(cfg: ScenarioConfig, point: Point, seed: int, strategies: Sequence[str]) -> list[dict]:
     """Sample the instance of ``seed`` at ``point`` and evaluate every strategy on it."""
-    from baselines import STRATEGIES  # baselines import mec_env; keep the package import light
-
     problem = sample_problem(cfg.replace(tau=point.tau), seed, n_users=point.n_users)
     rows = []
     for name in strategies:

@@ -39,15 +39,16 @@ def _jit(fn):
 @_jit
 def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
                   noise_power_w, min_rate_bps, mode, weights, candidates, stop_when_nonnegative,
-                  assignment, load, interference, order, n_order):
+                  assignment, load, interference):
     """Offload ``candidates`` (sorted user indices) one pair at a time by smallest delay gap.
 
-    Updates ``assignment``, ``load``, ``interference`` and ``order`` in place and returns the
-    new length of ``order``. Ties: the first (user, ES) pair in (user, ES) index order wins,
+    Updates ``assignment``, ``load`` (users per ES) and ``interference`` in place and returns
+    the number of users offloaded. Ties: the first (user, ES) pair in (user, ES) index order wins,
     as numpy's ``argmin`` over the (candidate, ES) table does.
     """
     k_total = candidates.shape[0]
     m = gain.shape[1]
+    n_done = 0
     alive = np.ones(k_total, dtype=np.bool_)
     bw = np.empty(m)
     compute = np.empty(m)
@@ -100,9 +101,8 @@ def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_ma
             for j in range(m):
                 if j != best_j:
                     interference[j] += own
-        order[n_order] = i
-        n_order += 1
-    return n_order
+        n_done += 1
+    return n_done
 
 
 @_jit

@@ -9,7 +9,7 @@ import pytest
 
 from baselines import edge_all, goa, min_delay, random_offload
 from helpers import reference_goa
-from mec_env import fast
+from mec_env import kernels
 from mec_env.config import load_scenario
 from mec_env.errors import AssignmentError
 from mec_env.model import evaluate, evaluate_batch, objective, user_delays
@@ -19,7 +19,7 @@ from mec_env.problem import sample_problem
 
 def test_numba_is_installed_and_used():
     """numba is a declared dependency: without it every comparison below would be numpy vs numpy."""
-    assert fast.numba is not None and fast.numba_enabled()
+    assert kernels.numba is not None and kernels.numba_enabled()
 
 
 def random_instances(count: int, seed: int, n_max: int = 60, m_max: int = 6):
@@ -36,7 +36,7 @@ def random_instances(count: int, seed: int, n_max: int = 60, m_max: int = 6):
 def numpy_path(monkeypatch, fn, *args):
     with monkeypatch.context() as m:
         m.setenv("MECOFFLOAD_NUMBA", "0")
-        assert not fast.numba_enabled()
+        assert not kernels.numba_enabled()
         return fn(*args)
 
 
@@ -62,7 +62,7 @@ def test_delays_kernel_matches_numpy_to_rounding(monkeypatch):
         for fastv, ref in zip(user_delays(p, a), numpy_path(monkeypatch, user_delays, p, a)):
             np.testing.assert_allclose(fastv, ref, rtol=1e-13, atol=0)
         ev, ev0 = evaluate(p, a), numpy_path(monkeypatch, evaluate, p, a)
-        np.testing.assert_array_equal(ev.es_load, ev0.es_load)
+        np.testing.assert_array_equal(ev.es_users, ev0.es_users)
         assert ev.accuracy == ev0.accuracy and ev.n_violations == ev0.n_violations
 
 
@@ -87,7 +87,7 @@ def test_batched_problem_evaluates_like_each_instance(monkeypatch, interference)
         np.testing.assert_allclose(batch.delay[b], ev.delay, rtol=1e-13, atol=0)
         assert batch.objective[b] == pytest.approx(ev.objective, rel=1e-13)
         assert batch.accuracy[b] == ev.accuracy and batch.n_violations[b] == ev.n_violations
-        np.testing.assert_array_equal(batch.es_load[b], ev.es_load)
+        np.testing.assert_array_equal(batch.es_users[b], ev.es_users)
     np.testing.assert_allclose(objective(p, a), batch.objective, rtol=1e-13)
 
 
