@@ -36,9 +36,7 @@ def main(argv: list[str] | None = None) -> DQN:
 
     # environments seeded `seed` + k; the run directory's checkpoint if it has one (resume), else a new model
     def make_env(seed: int):
-        # render_mode=None: make_vec_env would otherwise ask for "rgb_array", which these envs do not draw
-        return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed,
-                            env_kwargs={**cfg.env_kwargs, "render_mode": None})
+        return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs=cfg.env_kwargs)
 
     def new_model(env) -> DQN:
         return DQN("MlpPolicy", env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,

@@ -48,9 +48,7 @@ def main(argv: list[str] | None = None) -> PPO:
                                          **cfg.env_kwargs))
             env.seed(seed)
             return env
-        # render_mode=None: make_vec_env would otherwise ask for "rgb_array", which these envs do not draw
-        return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed,
-                            env_kwargs={**cfg.env_kwargs, "render_mode": None})
+        return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs=cfg.env_kwargs)
 
     # 2. the model: the permutation-equivariant per-user policy, or SB3's MLP
     def new_model(env) -> PPO:
