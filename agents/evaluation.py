@@ -3,8 +3,11 @@
 Each agent plays the same episodes (same seeds, hence the same slots). Metrics are per slot:
 the joint env decides a slot per step, the sequential env per episode (its last ``info``).
 
-Normalised score = (J_local_all - J_agent) / (J_local_all - J_GOA), with J the environment's
-penalised objective averaged over slots: 0 is Local all, 1.0 is GOA, above 1 beats GOA.
+Normalised score = (J_local_all - J_agent) / |J_local_all - J_GOA|, with J the environment's
+penalised objective averaged over slots: 0 is Local all, and GOA is 1 where it beats Local all
+(the usual case) or -1 where it does not (GOA forced to offload under overload). The score falls
+as J rises in every regime, so a higher score is always a better agent, and an agent beats GOA
+exactly when its score is above GOA's.
 """
 
 from __future__ import annotations
@@ -89,8 +92,11 @@ def evaluate_agents(
             env.close()
     j_local = results["Local all"].mean["penalised_objective"]
     j_goa = results["GOA"].mean["penalised_objective"]
-    out = []
-    for name, r in results.items():
-        score = (j_local - r.mean["penalised_objective"]) / (j_local - j_goa) if j_local != j_goa else math.nan
-        out.append(AgentResult(r.name, r.slots, r.mean, r.ci95, score))
-    return out
+    return [AgentResult(r.name, r.slots, r.mean, r.ci95,
+                        normalised_score(r.mean["penalised_objective"], j_local, j_goa)) for r in results.values()]
+
+
+def normalised_score(j_agent: float, j_local: float, j_goa: float) -> float:
+    """``(J_local - J_agent) / |J_local - J_GOA|``: decreasing in ``j_agent`` whatever the sign of the gap."""
+    scale = abs(j_local - j_goa)
+    return (j_local - j_agent) / scale if scale > 0.0 else math.nan

@@ -151,6 +151,9 @@ class ScenarioConfig:
     tau: float = _f(0.6, "uncertainty threshold tau of constraint (11)", range=(0.0, 1.0))
     min_rate_bps: float = _f(1.0, "rate floor: a rate that underflows is capped here", range=(0.0, INF),
                              open_low=True)
+    max_array_bytes: float = _f(2.0**31, "memory budget of one per-step array (copies x N x M float64, e.g. the "
+                                "channel gains of a batched env's step): larger settings are refused",
+                                range=(0.0, INF), open_low=True)
     queries: QueryConfig = _f(help="query source", default_factory=QueryConfig, nested=QueryConfig)
 
     def __post_init__(self) -> None:
@@ -234,6 +237,19 @@ def validate(cfg: Any, owner: str = "") -> None:
         if cfg.local_capacity_low > cfg.local_capacity_high:
             raise ConfigError("local_capacity_low", cfg.local_capacity_low,
                               f"<= local_capacity_high ({cfg.local_capacity_high})")
+        if not cfg.noise_psd_w_per_hz * cfg.bandwidth_hz > 0.0:  # sigma^2 = 0 makes SINR = 0 / 0 for a deep fade
+            raise ConfigError("noise_psd_w_per_hz", cfg.noise_psd_w_per_hz, "a value whose noise power N0 x B "
+                              f"(bandwidth_hz = {cfg.bandwidth_hz:g}) does not underflow to 0")
+        check_array_budget(cfg, 1)
+
+
+def check_array_budget(cfg: ScenarioConfig, copies: int, what: str = "one instance") -> None:
+    """Refuse a setting whose (copies, N, M) float64 arrays exceed ``cfg.max_array_bytes``."""
+    size = 8.0 * copies * cfg.n_users * cfg.n_edge_servers
+    if size > cfg.max_array_bytes:
+        raise ConfigError("n_users", cfg.n_users, f"a size whose per-step arrays fit the memory budget: {what} "
+                          f"({copies} x N x M = {copies} x {cfg.n_users} x {cfg.n_edge_servers} float64) needs "
+                          f"{size / 2**30:.3g} GiB > max_array_bytes = {cfg.max_array_bytes / 2**30:.3g} GiB")
 
 
 def _plain(value: Any) -> Any:
@@ -300,6 +316,36 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+YAML_MAX_DEPTH = 32  # configs are a few levels deep; deeper nesting is refused before it recurses
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases (an alias bomb expands to gigabytes) and with a depth limit."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in configs",
+                                              event.start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > YAML_MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nesting deeper than {YAML_MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_yaml(stream: Any) -> Any:
+    """``yaml.safe_load`` without aliases and nesting past ``YAML_MAX_DEPTH`` (both raise ``yaml.YAMLError``)."""
+    loader = _ConfigLoader(stream)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_key_values(items: Iterable[str]) -> dict[str, Any]:
     """``["KEY=VALUE", ...]`` from a command line as a dict, each value parsed as YAML."""
     out: dict[str, Any] = {}
@@ -308,9 +354,9 @@ def parse_key_values(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError("override", item, "KEY=VALUE")
         try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(key, value, "a YAML scalar, list or mapping") from None
+            out[key] = load_yaml(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(key, value, f"a YAML scalar, list or mapping ({str(err).splitlines()[0]})") from None
     return out
 
 
@@ -318,7 +364,7 @@ def read_yaml(path: str | Path) -> Any:
     """The YAML document at ``path`` (empty file: ``{}``); unreadable or malformed YAML is a ConfigError."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = load_yaml(fh)
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(str(path), type(err).__name__, f"a readable UTF-8 YAML file ({err})") from None
     except yaml.YAMLError as err:

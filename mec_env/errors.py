@@ -6,7 +6,18 @@ workers, process pools) as itself instead of breaking the pipe.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Sequence
+
+# a bad value is shown cut short: a huge value (an expanded YAML alias, a long list) must not make a huge message
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 200, 200, 3
+
+
+def short_repr(value: Any, limit: int = 300) -> str:
+    """``repr(value)`` with long strings, containers and deep nesting elided (reprlib), at most ``limit`` characters."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class MECOffloadError(ValueError):
@@ -18,7 +29,7 @@ class ConfigError(MECOffloadError):
 
     def __init__(self, field: str, value: Any, allowed: str, kind: str = "invalid value") -> None:
         self.field, self.value, self.allowed, self.kind = field, value, allowed, kind
-        super().__init__(f"{kind} for '{field}': {value!r}; expected {allowed}")
+        super().__init__(f"{kind} for '{field}': {short_repr(value)}; expected {allowed}")
 
     def __reduce__(self):
         return type(self), (self.field, self.value, self.allowed, self.kind)

@@ -145,15 +145,22 @@ def user_es_distance(user_xy: np.ndarray, es_xy: np.ndarray, min_distance_m: flo
     """Horizontal distance of every user (..., N, 2) to every ES (M, 2), floored: (..., N, M)."""
     dx = user_xy[..., :, None, 0] - es_xy[:, 0]
     dy = user_xy[..., :, None, 1] - es_xy[:, 1]
-    return np.maximum(np.sqrt(dx * dx + dy * dy), min_distance_m)
+    with np.errstate(over="ignore"):  # an astronomic area gives an infinite distance, hence a path gain of 0
+        return np.maximum(np.sqrt(dx * dx + dy * dy), min_distance_m)
 
 
 def check_received_power(cfg: ScenarioConfig, gain: np.ndarray) -> None:
     """Every SINR and interference sum stays finite only if P x gain x N does; else a ConfigError."""
-    if not math.isfinite(cfg.tx_power_w * float(gain.max()) * gain.shape[-2]):
-        raise ConfigError("min_distance_m", cfg.min_distance_m, "a distance floor at which the received power "
-                          f"P x path gain x N stays finite (with carrier_hz = {cfg.carrier_hz:g}, "
-                          f"tx_power_w = {cfg.tx_power_w:g})")
+    n = gain.shape[-2]
+    if not math.isfinite(cfg.tx_power_w * n):
+        raise ConfigError("tx_power_w", cfg.tx_power_w, f"a power at which P x N (N = {n}) stays finite")
+    if not math.isfinite(cfg.tx_power_w * float(gain.max()) * n):
+        # a path gain above 1 means the floor sits inside the near field: that is the setting to blame
+        raise ConfigError("min_distance_m" if float(gain.max()) > 1.0 else "tx_power_w",
+                          cfg.min_distance_m if float(gain.max()) > 1.0 else cfg.tx_power_w,
+                          "a value at which the received power P x path gain x N stays finite (with "
+                          f"min_distance_m = {cfg.min_distance_m:g}, carrier_hz = {cfg.carrier_hz:g}, "
+                          f"tx_power_w = {cfg.tx_power_w:g}, N = {n})")
 
 
 def check_delay_bounds(cfg: ScenarioConfig, n: int, max_query_bits: float) -> None:
@@ -166,6 +173,15 @@ def check_delay_bounds(cfg: ScenarioConfig, n: int, max_query_bits: float) -> No
         return a / b if b > 0.0 else math.inf  # a denominator that underflowed to 0
 
     work = cfg.flops_per_param_token * cfg.effective_tokens
+    # a workload that overflows by itself is the workload's fault, not the capacity's
+    for name, value in (("effective_tokens", work), ("slm_params", work * cfg.slm_params),
+                        ("llm_params", work * cfg.llm_params)):
+        if not math.isfinite(value * n):
+            raise ConfigError(name, getattr(cfg, name), "a value that keeps the workload per query x N finite "
+                              f"(flops_per_param_token x effective_tokens x params x N = {value * n:g} FLOP)")
+    if not math.isfinite(max_query_bits * n):
+        raise ConfigError("query_size_unit", cfg.query_size_unit, f"prompt sizes whose sum stays finite "
+                          f"(largest D_i = {max_query_bits:g} bits, N = {n})")
     bounds = {
         "local_capacity_flops": div(work * cfg.slm_params, cfg.local_capacity_flops * cfg.local_capacity_low),
         ("c_max_flops" if cfg.c_max_flops < cfg.es_capacity_flops * cfg.es_capacity_low / n else "es_capacity_flops"):

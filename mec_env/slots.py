@@ -14,7 +14,7 @@ import math
 import numpy as np
 from gymnasium import spaces
 
-from mec_env.config import ScenarioConfig
+from mec_env.config import ScenarioConfig, check_array_budget
 from mec_env.model import local_objective
 from mec_env.problem import Problem, check_received_power, make_query_source, path_gain, sample_problem, \
     user_es_distance
@@ -58,7 +58,13 @@ def relocate(problem: Problem, cfg: ScenarioConfig, user_xy: np.ndarray) -> Prob
     def gain_at(xy: np.ndarray) -> np.ndarray:
         return path_gain(user_es_distance(xy, problem.es_xy, cfg.min_distance_m), cfg.carrier_hz, cfg.path_loss)
 
-    gain = problem.gain * (gain_at(user_xy) / gain_at(problem.user_xy))
+    new, old = gain_at(user_xy), gain_at(problem.user_xy)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        gain = problem.gain * (new / old)
+    bad = ~np.isfinite(gain)
+    if bad.any():  # a path gain that underflowed to 0 (astronomic distances): the fading is gain / old, or 0
+        fading = np.divide(problem.gain, old, out=np.zeros_like(old), where=old > 0.0)
+        gain = np.where(bad, fading * new, gain)
     check_received_power(cfg, gain)
     return dataclasses.replace(problem, gain=gain, user_xy=user_xy)
 
@@ -167,6 +173,9 @@ class SlotProcess:
         self.cfg = cfg
         self.mobility_speed_mps, self.background_load = mobility_speed_mps, background_load
         self.num_copies, self.block = num_copies, block
+        copies = num_copies if num_copies is not None else (block or 1)
+        check_array_budget(cfg, copies, f"{copies} slots drawn together" if num_copies is None
+                           else f"a step of {copies} copies")
         self.source = make_query_source(cfg.queries)  # built once: a trace table loads once
         shape = (cfg.n_edge_servers,) if num_copies is None else (num_copies, cfg.n_edge_servers)
         self.es_background_load = np.zeros(shape)

@@ -29,6 +29,7 @@ TRACE_COLUMNS = (
 )
 UNCERTAINTY_COLUMNS = ("margin", "entropy", "perplexity", "llm_margin")
 COUNT_COLUMNS = ("task", "story_id", "question_id", "prompt_bytes", "prompt_tokens", "answer_tokens")
+COUNT_MAX = 2**53  # counts stay exact in float64 and far from int64's wrap-around
 BOOL_COLUMNS = ("slm_correct", "llm_correct")
 
 
@@ -74,9 +75,9 @@ def validate_trace_rows(rows: Iterable[Mapping[str, object]], source: str = "tra
                 v = int(r[c])  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 raise TraceError(f"{source}: row {i}, column '{c}' = {r[c]!r}; expected an integer >= 0") from None
-            if v < 0 or (c == "prompt_bytes" and v == 0):
-                raise TraceError(f"{source}: row {i}, column '{c}' = {v}; expected an integer "
-                                 f"{'>= 1' if c == 'prompt_bytes' else '>= 0'}")
+            if v < (1 if c == "prompt_bytes" else 0) or v > COUNT_MAX:
+                raise TraceError(f"{source}: row {i}, column '{c}' = {v}; expected an integer in "
+                                 f"[{1 if c == 'prompt_bytes' else 0}, 2^53 = {COUNT_MAX}]")
         for c in BOOL_COLUMNS:
             if str(r[c]) not in ("0", "1"):
                 raise TraceError(f"{source}: row {i}, column '{c}' = {r[c]!r}; expected 0 or 1")
@@ -93,10 +94,18 @@ def load_traces(path: str | Path | None = None) -> TraceTable:
 def _load(path: str, _mtime: int) -> TraceTable:
     if not Path(path).is_file():
         raise TraceError(f"trace table {path} does not exist; build one with `python train/build_traces.py`")
-    with open(path, encoding="utf-8", newline="") as fh:
-        rows = validate_trace_rows(csv.DictReader(fh), source=path)
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            rows = validate_trace_rows(csv.DictReader(fh), source=path)
+    except UnicodeDecodeError as err:
+        raise TraceError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); expected a UTF-8 CSV "
+                         "trace table") from None
+    except csv.Error as err:
+        raise TraceError(f"{path}: malformed CSV ({err}); expected a CSV trace table") from None
 
     def col(name: str, dtype) -> np.ndarray:
+        if dtype is np.int64:  # exact: a count never goes through float
+            return np.array([int(r[name]) for r in rows], dtype=dtype)
         return np.array([r[name] for r in rows]).astype(np.float64).astype(dtype)
 
     return TraceTable(

@@ -161,3 +161,14 @@ def test_evaluate_cli_scores_maskable_ppo_and_a2c_with_vecnormalize_next_to_the_
     assert all(np.isfinite(r.normalised_score) for r in results) and by_name["GOA"].normalised_score == 1.0
     assert (tmp_path / "eval" / "evaluation.csv").read_text().count("\n") == len(results) + 1
     assert by_name["a2c"].slots == 3 * 10  # 3 episodes of 10 slots
+
+
+def test_normalised_score_ranks_agents_by_j_even_where_goa_is_worse_than_local_all():
+    # N = 300 on the paper's resources: GOA must offload every alpha > tau user and is worse than
+    # all local; the old score (J_local - J) / (J_local - J_GOA) then ranked the worst agent first
+    baselines = {name: (lambda env, name=name: ScriptedAgent(env, name)) for name in ("Edge all", "Min delay")}
+    results = evaluate_agents(lambda: gym.make("MECOffload-v0", n_users=300, episode_length=2), baselines, range(2))
+    j = {r.name: r.mean["penalised_objective"] for r in results}
+    score = {r.name: r.normalised_score for r in results}
+    assert j["GOA"] > j["Local all"] and score["GOA"] == -1.0 and score["Local all"] == 0.0
+    assert sorted(j, key=j.get) == sorted(score, key=score.get, reverse=True)

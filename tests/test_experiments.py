@@ -43,8 +43,11 @@ def test_shipped_prompt_sizes_match_the_real_babi_test_prompts():
     nbytes, _ = babi_prompt_sizes()
     assert len(rows) == nbytes.size == 17_000  # 1,000 test questions of each of the 17 tasks
     at = {(int(r["task"]), int(r["story_id"]), int(r["question_id"])): k for k, r in enumerate(rows)}
+    tasks = sorted(set(range(1, 21)) - EXCLUDED_TASKS)
     for q in qs:  # every fixture question's prompt has the shipped size, at its own row
         k = at[(q.task, q.story_id, q.question_id)]
+        # the table is read_babi_dir's order: 1,000 questions a task, tasks ascending, question_id counts per file
+        assert k == tasks.index(q.task) * 1000 + q.question_id, (q.task, q.question_id, k)
         assert nbytes[k] == q.prompt_bytes == len(q.prompt.encode("utf-8")), (q.task, q.story_id, q.question_id)
 
 

@@ -33,7 +33,7 @@ def write(path, rows, columns=TRACE_COLUMNS):
         ({"entropy": "nan"}, r"column 'entropy' = nan"),
         ({"perplexity": "high"}, r"column 'perplexity' = 'high'"),
         ({"slm_correct": "2"}, r"column 'slm_correct' = '2'; expected 0 or 1"),
-        ({"prompt_bytes": "0"}, r"column 'prompt_bytes' = 0; expected an integer >= 1"),
+        ({"prompt_bytes": "0"}, r"column 'prompt_bytes' = 0; expected an integer in \[1, 2\^53"),
         ({"prompt_tokens": "-3"}, r"column 'prompt_tokens' = -3"),
     ],
 )

@@ -25,6 +25,8 @@ SCRIPT = textwrap.dedent("""
     import gymnasium
     import mec_env
     assert Path(mec_env.__file__).resolve().is_relative_to(Path(sys.prefix).resolve()), mec_env.__file__
+    # the deps path line did not run the checkout's editable-install hook (a .pth in that directory)
+    assert not [m for m in sys.modules if m.startswith("__editable__")], sorted(sys.modules)
     env = gymnasium.make("mec_env:MECOffload-v0")
     obs, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())

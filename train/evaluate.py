@@ -69,6 +69,17 @@ def model_factory(name: str, spec: str, vecnormalize: str | None = None):
     return factory
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (0 episodes would average nothing into an all-NaN table)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; expected an integer >= 1")
+    return value
+
+
 def plot(results: list[AgentResult], path: Path, title: str) -> None:
     import matplotlib
 
@@ -100,7 +111,7 @@ def main(argv: list[str] | None = None) -> list[AgentResult]:
                     help="strategy names, NAME=PATH or NAME=ALGO:PATH of saved models")
     ap.add_argument("--vecnormalize", nargs="*", default=[], metavar="NAME=STATS",
                     help="VecNormalize statistics (.pkl) of a model agent")
-    ap.add_argument("--seeds", type=int, default=50, help="held-out episodes")
+    ap.add_argument("--seeds", type=positive_int, default=50, help="held-out episodes (>= 1)")
     ap.add_argument("--out", type=Path, default=Path("results/eval"), help="CSV and plot folder")
     args = ap.parse_args(argv)
     defaults = {k: v for k, v in DEFAULT_ENV_KWARGS.items() if not (k == "flat_obs" and "Seq" in args.env)}
