@@ -7,7 +7,9 @@
     python train/reproduce.py fig5 --runs 500          # GOA under margin / entropy / perplexity
 
 Each command writes ``{out}/{name}.csv`` (mean and 95 % CI per point and strategy; delays in
-ms, accuracy in %) and its plots, all atomically. Draw i uses seed 42 + i.
+ms, accuracy in %) and its plots, all atomically. Draw i uses seed 42 + i. A stopped sweep
+(Ctrl-C, SIGTERM, SIGKILL) keeps its finished draws in ``{out}/.{name}.partial.jsonl``: rerun
+the same command to resume. Bad arguments exit with status 2 before any draw is run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -25,7 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 from mec_env.config import ScenarioConfig, load_scenario, parse_key_values  # noqa: E402
-from baselines.experiments import PAPER_N120, Point, monte_carlo, summarize  # noqa: E402
+from baselines.experiments import PAPER_N120, Point, gap_configs, monte_carlo, optimality_gaps, summarize  # noqa: E402
+from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
 
 FIG3_N = tuple(range(60, 121, 10))
@@ -185,47 +190,49 @@ def fig5(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_value
     return summary
 
 
-def gap(cfg: ScenarioConfig, runs: int, out: Path, n_values: Sequence[int]) -> list[dict]:
+def gap(cfg: ScenarioConfig, runs: int, out: Path, n_values: Sequence[int], workers: int | None = 1) -> list[dict]:
     """GOA and GOA+LS against the exact optimum, at the paper's resources and at resources
     scaled by N / 120 (B and C_j), so a small N is as loaded as the N = 120 point."""
-    from tqdm.auto import tqdm
-
-    from baselines import goa, goa_local_search, optimum
-    from mec_env.model import objective
-    from mec_env.problem import sample_problem
-
+    draws = optimality_gaps(cfg, n_values, runs, workers=workers, partial=partial(out, "gap"))
+    groups: dict[tuple, list[dict]] = {}
+    for r in draws:  # in point order, each point's draws by seed
+        groups.setdefault((r["resources"], r["n_users"]), []).append(r)
     out_rows = []
-    loads = {"paper resources": 1.0, "resources x N/120": None}
-    bar = tqdm(total=len(loads) * len(n_values) * runs, desc="gap", unit="draw")
-    for load_name, scale in loads.items():
-        for n in n_values:
-            s = n / 120 if scale is None else scale
-            c = cfg.replace(bandwidth_hz=cfg.bandwidth_hz * s, es_capacity_flops=cfg.es_capacity_flops * s)
-            gaps, gaps_ls, t_exact, t_goa = [], [], [], []
-            for i in range(runs):
-                p = sample_problem(c, 42 + i, n_users=n)
-                t0 = time.perf_counter()
-                _, best = optimum(p)
-                t1 = time.perf_counter()
-                g = float(objective(p, goa(p)))
-                t2 = time.perf_counter()
-                ls = float(objective(p, goa_local_search(p)))
-                gaps.append(100 * (g - best) / best)
-                gaps_ls.append(100 * (ls - best) / best)
-                t_exact.append(t1 - t0)
-                t_goa.append(t2 - t1)
-                bar.update()
-            gaps_a, ls_a = np.array(gaps), np.array(gaps_ls)
-            out_rows.append({
-                "resources": load_name, "n_users": n, "runs": runs,
-                "goa_gap_pct_mean": float(gaps_a.mean()), "goa_gap_pct_median": float(np.median(gaps_a)),
-                "goa_gap_pct_max": float(gaps_a.max()), "goa_optimal_fraction": float(np.mean(gaps_a < 1e-9)),
-                "goa_ls_gap_pct_mean": float(ls_a.mean()), "goa_ls_gap_pct_max": float(ls_a.max()),
-                "exact_runtime_s_mean": float(np.mean(t_exact)), "goa_runtime_ms_mean": 1e3 * float(np.mean(t_goa)),
-            })
-    bar.close()
+    for (load_name, n), rs in groups.items():
+        gaps_a, ls_a = np.array([r["goa_gap_pct"] for r in rs]), np.array([r["goa_ls_gap_pct"] for r in rs])
+        t_exact, t_goa = [r["exact_runtime_s"] for r in rs], [r["goa_runtime_s"] for r in rs]
+        out_rows.append({
+            "resources": load_name, "n_users": n, "runs": runs,
+            "goa_gap_pct_mean": float(gaps_a.mean()), "goa_gap_pct_median": float(np.median(gaps_a)),
+            "goa_gap_pct_max": float(gaps_a.max()), "goa_optimal_fraction": float(np.mean(gaps_a < 1e-9)),
+            "goa_ls_gap_pct_mean": float(ls_a.mean()), "goa_ls_gap_pct_max": float(ls_a.max()),
+            "exact_runtime_s_mean": float(np.mean(t_exact)), "goa_runtime_ms_mean": 1e3 * float(np.mean(t_goa)),
+        })
     write_csv(out / "gap.csv", out_rows)
+    partial(out, "gap").unlink(missing_ok=True)
     return out_rows
+
+
+def check_points(cfg: ScenarioConfig, figure: str, n_values: Sequence[int], taus: Sequence[float]) -> None:
+    """Validate every sweep point's scenario here, so a bad N or tau is a clear error before any
+    worker starts (not one raised in every worker, mid-sweep)."""
+    if figure == "fig4":
+        for t in taus:
+            for n in n_values:
+                cfg.replace(n_users=n, tau=t)
+    elif figure in ("fig3", "fig5"):
+        for metric in ("margin", "entropy", "perplexity") if figure == "fig5" else (cfg.queries.metric,):
+            for n in n_values:
+                cfg.replace(n_users=n, **{"queries.metric": metric})
+    elif figure == "gap":
+        for n in n_values:  # N first: N = 0 would otherwise be reported as a bandwidth of 0
+            cfg.replace(n_users=n)
+        for _, n, c in gap_configs(cfg, n_values):
+            c.replace(n_users=n)
+
+
+def _terminate(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: the pool's workers are killed, the partial file closed
 
 
 def print_table(summary: list[dict], n_users: int) -> None:
@@ -244,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--runs", type=int, default=500, help="Monte Carlo draws per point (paper: 500)")
     ap.add_argument("--scenario", default="paper", help="scenario name under configs/scenario or a YAML path")
     ap.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    ap.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="worker processes (default: all cores; gap: 1, so its run times are measured alone)")
     ap.add_argument("--n", type=int, nargs="+", default=None, help="values of N (default: 60..120 step 10; gap: 6..10)")
     ap.add_argument("--taus", type=float, nargs="+", default=list(FIG4_TAUS), help="fig4 thresholds")
     ap.add_argument("--strategies", nargs="+", default=list(PAPER_STRATEGIES), help="fig3 strategies")
@@ -252,32 +260,49 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.runs < 2:
         ap.error(f"--runs must be >= 2 for a confidence interval, got {args.runs}")
-    overrides = parse_key_values(args.set)
-    cfg = load_scenario(args.scenario, **overrides)
+    if args.workers is not None and args.workers < 1:
+        ap.error(f"--workers must be >= 1, got {args.workers}")
     from baselines import STRATEGIES
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown:
         ap.error(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        run(args)
+    except MECOffloadError as e:  # bad input, found before the sweep (or in a worker): a message, not a traceback
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
+    except KeyboardInterrupt:
+        ap.exit(130, f"\n{ap.prog}: interrupted; rerun the same command to resume\n")
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = load_scenario(args.scenario, **parse_key_values(args.set))
+    n_values = args.n or (list(range(6, 11)) if args.figure == "gap" else FIG3_N)
+    check_points(cfg, args.figure, n_values, args.taus)
     t0 = time.perf_counter()
     if args.figure == "fig3":
-        summary = fig3(cfg, args.runs, args.out, args.workers, args.n or FIG3_N, args.strategies)
+        summary = fig3(cfg, args.runs, args.out, args.workers, n_values, args.strategies)
         print_table(summary, max(r["n_users"] for r in summary))
     elif args.figure == "fig2":
         for r in fig2(cfg, args.out):
             print(f"  alpha in [{r['bin_low']:.1f}, {r['bin_high']:.1f}): {r['count']:4d} questions, "
                   f"SLM {r['slm_accuracy_pct']:5.1f} %, LLM {r['llm_accuracy_pct']:5.1f} %")
     elif args.figure == "fig5":
-        summary = fig5(cfg, args.runs, args.out, args.workers, args.n or FIG3_N)
+        summary = fig5(cfg, args.runs, args.out, args.workers, n_values)
         for r in summary:
             if r["n_users"] == max(x["n_users"] for x in summary):
                 print(f"  {r['metric']:10s} N={r['n_users']} delay {r['delay_ms_mean']:.2f} ms, "
                       f"accuracy {r['accuracy_pct_mean']:.2f} %, offloaded {r['offloaded_mean']:.1f}")
     elif args.figure == "fig4":
-        summary = fig4(cfg, args.runs, args.out, args.workers, args.n or FIG3_N, args.taus)
+        summary = fig4(cfg, args.runs, args.out, args.workers, n_values, args.taus)
         print_table(summary, max(r["n_users"] for r in summary))
     else:
-        for r in gap(cfg, args.runs, args.out, args.n or list(range(6, 11))):
+        for r in gap(cfg, args.runs, args.out, n_values, args.workers or 1):
             print(f"  {r['resources']:18s} N={r['n_users']:2d} GOA gap mean {r['goa_gap_pct_mean']:6.2f} % "
                   f"max {r['goa_gap_pct_max']:6.2f} % optimal {100 * r['goa_optimal_fraction']:5.1f} % | "
                   f"GOA+LS gap mean {r['goa_ls_gap_pct_mean']:5.2f} % | exact {r['exact_runtime_s_mean']:.2f} s")
