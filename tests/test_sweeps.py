@@ -22,7 +22,8 @@ REPRODUCE = [sys.executable, str(ROOT / "train" / "reproduce.py")]
 
 
 @pytest.mark.parametrize("args, field", [(["fig4", "--taus", "1.5"], "'tau'"), (["fig4", "--taus", "nan"], "'tau'"),
-                                         (["fig3", "--n", "8", "0"], "'n_users'"), (["gap", "--n", "0"], "'n_users'")])
+                                         (["fig3", "--n", "8", "0"], "'n_users'"), (["gap", "--n", "0"], "'n_users'"),
+                                         (["gap", "--n", "6", "14"], "exhaustive search")])
 def test_a_bad_sweep_point_is_refused_before_the_pool_starts(tmp_path, args, field):
     t0 = time.perf_counter()
     res = subprocess.run([*REPRODUCE, *args, "--runs", "3", "--workers", "2", "--out", str(tmp_path)],

@@ -28,7 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from mec_env.errors import ConfigError  # noqa: E402
 from mec_env.config import ScenarioConfig, load_scenario, parse_key_values  # noqa: E402
+from baselines.exact import MAX_EXACT_ASSIGNMENTS  # noqa: E402
 from baselines.experiments import PAPER_N120, Point, gap_configs, monte_carlo, optimality_gaps, summarize  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
@@ -227,6 +229,10 @@ def check_points(cfg: ScenarioConfig, figure: str, n_values: Sequence[int], taus
     elif figure == "gap":
         for n in n_values:  # N first: N = 0 would otherwise be reported as a bandwidth of 0
             cfg.replace(n_users=n)
+            m = cfg.n_edge_servers
+            if m**n > MAX_EXACT_ASSIGNMENTS:  # even with every user forced to offload, M^N assignments
+                raise ConfigError("n_users", n, f"an N whose exhaustive search fits: M^N = {m}^{n} exceeds "
+                                  f"{MAX_EXACT_ASSIGNMENTS:,} assignments (N <= 10 at M = 4)")
         for _, n, c in gap_configs(cfg, n_values):
             c.replace(n_users=n)
 
