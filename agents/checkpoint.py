@@ -27,17 +27,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import fcntl
 import hashlib
 import json
+import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
+from mec_env.config import to_dict
 from mec_env.errors import ConfigError
 from mec_env.io import atomic_write, atomic_write_text
 
@@ -48,26 +53,72 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def checkpoint_file(run_dir: str | Path, name: Any, what: str = "file") -> Path:
+    """``{run_dir}/checkpoints/{name}`` for a plain file name; anything that could point elsewhere is refused."""
+    folder = checkpoint_dir(run_dir)
+    ok = (isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "\\" not in name
+          and not name.startswith("."))
+    if not ok or (folder / name).resolve().parent != folder.resolve():
+        raise ValueError(f"{folder / STATE_FILE} names the {what} {name!r}, which is not a plain file name inside "
+                         f"{folder}; delete {folder / STATE_FILE} (or pass resume=false) to start afresh")
+    return folder / name
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_state(run_dir: str | Path) -> dict | None:
-    """The committed checkpoint of ``run_dir`` (its ``state.json``), or None if there is none."""
+    """The committed checkpoint of ``run_dir`` (its ``state.json``), or None if there is none.
+
+    Its files must be plain names inside ``{run_dir}/checkpoints`` that exist.
+    """
     path = checkpoint_dir(run_dir) / STATE_FILE
     if not path.is_file():
         return None
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:  # cannot happen through save_checkpoint (atomic), only by hand
-        raise ValueError(f"{path} is not valid JSON ({err}); delete it to start the run afresh") from None
-    model = checkpoint_dir(run_dir) / state.get("model", "")
-    if not model.is_file():
-        raise FileNotFoundError(f"{path} names the model {model}, which does not exist; delete {path} to start afresh")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # not through save_checkpoint (atomic), only by hand
+        raise ValueError(f"{path} is not valid JSON ({err}); delete it (or pass resume=false) to start the run "
+                         "afresh") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a checkpoint record; delete it (or pass resume=false) to start afresh")
+    for key in ("model", "replay_buffer"):
+        if key in state or key == "model":
+            file = checkpoint_file(run_dir, state.get(key), key)
+            if not file.is_file():
+                raise FileNotFoundError(f"{path} names the {key} {file}, which does not exist; delete {path} "
+                                        "(or pass resume=false) to start afresh")
     return state
 
 
+def verified(run_dir: str | Path, state: dict, key: str) -> Path:
+    """The checkpoint file ``state[key]``, after checking it is the one committed (its sha256 in ``state.json``).
+
+    Checkpoint files are pickles (SB3's zip and replay buffer): loading one runs code, so a file
+    replaced after its commit is refused.
+    """
+    file = checkpoint_file(run_dir, state[key], key)
+    expected = state.get("sha256", {}).get(state[key])
+    if expected is None or sha256_file(file) != expected:
+        raise ValueError(f"{file} is not the file committed in {checkpoint_dir(run_dir) / STATE_FILE} (its sha256 "
+                         f"{'is not recorded' if expected is None else 'differs'}); it will not be loaded: delete "
+                         "the checkpoints folder (or pass resume=false) to start afresh")
+    return file
+
+
 def save_checkpoint(model: BaseAlgorithm, run_dir: str | Path, extra: dict | None = None) -> dict:
-    """Write the model (and replay buffer) under new names, then commit them in ``state.json``."""
+    """Write the model (and replay buffer) under new names, then commit them, with their sha256, in ``state.json``.
+
+    After the commit every other checkpoint file in the folder (superseded ones, and any a kill
+    left uncommitted) is deleted.
+    """
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    old = read_state(run_dir) if (folder / STATE_FILE).exists() else None
     steps = int(model.num_timesteps)
     state: dict[str, Any] = {"num_timesteps": steps, "model": f"model_{steps}.zip",
                              "written": dt.datetime.now().isoformat(timespec="seconds"), **(extra or {})}
@@ -75,14 +126,54 @@ def save_checkpoint(model: BaseAlgorithm, run_dir: str | Path, extra: dict | Non
     if isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None:
         state["replay_buffer"] = f"replay_{steps}.pkl"
         atomic_write(folder / state["replay_buffer"], model.save_replay_buffer)
+    state["sha256"] = {state[k]: sha256_file(folder / state[k]) for k in ("model", "replay_buffer") if k in state}
     atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2) + "\n")
-    if old:
-        for key in ("model", "replay_buffer"):
-            if old.get(key) and old[key] != state.get(key):
-                (folder / old[key]).unlink(missing_ok=True)
-    for stale in folder.glob(".*"):  # temporary files of a write that a SIGKILL cut short
-        stale.unlink(missing_ok=True)
+    keep = {STATE_FILE, *state["sha256"]}
+    for stale in folder.iterdir():  # superseded checkpoints, uncommitted ones, temporary files a kill left
+        if stale.name not in keep and stale.is_file() and (stale.name.startswith((".", "model_", "replay_"))):
+            stale.unlink(missing_ok=True)
     return state
+
+
+def discard_checkpoint(run_dir: str | Path) -> None:
+    """Delete the run's checkpoint without reading it (``resume=false``: it may be broken)."""
+    folder = checkpoint_dir(run_dir)
+    if folder.is_dir():
+        for file in folder.iterdir():
+            if file.is_file() and (file.name == STATE_FILE or file.name.startswith((".", "model_", "replay_"))):
+                file.unlink(missing_ok=True)
+
+
+LOCK_FILE = ".lock"
+_HELD: dict[str, int] = {}  # run dirs this process has locked -> the open lock file
+
+
+def lock_run(run_dir: str | Path) -> None:
+    """Hold ``{run_dir}/.lock`` (an OS lock, released when the process ends, even by SIGKILL) or fail at once."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = str(run_dir.resolve())
+    if key in _HELD:
+        return
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError("run_dir", str(run_dir), f"a run directory no other process is training in (process "
+                          f"{holder} holds {run_dir / LOCK_FILE}): wait for it to end or choose another run_dir"
+                          ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD[key] = fd
+
+
+def unlock_run(run_dir: str | Path) -> None:
+    fd = _HELD.pop(str(Path(run_dir).resolve()), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def save_model(model: BaseAlgorithm, path: str | Path) -> Path:
@@ -97,8 +188,21 @@ RESUMABLE_CHANGES = frozenset({"total_timesteps", "progress_bar", "threads", "re
 
 
 def run_settings(cfg: Any) -> dict:
-    """The settings a checkpoint must match, as plain JSON values."""
-    return {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items() if k not in RESUMABLE_CHANGES}
+    """The settings a checkpoint must match, as plain JSON values.
+
+    They include the scenario the environment resolves to (the YAML's content, not only its
+    name), so an edited scenario file refuses the checkpoint as a changed ``--set`` does.
+    """
+    settings = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items()
+                if k not in RESUMABLE_CHANGES}
+    env = gym.make(cfg.env_id, **cfg.env_kwargs)
+    try:
+        scenario = getattr(env.unwrapped, "cfg", None)
+        if scenario is not None:
+            settings["scenario"] = json.loads(json.dumps(to_dict(scenario)))
+    finally:
+        env.close()
+    return settings
 
 
 def fingerprint(settings: dict) -> str:
@@ -114,11 +218,12 @@ def open_run(algo: type[BaseAlgorithm], cfg: Any, make_env: Callable[[int], Any]
     :returns: ``(model, state)``, ``state`` None for a fresh run.
     """
     run_dir = Path(cfg.run_dir)
+    lock_run(run_dir)  # a second process on this run dir fails here, before it touches anything
+    if not cfg.resume:
+        if (checkpoint_dir(run_dir) / STATE_FILE).exists():
+            print(f"resume=false: discarding the checkpoint in {checkpoint_dir(run_dir)}")
+        discard_checkpoint(run_dir)  # unread: it may be broken; a kill before the next commit must not resume it
     state = read_state(run_dir)
-    if state is not None and not cfg.resume:
-        print(f"resume=false: discarding the checkpoint at step {state['num_timesteps']} in {checkpoint_dir(run_dir)}")
-        (checkpoint_dir(run_dir) / STATE_FILE).unlink()  # a kill before the next checkpoint must not resume it
-        state = None
     settings = run_settings(cfg)
     if state is not None and state.get("fingerprint") != fingerprint(settings):
         theirs = state.get("settings", {})
@@ -126,15 +231,15 @@ def open_run(algo: type[BaseAlgorithm], cfg: Any, make_env: Callable[[int], Any]
         raise ConfigError("run_dir", str(run_dir), "a run directory without a checkpoint of other settings (it has "
                           f"one with other {', '.join(diff) or 'settings'}): rerun with those, choose another "
                           "run_dir, or pass resume=false to start afresh")
-    seed = cfg.seed + (state["num_timesteps"] if state else 0)
+    seed = (cfg.seed + (state["num_timesteps"] if state else 0)) % 2**32  # numpy seeds stop at 2^32 - 1
     env = make_env(seed)
     if state is None:
         return new_model(env), None
     folder = checkpoint_dir(run_dir)
     # seed= reseeds the model and the environments when load() sets the model up
-    model = algo.load(folder / state["model"], env=env, device="cpu", tensorboard_log=str(run_dir), seed=seed)
+    model = algo.load(verified(run_dir, state, "model"), env=env, device="cpu", tensorboard_log=str(run_dir), seed=seed)
     if state.get("replay_buffer") and isinstance(model, OffPolicyAlgorithm):
-        model.load_replay_buffer(folder / state["replay_buffer"])
+        model.load_replay_buffer(verified(run_dir, state, "replay_buffer"))
     print(f"resuming from step {model.num_timesteps} of {cfg.total_timesteps} ({folder})", flush=True)
     return model, state
 
@@ -156,6 +261,8 @@ class ResumableCheckpoint(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._last = self.num_timesteps
+        if self.num_timesteps > 0:
+            purge_tensorboard_after(self.model, self.num_timesteps)
 
     def _on_rollout_start(self) -> None:
         # the model has been trained on every step counted so far: a consistent point to save
@@ -171,6 +278,22 @@ class ResumableCheckpoint(BaseCallback):
         extra = {"fingerprint": fingerprint(self.settings), "settings": self.settings,
                  **(self.extra() if self.extra else {})}
         return save_checkpoint(self.model, self.run_dir, extra)
+
+
+def purge_tensorboard_after(model: BaseAlgorithm, step: int) -> None:
+    """Mark a restart at ``step`` in the run's TensorBoard file: TensorBoard drops what a killed run logged past it.
+
+    A ``SessionLog.START`` event at ``step`` makes TensorBoard's readers purge earlier events with
+    steps >= ``step`` (the steps after the last checkpoint, which the resumed run logs again).
+    """
+    from stable_baselines3.common.logger import TensorBoardOutputFormat
+    from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+    for output in model.logger.output_formats:
+        if isinstance(output, TensorBoardOutputFormat):
+            output.writer.file_writer.add_event(Event(step=step, wall_time=time.time(),
+                                                      session_log=SessionLog(status=SessionLog.START)))
+            output.writer.flush()
 
 
 def learn_resumable(model: BaseAlgorithm, total_timesteps: int, checkpoint: ResumableCheckpoint, **learn_kwargs: Any
@@ -211,5 +334,5 @@ def exit_code_interrupted() -> int:
     return 128 + signal.SIGINT
 
 
-__all__ = ["read_state", "save_checkpoint", "save_model", "open_run", "ResumableCheckpoint", "learn_resumable",
-           "checkpoint_dir", "exit_code_interrupted"]
+__all__ = ["read_state", "save_checkpoint", "lock_run", "unlock_run", "discard_checkpoint", "verified", "save_model",
+           "open_run", "ResumableCheckpoint", "learn_resumable", "checkpoint_dir", "exit_code_interrupted"]

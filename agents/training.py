@@ -15,13 +15,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 import mec_env  # noqa: F401  (registers the environments)
-from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, save_model
+from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, save_model, unlock_run
 from agents.evaluation import evaluate_agents
 from agents.scripted import ModelAgent, ScriptedAgent
 from mec_env.config import INF, build_config, config_field, parse_key_values, read_config_file
@@ -51,11 +51,13 @@ def _env_kwargs(**defaults: Any) -> dict:
 class CommonConfig:
     """Settings of any training run."""
 
+    ACTION_SPACES: ClassVar[tuple[type, ...]] = (gym.spaces.Space,)  # what the algorithm can act in
+
     env_id: str = _env_id("MECOffload-v0")
     env_kwargs: dict = _env_kwargs(scenario="paper", n_users=20, flat_obs=True)
     total_timesteps: int = config_field(200_000, "environment steps to train for, summed over envs", range=(1, INF))
     n_envs: int = config_field(4, "environments collecting rollouts", range=(1, INF))
-    seed: int = config_field(0, "seed of the model and of the training envs (seed + k)", range=(0, INF))
+    seed: int = config_field(0, "seed of the model and of the training envs (seed + k)", range=(0, 2**32 - 1))
     eval_freq: int = config_field(10_000, "environment steps between evaluations (summed over envs)", range=(1, INF))
     eval_seeds: int = config_field(20, "held-out episodes per evaluation, seeds 10_000 + k", range=(1, INF))
     checkpoint_freq: int = config_field(50_000, "environment steps between checkpoints", range=(1, INF))
@@ -69,6 +71,7 @@ class CommonConfig:
 
 @dataclass
 class PPOConfig(CommonConfig):
+    ACTION_SPACES: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete, gym.spaces.MultiDiscrete)
     policy: str = config_field("equivariant", "the permutation-equivariant per-user policy (agents.policies) or "
                                "SB3's MLP", choices=("equivariant", "mlp"))
     hidden: int = config_field(64, "width of the equivariant policy's networks", range=(1, INF))
@@ -89,6 +92,7 @@ class PPOConfig(CommonConfig):
 
 @dataclass
 class DQNConfig(CommonConfig):
+    ACTION_SPACES: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete,)  # a Q-value per action
     env_id: str = _env_id("MECOffloadSeq-v0")
     env_kwargs: dict = _env_kwargs(scenario="paper", n_users=20)
     run_dir: str = config_field("runs/dqn", "folder of logs, checkpoints and models")
@@ -134,8 +138,14 @@ def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[s
         if gym.spec(cfg.env_id).vector_entry_point is None:
             raise ConfigError("batched_env", True, f"false: {cfg.env_id} has no batched twin (vector_entry_point)")
         gym.make_vec(cfg.env_id, num_envs=1, vectorization_mode="vector_entry_point", **cfg.env_kwargs).close()
-    else:
-        make_env(cfg).close()
+    env = make_env(cfg)
+    try:
+        if not isinstance(env.action_space, cls.ACTION_SPACES):
+            raise ConfigError("env_id", cfg.env_id, f"an environment whose action space the algorithm handles ("
+                              f"{' or '.join(t.__name__ for t in cls.ACTION_SPACES)}; {cfg.env_id} has "
+                              f"{env.action_space})")
+    finally:
+        env.close()
     return cfg
 
 
@@ -288,6 +298,7 @@ def train_and_finish(model: Any, state: dict | None, cfg: CommonConfig, algo: st
           f"(evaluations included)")
     checkpoint.save()
     finish_run(model, cfg, algo, comparison, run_dir, use_wandb)
+    unlock_run(run_dir)
     return model
 
 
@@ -295,6 +306,10 @@ def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "Comparison
                use_wandb: bool) -> list:
     """Save the final model, evaluate it once more, print the comparison table, close W&B."""
     save_model(model, run_dir / "final_model")
+    # SB3 drops the last update's train/* values (they would be dumped at the next rollout); dumped
+    # with the final evaluation they would log a second point at the last step's curves
+    for pending in (model.logger.name_to_value, model.logger.name_to_count, model.logger.name_to_excluded):
+        pending.clear()
     comparison.run_evaluation()
     agents = baseline_agents()
     agents[algo] = lambda env: ModelAgent(model, algo, env=env)

@@ -217,11 +217,15 @@ def _check_field(owner: str, f: dataclasses.Field, value: Any) -> None:
             raise ConfigError(name, value, allowed)
 
 
+def _number_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
 def _range_text(meta: Mapping[str, Any]) -> str:
     lo, hi = meta["range"]
     if hi == INF:
-        return f"{'>' if meta.get('open_low') else '>='} {lo:g}"
-    return f"in {'(' if meta.get('open_low') else '['}{lo:g}, {hi:g}]"
+        return f"{'>' if meta.get('open_low') else '>='} {_number_text(lo)}"
+    return f"in {'(' if meta.get('open_low') else '['}{_number_text(lo)}, {_number_text(hi)}]"
 
 
 def validate(cfg: Any, owner: str = "") -> None:

@@ -64,11 +64,33 @@ def event_steps(run_dir: Path, algo: str) -> list[list[int]]:
     return out
 
 
+def logged_steps(run_dir: Path, algo: str) -> list[int]:
+    steps: list[int] = []
+    for f in run_dir.glob(f"{algo}_*/events.out.tfevents.*"):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        steps += [e.step for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)]
+    return steps
+
+
+def stop_past_the_checkpoint(proc: subprocess.Popen, run_dir: Path, algo: str, tries: int = 400) -> None:
+    """Freeze ``proc`` (SIGSTOP) at a moment it has logged a step past its last committed checkpoint."""
+    for _ in range(tries):
+        proc.send_signal(signal.SIGSTOP)
+        if max(logged_steps(run_dir, algo), default=0) > read_state(run_dir)["num_timesteps"]:
+            return
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError("the run never logged past its last checkpoint")
+
+
 @pytest.mark.parametrize("script,how", [("ppo", signal.SIGKILL), ("dqn", signal.SIGINT)])
 def test_training_resumes_after_interruption(tmp_path, script, how, capsys):
     run_dir = tmp_path / script
     first = start(script, run_dir, 10**7)  # a budget it never reaches: the signal, not the end, stops it
     state = wait_for_checkpoint(first, run_dir, at_least=3 * EVERY)
+    if how == signal.SIGKILL:
+        stop_past_the_checkpoint(first, run_dir, script)  # so the resume has logged steps to purge
     first.send_signal(how)
     out1, _ = first.communicate(timeout=120)
     if how == signal.SIGINT:  # saves at the current step, says so, exits 130
@@ -95,6 +117,13 @@ def test_training_resumes_after_interruption(tmp_path, script, how, capsys):
 
     final = {"ppo": PPO, "dqn": DQN}[script].load(run_dir / "final_model.zip", device="cpu")
     assert final.num_timesteps >= TOTAL and final.num_timesteps - TOTAL < 2 * 64  # one rollout / env step
+    # read as TensorBoard reads the run: what the killed run logged past the checkpoint is purged,
+    # so no curve zig-zags (every tag's steps strictly increase)
+    whole = EventAccumulator(str(run_dir / f"{script}_1"))
+    whole.Reload()
+    for tag in whole.Tags()["scalars"]:
+        steps = [e.step for e in whole.Scalars(tag)]
+        assert steps == sorted(set(steps)), (tag, steps)
     first_steps, second_steps = event_steps(run_dir, script)
     # the second process continues the step axis where the checkpoint left it
     assert second_steps and min(second_steps) > resumed and max(second_steps) >= TOTAL

@@ -1,0 +1,166 @@
+"""Checkpoints that cannot be turned against the run: files only inside the run's folder and only
+the ones committed (sha256), one process per run directory, an edited scenario detected,
+resume=false past a broken checkpoint, no superseded files left, seeds within numpy's range."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+from stable_baselines3 import PPO
+
+import mec_env  # noqa: F401
+from agents.checkpoint import (
+    checkpoint_dir,
+    fingerprint,
+    lock_run,
+    open_run,
+    read_state,
+    run_settings,
+    save_checkpoint,
+    unlock_run,
+)
+from agents.training import DQNConfig, PPOConfig, load_config
+from mec_env.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["env_kwargs.scenario=small", "progress_bar=false", "threads=1", "eval_seeds=2", "n_envs=1",
+         "n_steps=16", "batch_size=16"]
+
+
+def config(tmp_path: Path, *extra: str) -> PPOConfig:
+    return load_config(PPOConfig, "ppo", [*SMALL, f"run_dir={tmp_path / 'run'}", *extra])
+
+
+def make_env(cfg):
+    return lambda seed: gym.make(cfg.env_id, **cfg.env_kwargs)
+
+
+def new_model(env):
+    return PPO("MlpPolicy", env, n_steps=16, batch_size=16, device="cpu")
+
+
+def committed(cfg, steps: int = 100) -> dict:
+    model = new_model(gym.make(cfg.env_id, **cfg.env_kwargs))
+    model.num_timesteps = steps
+    settings = run_settings(cfg)
+    return save_checkpoint(model, cfg.run_dir, {"fingerprint": fingerprint(settings), "settings": settings})
+
+
+def test_a_state_file_naming_a_file_outside_the_run_is_refused_and_that_file_kept(tmp_path):
+    cfg = config(tmp_path)
+    state = committed(cfg)
+    outside = tmp_path / "outside" / "model.zip"
+    outside.parent.mkdir()
+    outside.write_bytes(b"precious")
+    state_file = checkpoint_dir(cfg.run_dir) / "state.json"
+    state_file.write_text(json.dumps({**state, "model": "../../outside/model.zip"}))
+    with pytest.raises(ValueError, match="not a plain file name"):
+        read_state(cfg.run_dir)
+    with pytest.raises(ValueError, match="not a plain file name"):
+        open_run(PPO, cfg, make_env(cfg), new_model)
+    assert outside.read_bytes() == b"precious"
+    unlock_run(cfg.run_dir)
+
+
+def test_a_checkpoint_file_replaced_after_its_commit_is_not_loaded(tmp_path):
+    cfg = config(tmp_path)
+    state = committed(cfg)
+    model_file = checkpoint_dir(cfg.run_dir) / state["model"]
+    other = new_model(gym.make(cfg.env_id, **cfg.env_kwargs))
+    other.save(model_file)  # a valid zip, but not the committed one (it could carry any pickle)
+    with pytest.raises(ValueError, match="not the file committed"):
+        open_run(PPO, cfg, make_env(cfg), new_model)
+    unlock_run(cfg.run_dir)
+
+
+def test_resume_false_starts_afresh_past_a_broken_checkpoint(tmp_path):
+    cfg = config(tmp_path, "resume=false")
+    folder = checkpoint_dir(cfg.run_dir)
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text("{ not json")
+    (folder / "model_64.zip").write_bytes(b"half a zip")
+    model, state = open_run(PPO, cfg, make_env(cfg), new_model)
+    assert state is None and model.num_timesteps == 0 and not any(folder.iterdir())
+    unlock_run(cfg.run_dir)
+
+
+def test_a_commit_removes_superseded_and_uncommitted_checkpoint_files(tmp_path):
+    cfg = config(tmp_path)
+    committed(cfg, 100)
+    folder = checkpoint_dir(cfg.run_dir)
+    (folder / "model_150.zip").write_bytes(b"written, then the process was killed before its commit")
+    (folder / ".model_160.zip.tmp").write_bytes(b"half")
+    state = committed(cfg, 200)
+    assert sorted(p.name for p in folder.iterdir()) == ["model_200.zip", "state.json"]
+    assert set(state["sha256"]) == {"model_200.zip"}
+
+
+def test_an_edited_scenario_yaml_refuses_the_checkpoint_like_a_changed_setting(tmp_path):
+    scenario = tmp_path / "mine.yaml"
+    scenario.write_text("n_users: 6\nn_edge_servers: 2\nqueries:\n  source: synthetic\n")
+    cfg = config(tmp_path, f"env_kwargs.scenario={scenario}")
+    committed(cfg)
+    scenario.write_text("n_users: 6\nn_edge_servers: 2\ntau: 0.9\nqueries:\n  source: synthetic\n")
+    with pytest.raises(ConfigError, match="scenario"):
+        open_run(PPO, cfg, make_env(cfg), new_model)
+    unlock_run(cfg.run_dir)
+
+
+def test_the_largest_seed_resumes_without_leaving_numpys_seed_range(tmp_path):
+    with pytest.raises(ConfigError, match="'seed'"):
+        config(tmp_path, f"seed={2**32}")
+    cfg = config(tmp_path, f"seed={2**32 - 1}")
+    committed(cfg, 100)
+    model, state = open_run(PPO, cfg, make_env(cfg), new_model)  # reseeds with (seed + 100) % 2^32
+    assert state["num_timesteps"] == model.num_timesteps == 100
+    unlock_run(cfg.run_dir)
+
+
+def test_dqn_on_an_env_with_multidiscrete_actions_is_a_config_error_naming_env_id():
+    with pytest.raises(ConfigError, match="'env_id'.*Discrete"):
+        load_config(DQNConfig, "dqn", ["env_id=MECOffload-v0", "env_kwargs.scenario=small"])
+
+
+def test_a_locked_run_dir_is_refused_by_another_process_and_freed_when_its_holder_dies(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from agents.checkpoint import lock_run; "
+                               f"lock_run({str(run_dir)!r}); print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(ConfigError, match=f"process {holder.pid} holds"):
+        lock_run(run_dir)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    lock_run(run_dir)  # the OS released the dead holder's lock: never a stale lock
+    unlock_run(run_dir)
+
+
+def test_a_second_training_on_the_same_run_dir_fails_fast_and_the_first_finishes_intact(tmp_path):
+    run_dir = tmp_path / "ppo"
+    args = [sys.executable, str(ROOT / "train" / "ppo.py"), "--set", f"run_dir={run_dir}", "total_timesteps=1024",
+            "checkpoint_freq=256", "eval_freq=1000000", "eval_seeds=2", "progress_bar=false", "threads=1",
+            "n_envs=2", "env_kwargs.scenario=small", "env_kwargs.n_users=8", "n_steps=64", "batch_size=64",
+            "n_epochs=1"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    t0 = time.monotonic()
+    while not (run_dir / ".lock").exists() or not (run_dir / ".lock").read_text().strip():
+        assert first.poll() is None and time.monotonic() - t0 < 60, first.stdout.read()
+        time.sleep(0.05)
+    t1 = time.monotonic()
+    second = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert second.returncode != 0 and "run_dir" in second.stdout + second.stderr
+    assert f"process {first.pid} holds" in second.stdout + second.stderr
+    assert time.monotonic() - t1 < 30  # at once: before building a model
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out
+    final = PPO.load(run_dir / "final_model.zip", device="cpu")
+    assert final.num_timesteps >= 1024 and read_state(run_dir)["num_timesteps"] == final.num_timesteps
