@@ -42,6 +42,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
+from agents.safe_load import safe_custom_objects
 from mec_env.config import to_dict
 from mec_env.errors import ConfigError
 from mec_env.io import atomic_write, atomic_write_text
@@ -237,7 +238,9 @@ def open_run(algo: type[BaseAlgorithm], cfg: Any, make_env: Callable[[int], Any]
         return new_model(env), None
     folder = checkpoint_dir(run_dir)
     # seed= reseeds the model and the environments when load() sets the model up
-    model = algo.load(verified(run_dir, state, "model"), env=env, device="cpu", tensorboard_log=str(run_dir), seed=seed)
+    model_file = verified(run_dir, state, "model")
+    model = algo.load(model_file, env=env, device="cpu", tensorboard_log=str(run_dir), seed=seed,
+                      custom_objects=safe_custom_objects(model_file, env))
     if state.get("replay_buffer") and isinstance(model, OffPolicyAlgorithm):
         model.load_replay_buffer(verified(run_dir, state, "replay_buffer"))
     print(f"resuming from step {model.num_timesteps} of {cfg.total_timesteps} ({folder})", flush=True)
