@@ -16,6 +16,8 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
+from mec_env.errors import MECOffloadError
+
 
 def flat_obs_layout(n_users: int, n_edge_servers: int) -> dict[str, slice]:
     """Slices of ``MECOffload-v0``'s flat observation (``flat_obs=True``), in its key order."""
@@ -115,16 +117,45 @@ class EquivariantPolicy(ActorCriticPolicy):
         return data
 
 
+def env_sizes(action_space: spaces.Space) -> str:
+    """``"N = 20 users, M = 4 edge servers"`` read from ``MECOffload-v0``'s ``MultiDiscrete([M+1]*N)``
+    (or ``"M = 4 edge servers"`` from ``MECOffloadSeq-v0``'s ``Discrete(M+1)``); else the space itself."""
+    if isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1 and action_space.nvec.size \
+            and len(set(action_space.nvec.tolist())) == 1:
+        return f"N = {action_space.nvec.size} users, M = {int(action_space.nvec[0]) - 1} edge servers"
+    if isinstance(action_space, spaces.Discrete):
+        return f"M = {int(action_space.n) - 1} edge servers"
+    return str(action_space)
+
+
 def transfer_policy(model: Any, env: Any) -> Any:
     """The same trained equivariant policy, rebuilt for ``env`` (another N); weights shared.
 
+    The policy's weights depend on M (the logits per user are M + 1, the context holds the M ES
+    loads), not on N: it transfers across the number of users only.
+
     :param model: a trained SB3 PPO/A2C model with :class:`EquivariantPolicy`.
     :param env: an env (or VecEnv) of another size, with ``flat_obs=True``.
+    :raises MECOffloadError: (a ValueError) when the model's policy is not equivariant, or ``env`` has
+        another M (both M named).
     """
+    policy = getattr(model, "policy", None)
+    if not isinstance(policy, EquivariantPolicy):
+        raise MECOffloadError(f"only a model with the EquivariantPolicy transfers to another N; this one has "
+                              f"{type(policy).__name__} (trained at {env_sizes(model.action_space)})")
+    space = env.action_space
+    if not isinstance(space, spaces.MultiDiscrete) or space.nvec.ndim != 1 or len(set(space.nvec.tolist())) != 1:
+        raise MECOffloadError(f"the equivariant policy acts in MECOffload-v0 (MultiDiscrete([M+1]*N) actions); "
+                              f"this env has {space}")
+    m = int(space.nvec[0]) - 1
+    if m != policy.n_edge_servers:
+        raise MECOffloadError(f"the policy was trained with M = {policy.n_edge_servers} edge servers, this env has "
+                              f"M = {m}: the equivariant policy transfers across N (the number of users), not "
+                              f"across M; train one with n_edge_servers={m}")
     cls = type(model)
-    new = cls(EquivariantPolicy, env, policy_kwargs={"hidden": model.policy.hidden}, device="cpu", seed=0)
-    new.policy.load_state_dict(model.policy.state_dict())
+    new = cls(EquivariantPolicy, env, policy_kwargs={"hidden": policy.hidden}, device="cpu", seed=0)
+    new.policy.load_state_dict(policy.state_dict())
     return new
 
 
-__all__ = ["EquivariantPolicy", "PerUserExtractor", "flat_obs_layout", "transfer_policy"]
+__all__ = ["EquivariantPolicy", "PerUserExtractor", "env_sizes", "flat_obs_layout", "transfer_policy"]

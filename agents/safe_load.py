@@ -50,17 +50,44 @@ SCHEDULE_KEYS = ("lr_schedule", "learning_rate", "clip_range", "clip_range_vf", 
 
 
 def allowed(module: str, name: str) -> bool:
+    """Whether ``module.name`` may be resolved: an exact pair, or a plain (undotted) name in an allowed family."""
+    if "." in name:  # protocol 4 resolves dotted names attribute by attribute: "x.os.system" would reach os.system
+        return False
     if (module, name) in _ALLOWED_EXACT or module.startswith(_ALLOWED_MODULES):
         return True
     # SB3 / sb3-contrib policies and buffers, by their class name
-    return module.startswith(_POLICY_MODULES) and name.endswith(("Policy", "Buffer")) and "." not in name
+    return module.startswith(_POLICY_MODULES) and name.endswith(("Policy", "Buffer"))
+
+
+def _family_ok(module: str, name: str, obj: Any) -> bool:
+    """A name allowed by its module family must resolve to a class of the kind that family holds."""
+    if (module, name) in _ALLOWED_EXACT:
+        return True
+    if not isinstance(obj, type):
+        return False
+    if module.startswith("gymnasium.spaces"):
+        import gymnasium
+
+        return issubclass(obj, gymnasium.spaces.Space)
+    if module.startswith("numpy.dtypes"):
+        import numpy as np
+
+        return issubclass(obj, np.dtype)
+    if module.startswith(("torch.nn.modules.activation", "torch.optim")):
+        import torch
+
+        return issubclass(obj, (torch.nn.Module, torch.optim.Optimizer))
+    return True  # SB3 / sb3-contrib policy and buffer classes (named *Policy / *Buffer)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if not allowed(module, name):
             raise pickle.UnpicklingError(f"{module}.{name} is not on the allowlist of safe globals")
-        return super().find_class(module, name)
+        obj = super().find_class(module, name)
+        if not _family_ok(module, name, obj):
+            raise pickle.UnpicklingError(f"{module}.{name} is not a class of the kind its module may give")
+        return obj
 
 
 def restricted_loads(data: bytes) -> Any:

@@ -52,14 +52,21 @@ def model_factory(name: str, spec: str, vecnormalize: str | None = None):
     algorithm, path = model_spec(spec)
 
     def factory(env: gym.Env):
-        model = load_model(path, algorithm=algorithm)
-        if model.observation_space.shape != env.observation_space.shape:
-            from agents.policies import EquivariantPolicy, transfer_policy
+        # nothing in the zip is unpickled; the env's spaces stand in for the saved ones where they are the same
+        model = load_model(path, algorithm=algorithm, reference_env=env)
+        if model.observation_space.shape != env.observation_space.shape or model.action_space != env.action_space:
+            from agents.policies import EquivariantPolicy, env_sizes, transfer_policy
+            from agents.scripted import ModelLoadError
 
             if not isinstance(model.policy, EquivariantPolicy):
-                raise ValueError(f"{path} was trained on observations of shape {model.observation_space.shape}, "
-                                 f"this env has {env.observation_space.shape}; only the equivariant policy transfers")
-            model = transfer_policy(model, env)
+                raise ModelLoadError(f"{path} was trained on observations of shape {model.observation_space.shape} "
+                                     f"({env_sizes(model.action_space)}), this env has "
+                                     f"{env.observation_space.shape} ({env_sizes(env.action_space)}); only the "
+                                     "equivariant policy transfers, and only across N")
+            try:
+                model = transfer_policy(model, env)
+            except ValueError as err:
+                raise ModelLoadError(f"{path}: {err}") from None
         normalize = None
         if vecnormalize is not None:
             spec = env.spec

@@ -178,6 +178,33 @@ def _bool(text: str) -> bool:
 RESUMABLE_CHANGES = ("minutes", "threads", "checkpoint_minutes", "checkpoint_steps", "resume")
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "batches_done", "elapsed", "epoch_rng", "torch_rng",
+                   "config")
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint :func:`save_checkpoint` wrote, read with ``torch.load(weights_only=True)``.
+
+    Only tensors and plain Python data (dicts, lists, tuples, numbers, strings) are read back:
+    torch's restricted unpickler refuses any other global, so a crafted file runs no code. The
+    Python RNG state is a plain tuple of ints and the torch RNG state a uint8 tensor.
+
+    :raises SystemExit: naming the file when it is not such a checkpoint.
+    """
+    import pickle
+
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as err:
+        raise SystemExit(f"{path} is not a checkpoint of this script ({type(err).__name__}: {str(err)[:300]}); "
+                         "delete it or pass --resume false to start afresh") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing or not isinstance(ckpt["config"], dict) or not isinstance(ckpt["torch_rng"], torch.Tensor):
+        raise SystemExit(f"{path} is not a checkpoint of this script (missing or wrong: "
+                         f"{', '.join(missing) or 'config / torch_rng'}); delete it or pass --resume false")
+    return ckpt
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
     for stale in path.parent.glob(f".{path.name}.*"):  # temporary files of a write a SIGKILL cut short
@@ -253,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     ckpt_path = Path(cfg.out).with_name(Path(cfg.out).name + ".ckpt.pt")
     skip = 0  # batches of the current epoch already trained (on resume)
     if cfg.resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = load_checkpoint(ckpt_path)  # tensors and plain data only (weights_only): loading runs no code
         mine = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
         theirs = {k: v for k, v in ckpt["config"].items() if k not in RESUMABLE_CHANGES}
         if mine != theirs:

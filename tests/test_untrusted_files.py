@@ -1,0 +1,356 @@
+"""Files from elsewhere run no code when loaded (issue 12, finding 3), and the model-loading errors of
+finding 10 (zips without ``data``, garbage, a model trained at another M) are clear.
+
+Every payload below writes a marker file when it is unpickled. Each test first shows the payload is
+live (the loader SB3 or torch would use without the fix runs it), then that the project's loader
+does not: the marker never appears.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import pickle
+import random
+import sys
+import zipfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.save_util import json_to_data
+
+import mec_env  # noqa: F401
+from agents.policies import EquivariantPolicy, transfer_policy
+from agents.scripted import ModelLoadError, detect_algorithm, load_model
+from mec_env.errors import MECOffloadError
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = {"scenario": "small", "flat_obs": True}  # N = 8 users, M = 2 edge servers
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(f"train_{name}", ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+class OpensMarker:
+    """Unpickling this calls ``open(marker, "w")``: the file appears iff the pickle was run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def payload(marker: Path) -> str:
+    return base64.b64encode(pickle.dumps(OpensMarker(marker))).decode()
+
+
+def serialized_keys(path: Path) -> list[str]:
+    data = json.loads(zipfile.ZipFile(path).read("data"))
+    return [k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v]
+
+
+def rewrite(src: Path, dst: Path, data_edit=None, replace: dict[str, bytes | None] | None = None) -> Path:
+    """A copy of the zip ``src`` with its JSON ``data`` edited in place and entries replaced (None: dropped)."""
+    replace = replace or {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            content = zin.read(item.filename)
+            if item.filename in replace:
+                if replace[item.filename] is None:
+                    continue
+                content = replace[item.filename]
+            elif item.filename == "data" and data_edit is not None:
+                data = json.loads(content)
+                data_edit(data)
+                content = json.dumps(data).encode()
+            zout.writestr(item, content)
+    return dst
+
+
+def poison(keys, marker: Path, keep_description: bool = True):
+    """An edit of ``data``: each key's pickle becomes the payload (its plain description kept or not)."""
+
+    def edit(data: dict) -> None:
+        for key in keys:
+            entry = data.get(key) if keep_description and isinstance(data.get(key), dict) else {}
+            data[key] = {**entry, ":type:": entry.get(":type:", "<class 'object'>"), ":serialized:": payload(marker)}
+
+    return edit
+
+
+def assert_payload_is_live(marker: Path) -> None:
+    """SB3's own reader of ``data`` (``cloudpickle``) runs the payload: the test is not vacuous."""
+    json_to_data(json.dumps({"x": {":type:": "<class 'object'>", ":serialized:": payload(marker)}}))
+    assert marker.exists()
+    marker.unlink()
+
+
+def same_predictions(a, b, env, n: int = 5, masks: bool = False) -> bool:
+    for seed in range(n):
+        obs, _ = env.reset(seed=seed)
+        extra = {"action_masks": env.unwrapped.action_masks()} if masks else {}
+        if not np.array_equal(a.predict(obs, deterministic=True, **extra)[0],
+                              b.predict(obs, deterministic=True, **extra)[0]):
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Small trained models (so every pickled entry SB3 writes is there), saved once."""
+    folder = tmp_path_factory.mktemp("models")
+    env = gym.make("MECOffload-v0", **SMALL)
+    seq = gym.make("MECOffloadSeq-v0", scenario="small")
+    from stable_baselines3.common.utils import LinearSchedule
+
+    models = {
+        # a schedule, a value clip range and a pickled policy_kwargs (a class in it)
+        "ppo": PPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu",
+                   learning_rate=LinearSchedule(1e-3, 1e-4, 1.0), clip_range_vf=0.3,
+                   policy_kwargs={"activation_fn": torch.nn.ReLU, "net_arch": [16]}).learn(32),
+        "dqn": DQN("MlpPolicy", seq, learning_starts=10, buffer_size=100, seed=0, device="cpu").learn(40),
+    }
+    for name, model in models.items():
+        model.save(folder / f"{name}.zip")
+    return folder, models, {"ppo": env, "dqn": seq}
+
+
+# --- SB3 zips: nothing in them is unpickled ------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["ppo", "dqn"])
+def test_a_payload_in_any_pickled_entry_is_never_run_and_the_model_still_loads(saved, tmp_path, name):
+    folder, models, envs = saved
+    marker = tmp_path / "pwned"
+    assert_payload_is_live(marker)
+    keys = serialized_keys(folder / f"{name}.zip")
+    assert {"policy_class", "observation_space", "action_space", "lr_schedule"} <= set(keys)
+    # one poisoned entry at a time, then all of them at once plus an entry SB3 does not know
+    for poisoned in [[k] for k in keys] + [keys + ["an_unknown_entry"]]:
+        evil = rewrite(folder / f"{name}.zip", tmp_path / "evil.zip", poison(poisoned, marker))
+        model = load_model(evil)  # the plain descriptions next to the pickles are enough
+        assert not marker.exists(), poisoned
+        assert type(model) is type(models[name])
+        assert same_predictions(model, models[name], envs[name]), poisoned
+
+
+@pytest.mark.parametrize("name", ["ppo", "dqn"])
+def test_a_payload_without_a_description_is_refused_or_ignored_but_never_run(saved, tmp_path, name):
+    folder, models, envs = saved
+    marker = tmp_path / "pwned"
+    for key in serialized_keys(folder / f"{name}.zip") + ["policy_kwargs"]:
+        evil = rewrite(folder / f"{name}.zip", tmp_path / "evil.zip", poison([key], marker, keep_description=False))
+        try:
+            model = load_model(evil)
+        except ValueError as err:  # what cannot be rebuilt from plain data is refused, naming the entry
+            assert isinstance(err, ModelLoadError) and f"'{key}'" in str(err) and "allowlist" in str(err), str(err)
+            assert key in ("policy_class", "observation_space", "action_space", "policy_kwargs")
+        else:
+            assert same_predictions(model, models[name], envs[name]), key
+        assert not marker.exists(), key
+    # with the environment, the spaces are the environment's
+    for key in ("observation_space", "action_space"):
+        evil = rewrite(folder / f"{name}.zip", tmp_path / "evil.zip", poison([key], marker, keep_description=False))
+        assert same_predictions(load_model(evil, env=envs[name]), models[name], envs[name])
+        assert not marker.exists()
+
+
+def test_the_evaluate_cli_runs_no_code_from_a_crafted_zip(saved, tmp_path):
+    folder, _, _ = saved
+    marker = tmp_path / "pwned"
+    evil = rewrite(folder / "ppo.zip", tmp_path / "evil.zip", poison(serialized_keys(folder / "ppo.zip"), marker))
+    results = script("evaluate").main(["--set", "scenario=small", "n_users=8", "--seeds", "1",
+                                       "--out", str(tmp_path / "eval"), "--agents", f"evil={evil}"])
+    assert not marker.exists()
+    assert "evil" in {r.name for r in results}
+    bad = rewrite(folder / "ppo.zip", tmp_path / "bad.zip", poison(["policy_class"], marker, keep_description=False))
+    with pytest.raises(ModelLoadError, match="'policy_class' entry .* not on the allowlist"):
+        script("evaluate").main(["--set", "scenario=small", "n_users=8", "--seeds", "1",
+                                 "--out", str(tmp_path / "eval"), "--agents", f"bad={bad}"])
+    assert not marker.exists()
+
+
+def test_policy_classes_and_policy_kwargs_classes_come_from_an_allowlist(saved, tmp_path):
+    folder, _, _ = saved
+    marker = tmp_path / "pwned"
+
+    def foreign_policy(data):
+        data["policy_class"]["__module__"] = "mypackage.policies"
+        data["policy_class"]["__init__"] = "<function EvilPolicy.__init__ at 0x7f0000000000>"
+        data["policy_class"][":serialized:"] = payload(marker)
+
+    with pytest.raises(ModelLoadError, match="'policy_class' entry \\(mypackage.policies.*EvilPolicy.*\\) is not on"):
+        load_model(rewrite(folder / "ppo.zip", tmp_path / "evil.zip", foreign_policy))
+
+    def foreign_kwarg(data):
+        data["policy_kwargs"]["activation_fn"] = "<class 'subprocess.Popen'>"
+        data["policy_kwargs"][":serialized:"] = payload(marker)
+
+    with pytest.raises(ModelLoadError, match="policy_kwargs.*activation_fn.*subprocess.Popen.*not on the allowlist"):
+        load_model(rewrite(folder / "ppo.zip", tmp_path / "evil.zip", foreign_kwarg))
+    # a DQN zip asked to load as PPO: its policy is not one PPO ships
+    with pytest.raises(ModelLoadError, match="not on the allowlist of policies PPO loads"):
+        load_model(folder / "dqn.zip", algorithm="PPO")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("entry", ["policy.pth", "policy.optimizer.pth", "pytorch_variables.pth"])
+def test_weights_are_read_weights_only(saved, tmp_path, entry):
+    folder, _, _ = saved
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save({"weight": OpensMarker(marker)}, buf)
+    torch.load(io.BytesIO(buf.getvalue()), weights_only=False)  # a full unpickling runs it
+    assert marker.exists()
+    marker.unlink()
+    evil = rewrite(folder / "ppo.zip", tmp_path / "evil.zip", replace={entry: buf.getvalue()})
+    with pytest.raises(ModelLoadError, match="evil.zip: cannot load it as a PPO model"):
+        load_model(evil)
+    assert not marker.exists()
+
+
+# --- real models load and act as before ---------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["PPO", "A2C", "DQN", "MaskablePPO", "PPO-equivariant", "PPO-dict"])
+def test_real_models_load_and_predict_exactly_as_sb3_loads_them(tmp_path, kind):
+    from sb3_contrib import MaskablePPO
+
+    env = gym.make("MECOffloadSeq-v0", scenario="small") if kind == "DQN" else \
+        gym.make("MECOffload-v0", scenario="small", flat_obs=kind != "PPO-dict")
+    algo, policy = {"PPO": (PPO, "MlpPolicy"), "A2C": (A2C, "MlpPolicy"), "DQN": (DQN, "MlpPolicy"),
+                    "MaskablePPO": (MaskablePPO, "MlpPolicy"), "PPO-equivariant": (PPO, EquivariantPolicy),
+                    "PPO-dict": (PPO, "MultiInputPolicy")}[kind]
+    extra = {"learning_starts": 10, "buffer_size": 100} if algo is DQN else {"n_steps": 16}
+    if algo is not DQN and algo is not A2C:
+        extra["batch_size"] = 16
+    model = algo(policy, env, seed=0, device="cpu", **extra).learn(32)
+    model.save(tmp_path / "m.zip")
+    masks = kind == "MaskablePPO"
+    before = algo.load(tmp_path / "m.zip", device="cpu")  # SB3's own loader: what evaluation used to do
+    for loaded in (load_model(tmp_path / "m.zip"), load_model(tmp_path / "m.zip", env=env),
+                   load_model(tmp_path / "m", reference_env=env)):
+        assert type(loaded) is algo and type(loaded.policy) is type(model.policy)
+        assert loaded.observation_space == model.observation_space and loaded.action_space == model.action_space
+        state, expected = loaded.policy.state_dict(), model.policy.state_dict()
+        assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in state)
+        assert same_predictions(loaded, model, env, masks=masks)
+        assert same_predictions(loaded, before, env, masks=masks)
+
+
+# --- clear errors ----------------------------------------------------------------------------------
+
+def _zip(path: Path, entries: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, content in entries.items():
+            z.writestr(name, content)
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not a zip", "not a zip file"),
+    ("no data", "it has no 'data' entry"),
+    ("binary data", "its 'data' entry is not UTF-8 JSON"),
+    ("json list", "its 'data' entry is a JSON list"),
+    ("no policy class", "does not describe a policy class"),
+    ("no weights", "it has no policy.pth"),
+    ("garbage weights", "cannot load it as a PPO model"),
+])
+@pytest.mark.parametrize("algorithm", [None, "PPO"])
+def test_zips_without_data_or_with_garbage_give_a_clear_error(saved, tmp_path, case, message, algorithm):
+    folder, _, _ = saved
+    real = folder / "ppo.zip"
+    path = tmp_path / "m.zip"
+    if case == "not a zip":
+        path.write_bytes(b"PK\x03\x04 not really")
+    elif case == "no data":
+        rewrite(real, path, replace={"data": None})
+    elif case == "binary data":
+        rewrite(real, path, replace={"data": b"\x80\x04\x95garbage\xff"})
+    elif case == "json list":
+        rewrite(real, path, replace={"data": b"[1, 2]"})
+    elif case == "no policy class":
+        rewrite(real, path, replace={"data": b'{"verbose": 0}'})
+    elif case == "no weights":
+        rewrite(real, path, replace={"policy.pth": None})
+    else:
+        rewrite(real, path, replace={"policy.pth": b"\x00garbage"})
+    with pytest.raises(ModelLoadError, match=message) as err:
+        load_model(path, algorithm=algorithm)
+    assert str(path) in str(err.value) and isinstance(err.value, ValueError)
+    if case not in ("no weights", "garbage weights"):
+        with pytest.raises(ModelLoadError, match="is not a Stable-Baselines3 model zip"):
+            detect_algorithm(path)
+    assert pickle.loads(pickle.dumps(err.value)).args == err.value.args  # crosses process boundaries
+
+
+def test_a_model_trained_at_another_m_says_so(tmp_path):
+    env = gym.make("MECOffload-v0", **SMALL)  # N = 8, M = 2
+    equivariant = PPO(EquivariantPolicy, env, n_steps=16, batch_size=16, seed=0, device="cpu")
+    with pytest.raises(MECOffloadError, match="trained with M = 2 edge servers, this env has M = 4: .* not across M"):
+        transfer_policy(equivariant, gym.make("MECOffload-v0", **SMALL, n_edge_servers=4))
+    moved = transfer_policy(equivariant, gym.make("MECOffload-v0", **SMALL, n_users=12))  # another N: fine
+    assert moved.action_space.nvec.tolist() == [3] * 12
+    with pytest.raises(MECOffloadError, match="only a model with the EquivariantPolicy"):
+        transfer_policy(PPO("MlpPolicy", env, device="cpu"), gym.make("MECOffload-v0", **SMALL, n_users=12))
+
+    equivariant.save(tmp_path / "eq.zip")
+    PPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, device="cpu").save(tmp_path / "mlp.zip")
+    evaluate = script("evaluate")
+    base = ["--seeds", "1", "--out", str(tmp_path / "eval"), "--set", "scenario=small"]
+    with pytest.raises(ModelLoadError, match="eq.zip: the policy was trained with M = 2 edge servers, this env has "
+                                             "M = 4"):
+        evaluate.main(base + ["n_users=8", "n_edge_servers=4", "--agents", f"eq={tmp_path / 'eq.zip'}"])
+    with pytest.raises(ModelLoadError, match=r"N = 8 users, M = 2 edge servers.*N = 8 users, M = 4 edge servers"):
+        evaluate.main(base + ["n_users=8", "n_edge_servers=4", "--agents", f"mlp={tmp_path / 'mlp.zip'}"])
+    # N = 5, M = 4 has the observation size of N = 8, M = 2 (34): the action space tells them apart
+    with pytest.raises(ModelLoadError, match=r"M = 2 edge servers.*N = 5 users, M = 4 edge servers"):
+        evaluate.main(base + ["n_users=5", "n_edge_servers=4", "--agents", f"mlp={tmp_path / 'mlp.zip'}"])
+    results = evaluate.main(base + ["n_users=12", "--agents", f"eq={tmp_path / 'eq.zip'}"])  # across N it runs
+    assert "eq" in {r.name for r in results}
+
+
+# --- bAbI LM checkpoints: weights only ------------------------------------------------------------
+
+def test_babi_lm_checkpoints_load_weights_only(tmp_path):
+    lm = script("train_babi_lm")
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt.pt"
+    torch.save({"model": OpensMarker(marker), "config": {}}, evil)
+    torch.load(evil, weights_only=False)  # what the script did before: the payload runs
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(SystemExit, match="evil.ckpt.pt is not a checkpoint of this script"):
+        lm.load_checkpoint(evil)
+    assert not marker.exists()
+
+    # what the script writes reads back whole with weights_only=True
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+    rng = random.Random(7)
+    state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": 3,
+             "batches_done": 2, "elapsed": 1.5, "epoch_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+             "config": {"seed": 0, "out": "x", "bf16": False}}
+    lm.save_checkpoint(tmp_path / "ok.ckpt.pt", state)
+    back = lm.load_checkpoint(tmp_path / "ok.ckpt.pt")
+    again = random.Random()
+    again.setstate(back["epoch_rng"])
+    assert again.random() == rng.random()
+    assert torch.equal(back["torch_rng"], state["torch_rng"]) and back["config"] == state["config"]
+    assert all(torch.equal(back["model"][k], v) for k, v in state["model"].items())
+    with pytest.raises(SystemExit, match="missing or wrong: scheduler"):
+        torch.save({k: v for k, v in state.items() if k != "scheduler"}, tmp_path / "part.ckpt.pt")
+        lm.load_checkpoint(tmp_path / "part.ckpt.pt")
