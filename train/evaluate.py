@@ -36,6 +36,7 @@ from agents.evaluation import AgentResult, evaluate_agents  # noqa: E402
 from agents.scripted import ALGORITHMS, ModelAgent, ScriptedAgent, load_model, load_vecnormalize  # noqa: E402
 from agents.training import print_results  # noqa: E402
 from baselines import STRATEGIES  # noqa: E402
+from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
 
 
@@ -156,4 +157,7 @@ def main(argv: list[str] | None = None) -> list[AgentResult]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (MECOffloadError, FileNotFoundError) as err:  # bad input: one line, not a traceback
+        sys.exit(f"evaluate.py: error: {err}")

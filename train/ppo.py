@@ -26,6 +26,7 @@ from stable_baselines3.common.env_util import make_vec_env
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 from agents.checkpoint import open_run  # noqa: E402
+from mec_env.errors import MECOffloadError  # noqa: E402
 from agents.policies import EquivariantPolicy  # noqa: E402
 from agents.vector import SB3VecEnv  # noqa: E402
 from agents.training import PPOConfig, load_config, train_and_finish  # noqa: E402
@@ -71,4 +72,7 @@ def main(argv: list[str] | None = None) -> PPO:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MECOffloadError as err:  # bad settings, a locked or mismatched run dir: one line, not a traceback
+        sys.exit(f"ppo.py: error: {err}")
