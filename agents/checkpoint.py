@@ -9,18 +9,24 @@ A checkpoint is taken at the start of a rollout, after the previous one has been
 the model (weights, optimizer state, step counter, schedules) and, for off-policy algorithms,
 the replay buffer then hold exactly the steps counted. Every ``checkpoint_freq`` environment
 steps they are written under new names, each to a temporary file renamed into place;
-``state.json`` is then replaced atomically, which commits the checkpoint, and the previous
-files are deleted. A SIGKILL at any moment leaves the old or the new checkpoint whole and
-loses at most one checkpoint interval (plus the rollout under way). SIGINT (Ctrl-C) and
-SIGTERM let the rollout under way finish, commit a checkpoint and stop (exit code 130); a
-second signal acts at once.
+``state.json`` is then replaced atomically, which commits the checkpoint, and every other
+checkpoint file (superseded, or written and never committed) is deleted. A SIGKILL at any
+moment leaves the old or the new checkpoint whole and loses at most one checkpoint interval
+(plus the rollout under way). SIGINT (Ctrl-C) and SIGTERM let the rollout under way finish,
+commit a checkpoint and stop (exit code 130); a second signal acts at once.
 
 Resuming (:func:`open_run`) loads the model and buffer, continues the step counter
 (``reset_num_timesteps=False``: TensorBoard curves continue in the same run folder at the same
 step) and trains only the remaining ``total_timesteps - num_timesteps`` steps; the
-environments are reseeded with ``seed + num_timesteps`` so the resumed run does not replay the
+environments are reseeded with ``(seed + num_timesteps) mod 2^32`` so the resumed run does not replay the
 slots it has seen. A checkpoint written with other settings (anything but the budget,
 evaluation, logging and thread settings) is refused; ``resume=false`` discards it.
+
+``state.json`` may name only plain files inside ``checkpoints`` and records their sha256: a file
+replaced since its commit is not loaded (model zips and replay buffers are pickles). One process
+at a time trains in a run directory (an OS lock on ``{run_dir}/.lock``, freed when it dies). A
+resumed run marks a restart in its TensorBoard file just past the checkpoint's step, so what a
+killed run logged after its last commit is purged and not logged twice.
 """
 
 from __future__ import annotations
@@ -86,7 +92,10 @@ def read_state(run_dir: str | Path) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:  # not through save_checkpoint (atomic), only by hand
         raise ValueError(f"{path} is not valid JSON ({err}); delete it (or pass resume=false) to start the run "
                          "afresh") from None
-    if not isinstance(state, dict):
+    record = state if isinstance(state, dict) else {}
+    steps, hashes = record.get("num_timesteps"), record.get("sha256", {})
+    if (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0 or not isinstance(hashes, dict)
+            or not all(isinstance(v, str) for v in hashes.values())):  # by hand only: say so, not a KeyError later
         raise ValueError(f"{path} is not a checkpoint record; delete it (or pass resume=false) to start afresh")
     for key in ("model", "replay_buffer"):
         if key in state or key == "model":
@@ -149,13 +158,16 @@ LOCK_FILE = ".lock"
 _HELD: dict[str, int] = {}  # run dirs this process has locked -> the open lock file
 
 
-def lock_run(run_dir: str | Path) -> None:
-    """Hold ``{run_dir}/.lock`` (an OS lock, released when the process ends, even by SIGKILL) or fail at once."""
+def lock_run(run_dir: str | Path) -> bool:
+    """Hold ``{run_dir}/.lock`` (an OS lock, released when the process ends, even by SIGKILL) or fail at once.
+
+    :returns: True if taken now, False if this process already held it.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     key = str(run_dir.resolve())
     if key in _HELD:
-        return
+        return False
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -168,6 +180,7 @@ def lock_run(run_dir: str | Path) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _HELD[key] = fd
+    return True
 
 
 def unlock_run(run_dir: str | Path) -> None:
@@ -219,7 +232,18 @@ def open_run(algo: type[BaseAlgorithm], cfg: Any, make_env: Callable[[int], Any]
     :returns: ``(model, state)``, ``state`` None for a fresh run.
     """
     run_dir = Path(cfg.run_dir)
-    lock_run(run_dir)  # a second process on this run dir fails here, before it touches anything
+    taken = lock_run(run_dir)  # a second process on this run dir fails here, before it touches anything
+    try:
+        return _open_locked(algo, cfg, make_env, new_model)
+    except BaseException:
+        if taken:  # a run that could not start leaves the run dir free (in-process callers retry)
+            unlock_run(run_dir)
+        raise
+
+
+def _open_locked(algo: type[BaseAlgorithm], cfg: Any, make_env: Callable[[int], Any],
+                 new_model: Callable[[Any], BaseAlgorithm]) -> tuple[BaseAlgorithm, dict | None]:
+    run_dir = Path(cfg.run_dir)
     if not cfg.resume:
         if (checkpoint_dir(run_dir) / STATE_FILE).exists():
             print(f"resume=false: discarding the checkpoint in {checkpoint_dir(run_dir)}")
@@ -257,6 +281,7 @@ class ResumableCheckpoint(BaseCallback):
     def __init__(self, cfg: Any, extra: Callable[[], dict] | None = None) -> None:
         super().__init__()
         self.run_dir, self.every, self.extra = Path(cfg.run_dir), max(1, int(cfg.checkpoint_freq)), extra
+        self.total = int(cfg.total_timesteps)
         self.settings = run_settings(cfg)
         self.stop_signal: str | None = None  # set by learn_resumable's signal handler
         self.stopped = False
@@ -265,7 +290,10 @@ class ResumableCheckpoint(BaseCallback):
     def _on_training_start(self) -> None:
         self._last = self.num_timesteps
         if self.num_timesteps > 0:
-            purge_tensorboard_after(self.model, self.num_timesteps)
+            # what was logged at the checkpoint's step came before its commit and stays, unless nothing is
+            # left to train: the run then logs its final evaluation at that step again
+            done = self.num_timesteps >= self.total
+            purge_tensorboard_from(self.model, self.num_timesteps + (0 if done else 1))
 
     def _on_rollout_start(self) -> None:
         # the model has been trained on every step counted so far: a consistent point to save
@@ -283,11 +311,11 @@ class ResumableCheckpoint(BaseCallback):
         return save_checkpoint(self.model, self.run_dir, extra)
 
 
-def purge_tensorboard_after(model: BaseAlgorithm, step: int) -> None:
-    """Mark a restart at ``step`` in the run's TensorBoard file: TensorBoard drops what a killed run logged past it.
+def purge_tensorboard_from(model: BaseAlgorithm, step: int) -> None:
+    """Mark a restart at ``step`` in the run's TensorBoard file: TensorBoard drops what a killed run logged from it.
 
     A ``SessionLog.START`` event at ``step`` makes TensorBoard's readers purge earlier events with
-    steps >= ``step`` (the steps after the last checkpoint, which the resumed run logs again).
+    steps >= ``step`` (those past the last checkpoint, which the resumed run logs again).
     """
     from stable_baselines3.common.logger import TensorBoardOutputFormat
     from tensorboard.compat.proto.event_pb2 import Event, SessionLog

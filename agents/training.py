@@ -285,20 +285,22 @@ def train_and_finish(model: Any, state: dict | None, cfg: CommonConfig, algo: st
     checkpoint is committed.
     """
     run_dir = Path(cfg.run_dir)
-    use_wandb = start_wandb(cfg, algo.lower(), run_dir)
-    comparison = ComparisonCallback(cfg, algo, run_dir, use_wandb)
-    comparison.restore(state and state.get("evaluation"))
-    checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
-    callbacks = CallbackList([InfoLoggerCallback(), comparison, checkpoint])
-    t0 = time.perf_counter()
-    if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=callbacks, tb_log_name=algo.lower(),
-                           progress_bar=cfg.progress_bar):
-        sys.exit(exit_code_interrupted())
-    print(f"trained to step {model.num_timesteps} in {(time.perf_counter() - t0) / 60:.1f} min "
-          f"(evaluations included)")
-    checkpoint.save()
-    finish_run(model, cfg, algo, comparison, run_dir, use_wandb)
-    unlock_run(run_dir)
+    try:
+        use_wandb = start_wandb(cfg, algo.lower(), run_dir)
+        comparison = ComparisonCallback(cfg, algo, run_dir, use_wandb)
+        comparison.restore(state and state.get("evaluation"))
+        checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
+        callbacks = CallbackList([InfoLoggerCallback(), comparison, checkpoint])
+        t0 = time.perf_counter()
+        if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=callbacks, tb_log_name=algo.lower(),
+                               progress_bar=cfg.progress_bar):
+            sys.exit(exit_code_interrupted())
+        print(f"trained to step {model.num_timesteps} in {(time.perf_counter() - t0) / 60:.1f} min "
+              f"(evaluations included)")
+        checkpoint.save()
+        finish_run(model, cfg, algo, comparison, run_dir, use_wandb)
+    finally:
+        unlock_run(run_dir)  # open_run took it; an in-process caller gets the run dir back however this ends
     return model
 
 

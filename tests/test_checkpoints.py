@@ -4,6 +4,7 @@ resume=false past a broken checkpoint, no superseded files left, seeds within nu
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -47,6 +48,15 @@ def new_model(env):
     return PPO("MlpPolicy", env, n_steps=16, batch_size=16, device="cpu")
 
 
+def assert_unlocked(run_dir) -> None:
+    """Nobody holds the run dir's lock (flock conflicts between open files, in one process too)."""
+    fd = os.open(Path(run_dir) / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
 def committed(cfg, steps: int = 100) -> dict:
     model = new_model(gym.make(cfg.env_id, **cfg.env_kwargs))
     model.num_timesteps = steps
@@ -67,7 +77,7 @@ def test_a_state_file_naming_a_file_outside_the_run_is_refused_and_that_file_kep
     with pytest.raises(ValueError, match="not a plain file name"):
         open_run(PPO, cfg, make_env(cfg), new_model)
     assert outside.read_bytes() == b"precious"
-    unlock_run(cfg.run_dir)
+    assert_unlocked(cfg.run_dir)  # a run that could not start leaves the run dir free
 
 
 def test_a_checkpoint_file_replaced_after_its_commit_is_not_loaded(tmp_path):
@@ -78,7 +88,7 @@ def test_a_checkpoint_file_replaced_after_its_commit_is_not_loaded(tmp_path):
     other.save(model_file)  # a valid zip, but not the committed one (it could carry any pickle)
     with pytest.raises(ValueError, match="not the file committed"):
         open_run(PPO, cfg, make_env(cfg), new_model)
-    unlock_run(cfg.run_dir)
+    assert_unlocked(cfg.run_dir)
 
 
 def test_resume_false_starts_afresh_past_a_broken_checkpoint(tmp_path):
@@ -111,7 +121,7 @@ def test_an_edited_scenario_yaml_refuses_the_checkpoint_like_a_changed_setting(t
     scenario.write_text("n_users: 6\nn_edge_servers: 2\ntau: 0.9\nqueries:\n  source: synthetic\n")
     with pytest.raises(ConfigError, match="scenario"):
         open_run(PPO, cfg, make_env(cfg), new_model)
-    unlock_run(cfg.run_dir)
+    assert_unlocked(cfg.run_dir)
 
 
 def test_the_largest_seed_resumes_without_leaving_numpys_seed_range(tmp_path):
@@ -131,36 +141,103 @@ def test_dqn_on_an_env_with_multidiscrete_actions_is_a_config_error_naming_env_i
 
 def test_a_locked_run_dir_is_refused_by_another_process_and_freed_when_its_holder_dies(tmp_path):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from agents.checkpoint import lock_run; "
-                               f"lock_run({str(run_dir)!r}); print('locked', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    run_dir.mkdir()
+    # a bare holder of the same OS lock (-S: no SB3 import, a second saved); lock_run's own is held in the test below
+    holder = subprocess.Popen([sys.executable, "-S", "-c", "import fcntl, os, time; "
+                               f"fd = os.open({str(run_dir / '.lock')!r}, os.O_RDWR | os.O_CREAT); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d' % os.getpid()); "
+                               "print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(ConfigError, match=f"process {holder.pid} holds"):
+    with pytest.raises(ConfigError, match=f"'run_dir'.*process {holder.pid} holds"):
         lock_run(run_dir)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    lock_run(run_dir)  # the OS released the dead holder's lock: never a stale lock
+    assert lock_run(run_dir)  # the OS released the dead holder's lock: never a stale lock
+    assert (run_dir / ".lock").read_text().strip() == str(os.getpid())
     unlock_run(run_dir)
+    assert_unlocked(run_dir)
+
+
+@pytest.mark.parametrize("record", [[], {"model": "model_100.zip"}, {"num_timesteps": "100"},
+                                    {"num_timesteps": -1}, {"num_timesteps": 100, "sha256": ["x"]}])
+def test_a_state_file_that_is_not_a_checkpoint_record_is_a_clear_error(tmp_path, record):
+    cfg = config(tmp_path)
+    state = committed(cfg)
+    if isinstance(record, dict):
+        record = {**state, **record} if "num_timesteps" in record else {k: v for k, v in state.items()
+                                                                         if k != "num_timesteps"}
+    (checkpoint_dir(cfg.run_dir) / "state.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="not a checkpoint record"):
+        read_state(cfg.run_dir)
+
+
+class WritesAFile:
+    """A pickle that runs code when loaded: it creates ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def test_a_replay_buffer_replaced_after_its_commit_is_not_unpickled(tmp_path):
+    import pickle
+
+    from stable_baselines3 import DQN
+
+    cfg = load_config(DQNConfig, "dqn", [*SMALL[:4], "buffer_size=100", f"run_dir={tmp_path / 'run'}"])
+    model = DQN("MlpPolicy", gym.make(cfg.env_id, **cfg.env_kwargs), buffer_size=100, device="cpu")
+    model.num_timesteps = 8
+    settings = run_settings(cfg)
+    state = save_checkpoint(model, cfg.run_dir, {"fingerprint": fingerprint(settings), "settings": settings})
+    marker = tmp_path / "code-ran"
+    (checkpoint_dir(cfg.run_dir) / state["replay_buffer"]).write_bytes(pickle.dumps(WritesAFile(marker)))
+    with pytest.raises(ValueError, match=f"{state['replay_buffer']} is not the file committed"):
+        open_run(DQN, cfg, lambda seed: gym.make(cfg.env_id, **cfg.env_kwargs), lambda env: None)
+    assert not marker.exists()
+    assert_unlocked(cfg.run_dir)
+
+
+def scalar_steps(folder: Path) -> dict[str, list[int]]:
+    """Every scalar tag's steps in ``folder``, read as TensorBoard does."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def test_a_second_training_on_the_same_run_dir_fails_fast_and_the_first_finishes_intact(tmp_path):
     run_dir = tmp_path / "ppo"
-    args = [sys.executable, str(ROOT / "train" / "ppo.py"), "--set", f"run_dir={run_dir}", "total_timesteps=1024",
+    args = [sys.executable, str(ROOT / "train" / "ppo.py"), "--set", f"run_dir={run_dir}", "total_timesteps=512",
             "checkpoint_freq=256", "eval_freq=1000000", "eval_seeds=2", "progress_bar=false", "threads=1",
             "n_envs=2", "env_kwargs.scenario=small", "env_kwargs.n_users=8", "n_steps=64", "batch_size=64",
             "n_epochs=1"]
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    # both start at once (their imports overlap); the one that takes the lock is the first
     t0 = time.monotonic()
-    while not (run_dir / ".lock").exists() or not (run_dir / ".lock").read_text().strip():
-        assert first.poll() is None and time.monotonic() - t0 < 60, first.stdout.read()
-        time.sleep(0.05)
-    t1 = time.monotonic()
-    second = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
-    assert second.returncode != 0 and "run_dir" in second.stdout + second.stderr
-    assert f"process {first.pid} holds" in second.stdout + second.stderr
-    assert time.monotonic() - t1 < 30  # at once: before building a model
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+             for _ in range(2)]
+    lock = run_dir / ".lock"
+    while not (lock.exists() and lock.read_text().strip().isdigit()):
+        assert all(p.poll() is None for p in procs) and time.monotonic() - t0 < 60, [p.stdout.read() for p in procs]
+        time.sleep(0.02)
+    first, second = sorted(procs, key=lambda p: p.pid != int(lock.read_text()))
+    first.send_signal(signal.SIGSTOP)  # frozen holding the lock: the second meets it however fast the first trains
+    try:
+        said, _ = second.communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode != 0 and "'run_dir'" in said and str(run_dir) in said, said
+    assert f"process {first.pid} holds" in said and "Traceback" not in said, said
+    assert took < 30  # at once: before building a model
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out
     final = PPO.load(run_dir / "final_model.zip", device="cpu")
-    assert final.num_timesteps >= 1024 and read_state(run_dir)["num_timesteps"] == final.num_timesteps
+    assert final.num_timesteps == 512 and read_state(run_dir)["num_timesteps"] == 512
+    # one TensorBoard run, written by the first alone: a point every rollout (128 steps), none twice
+    assert [p.name for p in run_dir.glob("ppo_*")] == ["ppo_1"]
+    assert len(list((run_dir / "ppo_1").glob("events.out.tfevents.*"))) == 1
+    assert scalar_steps(run_dir / "ppo_1")["rollout/accuracy"] == [128, 256, 384, 512]

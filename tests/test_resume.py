@@ -73,6 +73,18 @@ def logged_steps(run_dir: Path, algo: str) -> list[int]:
     return steps
 
 
+def increasing_steps(folder: Path) -> set[int]:
+    """Every scalar step in ``folder``, read as TensorBoard does, after checking each tag's steps strictly increase."""
+    whole = EventAccumulator(str(folder))
+    whole.Reload()
+    out: set[int] = set()
+    for tag in whole.Tags()["scalars"]:
+        steps = [e.step for e in whole.Scalars(tag)]
+        assert steps == sorted(set(steps)), (tag, steps)
+        out.update(steps)
+    return out
+
+
 def stop_past_the_checkpoint(proc: subprocess.Popen, run_dir: Path, algo: str, tries: int = 400) -> None:
     """Freeze ``proc`` (SIGSTOP) at a moment it has logged a step past its last committed checkpoint."""
     for _ in range(tries):
@@ -119,12 +131,10 @@ def test_training_resumes_after_interruption(tmp_path, script, how, capsys):
     assert final.num_timesteps >= TOTAL and final.num_timesteps - TOTAL < 2 * 64  # one rollout / env step
     # read as TensorBoard reads the run: what the killed run logged past the checkpoint is purged,
     # so no curve zig-zags (every tag's steps strictly increase)
-    whole = EventAccumulator(str(run_dir / f"{script}_1"))
-    whole.Reload()
-    for tag in whole.Tags()["scalars"]:
-        steps = [e.step for e in whole.Scalars(tag)]
-        assert steps == sorted(set(steps)), (tag, steps)
+    kept = increasing_steps(run_dir / f"{script}_1")
     first_steps, second_steps = event_steps(run_dir, script)
+    # what it logged up to the checkpoint (its step included: logged before the commit) is kept
+    assert {s for s in first_steps if s <= resumed} <= kept
     # the second process continues the step axis where the checkpoint left it
     assert second_steps and min(second_steps) > resumed and max(second_steps) >= TOTAL
     assert first_steps and min(first_steps) < resumed
@@ -136,6 +146,7 @@ def test_training_resumes_after_interruption(tmp_path, script, how, capsys):
     main = script_main(script)
     main(command(script, run_dir)[2:])
     assert f"resuming from step {read_state(run_dir)['num_timesteps']}" in capsys.readouterr().out
+    increasing_steps(run_dir / f"{script}_1")  # its final evaluation, logged again, replaces the first one
     with pytest.raises(ConfigError, match="run_dir.*seed"):
         main(command(script, run_dir)[2:] + ["seed=1"])
 
