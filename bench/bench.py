@@ -9,11 +9,15 @@
    Delta_ij recomputed through the evaluator), median over instances, their ratio, and the
    exponent of a log-log fit of time against N (the paper bounds GOA by O(N^3 M^2)); then the
    two on 1,000 random instances, whose assignments must be identical.
-2. ``MECOffload-v0`` at N = 120: steps/s of one environment (``gymnasium.make``, random
+2. GOA+LS at N = 120 (M = 4): the compiled search (:mod:`baselines.local_search`) against the
+   brute-force reference (every neighbour through the evaluator, every round), median over
+   instances and their ratio; then the two on 1,000 random instances (N 1..48, M 1..6), whose
+   local optima must be identical.
+3. ``MECOffload-v0`` at N = 120: steps/s of one environment (``gymnasium.make``, random
    actions, no rendering), of the batched twin at B = 64 and of ``SyncVectorEnv`` over 64
    single environments; the batched/sync ratio.
-3. The full Fig. 3 sweep (N = 60..120 step 10, 500 draws, 5 strategies) wall time.
-4. Peak resident memory of this process and of the sweep's workers.
+4. The full Fig. 3 sweep (N = 60..120 step 10, 500 draws, 5 strategies) wall time.
+5. Peak resident memory of this process and of the sweep's workers.
 
 Results are printed and written to ``bench/results.json`` with the machine they ran on.
 """
@@ -38,7 +42,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import gymnasium as gym  # noqa: E402
 
 import mec_env  # noqa: E402,F401  (registers the environments)
-from baselines import PAPER_STRATEGIES, edge_all, goa  # noqa: E402
+from baselines import PAPER_STRATEGIES, edge_all, goa, goa_local_search  # noqa: E402
+from baselines.exact import goa_local_search_reference  # noqa: E402
 from helpers import reference_goa  # noqa: E402
 from test_kernels import random_instances  # noqa: E402
 from mec_env import kernels, load_scenario, sample_problem  # noqa: E402
@@ -84,6 +89,29 @@ def bench_identical(count: int) -> dict:
     print(f"  identical assignments: {same} of {count} random instances ({time.perf_counter() - t0:.0f} s)",
           flush=True)
     return {"instances": count, "identical": same}
+
+
+def bench_local_search(n_users: int, instances: int, ref_instances: int, identical: int) -> dict:
+    """GOA+LS compiled against the brute-force reference: median solve times, ratio, identical optima."""
+    cfg = load_scenario("paper")
+    problems = [sample_problem(cfg, 1000 + k, n_users=n_users) for k in range(instances)]
+    goa_local_search(problems[0])  # compile outside the timing
+    fast_s = [timed(goa_local_search, p) for p in problems]
+    ref_s = [timed(goa_local_search_reference, p) for p in problems[:ref_instances]]
+    same_n = sum(np.array_equal(goa_local_search(p), goa_local_search_reference(p)) for p in problems[:ref_instances])
+    row = {"n_users": n_users, "fast_ms": 1e3 * statistics.median(fast_s), "fast_max_ms": 1e3 * max(fast_s),
+           "reference_ms": 1e3 * statistics.median(ref_s), "instances": instances, "reference_instances": ref_instances}
+    row["speedup"] = row["reference_ms"] / row["fast_ms"]
+    print(f"  N = {n_users}: GOA+LS {row['fast_ms']:6.2f} ms (max {row['fast_max_ms']:.2f} ms, {instances} instances)"
+          f"   reference {row['reference_ms']:8.0f} ms   ratio {row['speedup']:6.0f}x   identical at N = {n_users}: "
+          f"{same_n} of {ref_instances}", flush=True)
+    t0, same = time.perf_counter(), 0
+    for p in random_instances(identical, seed=78, n_max=48, m_max=6):
+        same += bool(np.array_equal(goa_local_search(p), goa_local_search_reference(p)))
+    print(f"  identical local optima: {same} of {identical} random instances ({time.perf_counter() - t0:.0f} s)",
+          flush=True)
+    row.update(identical=same, identical_instances=identical, identical_at_n=same_n)
+    return row
 
 
 def fit_exponent(rows: list[dict], key: str) -> float:
@@ -213,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     exp_edge = fit_exponent(goa_rows, "edge_all_ms")
     print(f"  fitted exponent of time ~ N^k: GOA k = {exp_fast:.2f}, reference k = {exp_ref:.2f}, "
           f"Edge all k = {exp_edge:.2f} (paper's bound for GOA: O(N^3 M^2); ours: O(K^2 M), K users offloaded)")
+    print("GOA+LS (GOA, then best-improvement moves and swaps), paper scenario, M = 4:")
+    local_search = bench_local_search(120, instances=30 if not args.quick else 10, ref_instances=5 if not args.quick
+                                      else 2, identical=1000 if not args.quick else 100)
     print("MECOffload-v0, N = 120, random actions:")
     envs = bench_envs(120, 64, seconds=3.0 if not args.quick else 1.0)
     ppo = bench_ppo(120, 64) if args.ppo else None
@@ -223,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{memory['peak_rss_children_mb']:.0f} MB")
     result = {"machine": info, "goa": goa_rows, "goa_vs_reference": identical, "goa_exponent": exp_fast,
               "reference_exponent": exp_ref,
-              "edge_all_exponent": exp_edge,
+              "edge_all_exponent": exp_edge, "goa_local_search": local_search,
               "envs": envs, "ppo": ppo, "fig3": fig3, "memory": memory}
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -112,3 +112,36 @@ def test_evaluate_batch_rejects_mismatched_shapes():
         evaluate_batch(p, np.zeros((2, p.n_users), dtype=np.int64))
     with pytest.raises(AssignmentError, match="out of range"):
         evaluate_batch(p, np.full((3, p.n_users), 9))
+
+
+def test_compiled_goa_local_search_takes_the_reference_steps_on_random_instances():
+    """Same local optimum as the brute-force search (same moves, order, ties) on 300 random instances."""
+    from baselines.exact import goa_local_search, goa_local_search_reference
+
+    differ = [k for k, p in enumerate(random_instances(300, seed=5, n_max=24))
+              if not np.array_equal(goa_local_search(p), goa_local_search_reference(p))]
+    assert differ == []
+
+
+def test_compiled_goa_local_search_where_the_rate_floor_may_bind_and_at_n_60():
+    """The bound assumes the rate floor never binds; where it might, every neighbour is evaluated exactly."""
+    import dataclasses
+
+    from baselines.exact import goa_local_search, goa_local_search_reference
+
+    cfg, binds = load_scenario("paper"), 0
+    for seed in range(6):
+        p = sample_problem(cfg, seed, n_users=16)
+        t_comm = user_delays(p, goa(p))[0]
+        rates = p.query_bits[t_comm > 0] / t_comm[t_comm > 0]
+        floored = dataclasses.replace(p, min_rate_bps=float(np.quantile(rates, 0.3)))  # binds for GOA's slowest
+        a = goa_local_search(floored)
+        np.testing.assert_array_equal(a, goa_local_search_reference(floored))
+        start = goa(floored)
+        binds += int(np.isclose(user_delays(floored, start)[0], floored.query_bits / floored.min_rate_bps)[start > 0]
+                     .sum())
+    assert binds > 0  # the floor is reached on the way
+    p = sample_problem(cfg, 3, n_users=60)
+    a = goa_local_search(p)
+    np.testing.assert_array_equal(a, goa_local_search_reference(p))
+    assert objective(p, a) < objective(p, goa(p))
