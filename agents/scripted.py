@@ -49,7 +49,7 @@ class ScriptedAgent:
         self.strategy = strategy
         self.name = strategy
         self.rng = np.random.default_rng(seed)
-        self._problem_id: int | None = None
+        self._problem: Any = None  # held, not its id(): a freed slot's id can come back for the next slot
         self._assignment: np.ndarray | None = None
 
     def assignment(self) -> np.ndarray:
@@ -57,9 +57,9 @@ class ScriptedAgent:
         problem = self.env.problem
         if problem is None:
             raise RuntimeError("reset the environment before asking a scripted agent to act")
-        if self._problem_id != id(problem):
+        if problem is not self._problem:
             self._assignment = np.asarray(STRATEGIES[self.strategy](problem, self.rng), dtype=np.int64)
-            self._problem_id = id(problem)
+            self._problem = problem
         return self._assignment
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None,

@@ -34,7 +34,9 @@ GAIN_DB_SCALE = 40.0
 GAIN_OBS_CLIP = 5.0
 GAIN_FLOOR = 1e-30  # log10 guard; maps to -300 dB, i.e. the clip
 RATIO_OBS_MAX = 10.0  # delay ratios (edge / local, local / nominal) are clipped to [0, 10]
-OBS_KEYS = ("channel_gain_db", "es_background_load", "local_capacity", "uncertainty")  # gymnasium's Dict order
+QUERY_KBIT_MAX = 1000.0  # query sizes are observed in kbit, clipped here
+OBS_KEYS = ("above_tau", "channel_gain_db", "es_background_load", "es_capacity", "local_capacity", "query_size",
+            "uncertainty")  # gymnasium's Dict order (sorted)
 
 
 # --- dynamics --------------------------------------------------------------------------------
@@ -130,19 +132,29 @@ def nominal_local_delay(cfg: ScenarioConfig) -> float:
 def slot_features(problem: Problem, cfg: ScenarioConfig) -> dict[str, np.ndarray]:
     """The per-user observation entries of a slot (or a batch of slots), float32."""
     return {
+        "above_tau": (problem.alpha > problem.tau).astype(np.float32),
         "channel_gain_db": normalised_gain_db(problem.gain),
         "local_capacity": normalised_local_capacity(problem.local_capacity, cfg),
+        "query_size": np.clip(problem.query_bits / 1e3, 0.0, QUERY_KBIT_MAX).astype(np.float32),
         "uncertainty": np.clip(problem.alpha, 0.0, 1.0).astype(np.float32),
     }
+
+
+def normalised_es_capacity(es_capacity: np.ndarray, cfg: ScenarioConfig) -> np.ndarray:
+    """``C_j / es_capacity_flops`` (after the background load), in ``[0, es_capacity_high]``, float32."""
+    return np.clip(es_capacity / cfg.es_capacity_flops, 0.0, cfg.es_capacity_high).astype(np.float32)
 
 
 def observation_spaces(cfg: ScenarioConfig, flat: bool) -> tuple[spaces.Dict, spaces.Space]:
     """``(dict space, space observed)`` of one slot: the Dict, or its flattening with ``flat``."""
     n, m = cfg.n_users, cfg.n_edge_servers
     dict_space = spaces.Dict({
+        "above_tau": spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32),
         "channel_gain_db": spaces.Box(-GAIN_OBS_CLIP, GAIN_OBS_CLIP, shape=(n, m), dtype=np.float32),
         "es_background_load": spaces.Box(0.0, 1.0, shape=(m,), dtype=np.float32),
+        "es_capacity": spaces.Box(0.0, cfg.es_capacity_high, shape=(m,), dtype=np.float32),
         "local_capacity": spaces.Box(0.0, cfg.local_capacity_high, shape=(n,), dtype=np.float32),
+        "query_size": spaces.Box(0.0, QUERY_KBIT_MAX, shape=(n,), dtype=np.float32),
         "uncertainty": spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32),
     })
     return dict_space, (spaces.flatten_space(dict_space) if flat else dict_space)
@@ -236,7 +248,8 @@ class SlotProcess:
 
     def observation(self, flat: bool) -> dict[str, np.ndarray] | np.ndarray:
         """The current slot's observation (every entry with the leading batch axis for B copies)."""
-        obs = {**self.features, "es_background_load": self.es_background_load.astype(np.float32)}
+        obs = {**self.features, "es_background_load": self.es_background_load.astype(np.float32),
+               "es_capacity": normalised_es_capacity(self.problem.es_capacity, self.cfg)}
         if flat:
             batch = self.problem.batch_shape
             return np.concatenate([obs[k].reshape(batch + (-1,)) for k in OBS_KEYS], axis=-1)
@@ -244,5 +257,5 @@ class SlotProcess:
 
 
 __all__ = ["SlotProcess", "slot_dynamics", "slot_features", "observation_spaces", "normalised_gain_db",
-           "normalised_local_capacity", "nominal_local_delay", "relocate", "random_walk", "stationary_load",
-           "next_load", "OBS_KEYS", "GAIN_OBS_CLIP", "RATIO_OBS_MAX", "LOAD_MAX", "SLOT_SECONDS", "SLOT_BLOCK"]
+           "normalised_local_capacity", "normalised_es_capacity", "nominal_local_delay", "relocate", "random_walk", "stationary_load",
+           "next_load", "OBS_KEYS", "QUERY_KBIT_MAX", "GAIN_OBS_CLIP", "RATIO_OBS_MAX", "LOAD_MAX", "SLOT_SECONDS", "SLOT_BLOCK"]

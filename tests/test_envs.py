@@ -101,7 +101,7 @@ def test_spaces_follow_the_scenario_size():
     env = MECOffloadEnv(**SMALL, n_users=5, n_edge_servers=3)
     assert env.action_space == gym.spaces.MultiDiscrete([4] * 5)
     assert env.observation_space["channel_gain_db"].shape == (5, 3)
-    assert MECOffloadEnv(**SMALL, flat_obs=True).observation_space.shape == (8 * 2 + 2 + 8 + 8,)
+    assert MECOffloadEnv(**SMALL, flat_obs=True).observation_space.shape == (8 * 2 + 2 * 2 + 4 * 8,)
     seq = MECOffloadSeqEnv(**SMALL, n_edge_servers=3)
     assert seq.action_space == gym.spaces.Discrete(4)
     assert seq.observation_space.shape == (3 * 3 + 5,)

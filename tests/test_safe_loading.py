@@ -16,7 +16,6 @@ import pytest
 from stable_baselines3 import A2C, DQN, PPO
 
 import mec_env  # noqa: F401
-from agents.policies import EquivariantPolicy, transfer_policy
 from agents.safe_load import restricted_loads
 from agents.scripted import load_model
 
@@ -79,12 +78,6 @@ def test_a_zip_without_data_is_a_clear_error(tmp_path):
         z.writestr("policy.pth", b"")
     with pytest.raises(ValueError, match="not a Stable-Baselines3 model zip"):
         load_model(tmp_path / "empty.zip")
-
-
-def test_an_equivariant_policy_trained_at_another_m_says_so():
-    model = PPO(EquivariantPolicy, gym.make("MECOffload-v0", scenario="small", flat_obs=True), device="cpu")
-    with pytest.raises(ValueError, match="M = 2 edge servers, this env has M = 4"):
-        transfer_policy(model, gym.make("MECOffload-v0", n_users=8, flat_obs=True))
 
 
 def test_the_checkpoint_unpickler_refuses_dotted_names_and_non_classes(tmp_path):

@@ -294,11 +294,11 @@ def test_zips_without_data_or_with_garbage_give_a_clear_error(saved, tmp_path, c
     assert pickle.loads(pickle.dumps(err.value)).args == err.value.args  # crosses process boundaries
 
 
-def test_a_model_trained_at_another_m_says_so(tmp_path):
+def test_only_the_equivariant_policy_moves_to_another_size(tmp_path):
     env = gym.make("MECOffload-v0", **SMALL)  # N = 8, M = 2
     equivariant = PPO(EquivariantPolicy, env, n_steps=16, batch_size=16, seed=0, device="cpu")
-    with pytest.raises(MECOffloadError, match="trained with M = 2 edge servers, this env has M = 4: .* not across M"):
-        transfer_policy(equivariant, gym.make("MECOffload-v0", **SMALL, n_edge_servers=4))
+    moved = transfer_policy(equivariant, gym.make("MECOffload-v0", **SMALL, n_edge_servers=4))  # another M: fine
+    assert moved.action_space.nvec.tolist() == [5] * 8
     moved = transfer_policy(equivariant, gym.make("MECOffload-v0", **SMALL, n_users=12))  # another N: fine
     assert moved.action_space.nvec.tolist() == [3] * 12
     with pytest.raises(MECOffloadError, match="only a model with the EquivariantPolicy"):
@@ -308,14 +308,13 @@ def test_a_model_trained_at_another_m_says_so(tmp_path):
     PPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, device="cpu").save(tmp_path / "mlp.zip")
     evaluate = script("evaluate")
     base = ["--seeds", "1", "--out", str(tmp_path / "eval"), "--set", "scenario=small"]
-    with pytest.raises(ModelLoadError, match="eq.zip: the policy was trained with M = 2 edge servers, this env has "
-                                             "M = 4"):
-        evaluate.main(base + ["n_users=8", "n_edge_servers=4", "--agents", f"eq={tmp_path / 'eq.zip'}"])
+    results = evaluate.main(base + ["n_users=8", "n_edge_servers=4", "--agents", f"eq={tmp_path / 'eq.zip'}"])
+    assert "eq" in {r.name for r in results}  # the equivariant policy runs at another M
     with pytest.raises(ModelLoadError, match=r"N = 8 users, M = 2 edge servers.*N = 8 users, M = 4 edge servers"):
         evaluate.main(base + ["n_users=8", "n_edge_servers=4", "--agents", f"mlp={tmp_path / 'mlp.zip'}"])
-    # N = 5, M = 4 has the observation size of N = 8, M = 2 (34): the action space tells them apart
-    with pytest.raises(ModelLoadError, match=r"M = 2 edge servers.*N = 5 users, M = 4 edge servers"):
-        evaluate.main(base + ["n_users=5", "n_edge_servers=4", "--agents", f"mlp={tmp_path / 'mlp.zip'}"])
+    # N = 4, M = 6 has the observation size of N = 8, M = 2 (N M + 2 M + 4 N = 52): the action space tells them apart
+    with pytest.raises(ModelLoadError, match=r"M = 2 edge servers.*N = 4 users, M = 6 edge servers"):
+        evaluate.main(base + ["n_users=4", "n_edge_servers=6", "--agents", f"mlp={tmp_path / 'mlp.zip'}"])
     results = evaluate.main(base + ["n_users=12", "--agents", f"eq={tmp_path / 'eq.zip'}"])  # across N it runs
     assert "eq" in {r.name for r in results}
 

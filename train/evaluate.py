@@ -63,7 +63,7 @@ def model_factory(name: str, spec: str, vecnormalize: str | None = None):
                 raise ModelLoadError(f"{path} was trained on observations of shape {model.observation_space.shape} "
                                      f"({env_sizes(model.action_space)}), this env has "
                                      f"{env.observation_space.shape} ({env_sizes(env.action_space)}); only the "
-                                     "equivariant policy transfers, and only across N")
+                                     "equivariant policy transfers to another size")
             try:
                 model = transfer_policy(model, env)
             except ValueError as err:
