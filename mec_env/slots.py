@@ -257,5 +257,6 @@ class SlotProcess:
 
 
 __all__ = ["SlotProcess", "slot_dynamics", "slot_features", "observation_spaces", "normalised_gain_db",
-           "normalised_local_capacity", "normalised_es_capacity", "nominal_local_delay", "relocate", "random_walk", "stationary_load",
-           "next_load", "OBS_KEYS", "QUERY_KBIT_MAX", "GAIN_OBS_CLIP", "RATIO_OBS_MAX", "LOAD_MAX", "SLOT_SECONDS", "SLOT_BLOCK"]
+           "normalised_local_capacity", "normalised_es_capacity", "nominal_local_delay", "relocate", "random_walk",
+           "stationary_load", "next_load", "OBS_KEYS", "QUERY_KBIT_MAX", "GAIN_OBS_CLIP", "RATIO_OBS_MAX", "LOAD_MAX",
+           "SLOT_SECONDS", "SLOT_BLOCK"]
