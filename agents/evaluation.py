@@ -3,6 +3,8 @@
 Each agent plays the same episodes (same seeds, hence the same slots). Metrics are per slot:
 the joint env decides a slot per step, the sequential env per episode (its last ``info``).
 
+``j_vs_goa_pct`` = 100 (J_agent / J_GOA - 1), paired slot by slot: below 0 beats GOA.
+
 Normalised score = (J_local_all - J_agent) / |J_local_all - J_GOA|, with J the environment's
 penalised objective averaged over slots: 0 is Local all, and GOA is 1 where it beats Local all
 (the usual case) or -1 where it does not (GOA forced to offload under overload). The score falls
@@ -13,6 +15,7 @@ exactly when its score is above GOA's.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -21,7 +24,8 @@ import numpy as np
 
 from baselines.experiments import mean_ci95
 
-SLOT_METRICS = ("penalised_objective", "mean_delay_ms", "accuracy", "offload_fraction", "violations", "objective")
+SLOT_METRICS = ("penalised_objective", "mean_delay_ms", "accuracy", "offload_fraction", "violations", "objective",
+                "decision_ms", "j_vs_goa_pct")
 
 
 @dataclass(frozen=True)
@@ -43,26 +47,48 @@ class AgentResult:
 
 
 def run_episodes(env: gym.Env, agent: Any, seeds: Iterable[int], deterministic: bool = True) -> list[dict]:
-    """Per-slot ``info`` dicts of ``agent`` on one episode per seed."""
+    """Per-slot ``info`` dicts of ``agent`` on one episode per seed, with ``decision_ms``.
+
+    ``decision_ms`` is the wall time of the agent's ``predict`` calls for the slot (all N of them in
+    the sequential env). One decision on a throwaway slot comes first, so compilation and caches
+    warmed on first use are not counted.
+    """
     slots: list[dict] = []
     sequential = hasattr(env.unwrapped, "current_user")
+    seeds = [int(s) for s in seeds]
+    if seeds:
+        obs, _ = env.reset(seed=seeds[0] + 7_919)  # warm-up, not a held-out slot
+        agent.predict(obs, state=None, episode_start=np.ones(1, dtype=bool), deterministic=deterministic)
     for seed in seeds:
-        obs, _ = env.reset(seed=int(seed))
-        state, start, done = None, np.ones(1, dtype=bool), False
+        obs, _ = env.reset(seed=seed)
+        state, start, done, spent = None, np.ones(1, dtype=bool), False, 0.0
         while not done:
+            t0 = time.perf_counter()
             action, state = agent.predict(obs, state=state, episode_start=start, deterministic=deterministic)
+            spent += time.perf_counter() - t0
             obs, _, terminated, truncated, info = env.step(action)
             start = np.zeros(1, dtype=bool)
             done = terminated or truncated
             if not sequential or done:
-                slots.append(info)
+                slots.append({**info, "decision_ms": 1e3 * spent})
+                spent = 0.0
     return slots
 
 
-def summarise(name: str, slots: list[dict]) -> AgentResult:
+def summarise(name: str, slots: list[dict], goa_slots: list[dict] | None = None) -> AgentResult:
+    """Means and 95 % CIs of the slot metrics; with GOA's slots (the same slots, in order) also the paired
+    ``j_vs_goa_pct``, 100 (J / J_GOA - 1) slot by slot (J the penalised objective: violations count)."""
     mean, ci = {}, {}
     for k in SLOT_METRICS:
-        mean[k], ci[k] = mean_ci95(np.array([float(s[k]) for s in slots]))
+        if k == "j_vs_goa_pct":
+            if goa_slots is None or len(goa_slots) != len(slots):
+                mean[k] = ci[k] = math.nan
+                continue
+            values = [100.0 * (float(s["penalised_objective"]) / float(g["penalised_objective"]) - 1.0)
+                      for s, g in zip(slots, goa_slots)]
+        else:
+            values = [float(s[k]) for s in slots]
+        mean[k], ci[k] = mean_ci95(np.array(values))
     return AgentResult(name=name, slots=len(slots), mean=mean, ci95=ci)
 
 
@@ -83,13 +109,14 @@ def evaluate_agents(
     factories = dict(agents)
     for ref in ("Local all", "GOA"):
         factories.setdefault(ref, lambda env, ref=ref: ScriptedAgent(env, ref))
-    results = {}
+    played = {}
     for name, factory in factories.items():
         env = make_env()
         try:
-            results[name] = summarise(name, run_episodes(env, factory(env), seeds))
+            played[name] = run_episodes(env, factory(env), seeds)
         finally:
             env.close()
+    results = {name: summarise(name, slots, played["GOA"]) for name, slots in played.items()}
     j_local = results["Local all"].mean["penalised_objective"]
     j_goa = results["GOA"].mean["penalised_objective"]
     return [AgentResult(r.name, r.slots, r.mean, r.ci95,

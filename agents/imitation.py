@@ -11,9 +11,11 @@ fine-tuning (``train/ppo.py --set init_model=...``).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import gymnasium as gym
@@ -22,6 +24,40 @@ import torch as th
 
 import mec_env  # noqa: F401  (registers the environments)
 from baselines import STRATEGIES
+from mec_env.config import INF, config_field
+from mec_env.io import atomic_write, atomic_write_text
+
+
+def _expert(name: str) -> str | None:
+    return None if name in STRATEGIES else "one of " + ", ".join(repr(s) for s in STRATEGIES)
+
+
+@dataclass
+class ImitationConfig:
+    """Settings of ``train/imitate.py`` (``configs/train/imitate.yaml``)."""
+
+    env_id: str = config_field("MECOffload-v0", "environment id (the joint env: one slot, all users, a step)",
+                               choices=("MECOffload-v0",))
+    env_kwargs: dict = config_field(help="environment arguments (scenario fields included)",
+                                    default_factory=lambda: {"scenario": "paper", "n_users": 120})
+    expert: str = config_field("GOA+LS", "the strategy imitated", check=_expert)
+    train_episodes: int = config_field(100, "expert episodes (seeds seed + k)", range=(1, INF))
+    slots_per_episode: int = config_field(40, "slots of each episode", range=(1, INF))
+    valid_episodes: int = config_field(5, "validation episodes (seeds 30_000 + k): loss, agreement and J per epoch",
+                                       range=(1, INF))
+    epochs: int = config_field(8, "passes over the dataset", range=(1, INF))
+    minutes: float = config_field(30.0, "wall-clock budget of the cloning (no epoch starts after it)",
+                                  range=(0.0, INF), open_low=True)
+    batch_size: int = config_field(64, "slots per gradient step", range=(1, INF))
+    learning_rate: float = config_field(1e-3, "Adam step size", range=(0.0, INF), open_low=True)
+    hidden: int = config_field(64, "width of the equivariant policy's networks", range=(1, INF))
+    rounds: int = config_field(2, "message-passing rounds of the policy", range=(0, INF))
+    seed: int = config_field(0, "seed of the expert episodes and of the model", range=(0, 2**32 - 1))
+    workers: int = config_field(2, "processes drawing expert slots", range=(1, INF))
+    threads: int = config_field(2, "torch threads", range=(1, INF))
+    run_dir: str = config_field("runs/imitate", "folder of the dataset, checkpoints, logs and models")
+    progress_bar: bool = config_field(True, "progress bars (tqdm)")
+    resume: bool = config_field(True, "reuse {run_dir}'s dataset and continue from its last epoch")
 
 
 @dataclass
@@ -110,7 +146,7 @@ def clone(policy: Any, data: Dataset, epochs: int, batch_size: int, learning_rat
             nll.backward()
             th.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             optimizer.step()
-            total, agree_sum, batches = total + float(nll), agree_sum + float(agree), batches + 1
+            total, agree_sum, batches = total + nll.item(), agree_sum + agree.item(), batches + 1
         metrics = {"train_nll": total / batches, "train_agree": agree_sum / batches}
         if valid is not None:
             policy.eval()
@@ -123,4 +159,159 @@ def clone(policy: Any, data: Dataset, epochs: int, batch_size: int, learning_rat
     return metrics
 
 
-__all__ = ["Dataset", "expert_dataset", "imitation_loss", "clone"]
+def validation_j(model: Any, cfg: ImitationConfig, strategies: Sequence[str] = ()) -> dict[str, float]:
+    """Mean penalised objective J of the model (and of scripted ``strategies``) on the validation episodes."""
+    from agents.evaluation import run_episodes
+    from agents.scripted import ModelAgent, ScriptedAgent
+
+    seeds = [30_000 + k for k in range(cfg.valid_episodes)]
+    out = {}
+    for name in ("policy", *strategies):
+        env = gym.make(cfg.env_id, **{**cfg.env_kwargs, "flat_obs": True})
+        agent = ModelAgent(model, "policy", env=env) if name == "policy" else ScriptedAgent(env, name)
+        out[name] = float(np.mean([s["penalised_objective"] for s in run_episodes(env, agent, seeds)]))
+        env.close()
+    return out
+
+
+def _dataset(cfg: ImitationConfig, run_dir: Path, seeds: Sequence[int], slots: int, name: str) -> Dataset:
+    """The expert's slots for ``seeds``, read from ``{run_dir}/{name}.npz`` when made with the same settings."""
+    settings = {"env_id": cfg.env_id, "env_kwargs": cfg.env_kwargs, "expert": cfg.expert, "seeds": list(seeds),
+                "slots": slots}
+    path, meta = run_dir / f"{name}.npz", run_dir / f"{name}.json"
+    if cfg.resume and path.exists() and meta.exists() and json.loads(meta.read_text()) == json.loads(
+            json.dumps(settings)):
+        with np.load(path) as f:
+            return Dataset(f["obs"], f["actions"])
+    from tqdm import tqdm
+
+    with tqdm(total=len(seeds) * slots, desc=f"{name} slots ({cfg.expert})", unit="slot",
+              disable=not cfg.progress_bar) as bar:
+        data = expert_dataset(cfg.env_kwargs, seeds, slots, cfg.expert, cfg.workers, cfg.env_id, bar.update)
+    atomic_write(path, lambda tmp: np.savez(tmp, obs=data.obs, actions=data.actions))
+    atomic_write_text(meta, json.dumps(settings))
+    return data
+
+
+def run_imitation(cfg: ImitationConfig) -> Any:
+    """Draw (or reuse) the expert dataset, clone it into a PPO model with the equivariant policy, save it.
+
+    Every epoch is a checkpoint (``checkpoints/``: model, optimizer, learning curve); rerunning
+    resumes after the last one. Writes ``final_model.zip`` (a PPO zip: ``train/evaluate.py``
+    scores it, ``train/ppo.py --set init_model=...`` fine-tunes it), ``learning_curve.csv`` and
+    ``learning_curve.png`` (validation J per epoch against the expert's and GOA's), and TensorBoard
+    scalars ``imitation/*``.
+    """
+    from stable_baselines3 import PPO
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.checkpoint import lock_run, save_model, unlock_run
+    from agents.policies import EquivariantPolicy
+    from agents.scripted import load_model
+
+    th.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.run_dir)
+    lock_run(run_dir)
+    try:
+        t0 = time.monotonic()
+        train = _dataset(cfg, run_dir, [cfg.seed + k for k in range(cfg.train_episodes)], cfg.slots_per_episode,
+                         "train")
+        valid = _dataset(cfg, run_dir, [30_000 + k for k in range(cfg.valid_episodes)], cfg.slots_per_episode,
+                         "valid")
+        data_minutes = (time.monotonic() - t0) / 60
+        env = gym.make(cfg.env_id, **{**cfg.env_kwargs, "flat_obs": True})
+        model = PPO(EquivariantPolicy, env, policy_kwargs={"hidden": cfg.hidden, "rounds": cfg.rounds}, seed=cfg.seed,
+                    device="cpu", learning_rate=cfg.learning_rate)
+        optimizer = th.optim.Adam(model.policy.parameters(), lr=cfg.learning_rate)
+        ckpt = run_dir / "checkpoints"
+        state_path = ckpt / "imitation.json"
+        curve: list[dict] = []
+        start_epoch = 0
+        settings = json.loads(json.dumps({k: v for k, v in vars(cfg).items()
+                                          if k not in ("epochs", "minutes", "progress_bar", "threads", "resume",
+                                                       "workers", "run_dir")}))
+        if cfg.resume and state_path.exists():
+            state = json.loads(state_path.read_text())
+            if state.get("settings") != settings:
+                from mec_env.errors import ConfigError
+
+                raise ConfigError("run_dir", cfg.run_dir, "a run dir of the same settings (its checkpoint was made "
+                                  "with others); pass resume=false to start afresh")
+            saved = load_model(ckpt / state["model"], algorithm="PPO", reference_env=env)
+            model.policy.load_state_dict(saved.policy.state_dict())
+            optimizer.load_state_dict(th.load(ckpt / state["optimizer"], weights_only=True))
+            curve, start_epoch = state["curve"], int(state["epoch"]) + 1
+            print(f"resuming after epoch {start_epoch} of {cfg.epochs}")
+        writer = SummaryWriter(str(run_dir / "imitation"), purge_step=start_epoch)
+        refs = validation_j(model, cfg, (cfg.expert, "GOA"))
+        if not curve:
+            curve.append({"epoch": 0, "minutes": data_minutes, "valid_j": refs["policy"]})
+        spent = curve[-1]["minutes"]
+        t1 = time.monotonic()
+
+        def on_epoch(epoch: int, metrics: dict) -> bool:
+            j = validation_j(model, cfg)["policy"]
+            row = {"epoch": epoch + 1, "minutes": spent + (time.monotonic() - t1) / 60, "valid_j": j, **metrics}
+            curve.append(row)
+            for k, v in row.items():
+                if k != "epoch":
+                    writer.add_scalar(f"imitation/{k}", v, epoch + 1)
+            writer.flush()
+            model_name, opt_name = f"model_{epoch + 1}.zip", f"optimizer_{epoch + 1}.pt"
+            save_model(model, ckpt / model_name)
+            atomic_write(ckpt / opt_name, lambda tmp: th.save(optimizer.state_dict(), tmp))
+            atomic_write_text(state_path, json.dumps({"epoch": epoch, "model": model_name, "optimizer": opt_name,
+                                                      "curve": curve, "settings": settings}))
+            for old in [*ckpt.glob("model_*.zip"), *ckpt.glob("optimizer_*.pt")]:
+                if old.name not in (model_name, opt_name):  # superseded by the record just committed
+                    old.unlink()
+            print(f"epoch {epoch + 1}/{cfg.epochs}: valid nll {metrics['valid_nll']:.4f}, agreement with "
+                  f"{cfg.expert} {100 * metrics['valid_agree']:.1f} %, valid J {j:.4f} ({cfg.expert} "
+                  f"{refs[cfg.expert]:.4f}, GOA {refs['GOA']:.4f}), {row['minutes']:.1f} min", flush=True)
+            return True
+
+        clone(model.policy, train, cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.seed, valid, on_epoch,
+              deadline=t1 + 60 * cfg.minutes - 60 * (spent - data_minutes), optimizer=optimizer,
+              start_epoch=start_epoch)
+        writer.close()
+        save_model(model, run_dir / "final_model")
+        write_curve(curve, refs, cfg, run_dir)
+        print(f"wrote {run_dir / 'final_model.zip'}, learning_curve.csv and learning_curve.png")
+        return model
+    finally:
+        unlock_run(run_dir)
+
+
+def write_curve(curve: list[dict], refs: dict[str, float], cfg: ImitationConfig, run_dir: Path) -> None:
+    """``learning_curve.csv`` and a plot of validation J per epoch with the expert's and GOA's as lines."""
+    import csv
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k for row in curve for k in row}, key=lambda k: (k != "epoch", k != "minutes", k))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(curve)
+    atomic_write_text(run_dir / "learning_curve.csv", buf.getvalue())
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot([r["minutes"] for r in curve], [r["valid_j"] for r in curve], "o-", label="learned policy")
+    ax.axhline(refs["GOA"], color="tab:red", ls="--", label=f"GOA ({refs['GOA']:.3f})")
+    ax.axhline(refs[cfg.expert], color="tab:purple", ls=":", label=f"{cfg.expert} ({refs[cfg.expert]:.3f})")
+    ax.set_xlabel("training time (min, dataset included)")
+    ax.set_ylabel("J on validation slots (lower is better)")
+    n = cfg.env_kwargs.get("n_users", "?")
+    ax.set_title(f"imitation of {cfg.expert}, N = {n}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(run_dir / "learning_curve.png", lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
+    plt.close(fig)
+
+
+__all__ = ["Dataset", "ImitationConfig", "expert_dataset", "imitation_loss", "clone", "run_imitation",
+           "validation_j", "write_curve"]

@@ -324,11 +324,15 @@ def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "Comparison
 
 def print_results(results: list, title: str) -> None:
     print(f"\n{title}")
-    print(f"  {'agent':12s} {'J':>8s} {'delay ms':>9s} {'accuracy':>9s} {'offload':>8s} {'viol':>6s} {'score':>7s}")
+    print(f"  {'agent':12s} {'J':>17s} {'vs GOA %':>15s} {'delay ms':>9s} {'accuracy':>9s} {'offload':>8s} "
+          f"{'viol':>6s} {'score':>7s} {'ms/decision':>12s}")
     for r in results:
-        m = r.mean
-        print(f"  {r.name:12s} {m['penalised_objective']:8.4f} {m['mean_delay_ms']:9.2f} {100 * m['accuracy']:8.2f}% "
-              f"{m['offload_fraction']:8.3f} {m['violations']:6.2f} {r.normalised_score:7.3f}")
+        m, c = r.mean, r.ci95
+        vs_goa = m.get("j_vs_goa_pct", math.nan)
+        print(f"  {r.name:12s} {m['penalised_objective']:8.4f} +-{c['penalised_objective']:6.4f} "
+              f"{vs_goa:+7.2f} +-{c.get('j_vs_goa_pct', math.nan):5.2f} {m['mean_delay_ms']:9.2f} "
+              f"{100 * m['accuracy']:8.2f}% {m['offload_fraction']:8.3f} {m['violations']:6.2f} "
+              f"{r.normalised_score:7.3f} {m.get('decision_ms', math.nan):12.3f}")
 
 
 __all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "load_config", "make_env", "InfoLoggerCallback",

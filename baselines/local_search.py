@@ -24,8 +24,9 @@ neighbours:
   tie-breaks are the reference's; the tests and ``make bench`` compare the two assignment by
   assignment.
 
-Where the rate floor ``min_rate_bps`` could bind (the bound assumes it does not) a round
-evaluates every neighbour exactly.
+Where the rate floor ``min_rate_bps`` may bind (a user in a deep fade), that user's term is
+bounded on its own as ``min(n' chord / B, 1 / r_min)`` (the floor caps the delay) and left out of
+its ES's chord.
 """
 
 from __future__ import annotations
@@ -134,19 +135,19 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
         cost[j] = _es_cost(gain, query_bits, workload_llm, alpha, es_capacity, c_max, bandwidth_hz, tx_power_w,
                            noise_power_w, min_rate_bps, assignment, users, targets, 0, j, interference[j])
     current = local_sum + cost.sum()
-    # --- the bound assumes the rate floor never binds: check the weakest user on each ES with two more
-    # users there and the two largest interference increases a neighbour can bring
-    floor_safe = True
+    # --- where the rate floor may bind, a user's term is min(n' phi / B, 1 / r_min): the chord of the ES
+    # sum holds only the others. A user may hit the floor on ES j if its rate there, with one more user and
+    # the two largest interference increases a neighbour can bring, is not clearly above r_min.
+    floored = np.zeros((m, n), dtype=np.bool_)
     for j in range(m):
         rise = 0.0
         for i in range(n):
             for p in range(m + 1):
                 rise = max(rise, contribution[i, p, j])
-        worst = interference[j] + 2.0 * rise
-        rate = (bandwidth_hz / (load[j] + 2)) * (np.log1p(tx_power_w * gain[:, j].min() / (worst + noise_power_w))
-                                                  / LN2)
-        if not rate > min_rate_bps * (1.0 + 1e-6):
-            floor_safe = False
+        worst = interference[j] + 2.0 * rise + noise_power_w
+        share = bandwidth_hz / (load[j] + 1)
+        for i in range(n):
+            floored[j, i] = not share * (np.log1p(tx_power_w * gain[i, j] / worst) / LN2) > min_rate_bps * (1.0 + 1e-6)
     # --- bound tables: interference levels per ES and every user's term alpha_k D_k phi_kj there
     kb, ka = levels_below.shape[0], levels_above.shape[0]
     n_levels = kb + ka
@@ -164,10 +165,18 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
             weight = alpha[i] * query_bits[i]
             for k in range(n_levels):
                 table_terms[j, i, k] = weight * _phi(gain[i, j], tx_power_w, noise_power_w, table_levels[j, k])
-    es_terms = np.zeros((m, n_levels))
+    es_terms = np.zeros((m, n_levels))  # over the ES's users the floor cannot reach
+    n_floored = np.zeros(m, dtype=np.int64)
+    floored_users = np.empty((m, n), dtype=np.int64)  # the others, listed per ES
     for i in range(n):
-        if assignment[i] > 0:
-            es_terms[assignment[i] - 1] += table_terms[assignment[i] - 1, i]
+        j = assignment[i] - 1
+        if j < 0:
+            continue
+        if floored[j, i]:
+            floored_users[j, n_floored[j]] = i
+            n_floored[j] += 1
+        else:
+            es_terms[j] += table_terms[j, i]
     top = n_levels - 1
 
     def es_bound(j, x, leaving, joining):
@@ -187,26 +196,29 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
                 else:
                     hi = mid
             k = lo
-        if k == top:
-            terms = es_terms[j, top]
-            if leaving >= 0:
-                terms -= table_terms[j, leaving, top]
-            if joining >= 0:
-                terms += table_terms[j, joining, top]
-        else:
-            width = table_levels[j, k + 1] - table_levels[j, k]
+        k1 = k if k == top else k + 1  # above the top level: the top value (k = k1, w = 0)
+        w = 0.0
+        if k != top:
+            width = table_levels[j, k1] - table_levels[j, k]
             w = (x - table_levels[j, k]) / width if width > 0.0 else 0.0
-            terms = es_terms[j, k] + w * (es_terms[j, k + 1] - es_terms[j, k])
-            if leaving >= 0:
-                terms -= table_terms[j, leaving, k] + w * (table_terms[j, leaving, k + 1] - table_terms[j, leaving, k])
-            if joining >= 0:
-                terms += table_terms[j, joining, k] + w * (table_terms[j, joining, k + 1] - table_terms[j, joining, k])
+        terms = es_terms[j, k] + w * (es_terms[j, k1] - es_terms[j, k])
+        if leaving >= 0 and not floored[j, leaving]:
+            terms -= table_terms[j, leaving, k] + w * (table_terms[j, leaving, k1] - table_terms[j, leaving, k])
+        comm = (new_load / bandwidth_hz) * terms
+        for c in range(n_floored[j] + (1 if joining >= 0 and floored[j, joining] else 0)):
+            u = floored_users[j, c] if c < n_floored[j] else joining
+            if u != leaving:
+                chord = table_terms[j, u, k] + w * (table_terms[j, u, k1] - table_terms[j, u, k])
+                comm += min((new_load / bandwidth_hz) * chord, alpha[u] * query_bits[u] / min_rate_bps)
+        if joining >= 0 and not floored[j, joining]:
+            comm += (new_load / bandwidth_hz) * (table_terms[j, joining, k]
+                                                 + w * (table_terms[j, joining, k1] - table_terms[j, joining, k]))
         new_work = work[j]
         if leaving >= 0:
             new_work -= alpha[leaving] * workload_llm[leaving]
         if joining >= 0:
             new_work += alpha[joining] * workload_llm[joining]
-        return (new_load / bandwidth_hz) * terms + new_work / min(c_max, es_capacity[j] / new_load) - cost[j]
+        return comm + new_work / min(c_max, es_capacity[j] / new_load) - cost[j]
 
     # --- every neighbour's lower bound (neighbours numbered as the reference stacks them)
     bound = np.full(n_total, np.inf)
@@ -216,9 +228,6 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
             if t == placed or (t == 0 and forced[i]):
                 continue
             idx = i * (m + 1) + t
-            if not floor_safe:
-                bound[idx] = -np.inf
-                continue
             value = current + (alpha[i] * local_delay[i] if t == 0 else 0.0) \
                 - (alpha[i] * local_delay[i] if placed == 0 else 0.0)
             for j in range(m):
@@ -235,9 +244,6 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
             idx += 1
             pv = assignment[v]
             if pu == pv or (pv == 0 and forced[u]) or (pu == 0 and forced[v]):
-                continue
-            if not floor_safe:
-                bound[idx] = -np.inf
                 continue
             if mode != 1 and pu > 0 and pv > 0:
                 # two offloaded users trade ESs: loads and every other ES's interference stay

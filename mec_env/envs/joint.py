@@ -58,12 +58,17 @@ class MECOffloadEnv(SlotShell, gym.Env[dict[str, np.ndarray] | np.ndarray, np.nd
 
     | Key                  | Shape  | Meaning                                              | Min  | Max  |
     |----------------------|--------|------------------------------------------------------|------|------|
+    | `above_tau`          | (N,)   | 1 if alpha_i > tau (constraint 11 forces offloading) | 0    | 1    |
     | `channel_gain_db`    | (N, M) | (10 log10 abs(h_ij)^2 + 90) / 40, clipped            | -5   | 5    |
     | `es_background_load` | (M,)   | background load fraction L_j of each ES (0 when off) | 0    | 1    |
+    | `es_capacity`        | (M,)   | C_j (after background load) / ``es_capacity_flops``  | 0    | c_hi |
     | `local_capacity`     | (N,)   | C_L,i / scenario ``local_capacity_flops``            | 0    | hi   |
+    | `query_size`         | (N,)   | D_i, the query's uplink size, in kbit                | 0    | 1000 |
     | `uncertainty`        | (N,)   | SLM uncertainty alpha_i of the user's query          | 0    | 1    |
 
-    All entries are float32; ``hi`` is the scenario's ``local_capacity_high`` (1.5 in the paper).
+    All entries are float32; ``hi`` and ``c_hi`` are the scenario's ``local_capacity_high`` and
+    ``es_capacity_high`` (1.5 and 1.4 in the paper). The flat vector has N M + 2 M + 4 N entries
+    (``agents.policies.flat_obs_layout`` gives the slices).
 
     ## Rewards
 

@@ -1,0 +1,74 @@
+"""Behaviour cloning of GOA+LS (agents/imitation.py, train/imitate.py): the dataset is the expert's, the
+policy learns it, the script checkpoints, resumes and writes what it promises."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import mec_env  # noqa: F401
+from agents.imitation import clone, expert_dataset, imitation_loss
+from agents.policies import EquivariantPolicy
+from agents.scripted import load_model
+from baselines import goa_local_search
+from mec_env.errors import ConfigError
+from test_agents import script
+
+SMALL = {"scenario": "small", "n_users": 8}
+
+
+def test_the_dataset_holds_the_env_observations_and_the_experts_assignments():
+    data = expert_dataset(SMALL, seeds=[3], slots_per_seed=4)
+    env = gym.make("MECOffload-v0", **SMALL, flat_obs=True, episode_length=4)
+    obs, _ = env.reset(seed=3)
+    for k in range(4):
+        np.testing.assert_array_equal(data.obs[k], obs)
+        np.testing.assert_array_equal(data.actions[k], goa_local_search(env.unwrapped.problem))
+        obs, *_ = env.step(data.actions[k])
+
+
+def test_cloning_fits_the_expert_and_the_policy_never_breaks_constraint_11():
+    from stable_baselines3 import PPO
+
+    torch.manual_seed(0)
+    data = expert_dataset({**SMALL, "tau": 0.4}, seeds=[0, 1], slots_per_seed=16)
+    env = gym.make("MECOffload-v0", **SMALL, tau=0.4, flat_obs=True)
+    model = PPO(EquivariantPolicy, env, seed=0, device="cpu")
+    obs, actions = torch.as_tensor(data.obs), torch.as_tensor(data.actions)
+    before = imitation_loss(model.policy, obs, actions)
+    metrics = clone(model.policy, data, epochs=40, batch_size=8, learning_rate=3e-3)
+    assert metrics["train_nll"] < 0.5 * float(before[0]) and metrics["train_agree"] > float(before[1])
+    forced = data.obs[:, :8] > 0.5  # above_tau comes first
+    assert forced.any()
+    for x, must in zip(data.obs, forced):
+        action, _ = model.predict(x, deterministic=False)
+        assert not (must & (action == 0)).any()
+
+
+def test_imitate_script_writes_the_model_and_curve_and_resumes(tmp_path):
+    run = tmp_path / "imitate"
+    base = ["--set", "env_kwargs.scenario=small", "env_kwargs.n_users=8", "train_episodes=2", "slots_per_episode=4",
+            "valid_episodes=1", "workers=1", "threads=1", "progress_bar=false", f"run_dir={run}"]
+    imitate = script("imitate")
+    imitate.main(base + ["epochs=1"])
+    state = json.loads((run / "checkpoints" / "imitation.json").read_text())
+    assert state["epoch"] == 0 and len(state["curve"]) == 2
+    model = imitate.main(base + ["epochs=2"])  # resumes after epoch 1
+    assert json.loads((run / "checkpoints" / "imitation.json").read_text())["epoch"] == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["imitation.json", "model_2.zip",
+                                                                       "optimizer_2.pt"]
+    curve = (run / "learning_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("epoch,minutes") and len(curve) == 4 and (run / "learning_curve.png").stat().st_size
+    reloaded = load_model(run / "final_model.zip")
+    env = gym.make("MECOffload-v0", scenario="small", n_users=8, flat_obs=True)
+    obs, _ = env.reset(seed=1)
+    np.testing.assert_array_equal(reloaded.predict(obs, deterministic=True)[0],
+                                  model.predict(obs, deterministic=True)[0])
+    with pytest.raises(ConfigError, match="same settings"):
+        imitate.main(base + ["epochs=3", "learning_rate=0.01"])
+    with pytest.raises(ConfigError, match="expert"):
+        imitate.main(base + ["expert=GOA++"])
