@@ -302,6 +302,13 @@ def write_curve(curve: list[dict], refs: dict[str, float], cfg: ImitationConfig,
     ax.plot([r["minutes"] for r in curve], [r["valid_j"] for r in curve], "o-", label="learned policy")
     ax.axhline(refs["GOA"], color="tab:red", ls="--", label=f"GOA ({refs['GOA']:.3f})")
     ax.axhline(refs[cfg.expert], color="tab:purple", ls=":", label=f"{cfg.expert} ({refs[cfg.expert]:.3f})")
+    top = 1.15 * max(refs["GOA"], refs[cfg.expert])
+    low = min([refs["GOA"], refs[cfg.expert], *(r["valid_j"] for r in curve)])
+    ax.set_ylim(low - 0.05 * (top - low), top)
+    for r in curve:
+        if r["valid_j"] > top:  # the untrained policy, far above: say where
+            ax.annotate(f"epoch {r['epoch']}: J = {r['valid_j']:.3g}", (r["minutes"], top), xytext=(4, -12),
+                        textcoords="offset points", fontsize=7)
     ax.set_xlabel("training time (min, dataset included)")
     ax.set_ylabel("J on validation slots (lower is better)")
     n = cfg.env_kwargs.get("n_users", "?")
