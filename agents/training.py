@@ -75,6 +75,8 @@ class PPOConfig(CommonConfig):
     policy: str = config_field("equivariant", "the permutation-equivariant per-user policy (agents.policies) or "
                                "SB3's MLP", choices=("equivariant", "mlp"))
     hidden: int = config_field(64, "width of the equivariant policy's networks", range=(1, INF))
+    init_model: str = config_field("", "a saved model whose policy weights start a fresh run (e.g. train/imitate.py's "
+                                   "final_model.zip: RL fine-tuning of an imitation warm start); '' for none")
     learning_rate: float = config_field(3e-4, "Adam step size", range=(0.0, INF), open_low=True)
     n_steps: int = config_field(128, "steps per env per rollout", range=(1, INF))
     batch_size: int = config_field(256, "minibatch size", range=(1, INF))

@@ -1,7 +1,7 @@
 """Offloading strategies as pure functions ``solve(problem, ...) -> assignment``.
 
 The paper's five (GOA, Min delay, Edge all, Local all, Random) and ours beyond it (the
-exact optimum for small N, GOA + local search). ``STRATEGIES`` maps the names used in
+exact optimum for small N, GOA + local search, GOA + iterated local search). ``STRATEGIES`` maps the names used in
 reports to callables taking ``(problem, rng)``.
 """
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from baselines.exact import goa_local_search, optimum
 from baselines.greedy import edge_all, goa, local_all, min_delay, random_offload
+from baselines.local_search import iterated_local_search
 from mec_env.problem import Problem
 
 Strategy = Callable[[Problem, np.random.Generator], np.ndarray]
@@ -24,8 +25,9 @@ STRATEGIES: dict[str, Strategy] = {
     "GOA": lambda p, rng: goa(p),
     "Random": lambda p, rng: random_offload(p, rng),
     "GOA+LS": lambda p, rng: goa_local_search(p),
+    "GOA+ILS": lambda p, rng: iterated_local_search(p, rng),
 }
 PAPER_STRATEGIES = ("Local all", "Edge all", "Min delay", "GOA", "Random")
 
 __all__ = ["STRATEGIES", "PAPER_STRATEGIES", "goa", "min_delay", "edge_all", "local_all", "random_offload",
-           "optimum", "goa_local_search"]
+           "optimum", "goa_local_search", "iterated_local_search"]

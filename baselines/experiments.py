@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from baselines import STRATEGIES, goa, goa_local_search, optimum
+from baselines import STRATEGIES, goa, goa_local_search, iterated_local_search, optimum
 from mec_env.config import ScenarioConfig
 from mec_env.model import evaluate, objective
 from mec_env.problem import sample_problem
@@ -260,7 +260,7 @@ def gap_configs(cfg: ScenarioConfig, n_values: Iterable[int]) -> list[tuple[str,
 
 
 def gap_draw(cfg: ScenarioConfig, resources: str, n_users: int, seed: int) -> list[dict]:
-    """GOA's and GOA+LS's gap to the exact optimum (%) on the instance of ``seed``, and the run times."""
+    """GOA's, GOA+LS's and GOA+ILS's gap to the exact optimum (%) on the instance of ``seed``, and the run times."""
     p = sample_problem(cfg, seed, n_users=n_users)
     t0 = time.perf_counter()
     _, best = optimum(p)
@@ -268,8 +268,10 @@ def gap_draw(cfg: ScenarioConfig, resources: str, n_users: int, seed: int) -> li
     g = float(objective(p, goa(p)))
     t2 = time.perf_counter()
     ls = float(objective(p, goa_local_search(p)))
+    ils = float(objective(p, iterated_local_search(p, seed)))
     return [{"resources": resources, "n_users": n_users, "seed": seed, "goa_gap_pct": 100 * (g - best) / best,
-             "goa_ls_gap_pct": 100 * (ls - best) / best, "exact_runtime_s": t1 - t0, "goa_runtime_s": t2 - t1}]
+             "goa_ls_gap_pct": 100 * (ls - best) / best, "goa_ils_gap_pct": 100 * (ils - best) / best,
+             "exact_runtime_s": t1 - t0, "goa_runtime_s": t2 - t1}]
 
 
 def _gap_key(row: dict) -> tuple:
@@ -292,7 +294,8 @@ def optimality_gaps(
     """
     points = gap_configs(cfg, n_values)
     jobs = [((name, n, seed0 + i), (c, name, n, seed0 + i)) for name, n, c in points for i in range(runs)]
-    fingerprint = _fingerprint(cfg, ("exact", "GOA", "GOA+LS"), seed0, sweep="gap", resources=GAP_RESOURCES)
+    fingerprint = _fingerprint(cfg, ("exact", "GOA", "GOA+LS", "GOA+ILS"), seed0, sweep="gap",
+                               resources=GAP_RESOURCES)
     rows = run_draws(gap_draw, jobs, _gap_key, fingerprint, workers=workers, chunk=1, progress=progress,
                      desc="gap", partial=partial)  # a draw takes up to seconds: one a task
     order = {(name, n): k for k, (name, n, _) in enumerate(points)}

@@ -115,3 +115,13 @@ def test_goa_local_search_never_worse_than_goa_and_feasible():
         a = goa_local_search(p)
         assert not violations(p, a).any()
         assert evaluate(p, a).objective <= evaluate(p, goa(p)).objective
+
+
+def test_iterated_local_search_is_feasible_reproducible_and_never_worse_than_goa_ls():
+    from baselines import iterated_local_search
+
+    for p in draws(3, 25, bandwidth_hz=2e7, es_capacity_flops=3e12):
+        a = iterated_local_search(p, 7, kicks=8)
+        assert not violations(p, a).any()
+        assert evaluate(p, a).objective <= evaluate(p, goa_local_search(p)).objective
+        np.testing.assert_array_equal(a, iterated_local_search(p, 7, kicks=8))

@@ -2,6 +2,7 @@
 
     python train/ppo.py                                  # configs/train/ppo.yaml
     python train/ppo.py --config ppo --set total_timesteps=50000 env_kwargs.n_users=40
+    python train/ppo.py --set env_kwargs.n_users=120 init_model=runs/imitate/final_model.zip   # fine-tune a clone
     WANDB_MODE=offline python train/ppo.py --set wandb=true
 
 Logs (TensorBoard, in ``{run_dir}``): ``rollout/*`` slot metrics while training,
@@ -26,6 +27,8 @@ from stable_baselines3.common.env_util import make_vec_env
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 from agents.checkpoint import open_run  # noqa: E402
+from agents.scripted import load_model  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from agents.policies import EquivariantPolicy  # noqa: E402
 from agents.vector import SB3VecEnv  # noqa: E402
@@ -53,14 +56,28 @@ def main(argv: list[str] | None = None) -> PPO:
 
     # 2. the model: the permutation-equivariant per-user policy, or SB3's MLP
     def new_model(env) -> PPO:
-        if cfg.policy == "equivariant":
+        start = None
+        if cfg.init_model:  # a warm start (an imitation run's model): its architecture and weights
+            start = load_model(cfg.init_model, algorithm="PPO", reference_env=make_env_for_spaces())
+        if start is not None and isinstance(start.policy, EquivariantPolicy):
+            policy, policy_kwargs = EquivariantPolicy, {"hidden": start.policy.hidden, "rounds": start.policy.rounds}
+        elif cfg.policy == "equivariant":
             policy, policy_kwargs = EquivariantPolicy, {"hidden": cfg.hidden}
         else:
             policy, policy_kwargs = "MultiInputPolicy" if not cfg.env_kwargs.get("flat_obs") else "MlpPolicy", {}
-        return PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                   n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                   ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
-                   policy_kwargs=policy_kwargs, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+        model = PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                    n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                    ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
+                    policy_kwargs=policy_kwargs, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+        if start is not None:
+            try:
+                model.policy.load_state_dict(start.policy.state_dict())
+            except RuntimeError as err:  # another architecture: say which file and setting
+                raise ConfigError("init_model", cfg.init_model, f"a model of this run's policy ({err})") from None
+        return model
+
+    def make_env_for_spaces():
+        return gym.make(cfg.env_id, **cfg.env_kwargs)
 
     # the run directory's checkpoint if it has one (resume), else a new model
     model, state = open_run(PPO, cfg, make_env, new_model)
