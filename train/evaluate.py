@@ -120,8 +120,13 @@ def main(argv: list[str] | None = None) -> list[AgentResult]:
     ap.add_argument("--vecnormalize", nargs="*", default=[], metavar="NAME=STATS",
                     help="VecNormalize statistics (.pkl) of a model agent")
     ap.add_argument("--seeds", type=positive_int, default=50, help="held-out episodes (>= 1)")
+    ap.add_argument("--threads", type=positive_int, default=1,
+                    help="torch threads (1: a decision is one small forward pass; more threads only contend)")
     ap.add_argument("--out", type=Path, default=Path("results/eval"), help="CSV and plot folder")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     defaults = {k: v for k, v in DEFAULT_ENV_KWARGS.items() if not (k == "flat_obs" and "Seq" in args.env)}
     env_kwargs = {**defaults, **parse_key_values(args.set)}
     stats = {}

@@ -77,8 +77,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--settings", nargs="+", type=setting, default=[setting(s) for s in DEFAULT_SETTINGS],
                     metavar="SCENARIO:N", help="scenarios and numbers of users")
     ap.add_argument("--seeds", type=positive_int, default=100, help="held-out episodes per setting (>= 1)")
+    ap.add_argument("--threads", type=positive_int, default=1,
+                    help="torch threads (1: a decision is one small forward pass; more threads only contend)")
     ap.add_argument("--out", type=Path, default=Path("results/transfer"), help="CSV and plot folder")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     rows: list[dict] = []
     for scenario, n in args.settings:
         env_kwargs = {"scenario": scenario, "n_users": n, "flat_obs": True}
