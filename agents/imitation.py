@@ -25,7 +25,7 @@ import torch as th
 import mec_env  # noqa: F401  (registers the environments)
 from baselines import STRATEGIES
 from mec_env.config import INF, config_field
-from mec_env.io import atomic_write, atomic_write_text
+from mec_env.io import atomic_write, atomic_write_csv, atomic_write_text
 
 
 def _expert(name: str) -> str | None:
@@ -284,20 +284,13 @@ def run_imitation(cfg: ImitationConfig) -> Any:
 
 def write_curve(curve: list[dict], refs: dict[str, float], cfg: ImitationConfig, run_dir: Path) -> None:
     """``learning_curve.csv`` and a plot of validation J per epoch with the expert's and GOA's as lines."""
-    import csv
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = sorted({k for row in curve for k in row}, key=lambda k: (k != "epoch", k != "minutes", k))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(curve)
-    atomic_write_text(run_dir / "learning_curve.csv", buf.getvalue())
+    atomic_write_csv(run_dir / "learning_curve.csv", curve, fieldnames=keys)
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot([r["minutes"] for r in curve], [r["valid_j"] for r in curve], "o-", label="learned policy")
     ax.axhline(refs["GOA"], color="tab:red", ls="--", label=f"GOA ({refs['GOA']:.3f})")

@@ -55,6 +55,7 @@ def _es_cost(gain, query_bits, workload_llm, alpha, es_capacity, c_max, bandwidt
              min_rate_bps, assignment, users, targets, n_changed, es, interference):
     """Exact cost of ES ``es`` (0-based) when ``users[:n_changed]`` take ``targets`` and it sees ``interference``."""
     n = gain.shape[0]
+    members = np.empty(n, dtype=np.int64)
     load = 0
     for i in range(n):
         placed = assignment[i]
@@ -62,19 +63,15 @@ def _es_cost(gain, query_bits, workload_llm, alpha, es_capacity, c_max, bandwidt
             if users[c] == i:
                 placed = targets[c]
         if placed - 1 == es:
+            members[load] = i
             load += 1
     if load == 0:
         return 0.0
     share_bw = bandwidth_hz / load
     compute = min(c_max, es_capacity[es] / load)
     cost = 0.0
-    for i in range(n):
-        placed = assignment[i]
-        for c in range(n_changed):
-            if users[c] == i:
-                placed = targets[c]
-        if placed - 1 != es:
-            continue
+    for k in range(load):
+        i = members[k]
         rate = share_bw * (np.log1p(tx_power_w * gain[i, es] / (interference + noise_power_w)) / LN2)
         if rate < min_rate_bps:
             rate = min_rate_bps

@@ -44,3 +44,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             os.fsync(fh.fileno())
 
     return atomic_write(path, _write)
+
+
+def atomic_write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] | None = None,
+                     float_format: str | None = None) -> Path:
+    """``rows`` as a CSV (header from ``fieldnames``, default the first row's keys; missing cells empty),
+    written atomically; ``float_format`` (e.g. ``".6g"``) formats floats."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (format(v, float_format) if float_format and isinstance(v, float) else v)
+                    for k, v in r.items()})
+    return atomic_write_text(path, buf.getvalue())

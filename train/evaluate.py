@@ -21,8 +21,6 @@ evaluated (the normalised score needs them). Seeds 20_000 + k, one episode each.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from agents.scripted import ALGORITHMS, ModelAgent, ScriptedAgent, load_model, l
 from agents.training import print_results  # noqa: E402
 from baselines import STRATEGIES  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
-from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
+from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
 
 
 DEFAULT_ENV_KWARGS = {"scenario": "paper", "n_users": 20, "flat_obs": True}
@@ -150,12 +148,7 @@ def main(argv: list[str] | None = None) -> list[AgentResult]:
                               [20_000 + k for k in range(args.seeds)])
     title = f"{args.env} {env_kwargs}, {args.seeds} held-out episodes"
     print_results(results, title)
-    buf = io.StringIO()
-    rows = [r.row() for r in results]
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(args.out / "evaluation.csv", buf.getvalue())
+    atomic_write_csv(args.out / "evaluation.csv", [r.row() for r in results])
     plot(results, args.out / "evaluation.png", title)
     print(f"wrote {args.out / 'evaluation.csv'} and {args.out / 'evaluation.png'}")
     return results

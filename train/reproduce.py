@@ -15,8 +15,6 @@ the same command to resume. Bad arguments exit with status 2 before any draw is 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import signal
 import sys
 import threading
@@ -33,7 +31,7 @@ from mec_env.config import ScenarioConfig, load_scenario, parse_key_values  # no
 from baselines.exact import MAX_EXACT_ASSIGNMENTS  # noqa: E402
 from baselines.experiments import PAPER_N120, Point, gap_configs, monte_carlo, optimality_gaps, summarize  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
-from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
+from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
 
 FIG3_N = tuple(range(60, 121, 10))
 FIG4_TAUS = (0.6, 0.7, 0.8, 0.9, 1.0)
@@ -43,12 +41,7 @@ COLORS = {"Local all": "tab:gray", "Edge all": "tab:red", "Min delay": "tab:gree
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, rows, float_format=".6g")
 
 
 def save_figure(fig, path: Path) -> None:

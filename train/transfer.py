@@ -11,8 +11,6 @@ with 95 % CIs) and ``transfer.png`` (J against N, and the gap to GOA) to ``--out
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from agents.evaluation import evaluate_agents  # noqa: E402
 from agents.scripted import ScriptedAgent  # noqa: E402
 from agents.training import print_results  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
-from mec_env.io import atomic_write, atomic_write_text  # noqa: E402
+from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
 from train.evaluate import model_factory, positive_int  # noqa: E402
 
 DEFAULT_SETTINGS = ("paper:60", "paper:90", "paper:120", "paper:150", "paper:200", "paper-m6:120")
@@ -93,11 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                   [20_000 + k for k in range(args.seeds)])
         print_results(results, f"{scenario}, N = {n}, {args.seeds} held-out episodes")
         rows += [{"scenario": scenario, "n_users": n, **r.row()} for r in results]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(args.out / "transfer.csv", buf.getvalue())
+    atomic_write_csv(args.out / "transfer.csv", rows)
     plot(rows, args.out / "transfer.png", f"{args.model}: one policy at every size ({args.seeds} held-out episodes)")
     print(f"wrote {args.out / 'transfer.csv'} and {args.out / 'transfer.png'}")
     return rows
