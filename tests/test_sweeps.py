@@ -159,8 +159,9 @@ def test_a_killed_sweep_leaves_no_orphans_and_resumes_to_the_same_result(tmp_pat
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)])
 def test_sigterm_and_sigint_end_the_pool_and_keep_the_partial_file(tmp_path, sig, status):
     out = tmp_path / "out"
-    proc = subprocess.Popen([*REPRODUCE, "fig3", *SWEEPS["fig3"], "--workers", "2", "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # 10x the fig3 draws of SWEEPS (about 10 s): the signal must find the sweep running (stopped, it costs ~1 s)
+    proc = subprocess.Popen([*REPRODUCE, "fig3", "--runs", "3000", "--n", "60", "90", "120", "--workers", "2",
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline, workers = time.monotonic() + 120, []
     while proc.poll() is None and not workers and time.monotonic() < deadline:
         if _partial_rows(out) >= 1:
