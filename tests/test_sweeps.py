@@ -155,13 +155,20 @@ def test_a_killed_sweep_leaves_no_orphans_and_resumes_to_the_same_result(tmp_pat
     assert not list(out.glob(".*.partial.jsonl"))
 
 
+def _default_sigint() -> None:
+    # a job started in the background without job control (``cmd &`` in a script, nohup) inherits
+    # SIGINT ignored, and Python then keeps ignoring it: give the child a terminal's Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)])
 def test_sigterm_and_sigint_end_the_pool_and_keep_the_partial_file(tmp_path, sig, status):
     out = tmp_path / "out"
     # 10x the fig3 draws of SWEEPS (about 10 s): the signal must find the sweep running (stopped, it costs ~1 s)
     proc = subprocess.Popen([*REPRODUCE, "fig3", "--runs", "3000", "--n", "60", "90", "120", "--workers", "2",
-                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     deadline, workers = time.monotonic() + 120, []
     while proc.poll() is None and not workers and time.monotonic() < deadline:
         if _partial_rows(out) >= 1:
