@@ -54,8 +54,9 @@ def test_whole_word_correctness():
     assert not is_correct(" kitchenette", "kitchen") and not is_correct("no", "yes")
 
 
-def make_tiny_llama(path):
-    """A Llama whose next-token logits are LOGITS at every position, saved with save_pretrained."""
+def make_tiny_llama(path, next_logits: dict[str, float] | None = None):
+    """A Llama whose next-token logits are ``next_logits`` (default LOGITS) at every position, saved with
+    save_pretrained."""
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
@@ -72,7 +73,7 @@ def make_tiny_llama(path):
         model.model.embed_tokens.weight[:, 0] = 1.0  # every token embeds to e_0
         model.model.norm.weight.fill_(1.0)
         logits = torch.full((len(VOCAB),), -30.0)
-        for w, v in LOGITS.items():
+        for w, v in (next_logits or LOGITS).items():
             logits[VOCAB.index(w)] = v
         model.lm_head.weight.zero_()
         model.lm_head.weight[:, 0] = logits / math.sqrt(d)  # RMSNorm(e_0) = sqrt(d) e_0
