@@ -14,7 +14,7 @@ import torch
 from mec_env.babi import parse_babi_lines
 from mec_env.lm.profiler import load_causal_lm
 from mec_env.lm.spec_decode import (ANSWER_COLUMNS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens,
-                                    speculative_step)
+                                    rejection_correlations, speculative_step)
 from test_lm import BABI_LINES, LOGITS, VOCAB, make_tiny_llama
 
 VERIFIER_LOGITS = {"kitchen": 2.6, "garden": 1.0, "hallway": 1.4, "office": 0.8, "[EOS]": 0.5}
@@ -95,3 +95,35 @@ def test_drafter_and_verifier_must_share_a_vocabulary(pair):
     other = type(slm)(type(slm.config)(**{**slm.config.to_dict(), "vocab_size": 50}))
     with pytest.raises(ValueError, match="share a vocabulary"):
         SpeculativeProfiler(slm, other, tok)
+
+
+def test_rejection_correlations_recover_a_linear_relation():
+    rng = np.random.default_rng(0)
+    u = rng.uniform(0, 1, 2000)
+    rejection = np.clip(0.6 * u + 0.05 + rng.normal(0, 0.05, u.size), 0, 1)
+    rows = [{"accept_prob": 1 - r, "slm_temperature_uncertainty": x, "slm_entropy": x ** 2,
+             "slm_margin": rng.uniform()} for x, r in zip(u, rejection)]
+    c = rejection_correlations(rows)
+    t = c["slm_temperature_uncertainty"]
+    assert t["pearson_r"] > 0.9 and t["binned_r"] > 0.99 and t["slope"] == pytest.approx(0.6, abs=0.03)
+    assert abs(c["slm_margin"]["pearson_r"]) < 0.1 and c["slm_entropy"]["tokens"] == 2000
+
+
+def test_build_token_traces_end_to_end_on_a_tiny_pair(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from test_lm import make_tiny_llama as make
+
+    make(tmp_path / "slm")
+    make(tmp_path / "llm", VERIFIER_LOGITS)
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("build_token_traces", root / "train" / "build_token_traces.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = module.main(["--babi", str(root / "tests" / "fixtures" / "babi"), "--work-dir", str(tmp_path / "work"),
+                           "--drafter", str(tmp_path / "slm"), "--verifier", str(tmp_path / "llm"), "--limit", "6",
+                           "--per-task", "2", "--max-new-tokens", "4", "--threads", "1"])
+    assert summary["answers"] == 6 and summary["tokens"] >= 6
+    assert 0.0 < summary["acceptance_rate"] < 1.0
+    assert set(summary["correlations"]) == {"slm_temperature_uncertainty", "slm_entropy", "slm_margin"}

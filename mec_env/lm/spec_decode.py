@@ -27,6 +27,7 @@ The two models must share a tokenizer (same vocabulary).
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,5 +270,35 @@ def profile_tokens(
     return tokens_csv, answers_csv
 
 
-__all__ = ["SpeculativeProfiler", "DraftedToken", "profile_tokens", "speculative_step", "sentence_prompt",
-           "temperature_uncertainty", "TOKEN_COLUMNS", "ANSWER_COLUMNS"]
+UNCERTAINTIES = ("slm_temperature_uncertainty", "slm_entropy", "slm_margin")
+
+
+def rejection_correlations(token_rows: Iterable[dict], bins: int = 10) -> dict[str, dict[str, float]]:
+    """How well each SLM uncertainty predicts the LLM's rejection probability (U-HLM's linear relation).
+
+    For each metric: Pearson r against ``1 - accept_prob`` (the rejection probability of the drafted
+    token) over all tokens, r of the means over ``bins`` equal-count bins of the metric, and the
+    least-squares line ``rejection ~ slope * u + intercept`` that U-HLM's threshold is read from.
+    """
+    rows = list(token_rows)
+    rejection = np.array([1.0 - float(r["accept_prob"]) for r in rows])
+    out: dict[str, dict[str, float]] = {}
+    for metric in UNCERTAINTIES:
+        u = np.array([float(r[metric]) for r in rows])
+        order = np.argsort(u, kind="stable")
+        groups = [g for g in np.array_split(order, min(bins, len(u))) if g.size]
+        mu, mr = np.array([u[g].mean() for g in groups]), np.array([rejection[g].mean() for g in groups])
+        slope, intercept = np.polyfit(u, rejection, 1) if np.ptp(u) > 0 else (math.nan, math.nan)
+        out[metric] = {"pearson_r": _pearson(u, rejection), "binned_r": _pearson(mu, mr), "slope": float(slope),
+                       "intercept": float(intercept), "tokens": len(rows)}
+    return out
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+__all__ = ["SpeculativeProfiler", "rejection_correlations", "UNCERTAINTIES", "DraftedToken", "profile_tokens",
+           "speculative_step", "sentence_prompt", "temperature_uncertainty", "TOKEN_COLUMNS", "ANSWER_COLUMNS"]
