@@ -127,3 +127,16 @@ def test_build_token_traces_end_to_end_on_a_tiny_pair(tmp_path):
     assert summary["answers"] == 6 and summary["tokens"] >= 6
     assert 0.0 < summary["acceptance_rate"] < 1.0
     assert set(summary["correlations"]) == {"slm_temperature_uncertainty", "slm_entropy", "slm_margin"}
+
+
+def test_a_hybrid_temperature_tempers_both_models(pair):
+    slm, llm, tok = pair
+    temper = lambda d: (lambda e: e / e.sum())(d ** 2.0)  # noqa: E731  softmax(log d / 0.5)
+    p, q = temper(distribution(LOGITS)), temper(distribution(VERIFIER_LOGITS))
+    prof = SpeculativeProfiler(slm, llm, tok, max_new_tokens=3, temperature=0.5)
+    _, drafted = prof.hybrid(tok("where is mary ?")["input_ids"], torch.Generator().manual_seed(2))
+    for d in drafted:
+        assert d.slm_prob == pytest.approx(p[d.token], rel=1e-3)
+        assert d.accept_prob == pytest.approx(min(1.0, q[d.token] / p[d.token]), rel=1e-3)
+    with pytest.raises(ValueError, match="temperature"):
+        SpeculativeProfiler(slm, llm, tok, temperature=0.0)

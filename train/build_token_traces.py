@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--top-k", type=int, default=8, help="SLM probabilities recorded per token (the upload)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="the hybrid's sampling temperature (both models)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--finetune-minutes", type=float, default=55.0)
     args = ap.parse_args(argv)
@@ -62,9 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
     slm, tok = load_causal_lm(drafter, threads=args.threads)
     llm, _ = load_causal_lm(verifier, threads=args.threads)
     questions = select_questions(args.babi, args.per_task, args.seed, args.limit)
-    tag = f"s{args.seed}-n{args.per_task}" + (f"-l{args.limit}" if args.limit else "")
+    tag = f"s{args.seed}-n{args.per_task}-t{args.temperature:g}" + (f"-l{args.limit}" if args.limit else "")
     profiler = SpeculativeProfiler(slm, llm, tok, max_new_tokens=args.max_new_tokens, top_k=args.top_k,
-                                   seed=args.seed)
+                                   seed=args.seed, temperature=args.temperature)
     tokens_csv, answers_csv = profile_tokens(profiler, questions, work / f"tokens-{tag}.csv",
                                              work / f"answers-{tag}.csv")
     with open(tokens_csv, encoding="utf-8", newline="") as fh:

@@ -114,16 +114,21 @@ class SpeculativeProfiler:
     :param top_k: size of the SLM distribution recorded per token (an upload's payload).
     :param perturbations: K, samples of the temperature-perturbation uncertainty.
     :param temperature_range: ``(t_low, t_high)`` of those temperatures.
+    :param temperature: sampling temperature of the hybrid, applied to both models (speculative
+        sampling then emits the verifier's tempered distribution); the greedy answers ignore it.
     """
 
     def __init__(self, drafter, verifier, tokenizer, max_new_tokens: int = 16, top_k: int = 8,
-                 perturbations: int = 16, temperature_range: tuple[float, float] = (0.5, 1.5), seed: int = 0) -> None:
+                 perturbations: int = 16, temperature_range: tuple[float, float] = (0.5, 1.5), seed: int = 0,
+                 temperature: float = 1.0) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         if drafter.config.vocab_size != verifier.config.vocab_size:
             raise ValueError(f"drafter and verifier must share a vocabulary: {drafter.config.vocab_size} vs "
                              f"{verifier.config.vocab_size} tokens")
         self.drafter, self.verifier, self.tok = drafter, verifier, tokenizer
         self.max_new_tokens, self.top_k, self.perturbations = max_new_tokens, top_k, perturbations
-        self.temperature_range = temperature_range
+        self.temperature_range, self.temperature = temperature_range, float(temperature)
         self.seed = seed
         self._text: dict[int, str] = {}
 
@@ -162,6 +167,9 @@ class SpeculativeProfiler:
         drafted: list[DraftedToken] = []
         low, high = self.temperature_range
         for position in range(self.max_new_tokens):
+            if self.temperature != 1.0:
+                log_p = torch.log_softmax(log_p / self.temperature, dim=-1)
+                log_q = torch.log_softmax(log_q / self.temperature, dim=-1)
             p, q = log_p.exp(), log_q.exp()
             x, accept, accepted, y = speculative_step(p, q, gen)
             top = torch.topk(p, min(self.top_k, p.numel()))
@@ -169,7 +177,7 @@ class SpeculativeProfiler:
             temps = low + (high - low) * torch.rand(self.perturbations, generator=gen).double().numpy()
             drafted.append(DraftedToken(
                 position=position, token=x, slm_prob=float(p[x]), llm_prob=float(q[x]), accept_prob=accept,
-                expected_rejection=float(1.0 - torch.minimum(p, q).sum()),
+                expected_rejection=min(1.0, max(0.0, float(1.0 - torch.minimum(p, q).sum()))),  # float32 rounding
                 slm_entropy=float(-(p * log_p).nan_to_num().sum()), slm_margin=1.0 - (float(top.values[0]) - second),
                 slm_temperature_uncertainty=temperature_uncertainty(log_p, temps, gen),
                 slm_top1=int(top.indices[0]), llm_top1=int(q.argmax()),
