@@ -1,0 +1,117 @@
+"""The one evaluator of token-level offloading: one round of drafting, uploads and verification.
+
+In a round each user i drafts ``drafted[i]`` tokens with its SLM (``2 x slm_params`` FLOPs a token,
+at its local capacity C_L,i), uploads the ones ``upload[i]`` marks to ES ``es[i]`` (each carries the
+SLM's top-k distribution: ``k (ceil(log2 V) + prob_bits)`` bits), and the ES's LLM verifies the
+uploaded block (``2 x llm_params`` FLOPs a token). Uplink and ES compute are the query-level model's
+(:func:`mec_env.model.delay_terms`, eqs. 2-7): users uploading to the same ES share its band and
+compute, users uploading to other ESs interfere. Users that upload nothing take no part in the
+sharing.
+
+Acceptance follows speculative decoding: an uploaded token the LLM rejects is replaced by the LLM's
+resample and ends the round's output there (later drafts are discarded); a skipped token is kept
+unverified. So a user emits ``first rejected uploaded position + 1`` tokens, or all it drafted. A
+skipped token the LLM would have rejected is counted (``unverified_rejects``): the accuracy risk
+U-HLM trades for throughput.
+
+Device energy: ``joule_per_flop x`` the drafting FLOPs, plus ``P x t_comm`` for the upload.
+Units SI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mec_env.config import INF, config_field
+from mec_env.model import delay_terms, es_state
+from mec_env.problem import Problem
+
+
+@dataclass
+class SpecConfig:
+    """Token-level settings on top of a scenario (its channel, ES and model sizes)."""
+
+    draft_length: int = config_field(8, "L: most tokens a user drafts in a round", range=(1, 256))
+    top_k: int = config_field(8, "k: SLM probabilities an uploaded token carries", range=(1, 2**24))
+    prob_bits: int = config_field(16, "bits per uploaded probability (its quantisation)", range=(1, 64))
+    vocab_size: int = config_field(49_152, "V: vocabulary size (SmolLM2's); a token index costs ceil(log2 V) bits",
+                                   range=(2, INF))
+    joule_per_flop: float = config_field(5e-11, "device energy per FLOP (20 GFLOP/s per W, a mobile SoC: our "
+                                         "assumption)", range=(0.0, INF))
+
+    def token_bits(self) -> float:
+        """Uplink bits of one uploaded token: k (index, quantised probability) pairs."""
+        return float(self.top_k * (math.ceil(math.log2(self.vocab_size)) + self.prob_bits))
+
+
+@dataclass(frozen=True)
+class RoundEvaluation:
+    """What one round did, per user (N,). Times in s, energy in J."""
+
+    emitted: np.ndarray  # tokens added to the answer
+    uploaded: np.ndarray  # tokens sent for verification
+    unverified_rejects: np.ndarray  # skipped tokens the LLM would have rejected, among those emitted
+    draft_time: np.ndarray
+    comm_time: np.ndarray
+    verify_time: np.ndarray
+    delay: np.ndarray  # draft + uplink + verification
+    energy: np.ndarray
+    es_users: np.ndarray  # (M,) users uploading to each ES
+
+    @property
+    def throughput(self) -> float:
+        """Tokens per second of the round: all users' tokens over the slowest user's delay."""
+        slowest = float(self.delay.max()) if self.delay.size else 0.0
+        return float(self.emitted.sum()) / slowest if slowest > 0 else 0.0
+
+
+def evaluate_round(problem: Problem, spec: SpecConfig, drafted: np.ndarray, upload: np.ndarray,
+                   accepted: np.ndarray, es: np.ndarray, flops_per_param_token: float, slm_params: float,
+                   llm_params: float) -> RoundEvaluation:
+    """Evaluate one round of N users (one problem instance: gains, capacities, the channel model).
+
+    :param drafted: (N,) tokens drafted, 0..L.
+    :param upload: (N, L) bool, which drafted tokens are sent (positions >= drafted are ignored).
+    :param accepted: (N, L) bool, the LLM's verdict on each drafted token (from the traces).
+    :param es: (N,) ES index 0..M-1 a user uploads to.
+    """
+    n, m = problem.n_users, problem.n_edge_servers
+    drafted = np.asarray(drafted, dtype=np.int64)
+    upload, accepted = np.asarray(upload, dtype=bool), np.asarray(accepted, dtype=bool)
+    es = np.asarray(es, dtype=np.int64)
+    if drafted.shape != (n,) or upload.ndim != 2 or upload.shape[0] != n or accepted.shape != upload.shape \
+            or es.shape != (n,):
+        raise ValueError(f"a round of N = {n} users takes drafted (N,), upload and accepted (N, L), es (N,); got "
+                         f"{drafted.shape}, {upload.shape}, {accepted.shape}, {es.shape}")
+    length = upload.shape[1]
+    if drafted.min(initial=0) < 0 or drafted.max(initial=0) > length or es.min(initial=0) < 0 or \
+            es.max(initial=0) >= m:
+        raise ValueError(f"drafted must be in 0..L = {length} and es in 0..M-1 = {m - 1}")
+    position = np.arange(length)[None, :]
+    valid = position < drafted[:, None]
+    sent = upload & valid
+    n_sent = sent.sum(axis=1)
+    rejected = sent & ~accepted
+    first = np.where(rejected.any(axis=1), rejected.argmax(axis=1) + 1, drafted)
+    emitted = np.minimum(first, drafted)
+    unverified = (~sent & ~accepted & valid & (position < emitted[:, None])).sum(axis=1)
+
+    draft_flops = flops_per_param_token * slm_params * drafted
+    draft_time = draft_flops / problem.local_capacity
+    uploading = n_sent > 0
+    assignment = np.where(uploading, es + 1, 0)
+    load, interference = es_state(problem, assignment)
+    t_comm, t_verify = delay_terms(problem, problem.gain[np.arange(n), es], spec.token_bits() * n_sent,
+                                   flops_per_param_token * llm_params * n_sent, problem.es_capacity[es], load[es],
+                                   interference[es])
+    t_comm, t_verify = np.where(uploading, t_comm, 0.0), np.where(uploading, t_verify, 0.0)
+    return RoundEvaluation(
+        emitted=emitted, uploaded=n_sent, unverified_rejects=unverified, draft_time=draft_time, comm_time=t_comm,
+        verify_time=t_verify, delay=draft_time + t_comm + t_verify,
+        energy=spec.joule_per_flop * draft_flops + problem.tx_power_w * t_comm, es_users=load)
+
+
+__all__ = ["SpecConfig", "RoundEvaluation", "evaluate_round"]

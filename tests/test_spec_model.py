@@ -1,0 +1,91 @@
+"""The token-level round evaluator and the U-HLM / GELATO controllers (mec_env/spec)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mec_env.config import load_scenario
+from mec_env.model import delay_terms
+from mec_env.problem import sample_problem
+from mec_env.spec.control import VirtualEnergyQueue, drift_plus_penalty_budget, entropy_exit, uhlm_threshold
+from mec_env.spec.model import SpecConfig, evaluate_round
+
+CFG = load_scenario("paper")
+SIZES = dict(flops_per_param_token=CFG.flops_per_param_token, slm_params=CFG.slm_params, llm_params=CFG.llm_params)
+
+
+def test_emitted_tokens_stop_at_the_first_rejected_upload_and_skips_are_unverified():
+    p = sample_problem(CFG, 0, n_users=4)
+    drafted = np.array([4, 4, 4, 0])
+    upload = np.array([[1, 1, 1, 1], [0, 1, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=bool)
+    accepted = np.array([[1, 0, 1, 1], [0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 0, 0]], dtype=bool)
+    ev = evaluate_round(p, SpecConfig(draft_length=4), drafted, upload, accepted, np.array([0, 1, 1, 2]), **SIZES)
+    # user 0: rejected at position 1 -> 2 tokens (the LLM's resample ends the round); user 1: position 3 -> 4;
+    # user 2 skips all: 4 unverified tokens, 2 of them ones the LLM would have rejected; user 3 drafts nothing
+    np.testing.assert_array_equal(ev.emitted, [2, 4, 4, 0])
+    np.testing.assert_array_equal(ev.uploaded, [4, 2, 0, 0])
+    np.testing.assert_array_equal(ev.unverified_rejects, [0, 1, 2, 0])
+    np.testing.assert_array_equal(ev.es_users, [1, 1, 0, 0])  # only users that upload share an ES
+    assert ev.comm_time[2] == ev.comm_time[3] == 0.0 and ev.verify_time[2] == 0.0
+
+
+def test_delays_and_energy_are_the_query_models_with_token_payloads():
+    p = sample_problem(CFG, 1, n_users=3)
+    spec = SpecConfig(draft_length=3, top_k=4, prob_bits=8, vocab_size=1024)
+    assert spec.token_bits() == 4 * (10 + 8)
+    drafted, es = np.array([3, 2, 1]), np.array([0, 0, 1])
+    upload = np.ones((3, 3), dtype=bool)
+    ev = evaluate_round(p, spec, drafted, upload, np.ones((3, 3), dtype=bool), es, **SIZES)
+    # users 0 and 1 share ES 0 (n = 2); user 2 alone on ES 1, interfered by both
+    interference_1 = p.tx_power_w * (p.gain[0, 1] + p.gain[1, 1])
+    t_comm, t_es = delay_terms(p, p.gain[2, 1], spec.token_bits() * 1, 2 * CFG.llm_params * 1, p.es_capacity[1], 1,
+                               interference_1)
+    assert ev.comm_time[2] == pytest.approx(t_comm) and ev.verify_time[2] == pytest.approx(t_es)
+    t_comm0, _ = delay_terms(p, p.gain[0, 0], spec.token_bits() * 3, 2 * CFG.llm_params * 3, p.es_capacity[0], 2,
+                             p.tx_power_w * p.gain[2, 0])
+    assert ev.comm_time[0] == pytest.approx(t_comm0)
+    draft = 2 * CFG.slm_params * drafted / p.local_capacity
+    np.testing.assert_allclose(ev.draft_time, draft)
+    np.testing.assert_allclose(ev.energy, spec.joule_per_flop * 2 * CFG.slm_params * drafted
+                               + p.tx_power_w * ev.comm_time)
+    assert ev.throughput == pytest.approx(6 / ev.delay.max())
+    with pytest.raises(ValueError, match="drafted must be in 0..L"):
+        evaluate_round(p, spec, np.array([4, 0, 0]), upload, upload, es, **SIZES)
+
+
+def test_uhlm_threshold_and_gelato_entropy_exit():
+    assert uhlm_threshold(0.5, 0.1, risk=0.2) == pytest.approx(0.2)
+    assert uhlm_threshold(0.5, 0.1) == pytest.approx(-0.2)  # risk-averse: no uncertainty predicts zero rejection
+    with pytest.raises(ValueError, match="slope > 0"):
+        uhlm_threshold(-0.1, 0.3)
+    assert entropy_exit([0.1, 0.2, 0.9, 0.1], budget=4, eta=0.5) == 3  # the uncertain token is the last drafted
+    assert entropy_exit([0.1, 0.2, 0.3], budget=2, eta=0.5) == 2
+
+
+def test_drift_plus_penalty_meets_the_long_term_energy_budget():
+    """Time-average energy within 2 % of the budget after burn-in, where the budget binds."""
+    rng = np.random.default_rng(0)
+    per_token_j, fixed_j = 0.12, 0.05
+    budget = 0.5  # between L = 1 (0.17 J) and L = 8 (1.01 J): it binds
+    queue, energy, tokens = VirtualEnergyQueue(budget), [], []
+    for _ in range(20_000):
+        accept = rng.uniform(0.8, 0.98)  # this round's expected acceptance
+
+        def expected(length: int, accept=accept) -> tuple[float, float, float]:
+            emitted = (1 - accept ** (length + 1)) / (1 - accept)  # speculative decoding's expected tokens
+            return emitted, 0.004 * length + 0.1, fixed_j + per_token_j * length  # uplink and verify dominate
+
+        length = drift_plus_penalty_budget(queue.backlog, tradeoff=5.0, budget=budget, candidates=range(1, 9),
+                                           expected=expected)
+        e = expected(length)[2] * rng.uniform(0.9, 1.1)  # realised energy around its expectation
+        queue.update(e)
+        energy.append(e)
+        tokens.append(expected(length)[0])
+    assert np.mean(energy[5_000:]) == pytest.approx(budget, rel=0.02)
+    unconstrained = [max(range(1, 9), key=lambda k: (1 - a ** (k + 1)) / (1 - a) / (0.004 * k + 0.1))
+                     for a in rng.uniform(0.8, 0.98, 1000)]
+    assert fixed_j + per_token_j * np.mean(unconstrained) > 1.2 * budget  # the budget binds
+    assert 1.5 < np.mean(tokens) and not math.isnan(np.mean(tokens))
