@@ -24,6 +24,14 @@ import numpy as np
 
 from baselines.experiments import mean_ci95
 
+HELD_OUT_SEED0 = 20_000  # train/evaluate.py and train/transfer.py score on seeds 20_000 + k; training never uses them
+
+
+def held_out_seeds(count: int) -> list[int]:
+    """The seeds of ``count`` held-out evaluation episodes."""
+    return [HELD_OUT_SEED0 + k for k in range(count)]
+
+
 SLOT_METRICS = ("penalised_objective", "mean_delay_ms", "accuracy", "offload_fraction", "violations", "objective",
                 "decision_ms", "j_vs_goa_pct")
 

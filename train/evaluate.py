@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import mec_env  # noqa: E402,F401
 from mec_env.config import parse_key_values  # noqa: E402
-from agents.evaluation import AgentResult, evaluate_agents  # noqa: E402
+from agents.evaluation import AgentResult, evaluate_agents, held_out_seeds  # noqa: E402
 from agents.scripted import ALGORITHMS, ModelAgent, ScriptedAgent, load_model, load_vecnormalize  # noqa: E402
 from agents.training import print_results  # noqa: E402
 from baselines import STRATEGIES  # noqa: E402
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> list[AgentResult]:
     if stats:
         ap.error(f"--vecnormalize names agents that are not models: {', '.join(stats)}")
     results = evaluate_agents(lambda: gym.make(args.env, **env_kwargs), agents,
-                              [20_000 + k for k in range(args.seeds)])
+                              held_out_seeds(args.seeds))
     title = f"{args.env} {env_kwargs}, {args.seeds} held-out episodes"
     print_results(results, title)
     atomic_write_csv(args.out / "evaluation.csv", [r.row() for r in results])

@@ -19,7 +19,7 @@ import gymnasium as gym
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 import mec_env  # noqa: E402,F401
-from agents.evaluation import evaluate_agents  # noqa: E402
+from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
 from agents.scripted import ScriptedAgent  # noqa: E402
 from agents.training import print_results  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         agents = {name: (lambda env, name=name: ScriptedAgent(env, name)) for name in BASELINES}
         agents["policy"] = model_factory("policy", args.model)
         results = evaluate_agents(lambda: gym.make("MECOffload-v0", **env_kwargs), agents,
-                                  [20_000 + k for k in range(args.seeds)])
+                                  held_out_seeds(args.seeds))
         print_results(results, f"{scenario}, N = {n}, {args.seeds} held-out episodes")
         rows += [{"scenario": scenario, "n_users": n, **r.row()} for r in results]
     atomic_write_csv(args.out / "transfer.csv", rows)
