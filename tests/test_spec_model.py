@@ -89,3 +89,50 @@ def test_drift_plus_penalty_meets_the_long_term_energy_budget():
                      for a in rng.uniform(0.8, 0.98, 1000)]
     assert fixed_j + per_token_j * np.mean(unconstrained) > 1.2 * budget  # the budget binds
     assert 1.5 < np.mean(tokens) and not math.isnan(np.mean(tokens))
+
+
+def test_synthetic_tokens_follow_the_linear_rejection_relation():
+    from mec_env.spec.tokens import SyntheticTokenSource
+
+    s = SyntheticTokenSource(slope=0.6, intercept=0.05).sample(np.random.default_rng(0), 4000)
+    valid = np.arange(s.uncertainty.shape[1])[None, :] < s.length[:, None]
+    u, rejected = s.uncertainty[valid], ~s.accepted[valid]
+    assert s.length.min() >= 1 and s.length.mean() == pytest.approx(9.0, rel=0.05)
+    slope, intercept = np.polyfit(u, rejected.astype(float), 1)
+    assert slope == pytest.approx(0.6, abs=0.05) and intercept == pytest.approx(0.05, abs=0.02)
+    assert not s.accepted[~valid].any()
+
+
+def test_token_traces_replay_answers_and_name_what_is_wrong(tmp_path):
+    import csv
+
+    from mec_env.lm.spec_decode import TOKEN_COLUMNS
+    from mec_env.spec.tokens import TokenTraceError, TokenTraceSource
+
+    def row(task, pos, u, ok):
+        base = dict.fromkeys(TOKEN_COLUMNS, "0")
+        return {**base, "task": task, "story_id": 1, "question_id": 1, "position": pos, "accept_prob": 0.5,
+                "slm_temperature_uncertainty": u, "accepted": ok}
+
+    def write(rows, name="t.csv"):
+        path = tmp_path / name
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=TOKEN_COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+        return path
+
+    src = TokenTraceSource(write([row(1, 0, 0.2, 1), row(1, 1, 0.9, 0), row(2, 0, 0.1, 1)]))
+    assert len(src) == 2 and src.length.tolist() == [2, 1]
+    s = src.sample(np.random.default_rng(1), 50)
+    assert set(s.length.tolist()) == {1, 2} and s.uncertainty.shape == (50, 2)
+    both = s.length == 2
+    np.testing.assert_array_equal(s.accepted[both], [[True, False]] * int(both.sum()))
+    with pytest.raises(TokenTraceError, match="line 3.*position 2"):
+        TokenTraceSource(write([row(1, 0, 0.2, 1), row(1, 2, 0.9, 0)], "gap.csv"))
+    with pytest.raises(TokenTraceError, match="line 2, column 'accepted'"):
+        TokenTraceSource(write([row(1, 0, 0.2, "yes")], "flag.csv"))
+    with pytest.raises(TokenTraceError, match="does not exist"):
+        TokenTraceSource(tmp_path / "none.csv")
+    with pytest.raises(TokenTraceError, match="metric"):
+        TokenTraceSource(tmp_path / "t.csv", metric="perplexity")

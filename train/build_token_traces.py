@@ -30,7 +30,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "train")]
 
 from build_traces import select_questions, smollm2_gguf  # noqa: E402
 from mec_env.lm.profiler import cache_gguf_as_safetensors, load_causal_lm  # noqa: E402
-from mec_env.lm.spec_decode import SpeculativeProfiler, profile_tokens, rejection_correlations  # noqa: E402
+from mec_env.lm.spec_decode import SpeculativeProfiler, profile_tokens  # noqa: E402
+from mec_env.spec.tokens import rejection_correlations  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -27,7 +27,6 @@ The two models must share a tokenizer (same vocabulary).
 from __future__ import annotations
 
 import csv
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +38,7 @@ from tqdm.auto import tqdm
 
 from mec_env.babi import BabiQuestion
 from mec_env.lm.profiler import is_correct
-
-KEY = ("task", "story_id", "question_id")
-TOKEN_COLUMNS = KEY + (
-    "position", "token", "slm_prob", "llm_prob", "accept_prob", "expected_rejection", "slm_entropy", "slm_margin",
-    "slm_temperature_uncertainty", "slm_top1", "llm_top1", "slm_topk_probs", "accepted", "emitted",
-)
-ANSWER_COLUMNS = KEY + (
-    "answer", "prompt_bytes", "prompt_tokens", "slm_output", "llm_output", "hybrid_output", "slm_correct",
-    "llm_correct", "hybrid_correct", "slm_tokens", "llm_tokens", "hybrid_tokens", "drafted", "accepted",
-)
+from mec_env.spec.tokens import ANSWER_COLUMNS, KEY, TOKEN_COLUMNS, UNCERTAINTIES, rejection_correlations  # noqa: F401
 
 SENTENCE_PROMPT = (
     "Instruction: Answer the question with one short sentence.\n"
@@ -278,35 +268,5 @@ def profile_tokens(
     return tokens_csv, answers_csv
 
 
-UNCERTAINTIES = ("slm_temperature_uncertainty", "slm_entropy", "slm_margin")
-
-
-def rejection_correlations(token_rows: Iterable[dict], bins: int = 10) -> dict[str, dict[str, float]]:
-    """How well each SLM uncertainty predicts the LLM's rejection probability (U-HLM's linear relation).
-
-    For each metric: Pearson r against ``1 - accept_prob`` (the rejection probability of the drafted
-    token) over all tokens, r of the means over ``bins`` equal-count bins of the metric, and the
-    least-squares line ``rejection ~ slope * u + intercept`` that U-HLM's threshold is read from.
-    """
-    rows = list(token_rows)
-    rejection = np.array([1.0 - float(r["accept_prob"]) for r in rows])
-    out: dict[str, dict[str, float]] = {}
-    for metric in UNCERTAINTIES:
-        u = np.array([float(r[metric]) for r in rows])
-        order = np.argsort(u, kind="stable")
-        groups = [g for g in np.array_split(order, min(bins, len(u))) if g.size]
-        mu, mr = np.array([u[g].mean() for g in groups]), np.array([rejection[g].mean() for g in groups])
-        slope, intercept = np.polyfit(u, rejection, 1) if np.ptp(u) > 0 else (math.nan, math.nan)
-        out[metric] = {"pearson_r": _pearson(u, rejection), "binned_r": _pearson(mu, mr), "slope": float(slope),
-                       "intercept": float(intercept), "tokens": len(rows)}
-    return out
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-__all__ = ["SpeculativeProfiler", "rejection_correlations", "UNCERTAINTIES", "DraftedToken", "profile_tokens",
-           "speculative_step", "sentence_prompt", "temperature_uncertainty", "TOKEN_COLUMNS", "ANSWER_COLUMNS"]
+__all__ = ["SpeculativeProfiler", "DraftedToken", "profile_tokens", "speculative_step", "sentence_prompt",
+           "temperature_uncertainty", "TOKEN_COLUMNS", "ANSWER_COLUMNS", "rejection_correlations"]
