@@ -14,6 +14,7 @@ import gymnasium
 ENTRY_POINTS = {
     "MECOffload": "mec_env.envs.joint:MECOffloadEnv",
     "MECOffloadSeq": "mec_env.envs.sequential:MECOffloadSeqEnv",
+    "MECSpecDecode": "mec_env.envs.spec_decode:MECSpecDecodeEnv",
 }
 # batched twins: ``gymnasium.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")``
 VECTOR_ENTRY_POINTS = {

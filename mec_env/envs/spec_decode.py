@@ -1,0 +1,234 @@
+"""``MECSpecDecode-v0``: token-level offloading (speculative decoding), one round a step."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+
+from mec_env.config import INF, config_field
+from mec_env.envs.common import Scenario, build_env_config, check_render_mode
+from mec_env.errors import AssignmentError
+from mec_env.slots import GAIN_OBS_CLIP, SlotProcess, normalised_es_capacity, normalised_gain_db, \
+    normalised_local_capacity
+from mec_env.spec.model import RoundEvaluation, SpecConfig, evaluate_round
+from mec_env.spec.tokens import UNCERTAINTIES, SyntheticTokenSource, TokenStreams, TokenTraceSource
+
+ENV_ID = "MECSpecDecode-v0"
+QUEUE_OBS_MAX = 100.0  # energy queues are observed in units of the budget, clipped here
+
+
+@dataclass
+class SpecEnvConfig:
+    """Arguments of ``MECSpecDecode-v0`` besides the scenario's (declared once: type, range, help)."""
+
+    draft_length: int = config_field(8, "L: most tokens a user drafts in a round", range=(1, 64))
+    top_k: int = config_field(8, "k: SLM probabilities an uploaded token carries", range=(1, 2**24))
+    prob_bits: int = config_field(16, "bits per uploaded probability", range=(1, 64))
+    vocab_size: int = config_field(49_152, "V: vocabulary size (an index costs ceil(log2 V) bits)", range=(2, INF))
+    joule_per_flop: float = config_field(5e-11, "device energy per FLOP", range=(0.0, INF))
+    threshold_levels: int = config_field(11, "K: levels of the upload and exit thresholds an action picks from",
+                                         range=(3, 101))
+    energy_budget_j: float = config_field(0.5, "long-term average device energy per user and round (J)",
+                                          range=(0.0, INF), open_low=True)
+    energy_weight: float = config_field(1.0, "lambda: weight of the energy term of the reward", range=(0.0, INF))
+    max_rounds: int = config_field(64, "rounds before the episode is truncated", range=(1, 10**6))
+    tokens: str = config_field("synthetic", "token streams: 'synthetic' or a token trace CSV "
+                               "(train/build_token_traces.py)")
+    uncertainty_metric: str = config_field("slm_temperature_uncertainty", "the SLM uncertainty the thresholds apply to",
+                                           choices=UNCERTAINTIES)
+    flat_obs: bool = config_field(False, "one float32 Box instead of the Dict")
+
+
+class MECSpecDecodeEnv(gym.Env):
+    """
+    ## Description
+
+    Token-level offloading of U-HLM and GELATO on the project's channel and edge model. N users
+    each generate an answer token by token: the device SLM drafts, the edge LLM verifies what is
+    uploaded (speculative decoding). One step is one round: every unfinished user drafts up to
+    ``draft_length`` tokens, uploads those whose SLM uncertainty reaches its threshold to its
+    strongest ES, and keeps the result of :func:`mec_env.spec.model.evaluate_round` (the one
+    evaluator: drafting FLOPs, top-k uploads on the shared, interfered uplink, verification on the
+    shared ES, speculative acceptance, device energy). The channel is redrawn every round (a slot
+    of the query-level model); the tokens come from real traces or the synthetic source
+    (:mod:`mec_env.spec.tokens`).
+
+    ## Action Space
+
+    ``MultiDiscrete([L + 1, K, K] * N)``, three entries per user, in user order:
+
+    * draft budget ``b`` in 0..L (0: idle this round);
+    * upload level ``j``: a drafted token is uploaded when its uncertainty is at least
+      ``theta_j = j / (K - 2)``; ``j = K - 1`` uploads nothing (j = 0 uploads all: HLM);
+    * exit level ``e``: drafting stops after the first token whose uncertainty exceeds
+      ``theta_e`` (GELATO's inner loop); ``e = K - 1`` never stops early.
+
+    Uncertainties are normalised to [0, 1] (entropy by ln V). U-HLM is a fixed upload level,
+    GELATO a budget chosen against the energy queue with an exit level (``baselines.spec``).
+
+    ## Observation Space
+
+    | Key               | Shape  | Meaning                                                   | Min | Max |
+    |-------------------|--------|-----------------------------------------------------------|-----|-----|
+    | `channel_gain_db` | (N, M) | (10 log10 abs(h_ij)^2 + 90) / 40 this round, clipped      | -5  | 5   |
+    | `energy_queue`    | (N,)   | virtual energy queue Z_i / budget (GELATO's backlog)      | 0   | 100 |
+    | `es_capacity`     | (M,)   | C_j / ``es_capacity_flops``                               | 0   | hi  |
+    | `last_uncertainty`| (N,)   | normalised uncertainty of the user's last drafted token   | 0   | 1   |
+    | `local_capacity`  | (N,)   | C_L,i / ``local_capacity_flops``                          | 0   | hi  |
+    | `remaining`       | (N,)   | tokens left of the user's answer / ``draft_length``, <= 64| 0   | 64  |
+
+    ``flat_obs=True`` concatenates them in this order into one float32 Box.
+
+    ## Rewards
+
+    ``reward = tokens / (round time x N x r0) - lambda x mean_i(e_i) / e_bar``: the round's tokens
+    per second per user, in units of ``r0`` (one SLM token per second at the nominal device:
+    ``local_capacity_flops / (2 x slm_params)``), minus the energy spent relative to the budget.
+    The round time is the slowest participating user's delay. Each user's virtual queue
+    ``Z_i <- max(Z_i + e_i - e_bar, 0)`` is observed, and its time average over an episode is in
+    ``info``: a policy meets the long-term budget when the queues stay bounded.
+
+    ## Episode End
+
+    Terminated when every answer is complete; truncated after ``max_rounds`` rounds.
+
+    ## Arguments
+
+    ``scenario`` (name, path or :class:`~mec_env.config.ScenarioConfig`: the channel, ES and model
+    sizes), ``render_mode`` (None or ``"ansi"``), the fields of :class:`SpecEnvConfig` and any
+    scenario field (``n_users=20``). A bad value is a :class:`~mec_env.errors.ConfigError` naming it.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    def __init__(self, scenario: Scenario = "paper", render_mode: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("n_users", 20)
+        self.cfg, self.options = build_env_config(SpecEnvConfig, f"{type(self).__name__}.__init__", scenario, kwargs)
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        o, n, m = self.options, self.cfg.n_users, self.cfg.n_edge_servers
+        self.spec_config = SpecConfig(draft_length=o.draft_length, top_k=o.top_k, prob_bits=o.prob_bits,
+                               vocab_size=o.vocab_size, joule_per_flop=o.joule_per_flop)
+        self.source = SyntheticTokenSource() if o.tokens == "synthetic" else \
+            TokenTraceSource(o.tokens, o.uncertainty_metric)
+        self.uncertainty_scale = math.log(o.vocab_size) if o.uncertainty_metric == "slm_entropy" else 1.0
+        self.core = SlotProcess(self.cfg)
+        levels = o.threshold_levels
+        self.thresholds = np.append(np.linspace(0.0, 1.0, levels - 1), np.inf)
+        self.action_space = spaces.MultiDiscrete(np.tile([o.draft_length + 1, levels, levels], n))
+        self.dict_observation_space = spaces.Dict({
+            "channel_gain_db": spaces.Box(-GAIN_OBS_CLIP, GAIN_OBS_CLIP, shape=(n, m), dtype=np.float32),
+            "energy_queue": spaces.Box(0.0, QUEUE_OBS_MAX, shape=(n,), dtype=np.float32),
+            "es_capacity": spaces.Box(0.0, self.cfg.es_capacity_high, shape=(m,), dtype=np.float32),
+            "last_uncertainty": spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32),
+            "local_capacity": spaces.Box(0.0, self.cfg.local_capacity_high, shape=(n,), dtype=np.float32),
+            "remaining": spaces.Box(0.0, 64.0, shape=(n,), dtype=np.float32),
+        })
+        self.observation_space = spaces.flatten_space(self.dict_observation_space) if o.flat_obs \
+            else self.dict_observation_space
+        self.r0 = self.cfg.local_capacity_flops / (self.cfg.flops_per_param_token * self.cfg.slm_params)
+        self.streams: TokenStreams | None = None
+        self.last: RoundEvaluation | None = None
+
+    # --- gymnasium API ---------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.core.discard_block()
+        n = self.cfg.n_users
+        self.core.start(self.np_random)
+        self.streams = self.source.sample(self.np_random, n)
+        self.uncertainty = np.clip(self.streams.uncertainty / self.uncertainty_scale, 0.0, 1.0)
+        self.position = np.zeros(n, dtype=np.int64)
+        self.queue = np.zeros(n)
+        self.last_uncertainty = np.zeros(n)
+        self.energy_sum, self.rounds, self.last = np.zeros(n), 0, None
+        return self._observation(), {"round": 0}
+
+    def step(self, action: np.ndarray):
+        if self.streams is None:
+            raise ResetNeeded("call reset() before step()")
+        o, n = self.options, self.cfg.n_users
+        a = np.asarray(action)
+        if a.shape != self.action_space.shape or not self.action_space.contains(a.astype(np.int64)):
+            levels = o.threshold_levels - 1
+            raise AssignmentError(f"{ENV_ID} action must be {self.action_space} (shape {self.action_space.shape}: "
+                                  f"draft budget 0..{o.draft_length}, upload and exit levels 0..{levels} per user); "
+                                  f"got {a!r}")
+        a = a.astype(np.int64).reshape(n, 3)
+        budget, upload_at, exit_at = a[:, 0], self.thresholds[a[:, 1]], self.thresholds[a[:, 2]]
+        length = o.draft_length
+        remaining = self.streams.length - self.position
+        idx = np.minimum(self.position[:, None] + np.arange(length)[None, :], self.uncertainty.shape[1] - 1)
+        u = np.take_along_axis(self.uncertainty, idx, axis=1)
+        accepted = np.take_along_axis(self.streams.accepted, idx, axis=1)
+        drafted = np.minimum(budget, np.maximum(remaining, 0))
+        # GELATO's early exit: stop after the first drafted token above the exit threshold
+        above = (u > exit_at[:, None]) & (np.arange(length)[None, :] < drafted[:, None])
+        drafted = np.where(above.any(axis=1), np.minimum(drafted, above.argmax(axis=1) + 1), drafted)
+        upload = u >= upload_at[:, None]
+        problem = self.problem
+        es = problem.gain.argmax(axis=1)  # each user uploads to its strongest ES this round
+        ev = evaluate_round(problem, self.spec_config, drafted, upload, accepted, es, self.cfg.flops_per_param_token,
+                            self.cfg.slm_params, self.cfg.llm_params)
+        took = drafted > 0
+        self.last_uncertainty = np.where(took, u[np.arange(n), np.maximum(drafted - 1, 0)], self.last_uncertainty)
+        self.position += ev.emitted
+        self.queue = np.maximum(self.queue + ev.energy - o.energy_budget_j, 0.0)
+        self.energy_sum += ev.energy
+        self.rounds += 1
+        self.last = ev
+        round_time = float(ev.delay[took].max()) if took.any() else 0.0
+        tokens = int(ev.emitted.sum())
+        rate = tokens / (round_time * n * self.r0) if round_time > 0 else 0.0
+        reward = rate - o.energy_weight * float(ev.energy.mean()) / o.energy_budget_j
+        terminated = bool((self.position >= self.streams.length).all())
+        truncated = not terminated and self.rounds >= o.max_rounds
+        info = {"round": self.rounds, "tokens": tokens, "round_time_s": round_time,
+                "tokens_per_s": tokens / round_time if round_time > 0 else 0.0,
+                "uploaded": int(ev.uploaded.sum()), "drafted": int(drafted.sum()),
+                "unverified_rejects": int(ev.unverified_rejects.sum()), "energy_j": float(ev.energy.sum()),
+                "mean_energy_per_round_j": float(self.energy_sum.mean() / self.rounds),
+                "energy_queue": float(self.queue.mean())}
+        self.core.advance(self.np_random)
+        return self._observation(), reward, terminated, truncated, info
+
+    @property
+    def problem(self):
+        """This round's problem instance (channel, capacities)."""
+        return self.core.problem
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() without a render_mode; make the env with render_mode='ansi'")
+            return None
+        if self.streams is None:
+            raise ResetNeeded("call reset() before render()")
+        done = int((self.position >= self.streams.length).sum())
+        if self.last is None:
+            return f"{ENV_ID} round 0, N = {self.cfg.n_users}: {done} answers complete"
+        return (f"{ENV_ID} round {self.rounds}: {int(self.last.emitted.sum())} tokens, {int(self.last.uploaded.sum())} "
+                f"uploaded, energy {self.last.energy.sum():.3f} J, {done}/{self.cfg.n_users} answers complete")
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
+        p, o = self.problem, self.options
+        obs = {
+            "channel_gain_db": normalised_gain_db(p.gain),
+            "energy_queue": np.clip(self.queue / o.energy_budget_j, 0.0, QUEUE_OBS_MAX).astype(np.float32),
+            "es_capacity": normalised_es_capacity(p.es_capacity, self.cfg),
+            "last_uncertainty": self.last_uncertainty.astype(np.float32),
+            "local_capacity": normalised_local_capacity(p.local_capacity, self.cfg),
+            "remaining": np.clip((self.streams.length - self.position) / o.draft_length, 0.0, 64.0).astype(np.float32),
+        }
+        return spaces.flatten(self.dict_observation_space, obs) if o.flat_obs else obs
+
+
+__all__ = ["MECSpecDecodeEnv", "SpecEnvConfig", "ENV_ID"]

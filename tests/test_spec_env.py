@@ -1,0 +1,82 @@
+"""MECSpecDecode-v0: Gymnasium's and SB3's checkers, seeding, the action's meaning, episode end."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import mec_env  # noqa: F401
+from mec_env.errors import AssignmentError, ConfigError
+
+SMALL = {"scenario": "small", "n_users": 6}
+
+
+def rule(env, budget: int, upload: int, exit_level: int | None = None) -> np.ndarray:
+    """The same (budget, upload level, exit level) for every user."""
+    k = env.unwrapped.options.threshold_levels
+    return np.tile([budget, upload, k - 1 if exit_level is None else exit_level], env.unwrapped.cfg.n_users)
+
+
+def test_passes_gymnasium_and_sb3_checkers():
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(gym.make("MECSpecDecode-v0", **SMALL).unwrapped)
+    sb3_check_env(gym.make("MECSpecDecode-v0", **SMALL, flat_obs=True))
+
+
+def test_seeded_episodes_repeat_and_end_when_every_answer_is_complete():
+    def play(seed):
+        env = gym.make("MECSpecDecode-v0", **SMALL)
+        env.reset(seed=seed)
+        out, done = [], False
+        while not done:
+            _, r, terminated, truncated, info = env.step(rule(env, 8, 0))
+            out.append((r, info["tokens"]))
+            done = terminated or truncated
+        return out, terminated, env.unwrapped
+
+    a, terminated, env = play(3)
+    assert a == play(3)[0] and a != play(4)[0]
+    assert terminated and (env.position == env.streams.length).all()
+    assert sum(t for _, t in a) == int(env.streams.length.sum())  # every token of every answer, once
+
+
+def test_hlm_verifies_everything_and_slm_only_uploads_nothing():
+    env = gym.make("MECSpecDecode-v0", **SMALL)
+    env.reset(seed=0)
+    k = env.unwrapped.options.threshold_levels
+    *_, hlm = env.step(rule(env, 8, 0))
+    assert hlm["uploaded"] == hlm["drafted"] > 0 and hlm["unverified_rejects"] == 0
+    env.reset(seed=0)
+    *_, slm = env.step(rule(env, 8, k - 1))
+    assert slm["uploaded"] == 0 and slm["tokens"] == slm["drafted"]  # nothing verified: every draft is kept
+    env.reset(seed=0)
+    *_, idle = env.step(rule(env, 0, 0))
+    assert idle["drafted"] == idle["tokens"] == 0 and idle["energy_j"] == 0.0
+
+
+def test_early_exit_stops_after_the_first_uncertain_token():
+    env = gym.make("MECSpecDecode-v0", **SMALL)
+    env.reset(seed=1)
+    e = env.unwrapped
+    u = e.uncertainty[np.arange(6)[:, None], np.minimum(np.arange(8)[None, :], e.uncertainty.shape[1] - 1)]
+    *_, info = env.step(rule(env, 8, 0, exit_level=5))  # stop after the first token with u > 0.5
+    expected = 0
+    for i in range(6):
+        n = min(8, int(e.streams.length[i]))
+        above = np.flatnonzero(u[i, :n] > e.thresholds[5])
+        expected += int(above[0] + 1) if above.size else n
+    assert info["drafted"] == expected
+
+
+def test_bad_actions_and_arguments_are_named():
+    env = gym.make("MECSpecDecode-v0", **SMALL)
+    env.reset(seed=0)
+    with pytest.raises(AssignmentError, match="draft budget 0..8"):
+        env.step(np.zeros(5, dtype=np.int64))
+    with pytest.raises(ConfigError, match="draft_length"):
+        gym.make("MECSpecDecode-v0", draft_length=0)
+    with pytest.raises(ConfigError, match="uncertainty_metric"):
+        gym.make("MECSpecDecode-v0", uncertainty_metric="perplexity")
