@@ -80,3 +80,35 @@ def test_bad_actions_and_arguments_are_named():
         gym.make("MECSpecDecode-v0", draft_length=0)
     with pytest.raises(ConfigError, match="uncertainty_metric"):
         gym.make("MECSpecDecode-v0", uncertainty_metric="perplexity")
+
+
+def play(strategy: str, seeds=range(4), **kwargs) -> dict:
+    from baselines.spec import SpecRuleAgent
+
+    env = gym.make("MECSpecDecode-v0", n_users=10, max_rounds=200)
+    agent = SpecRuleAgent(env, strategy, **kwargs)
+    total = {"tokens": 0, "time": 0.0, "uploaded": 0, "drafted": 0, "unverified": 0, "energy": 0.0}
+    for seed in seeds:
+        env.reset(seed=seed)
+        done = False
+        while not done:
+            _, _, terminated, truncated, info = env.step(agent.predict()[0])
+            total["tokens"] += info["tokens"]
+            total["time"] += info["round_time_s"]
+            total["uploaded"] += info["uploaded"]
+            total["drafted"] += info["drafted"]
+            total["unverified"] += info["unverified_rejects"]
+            total["energy"] += info["energy_j"]
+            done = terminated or truncated
+    return total
+
+
+def test_uhlm_skips_uploads_and_beats_hlms_throughput_and_gelato_spends_less_energy_per_token():
+    hlm, uhlm, slm = play("HLM"), play("U-HLM"), play("SLM only")
+    assert hlm["uploaded"] == hlm["drafted"] and hlm["unverified"] == 0
+    assert 0 < uhlm["uploaded"] < 0.8 * uhlm["drafted"] and uhlm["unverified"] > 0
+    assert uhlm["tokens"] / uhlm["time"] > hlm["tokens"] / hlm["time"]
+    assert slm["uploaded"] == 0
+    gelato = play("GELATO")
+    assert gelato["uploaded"] == gelato["drafted"]  # GELATO verifies what it drafts
+    assert gelato["energy"] / gelato["tokens"] < hlm["energy"] / hlm["tokens"]  # less energy per token than HLM
