@@ -112,3 +112,12 @@ def test_uhlm_skips_uploads_and_beats_hlms_throughput_and_gelato_spends_less_ene
     gelato = play("GELATO")
     assert gelato["uploaded"] == gelato["drafted"]  # GELATO verifies what it drafts
     assert gelato["energy"] / gelato["tokens"] < hlm["energy"] / hlm["tokens"]  # less energy per token than HLM
+
+
+def test_spec_compare_script_writes_its_table(tmp_path):
+    from test_agents import script
+
+    rows = script("spec_compare").main(["--set", "scenario=small", "n_users=4", "--seeds", "1",
+                                        "--out", str(tmp_path)])
+    assert [r["strategy"] for r in rows] == ["SLM only", "HLM", "U-HLM", "GELATO"]
+    assert (tmp_path / "spec_compare.csv").read_text().startswith("strategy,tokens_per_s")
