@@ -121,3 +121,14 @@ def test_spec_compare_script_writes_its_table(tmp_path):
                                         "--out", str(tmp_path)])
     assert [r["strategy"] for r in rows] == ["SLM only", "HLM", "U-HLM", "GELATO"]
     assert (tmp_path / "spec_compare.csv").read_text().startswith("strategy,tokens_per_s")
+
+
+def test_sb3_ppo_trains_on_it_through_make_vec_env():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("MECSpecDecode-v0", n_envs=2, seed=0, env_kwargs={**SMALL, "flat_obs": True})
+    model = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(32)
+    action, _ = model.predict(venv.reset(), deterministic=True)
+    assert action.shape == (2, 18) and venv.action_space.contains(action[0])

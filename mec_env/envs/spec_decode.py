@@ -12,7 +12,7 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
 from mec_env.config import INF, config_field
-from mec_env.envs.common import Scenario, build_env_config, check_render_mode
+from mec_env.envs.common import RENDER_MODES, Picture, Scenario, build_env_config, check_render_mode
 from mec_env.errors import AssignmentError
 from mec_env.slots import GAIN_OBS_CLIP, SlotProcess, normalised_es_capacity, normalised_gain_db, \
     normalised_local_capacity
@@ -101,11 +101,13 @@ class MECSpecDecodeEnv(gym.Env):
     ## Arguments
 
     ``scenario`` (name, path or :class:`~mec_env.config.ScenarioConfig`: the channel, ES and model
-    sizes), ``render_mode`` (None or ``"ansi"``), the fields of :class:`SpecEnvConfig` and any
-    scenario field (``n_users=20``). A bad value is a :class:`~mec_env.errors.ConfigError` naming it.
+    sizes), ``render_mode`` (None, ``"rgb_array"`` / ``"human"``: the area with each user coloured
+    by the ES it uploaded to in the last round, or ``"ansi"``: a line of text), the fields of
+    :class:`SpecEnvConfig` and any scenario field (``n_users=20``). A bad value is a
+    :class:`~mec_env.errors.ConfigError` naming it.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 1}
 
     def __init__(self, scenario: Scenario = "paper", render_mode: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("n_users", 20)
@@ -134,6 +136,8 @@ class MECSpecDecodeEnv(gym.Env):
         self.r0 = self.cfg.local_capacity_flops / (self.cfg.flops_per_param_token * self.cfg.slm_params)
         self.streams: TokenStreams | None = None
         self.last: RoundEvaluation | None = None
+        self.last_round: tuple[Any, np.ndarray] | None = None  # (problem, ES+1 of uploading users, else 0)
+        self._picture = Picture(self.render_mode, self.cfg.area_side_m, m, ENV_ID, self.metadata["render_fps"])
 
     # --- gymnasium API ---------------------------------------------------------------------
 
@@ -148,7 +152,7 @@ class MECSpecDecodeEnv(gym.Env):
         self.position = np.zeros(n, dtype=np.int64)
         self.queue = np.zeros(n)
         self.last_uncertainty = np.zeros(n)
-        self.energy_sum, self.rounds, self.last = np.zeros(n), 0, None
+        self.energy_sum, self.rounds, self.last, self.last_round = np.zeros(n), 0, None, None
         return self._observation(), {"round": 0}
 
     def step(self, action: np.ndarray):
@@ -184,6 +188,7 @@ class MECSpecDecodeEnv(gym.Env):
         self.energy_sum += ev.energy
         self.rounds += 1
         self.last = ev
+        self.last_round = (problem, np.where(ev.uploaded > 0, es + 1, 0))
         round_time = float(ev.delay[took].max()) if took.any() else 0.0
         tokens = int(ev.emitted.sum())
         rate = tokens / (round_time * n * self.r0) if round_time > 0 else 0.0
@@ -204,17 +209,29 @@ class MECSpecDecodeEnv(gym.Env):
         """This round's problem instance (channel, capacities)."""
         return self.core.problem
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:
-            gym.logger.warn("render() without a render_mode; make the env with render_mode='ansi'")
+            gym.logger.warn("render() without a render_mode; make the env with render_mode='rgb_array', 'human' "
+                            "or 'ansi'")
             return None
         if self.streams is None:
             raise ResetNeeded("call reset() before render()")
         done = int((self.position >= self.streams.length).sum())
         if self.last is None:
-            return f"{ENV_ID} round 0, N = {self.cfg.n_users}: {done} answers complete"
-        return (f"{ENV_ID} round {self.rounds}: {int(self.last.emitted.sum())} tokens, {int(self.last.uploaded.sum())} "
-                f"uploaded, energy {self.last.energy.sum():.3f} J, {done}/{self.cfg.n_users} answers complete")
+            caption = f"{ENV_ID} round 0, N = {self.cfg.n_users}: {done} answers complete"
+        else:
+            caption = (f"{ENV_ID} round {self.rounds}: {int(self.last.emitted.sum())} tokens, "
+                       f"{int(self.last.uploaded.sum())} uploaded, energy {self.last.energy.sum():.3f} J, "
+                       f"{done}/{self.cfg.n_users} answers complete")
+        if self.render_mode == "ansi":
+            return caption
+        # the area with each user coloured by the ES it uploaded to last round (grey: nothing uploaded)
+        problem, uploads = self.last_round or (self.problem, None)
+        return self._picture(problem, uploads, caption)
+
+    def close(self) -> None:
+        self._picture.close()
+        super().close()
 
     # --- helpers -----------------------------------------------------------------------------
 
