@@ -11,8 +11,9 @@
   line predicts for the user's last uncertainty and the round's channel; every drafted token is
   uploaded and drafting stops after the first token above the exit threshold.
 
-The uncertainty-rejection line defaults to the synthetic source's; pass the one fitted on the
-token traces (:func:`mec_env.spec.tokens.rejection_correlations`) when replaying them.
+The uncertainty-rejection line defaults to the env's token source's: the synthetic source's
+parameters, or the least-squares line over the replayed token table (in the env's normalised
+uncertainty). ``budget`` fixes the drafting budget of SLM only, HLM and U-HLM (default L).
 """
 
 from __future__ import annotations
@@ -21,12 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from mec_env.model import delay_terms
-from mec_env.spec.control import drift_plus_penalty_budget, uhlm_threshold
-from mec_env.spec.tokens import SyntheticTokenSource
-
-_SYNTHETIC = SyntheticTokenSource()
-
+from mec_env.spec.control import drift_plus_penalty, uhlm_threshold
+from mec_env.spec.model import evaluate_round
 
 def _level(env: Any, threshold: float) -> int:
     """The smallest upload level whose threshold is at least ``threshold`` (K - 1: none)."""
@@ -39,20 +36,31 @@ class SpecRuleAgent:
     """One of the strategies above, acting in a (single) ``MECSpecDecode-v0``.
 
     :param strategy: ``"SLM only"``, ``"HLM"``, ``"U-HLM"`` or ``"GELATO"``.
-    :param slope, intercept: the uncertainty-rejection line (U-HLM's threshold, GELATO's expectations).
+    :param slope, intercept: the uncertainty-rejection line (U-HLM's threshold, GELATO's expectations);
+        default the env's token source's, in normalised uncertainty.
     :param risk: U-HLM's tolerated rejection probability of a skipped token.
     :param tradeoff: GELATO's V (throughput in units of ``r0`` against the energy backlog in units of the budget).
     :param exit_level: GELATO's early-exit level (uncertainty threshold index).
+    :param budget: tokens drafted a round by SLM only, HLM and U-HLM (default L, the most).
     """
 
     STRATEGIES = ("SLM only", "HLM", "U-HLM", "GELATO")
 
-    def __init__(self, env: Any, strategy: str, slope: float = _SYNTHETIC.slope,
-                 intercept: float = _SYNTHETIC.intercept, risk: float = 0.1, tradeoff: float = 1.0,
-                 exit_level: int | None = None) -> None:
+    def __init__(self, env: Any, strategy: str, slope: float | None = None, intercept: float | None = None,
+                 risk: float = 0.1, tradeoff: float = 1.0, exit_level: int | None = None,
+                 budget: int | None = None) -> None:
         if strategy not in self.STRATEGIES:
             raise ValueError(f"strategy must be one of {self.STRATEGIES}, got {strategy!r}")
         self.env, self.name = env.unwrapped, strategy
+        if slope is None or intercept is None:
+            fit_slope, fit_intercept = self.env.source.rejection_line()
+            slope = fit_slope * self.env.uncertainty_scale if slope is None else slope  # per normalised unit
+            intercept = fit_intercept if intercept is None else intercept
+        self.mean_accept = float(np.clip(self.env.source.mean_accept(), 0.05, 0.99))
+        length = self.env.options.draft_length
+        if budget is not None and not 0 <= budget <= length:
+            raise ValueError(f"budget must be in 0..L = {length}, got {budget}")
+        self.budget = length if budget is None else int(budget)
         self.slope, self.intercept, self.tradeoff = slope, intercept, tradeoff
         k = self.env.options.threshold_levels
         self.exit_level = k - 3 if exit_level is None else exit_level
@@ -63,7 +71,7 @@ class SpecRuleAgent:
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
         env, o = self.env, self.env.options
         n, k = env.cfg.n_users, o.threshold_levels
-        budget = np.full(n, o.draft_length)
+        budget = np.full(n, self.budget)
         exit_level = np.full(n, k - 1)
         if self.name == "GELATO":
             budget = self._gelato_budgets()
@@ -72,27 +80,34 @@ class SpecRuleAgent:
         return action.reshape(-1).astype(np.int64), state
 
     def _gelato_budgets(self) -> np.ndarray:
-        env, o, cfg = self.env, self.env.options, self.env.cfg
-        p, n = env.problem, cfg.n_users
-        accept = np.clip(1.0 - (self.slope * env.last_uncertainty + self.intercept), 0.05, 0.99)
-        es = p.gain.argmax(axis=1)
-        active = env.position < env.streams.length
-        sharing = np.bincount(es[active], minlength=cfg.n_edge_servers)
-        draft_s = cfg.flops_per_param_token * cfg.slm_params / p.local_capacity  # per token
-        budgets = np.zeros(n, dtype=np.int64)
-        for i in np.flatnonzero(active):
-            def expected(b: int, i: int = i) -> tuple[float, float, float]:
-                t_comm, t_verify = delay_terms(p, p.gain[i, es[i]], env.spec_config.token_bits() * b,
-                                               cfg.flops_per_param_token * cfg.llm_params * b,
-                                               p.es_capacity[es[i]], sharing[es[i]], 0.0)  # interference unknown ahead
-                tokens = (1.0 - accept[i] ** b) / (1.0 - accept[i])
-                time_s = b * draft_s[i] + float(t_comm) + float(t_verify)
-                energy = o.joule_per_flop * cfg.flops_per_param_token * cfg.slm_params * b + p.tx_power_w * t_comm
-                return tokens / env.r0, time_s, float(energy) / o.energy_budget_j
+        """The drafting budget minimising the drift-plus-penalty bound of the round.
 
-            budgets[i] = drift_plus_penalty_budget(env.queue[i] / o.energy_budget_j, self.tradeoff, 1.0,
-                                                   range(1, o.draft_length + 1), expected)
-        return budgets
+        Rounds are slots shared by all users, so the outer loop picks one budget b for the round:
+        for each candidate the round evaluator prices the round in which every unfinished user
+        drafts b tokens and uploads them all (this round's channel and ES sharing), and the bound
+        is ``-V x expected tokens / (round time x N x r0) + mean_i Z_i (e_i - e_bar)`` (queues and
+        energy in units of the budget). Expected tokens of a user come from the acceptance ``a``
+        the fitted line predicts for its last uncertainty: ``(1 - a^b) / (1 - a)``. (Our reading
+        for N users in slots; GELATO's paper plans one device.)
+        """
+        env, o, cfg = self.env, self.env.options, self.env.cfg
+        n, length = cfg.n_users, o.draft_length
+        accept = np.full(n, self.mean_accept)
+        active = env.position < env.streams.length
+        es = env.problem.gain.argmax(axis=1)
+        upload = np.ones((n, length), dtype=bool)
+        best, best_value = 1, np.inf
+        for b in range(1, length + 1):
+            ev = evaluate_round(env.problem, env.spec_config, np.where(active, b, 0), upload, upload, es,
+                                cfg.flops_per_param_token, cfg.slm_params, cfg.llm_params, check=False)
+            tokens = float(np.where(active, (1.0 - accept ** b) / (1.0 - accept), 0.0).sum())
+            rate = tokens / (max(float(ev.delay.max()), 1e-12) * n * env.r0)
+            excess = np.where(active, ev.energy / o.energy_budget_j - 1.0, 0.0)
+            value = drift_plus_penalty(float(np.mean(env.queue / o.energy_budget_j * excess)), self.tradeoff, rate,
+                                       1.0)
+            if value < best_value:
+                best, best_value = b, value
+        return np.where(active, best, 0)
 
 
 __all__ = ["SpecRuleAgent"]

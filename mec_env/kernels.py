@@ -184,5 +184,51 @@ def _delays_into(gain, query_bits, workload_llm, local_delay, es_capacity, c_max
         t_compute[i] = workload_llm[i] / min(c_max, es_capacity[e] / share)
 
 
+@_jit
+def spec_round_kernel(gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w,
+                      min_rate_bps, mode, drafted, upload, accepted, es, token_bits, slm_flops_per_token,
+                      llm_flops_per_token, verify_block_cost, joule_per_flop):
+    """One round of token-level offloading, as the numpy path of :func:`mec_env.spec.model.evaluate_round`:
+    ``(emitted, uploaded, unverified, draft_time, comm_time, verify_time, energy, es_users)``."""
+    n, length = upload.shape
+    m = gain.shape[1]
+    emitted = np.empty(n, dtype=np.int64)
+    n_sent = np.zeros(n, dtype=np.int64)
+    unverified = np.zeros((n, length), dtype=np.bool_)
+    for i in range(n):
+        d = drafted[i]
+        first = d
+        for t in range(d):
+            if upload[i, t]:
+                n_sent[i] += 1
+                if not accepted[i, t] and first == d:
+                    first = t + 1  # the LLM's resample ends the round's output here
+        emitted[i] = min(first, d)
+        for t in range(emitted[i]):
+            if not upload[i, t] and not accepted[i, t]:
+                unverified[i, t] = True
+    assignment = np.zeros(n, dtype=np.int64)
+    query_bits = np.empty(n)
+    workload = np.empty(n)
+    for i in range(n):
+        if n_sent[i] > 0:
+            assignment[i] = es[i] + 1
+        query_bits[i] = token_bits * n_sent[i]
+        block = 1.0 + verify_block_cost * (n_sent[i] - 1) if n_sent[i] > 0 else 0.0
+        workload[i] = llm_flops_per_token * block
+    comm_time = np.zeros(n)
+    verify_time = np.empty(n)
+    load = np.zeros(m, dtype=np.int64)
+    _delays_into(gain, query_bits, workload, np.zeros(n), es_capacity, c_max, bandwidth_hz, tx_power_w,
+                 noise_power_w, min_rate_bps, mode, assignment, comm_time, verify_time, load)
+    draft_time = np.empty(n)
+    energy = np.empty(n)
+    for i in range(n):
+        draft_flops = slm_flops_per_token * drafted[i]
+        draft_time[i] = draft_flops / local_capacity[i]
+        energy[i] = joule_per_flop * draft_flops + tx_power_w * comm_time[i]
+    return emitted, n_sent, unverified, draft_time, comm_time, verify_time, energy, load
+
+
 __all__ = ["numba_enabled", "greedy_kernel", "delays_kernel", "delays_batch_kernel", "free_space_gain_kernel",
-           "INTERFERENCE_CODES"]
+           "spec_round_kernel", "INTERFERENCE_CODES"]

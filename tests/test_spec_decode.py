@@ -140,3 +140,16 @@ def test_a_hybrid_temperature_tempers_both_models(pair):
         assert d.accept_prob == pytest.approx(min(1.0, q[d.token] / p[d.token]), rel=1e-3)
     with pytest.raises(ValueError, match="temperature"):
         SpeculativeProfiler(slm, llm, tok, temperature=0.0)
+
+
+def test_a_shared_prefill_gives_what_separate_prompts_give(pair):
+    """profile_tokens prefills each model once and reuses the cache for the greedy and hybrid answers."""
+    slm, llm, tok = pair
+    prof = SpeculativeProfiler(slm, llm, tok, max_new_tokens=5)
+    ids = tok("where is mary ?")["input_ids"]
+    starts = prof.prefill(slm, ids), prof.prefill(llm, ids)
+    assert prof.greedy(slm, ids, starts[0]) == prof.greedy(slm, ids)
+    assert prof.greedy(llm, ids, starts[1]) == prof.greedy(llm, ids)  # greedy copied the cache it was given
+    shared = prof.hybrid(ids, torch.Generator().manual_seed(3), starts)
+    fresh = prof.hybrid(ids, torch.Generator().manual_seed(3))
+    assert shared[0] == fresh[0] and [d.token for d in shared[1]] == [d.token for d in fresh[1]]

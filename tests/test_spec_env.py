@@ -57,6 +57,26 @@ def test_hlm_verifies_everything_and_slm_only_uploads_nothing():
     assert idle["drafted"] == idle["tokens"] == 0 and idle["energy_j"] == 0.0
 
 
+def test_answers_are_scored_against_the_llms_verdicts():
+    """Verified answers are the hybrid's (right, in the synthetic streams); unverified ones are right
+    only when the LLM would have accepted every token, which is when the SLM's own answer is right."""
+    def finish(upload_level):
+        env = gym.make("MECSpecDecode-v0", **SMALL, session_tokens=30, max_rounds=1000)
+        env.reset(seed=5)
+        done = False
+        while not done:
+            *_, terminated, truncated, info = env.step(rule(env, 8, upload_level))
+            done = terminated or truncated
+        return info, env.unwrapped
+
+    hlm, env = finish(0)
+    assert hlm["answers"] == int(env.streams.answer_end.sum()) > 6  # sessions of several answers, all complete
+    assert hlm["answers_correct"] == hlm["answers_llm_correct"] == hlm["answers"]
+    slm, _ = finish(env.options.threshold_levels - 1)
+    assert slm["answers"] == hlm["answers"] and 0 < slm["answers_correct"] < slm["answers"]
+    assert slm["answers_correct"] == slm["answers_slm_correct"]
+
+
 def test_early_exit_stops_after_the_first_uncertain_token():
     env = gym.make("MECSpecDecode-v0", **SMALL)
     env.reset(seed=1)

@@ -17,12 +17,14 @@ CFG = load_scenario("paper")
 SIZES = dict(flops_per_param_token=CFG.flops_per_param_token, slm_params=CFG.slm_params, llm_params=CFG.llm_params)
 
 
-def test_emitted_tokens_stop_at_the_first_rejected_upload_and_skips_are_unverified():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_emitted_tokens_stop_at_the_first_rejected_upload_and_skips_are_unverified(compiled):
     p = sample_problem(CFG, 0, n_users=4)
     drafted = np.array([4, 4, 4, 0])
     upload = np.array([[1, 1, 1, 1], [0, 1, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=bool)
     accepted = np.array([[1, 0, 1, 1], [0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 0, 0]], dtype=bool)
-    ev = evaluate_round(p, SpecConfig(draft_length=4), drafted, upload, accepted, np.array([0, 1, 1, 2]), **SIZES)
+    ev = evaluate_round(p, SpecConfig(draft_length=4), drafted, upload, accepted, np.array([0, 1, 1, 2]), **SIZES,
+                        compiled=compiled)
     # user 0: rejected at position 1 -> 2 tokens (the LLM's resample ends the round); user 1: position 3 -> 4;
     # user 2 skips all: 4 unverified tokens, 2 of them ones the LLM would have rejected; user 3 drafts nothing
     np.testing.assert_array_equal(ev.emitted, [2, 4, 4, 0])
@@ -30,6 +32,7 @@ def test_emitted_tokens_stop_at_the_first_rejected_upload_and_skips_are_unverifi
     np.testing.assert_array_equal(ev.unverified_rejects, [0, 1, 2, 0])
     np.testing.assert_array_equal(ev.es_users, [1, 1, 0, 0])  # only users that upload share an ES
     assert ev.comm_time[2] == ev.comm_time[3] == 0.0 and ev.verify_time[2] == 0.0
+    assert ev.wait_time.tolist() == [SpecConfig().round_trip_s] * 2 + [0.0, 0.0]  # no upload, no round trip
 
 
 def test_delays_and_energy_are_the_query_models_with_token_payloads():
@@ -47,6 +50,11 @@ def test_delays_and_energy_are_the_query_models_with_token_payloads():
     t_comm0, _ = delay_terms(p, p.gain[0, 0], spec.token_bits() * 3, 2 * CFG.llm_params * 3, p.es_capacity[0], 2,
                              p.tx_power_w * p.gain[2, 0])
     assert ev.comm_time[0] == pytest.approx(t_comm0)
+    # one forward pass verifies a block: 3 tokens cost 1 + 2 x 0.2 of one, at ES 0's share min(c_max, C / 2)
+    compute0 = min(p.c_max, p.es_capacity[0] / 2)
+    assert ev.verify_time[0] == pytest.approx(2 * CFG.llm_params * (1 + 2 * spec.verify_block_cost) / compute0)
+    np.testing.assert_allclose(ev.wait_time, spec.round_trip_s)  # every user uploaded: each waits the round trip
+    np.testing.assert_allclose(ev.delay, ev.draft_time + ev.comm_time + ev.verify_time + spec.round_trip_s)
     draft = 2 * CFG.slm_params * drafted / p.local_capacity
     np.testing.assert_allclose(ev.draft_time, draft)
     np.testing.assert_allclose(ev.energy, spec.joule_per_flop * 2 * CFG.slm_params * drafted
@@ -54,6 +62,25 @@ def test_delays_and_energy_are_the_query_models_with_token_payloads():
     assert ev.throughput == pytest.approx(6 / ev.delay.max())
     with pytest.raises(ValueError, match="drafted must be in 0..L"):
         evaluate_round(p, spec, np.array([4, 0, 0]), upload, upload, es, **SIZES)
+
+
+@pytest.mark.parametrize("interference", ["physical", "paper", "none"])
+def test_the_compiled_round_is_the_numpy_round(interference):
+    import dataclasses
+
+    rng = np.random.default_rng(7)
+    spec, cfg = SpecConfig(draft_length=6), dataclasses.replace(CFG, interference=interference)
+    for trial in range(40):
+        n = int(rng.integers(1, 30))
+        p = sample_problem(cfg, trial, n_users=n)
+        drafted = rng.integers(0, 7, size=n)
+        upload, accepted = rng.random((n, 6)) < rng.random(), rng.random((n, 6)) < 0.7
+        es = rng.integers(0, p.n_edge_servers, size=n)
+        a, b = (evaluate_round(p, spec, drafted, upload, accepted, es, **SIZES, compiled=c) for c in (False, True))
+        for field in ("emitted", "uploaded", "unverified", "es_users"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        for field in ("draft_time", "comm_time", "verify_time", "wait_time", "energy", "delay"):
+            np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=1e-12, atol=0)
 
 
 def test_uhlm_threshold_and_gelato_entropy_exit():
@@ -106,7 +133,7 @@ def test_synthetic_tokens_follow_the_linear_rejection_relation():
 def test_token_traces_replay_answers_and_name_what_is_wrong(tmp_path):
     import csv
 
-    from mec_env.lm.spec_decode import TOKEN_COLUMNS
+    from mec_env.lm.spec_decode import ANSWER_COLUMNS, TOKEN_COLUMNS
     from mec_env.spec.tokens import TokenTraceError, TokenTraceSource
 
     def row(task, pos, u, ok):
@@ -114,25 +141,48 @@ def test_token_traces_replay_answers_and_name_what_is_wrong(tmp_path):
         return {**base, "task": task, "story_id": 1, "question_id": 1, "position": pos, "accept_prob": 0.5,
                 "slm_temperature_uncertainty": u, "accepted": ok}
 
-    def write(rows, name="t.csv"):
+    def write(rows, name="tokens-t.csv", columns=TOKEN_COLUMNS):
         path = tmp_path / name
         with open(path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=TOKEN_COLUMNS)
+            w = csv.DictWriter(fh, fieldnames=columns)
             w.writeheader()
             w.writerows(rows)
         return path
 
+    def answer(task, hybrid, llm="1"):
+        return {**dict.fromkeys(ANSWER_COLUMNS, "0"), "task": task, "story_id": 1, "question_id": 1,
+                "hybrid_correct": hybrid, "llm_correct": llm}
+
+    write([answer(1, "1"), answer(2, "0")], "answers-t.csv", ANSWER_COLUMNS)
     src = TokenTraceSource(write([row(1, 0, 0.2, 1), row(1, 1, 0.9, 0), row(2, 0, 0.1, 1)]))
     assert len(src) == 2 and src.length.tolist() == [2, 1]
+    assert src.hybrid_correct.tolist() == [True, False] and src.llm_correct.tolist() == [True, True]
     s = src.sample(np.random.default_rng(1), 50)
     assert set(s.length.tolist()) == {1, 2} and s.uncertainty.shape == (50, 2)
     both = s.length == 2
     np.testing.assert_array_equal(s.accepted[both], [[True, False]] * int(both.sum()))
+    np.testing.assert_array_equal(s.hybrid_correct[:, 0], both)  # the 2-token answer is the right one
+    # sessions: answers back to back until at least 5 tokens, each token tagged with its answer
+    s = src.sample(np.random.default_rng(2), 40, session_tokens=5)
+    assert (s.length >= 5).all() and (s.length <= 6).all()
+    for i in range(40):
+        n_answers = int(s.answer_end[i].sum())
+        assert s.answer[i, s.length[i] - 1] == n_answers - 1 and s.answer_end[i, s.length[i] - 1]
+        ends = np.flatnonzero(s.answer_end[i])
+        sizes = np.diff(np.concatenate([[-1], ends]))
+        for a, size in enumerate(sizes):  # a 2-token answer is (0.2 accepted, 0.9 rejected), correct
+            assert s.hybrid_correct[i, a] == (size == 2)
+            if size == 2:
+                np.testing.assert_array_equal(s.uncertainty[i, ends[a] - 1:ends[a] + 1], [0.2, 0.9])
+        assert not s.hybrid_correct[i, n_answers:].any()
     with pytest.raises(TokenTraceError, match="line 3.*position 2"):
         TokenTraceSource(write([row(1, 0, 0.2, 1), row(1, 2, 0.9, 0)], "gap.csv"))
     with pytest.raises(TokenTraceError, match="line 2, column 'accepted'"):
         TokenTraceSource(write([row(1, 0, 0.2, "yes")], "flag.csv"))
+    with pytest.raises(TokenTraceError, match="answers-other.csv has no row for 1 answers"):
+        write([answer(1, "1")], "answers-other.csv", ANSWER_COLUMNS)
+        TokenTraceSource(tmp_path / "tokens-t.csv", answers_csv=tmp_path / "answers-other.csv")
     with pytest.raises(TokenTraceError, match="does not exist"):
         TokenTraceSource(tmp_path / "none.csv")
     with pytest.raises(TokenTraceError, match="metric"):
-        TokenTraceSource(tmp_path / "t.csv", metric="perplexity")
+        TokenTraceSource(tmp_path / "tokens-t.csv", metric="perplexity")

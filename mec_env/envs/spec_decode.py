@@ -14,10 +14,9 @@ from gymnasium.error import ResetNeeded
 from mec_env.config import INF, config_field
 from mec_env.envs.common import RENDER_MODES, Picture, Scenario, build_env_config, check_render_mode
 from mec_env.errors import AssignmentError
-from mec_env.slots import GAIN_OBS_CLIP, SlotProcess, normalised_es_capacity, normalised_gain_db, \
-    normalised_local_capacity
+from mec_env.slots import GAIN_OBS_CLIP, SlotProcess, normalised_es_capacity
 from mec_env.spec.model import RoundEvaluation, SpecConfig, evaluate_round
-from mec_env.spec.tokens import UNCERTAINTIES, SyntheticTokenSource, TokenStreams, TokenTraceSource
+from mec_env.spec.tokens import UNCERTAINTIES, SyntheticTokenSource, TokenStreams, load_token_traces
 
 ENV_ID = "MECSpecDecode-v0"
 QUEUE_OBS_MAX = 100.0  # energy queues are observed in units of the budget, clipped here
@@ -32,14 +31,20 @@ class SpecEnvConfig:
     prob_bits: int = config_field(16, "bits per uploaded probability", range=(1, 64))
     vocab_size: int = config_field(49_152, "V: vocabulary size (an index costs ceil(log2 V) bits)", range=(2, INF))
     joule_per_flop: float = config_field(5e-11, "device energy per FLOP", range=(0.0, INF))
+    verify_block_cost: float = config_field(0.2, "ES cost of each further token of a verified block, relative to "
+                                            "the first", range=(0.0, 1.0))
+    round_trip_s: float = config_field(0.008, "latency of a round that uploads, besides transmission (s)",
+                                       range=(0.0, INF))
     threshold_levels: int = config_field(11, "K: levels of the upload and exit thresholds an action picks from",
                                          range=(3, 101))
     energy_budget_j: float = config_field(0.5, "long-term average device energy per user and round (J)",
                                           range=(0.0, INF), open_low=True)
     energy_weight: float = config_field(1.0, "lambda: weight of the energy term of the reward", range=(0.0, INF))
     max_rounds: int = config_field(64, "rounds before the episode is truncated", range=(1, 10**6))
-    tokens: str = config_field("synthetic", "token streams: 'synthetic' or a token trace CSV "
-                               "(train/build_token_traces.py)")
+    session_tokens: int = config_field(24, "each user's session: answers back to back until at least this many "
+                                       "tokens", range=(1, 4096))
+    tokens: str = config_field("synthetic", "token streams: 'babi' (the shipped traces), 'synthetic' or a token "
+                               "trace CSV (train/build_token_traces.py)")
     uncertainty_metric: str = config_field("slm_temperature_uncertainty", "the SLM uncertainty the thresholds apply to",
                                            choices=UNCERTAINTIES)
     flat_obs: bool = config_field(False, "one float32 Box instead of the Dict")
@@ -90,7 +95,8 @@ class MECSpecDecodeEnv(gym.Env):
     ``reward = tokens / (round time x N x r0) - lambda x mean_i(e_i) / e_bar``: the round's tokens
     per second per user, in units of ``r0`` (one SLM token per second at the nominal device:
     ``local_capacity_flops / (2 x slm_params)``), minus the energy spent relative to the budget.
-    The round time is the slowest participating user's delay. Each user's virtual queue
+    Rounds are slots: one lasts until its slowest user has drafted, uploaded, been verified and
+    heard back, and a user that drafts nothing waits it out. Each user's virtual queue
     ``Z_i <- max(Z_i + e_i - e_bar, 0)`` is observed, and its time average over an episode is in
     ``info``: a policy meets the long-term budget when the queues stay bounded.
 
@@ -115,9 +121,10 @@ class MECSpecDecodeEnv(gym.Env):
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         o, n, m = self.options, self.cfg.n_users, self.cfg.n_edge_servers
         self.spec_config = SpecConfig(draft_length=o.draft_length, top_k=o.top_k, prob_bits=o.prob_bits,
-                               vocab_size=o.vocab_size, joule_per_flop=o.joule_per_flop)
+                               vocab_size=o.vocab_size, joule_per_flop=o.joule_per_flop,
+                               verify_block_cost=o.verify_block_cost, round_trip_s=o.round_trip_s)
         self.source = SyntheticTokenSource() if o.tokens == "synthetic" else \
-            TokenTraceSource(o.tokens, o.uncertainty_metric)
+            load_token_traces(o.tokens, o.uncertainty_metric)
         self.uncertainty_scale = math.log(o.vocab_size) if o.uncertainty_metric == "slm_entropy" else 1.0
         self.core = SlotProcess(self.cfg)
         levels = o.threshold_levels
@@ -133,10 +140,13 @@ class MECSpecDecodeEnv(gym.Env):
         })
         self.observation_space = spaces.flatten_space(self.dict_observation_space) if o.flat_obs \
             else self.dict_observation_space
+        self._nvec = self.action_space.nvec.astype(np.int64)
+        self._offsets = np.arange(o.draft_length)[None, :]
+        self._users = np.arange(n)
         self.r0 = self.cfg.local_capacity_flops / (self.cfg.flops_per_param_token * self.cfg.slm_params)
         self.streams: TokenStreams | None = None
         self.last: RoundEvaluation | None = None
-        self.last_round: tuple[Any, np.ndarray] | None = None  # (problem, ES+1 of uploading users, else 0)
+        self.last_round: tuple[Any, np.ndarray, np.ndarray] | None = None  # (problem, ES, tokens uploaded)
         self._picture = Picture(self.render_mode, self.cfg.area_side_m, m, ENV_ID, self.metadata["render_fps"])
 
     # --- gymnasium API ---------------------------------------------------------------------
@@ -147,12 +157,18 @@ class MECSpecDecodeEnv(gym.Env):
             self.core.discard_block()
         n = self.cfg.n_users
         self.core.start(self.np_random)
-        self.streams = self.source.sample(self.np_random, n)
+        self.streams = self.source.sample(self.np_random, n, self.options.session_tokens)
         self.uncertainty = np.clip(self.streams.uncertainty / self.uncertainty_scale, 0.0, 1.0)
         self.position = np.zeros(n, dtype=np.int64)
         self.queue = np.zeros(n)
         self.last_uncertainty = np.zeros(n)
         self.energy_sum, self.rounds, self.last, self.last_round = np.zeros(n), 0, None, None
+        self.tainted = np.zeros(self.streams.hybrid_correct.shape, dtype=bool)  # an unverified reject in the answer
+        self._width = self.streams.uncertainty.shape[1]
+        self._row_start = (np.arange(n) * self._width)[:, None]
+        self._uncertainty, self._accepted = self.uncertainty.ravel(), self.streams.accepted.ravel()
+        self._answer, self._answer_end = self.streams.answer.ravel(), self.streams.answer_end.ravel()
+        self.answers = dict.fromkeys(("answers", "answers_correct", "answers_llm_correct", "answers_slm_correct"), 0)
         return self._observation(), {"round": 0}
 
     def step(self, action: np.ndarray):
@@ -160,49 +176,55 @@ class MECSpecDecodeEnv(gym.Env):
             raise ResetNeeded("call reset() before step()")
         o, n = self.options, self.cfg.n_users
         a = np.asarray(action)
-        if a.shape != self.action_space.shape or not self.action_space.contains(a.astype(np.int64)):
-            levels = o.threshold_levels - 1
-            raise AssignmentError(f"{ENV_ID} action must be {self.action_space} (shape {self.action_space.shape}: "
-                                  f"draft budget 0..{o.draft_length}, upload and exit levels 0..{levels} per user); "
-                                  f"got {a!r}")
-        a = a.astype(np.int64).reshape(n, 3)
+        if a.shape != self._nvec.shape or a.dtype.kind not in "iuf":
+            self._bad_action(a)
+        a = a.astype(np.int64)
+        if not ((a >= 0) & (a < self._nvec)).all():
+            self._bad_action(a)
+        a = a.reshape(n, 3)
         budget, upload_at, exit_at = a[:, 0], self.thresholds[a[:, 1]], self.thresholds[a[:, 2]]
-        length = o.draft_length
         remaining = self.streams.length - self.position
-        idx = np.minimum(self.position[:, None] + np.arange(length)[None, :], self.uncertainty.shape[1] - 1)
-        u = np.take_along_axis(self.uncertainty, idx, axis=1)
-        accepted = np.take_along_axis(self.streams.accepted, idx, axis=1)
+        # flat indices of the next L tokens of each session (clipped at its end: those are never drafted)
+        idx = self._row_start + np.minimum(self.position[:, None] + self._offsets, self._width - 1)
+        u = self._uncertainty.take(idx)
         drafted = np.minimum(budget, np.maximum(remaining, 0))
         # GELATO's early exit: stop after the first drafted token above the exit threshold
-        above = (u > exit_at[:, None]) & (np.arange(length)[None, :] < drafted[:, None])
+        above = (u > exit_at[:, None]) & (self._offsets < drafted[:, None])
         drafted = np.where(above.any(axis=1), np.minimum(drafted, above.argmax(axis=1) + 1), drafted)
-        upload = u >= upload_at[:, None]
         problem = self.problem
         es = problem.gain.argmax(axis=1)  # each user uploads to its strongest ES this round
-        ev = evaluate_round(problem, self.spec_config, drafted, upload, accepted, es, self.cfg.flops_per_param_token,
-                            self.cfg.slm_params, self.cfg.llm_params)
+        ev = evaluate_round(problem, self.spec_config, drafted, u >= upload_at[:, None], self._accepted.take(idx), es,
+                            self.cfg.flops_per_param_token, self.cfg.slm_params, self.cfg.llm_params, check=False)
         took = drafted > 0
-        self.last_uncertainty = np.where(took, u[np.arange(n), np.maximum(drafted - 1, 0)], self.last_uncertainty)
+        self.last_uncertainty = np.where(took, u[self._users, np.maximum(drafted - 1, 0)], self.last_uncertainty)
+        self._score_answers(idx, ev)
         self.position += ev.emitted
         self.queue = np.maximum(self.queue + ev.energy - o.energy_budget_j, 0.0)
         self.energy_sum += ev.energy
         self.rounds += 1
         self.last = ev
-        self.last_round = (problem, np.where(ev.uploaded > 0, es + 1, 0))
-        round_time = float(ev.delay[took].max()) if took.any() else 0.0
+        self.last_round = (problem, es, ev.uploaded)
+        round_time = float(ev.delay.max()) if took.any() else 0.0  # the slot lasts until its slowest user is done
         tokens = int(ev.emitted.sum())
+        energy = float(ev.energy.sum())
         rate = tokens / (round_time * n * self.r0) if round_time > 0 else 0.0
-        reward = rate - o.energy_weight * float(ev.energy.mean()) / o.energy_budget_j
+        reward = rate - o.energy_weight * energy / (n * o.energy_budget_j)
         terminated = bool((self.position >= self.streams.length).all())
         truncated = not terminated and self.rounds >= o.max_rounds
         info = {"round": self.rounds, "tokens": tokens, "round_time_s": round_time,
                 "tokens_per_s": tokens / round_time if round_time > 0 else 0.0,
                 "uploaded": int(ev.uploaded.sum()), "drafted": int(drafted.sum()),
-                "unverified_rejects": int(ev.unverified_rejects.sum()), "energy_j": float(ev.energy.sum()),
-                "mean_energy_per_round_j": float(self.energy_sum.mean() / self.rounds),
-                "energy_queue": float(self.queue.mean())}
+                "unverified_rejects": int(ev.unverified.sum()), "energy_j": energy,
+                "mean_energy_per_round_j": float(self.energy_sum.sum()) / (n * self.rounds),
+                "energy_queue": float(self.queue.sum()) / n, **self.answers}
         self.core.advance(self.np_random)
         return self._observation(), reward, terminated, truncated, info
+
+    def _bad_action(self, a: np.ndarray):
+        levels = self.options.threshold_levels - 1
+        raise AssignmentError(f"{ENV_ID} action must be {self.action_space} (shape {self.action_space.shape}: "
+                              f"draft budget 0..{self.options.draft_length}, upload and exit levels 0..{levels} per "
+                              f"user); got {a!r}")
 
     @property
     def problem(self):
@@ -226,7 +248,10 @@ class MECSpecDecodeEnv(gym.Env):
         if self.render_mode == "ansi":
             return caption
         # the area with each user coloured by the ES it uploaded to last round (grey: nothing uploaded)
-        problem, uploads = self.last_round or (self.problem, None)
+        problem, uploads = self.problem, None
+        if self.last_round is not None:
+            problem, es, uploaded = self.last_round
+            uploads = np.where(uploaded > 0, es + 1, 0)
         return self._picture(problem, uploads, caption)
 
     def close(self) -> None:
@@ -235,15 +260,34 @@ class MECSpecDecodeEnv(gym.Env):
 
     # --- helpers -----------------------------------------------------------------------------
 
+    def _score_answers(self, idx: np.ndarray, ev: RoundEvaluation) -> None:
+        """Count the answers completed this round; one with a skipped token the LLM would have
+        rejected is wrong (it left the trace's path), else it is as right as the trace's hybrid answer."""
+        s = self.streams
+        ends = self._answer_end.take(idx) & (self._offsets < ev.emitted[:, None])
+        if not ends.any():
+            if ev.unverified.any():
+                rows, cols = np.nonzero(ev.unverified)
+                self.tainted[rows, self._answer[idx[rows, cols]]] = True
+            return
+        answer = self._answer.take(idx)
+        if ev.unverified.any():
+            self.tainted[np.nonzero(ev.unverified)[0], answer[ev.unverified]] = True
+        u, a = np.nonzero(ends)[0], answer[ends]
+        self.answers["answers"] += int(u.size)
+        self.answers["answers_correct"] += int((s.hybrid_correct[u, a] & ~self.tainted[u, a]).sum())
+        self.answers["answers_llm_correct"] += int(s.llm_correct[u, a].sum())
+        self.answers["answers_slm_correct"] += int(s.slm_correct[u, a].sum())
+
     def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
         p, o = self.problem, self.options
         obs = {
-            "channel_gain_db": normalised_gain_db(p.gain),
-            "energy_queue": np.clip(self.queue / o.energy_budget_j, 0.0, QUEUE_OBS_MAX).astype(np.float32),
+            "channel_gain_db": self.core.features["channel_gain_db"],
+            "energy_queue": np.minimum(self.queue / o.energy_budget_j, QUEUE_OBS_MAX).astype(np.float32),  # Z >= 0
             "es_capacity": normalised_es_capacity(p.es_capacity, self.cfg),
             "last_uncertainty": self.last_uncertainty.astype(np.float32),
-            "local_capacity": normalised_local_capacity(p.local_capacity, self.cfg),
-            "remaining": np.clip((self.streams.length - self.position) / o.draft_length, 0.0, 64.0).astype(np.float32),
+            "local_capacity": self.core.features["local_capacity"],
+            "remaining": np.minimum((self.streams.length - self.position) / o.draft_length, 64.0).astype(np.float32),
         }
         return spaces.flatten(self.dict_observation_space, obs) if o.flat_obs else obs
 

@@ -26,6 +26,7 @@ The two models must share a tokenizer (same vocabulary).
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 from dataclasses import dataclass
@@ -49,8 +50,20 @@ SENTENCE_PROMPT = (
 
 
 def sentence_prompt(q: BabiQuestion) -> str:
-    """A prompt asking for a one-sentence answer (about 9 tokens instead of a word's 2-3)."""
+    """A prompt asking for a one-sentence answer (about 9 tokens instead of a word's 2-3).
+
+    Only for a pair that answers in sentences: a bAbI fine-tune answers in one word whatever it is
+    asked, and an untuned drafter's sentences are then almost all rejected.
+    """
     return SENTENCE_PROMPT.format(story=" ".join(q.story), question=q.question)
+
+
+def word_prompt(q: BabiQuestion) -> str:
+    """The paper's one-word prompt, the one the bAbI fine-tunes were trained on."""
+    return q.prompt
+
+
+PROMPTS: dict[str, Callable[[BabiQuestion], str]] = {"word": word_prompt, "sentence": sentence_prompt}
 
 
 @dataclass(frozen=True)
@@ -136,9 +149,15 @@ class SpeculativeProfiler:
         return torch.log_softmax(out.logits[0, -1].float(), dim=-1), out.past_key_values
 
     @torch.no_grad()
-    def greedy(self, model, prompt_ids: list[int]) -> list[int]:
-        """The model's greedy answer (tokens, end token excluded)."""
-        log_p, past = self._next(model, prompt_ids, None)
+    def prefill(self, model, prompt_ids: list[int]):
+        """The model's next-token log-probabilities after the prompt and its KV cache (reusable by
+        :meth:`greedy` and :meth:`hybrid`: the prompt is the costly part of a short answer)."""
+        return self._next(model, prompt_ids, None)
+
+    @torch.no_grad()
+    def greedy(self, model, prompt_ids: list[int], start=None) -> list[int]:
+        """The model's greedy answer (tokens, end token excluded); ``start`` a :meth:`prefill` (not mutated)."""
+        log_p, past = (start[0], copy.deepcopy(start[1])) if start else self._next(model, prompt_ids, None)
         answer: list[int] = []
         for position in range(self.max_new_tokens):
             token = int(log_p.argmax())
@@ -149,10 +168,12 @@ class SpeculativeProfiler:
         return answer
 
     @torch.no_grad()
-    def hybrid(self, prompt_ids: list[int], gen: torch.Generator) -> tuple[list[int], list[DraftedToken]]:
-        """Token-by-token speculative sampling: the answer (end token excluded) and every drafted token."""
-        log_p, past_d = self._next(self.drafter, prompt_ids, None)
-        log_q, past_v = self._next(self.verifier, prompt_ids, None)
+    def hybrid(self, prompt_ids: list[int], gen: torch.Generator, starts=None) -> tuple[list[int], list[DraftedToken]]:
+        """Token-by-token speculative sampling: the answer (end token excluded) and every drafted token;
+        ``starts`` the drafter's and verifier's :meth:`prefill` (used up: their caches grow)."""
+        if starts is None:
+            starts = self.prefill(self.drafter, prompt_ids), self.prefill(self.verifier, prompt_ids)
+        (log_p, past_d), (log_q, past_v) = starts
         answer: list[int] = []
         drafted: list[DraftedToken] = []
         low, high = self.temperature_range
@@ -222,7 +243,7 @@ def profile_tokens(
     questions: Iterable[BabiQuestion],
     tokens_csv: str | Path,
     answers_csv: str | Path,
-    prompt_fn: Callable[[BabiQuestion], str] = sentence_prompt,
+    prompt_fn: Callable[[BabiQuestion], str] = word_prompt,
     progress: bool = True,
 ) -> tuple[Path, Path]:
     """Trace every question not yet in ``answers_csv``; append its token rows, then its answer row.
@@ -248,10 +269,11 @@ def profile_tokens(
         for q in tqdm(todo, desc="token traces", unit="answer", disable=not progress):
             key = (q.task, q.story_id, q.question_id)
             ids = profiler.tok(prompt_fn(q), add_special_tokens=True)["input_ids"]
-            slm = profiler.greedy(profiler.drafter, ids)
-            llm = profiler.greedy(profiler.verifier, ids)
+            starts = profiler.prefill(profiler.drafter, ids), profiler.prefill(profiler.verifier, ids)
+            slm = profiler.greedy(profiler.drafter, ids, starts[0])
+            llm = profiler.greedy(profiler.verifier, ids, starts[1])
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([profiler.seed, *key]).generate_state(1)[0]))
-            hybrid, drafted = profiler.hybrid(ids, gen)
+            hybrid, drafted = profiler.hybrid(ids, gen, starts)
             for d in drafted:
                 wt.writerow([*key, d.position, d.token, f"{d.slm_prob:.6g}", f"{d.llm_prob:.6g}",
                              f"{d.accept_prob:.6g}", f"{d.expected_rejection:.6g}", f"{d.slm_entropy:.6g}",
@@ -269,4 +291,5 @@ def profile_tokens(
 
 
 __all__ = ["SpeculativeProfiler", "DraftedToken", "profile_tokens", "speculative_step", "sentence_prompt",
+           "word_prompt", "PROMPTS",
            "temperature_uncertainty", "TOKEN_COLUMNS", "ANSWER_COLUMNS", "rejection_correlations"]

@@ -57,6 +57,12 @@ class VirtualEnergyQueue:
         return self.backlog
 
 
+def drift_plus_penalty(backlog, tradeoff: float, rate, energy_excess):
+    """The per-round drift-plus-penalty bound ``-V rate + Z (e - e_bar)`` (elementwise; the
+    energy excess ``e - e_bar`` and the backlog Z in the same unit)."""
+    return -tradeoff * rate + backlog * energy_excess
+
+
 def drift_plus_penalty_budget(backlog: float, tradeoff: float, budget: float, candidates: Sequence[int],
                               expected: Callable[[int], tuple[float, float, float]]) -> int:
     """The drafting budget L of ``candidates`` minimising ``-V tokens(L)/time(L) + Z (energy(L) - budget)``.
@@ -67,10 +73,10 @@ def drift_plus_penalty_budget(backlog: float, tradeoff: float, budget: float, ca
     best, best_value = int(candidates[0]), math.inf
     for length in candidates:
         tokens, time_s, energy = expected(int(length))
-        value = -tradeoff * (tokens / time_s if time_s > 0 else 0.0) + backlog * (energy - budget)
+        value = drift_plus_penalty(backlog, tradeoff, tokens / time_s if time_s > 0 else 0.0, energy - budget)
         if value < best_value:
             best, best_value = int(length), value
     return best
 
 
-__all__ = ["uhlm_threshold", "entropy_exit", "VirtualEnergyQueue", "drift_plus_penalty_budget"]
+__all__ = ["uhlm_threshold", "entropy_exit", "VirtualEnergyQueue", "drift_plus_penalty", "drift_plus_penalty_budget"]

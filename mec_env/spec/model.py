@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mec_env import kernels
 from mec_env.config import INF, config_field
 from mec_env.model import delay_terms, es_state
 from mec_env.problem import Problem
@@ -41,6 +42,10 @@ class SpecConfig:
                                    range=(2, INF))
     joule_per_flop: float = config_field(5e-11, "device energy per FLOP (20 GFLOP/s per W, a mobile SoC: our "
                                          "assumption)", range=(0.0, INF))
+    verify_block_cost: float = config_field(0.2, "ES cost of each further token of a verified block, relative to "
+                                            "the first (one forward pass verifies the block)", range=(0.0, 1.0))
+    round_trip_s: float = config_field(0.008, "latency of a round that uploads, besides transmission (3GPP TR "
+                                       "38.913 eMBB: 4 ms up + 4 ms down)", range=(0.0, INF))
 
     def token_bits(self) -> float:
         """Uplink bits of one uploaded token: k (index, quantised probability) pairs."""
@@ -53,13 +58,19 @@ class RoundEvaluation:
 
     emitted: np.ndarray  # tokens added to the answer
     uploaded: np.ndarray  # tokens sent for verification
-    unverified_rejects: np.ndarray  # skipped tokens the LLM would have rejected, among those emitted
+    unverified: np.ndarray  # (N, L) bool, emitted tokens that were skipped and the LLM would have rejected
     draft_time: np.ndarray
     comm_time: np.ndarray
     verify_time: np.ndarray
-    delay: np.ndarray  # draft + uplink + verification
+    wait_time: np.ndarray  # the round trip of a round that uploads
+    delay: np.ndarray  # draft + uplink + verification + round trip
     energy: np.ndarray
     es_users: np.ndarray  # (M,) users uploading to each ES
+
+    @property
+    def unverified_rejects(self) -> np.ndarray:
+        """(N,) skipped tokens the LLM would have rejected, among those emitted."""
+        return self.unverified.sum(axis=1)
 
     @property
     def throughput(self) -> float:
@@ -70,26 +81,41 @@ class RoundEvaluation:
 
 def evaluate_round(problem: Problem, spec: SpecConfig, drafted: np.ndarray, upload: np.ndarray,
                    accepted: np.ndarray, es: np.ndarray, flops_per_param_token: float, slm_params: float,
-                   llm_params: float) -> RoundEvaluation:
+                   llm_params: float, check: bool = True, compiled: bool | None = None) -> RoundEvaluation:
     """Evaluate one round of N users (one problem instance: gains, capacities, the channel model).
 
     :param drafted: (N,) tokens drafted, 0..L.
     :param upload: (N, L) bool, which drafted tokens are sent (positions >= drafted are ignored).
     :param accepted: (N, L) bool, the LLM's verdict on each drafted token (from the traces).
     :param es: (N,) ES index 0..M-1 a user uploads to.
+    :param check: validate the shapes and ranges (the env, whose inputs are valid by construction, skips it).
+    :param compiled: use the numba kernel (:func:`mec_env.kernels.spec_round_kernel`; default: when
+        available); the numpy code below is the reference, and the tests hold the two equal.
     """
     n, m = problem.n_users, problem.n_edge_servers
     drafted = np.asarray(drafted, dtype=np.int64)
     upload, accepted = np.asarray(upload, dtype=bool), np.asarray(accepted, dtype=bool)
     es = np.asarray(es, dtype=np.int64)
-    if drafted.shape != (n,) or upload.ndim != 2 or upload.shape[0] != n or accepted.shape != upload.shape \
-            or es.shape != (n,):
-        raise ValueError(f"a round of N = {n} users takes drafted (N,), upload and accepted (N, L), es (N,); got "
-                         f"{drafted.shape}, {upload.shape}, {accepted.shape}, {es.shape}")
-    length = upload.shape[1]
-    if drafted.min(initial=0) < 0 or drafted.max(initial=0) > length or es.min(initial=0) < 0 or \
-            es.max(initial=0) >= m:
-        raise ValueError(f"drafted must be in 0..L = {length} and es in 0..M-1 = {m - 1}")
+    length = upload.shape[1] if upload.ndim == 2 else 0
+    if check:
+        if drafted.shape != (n,) or upload.ndim != 2 or upload.shape[0] != n or accepted.shape != upload.shape \
+                or es.shape != (n,):
+            raise ValueError(f"a round of N = {n} users takes drafted (N,), upload and accepted (N, L), es (N,); "
+                             f"got {drafted.shape}, {upload.shape}, {accepted.shape}, {es.shape}")
+        if drafted.min(initial=0) < 0 or drafted.max(initial=0) > length or es.min(initial=0) < 0 or \
+                es.max(initial=0) >= m:
+            raise ValueError(f"drafted must be in 0..L = {length} and es in 0..M-1 = {m - 1}")
+    if kernels.numba_enabled() if compiled is None else compiled:
+        emitted, n_sent, unverified, draft_time, t_comm, t_verify, energy, load = kernels.spec_round_kernel(
+            problem.gain, problem.es_capacity, problem.local_capacity, float(problem.c_max),
+            float(problem.bandwidth_hz), float(problem.tx_power_w), float(problem.noise_power_w),
+            float(problem.min_rate_bps), kernels.INTERFERENCE_CODES[problem.interference], drafted, upload, accepted,
+            es, spec.token_bits(), flops_per_param_token * slm_params, flops_per_param_token * llm_params,
+            spec.verify_block_cost, spec.joule_per_flop)
+        wait = np.where(n_sent > 0, spec.round_trip_s, 0.0)
+        return RoundEvaluation(emitted=emitted, uploaded=n_sent, unverified=unverified, draft_time=draft_time,
+                               comm_time=t_comm, verify_time=t_verify, wait_time=wait,
+                               delay=draft_time + t_comm + t_verify + wait, energy=energy, es_users=load)
     position = np.arange(length)[None, :]
     valid = position < drafted[:, None]
     sent = upload & valid
@@ -97,20 +123,22 @@ def evaluate_round(problem: Problem, spec: SpecConfig, drafted: np.ndarray, uplo
     rejected = sent & ~accepted
     first = np.where(rejected.any(axis=1), rejected.argmax(axis=1) + 1, drafted)
     emitted = np.minimum(first, drafted)
-    unverified = (~sent & ~accepted & valid & (position < emitted[:, None])).sum(axis=1)
+    unverified = ~sent & ~accepted & (position < emitted[:, None])
 
     draft_flops = flops_per_param_token * slm_params * drafted
     draft_time = draft_flops / problem.local_capacity
     uploading = n_sent > 0
     assignment = np.where(uploading, es + 1, 0)
     load, interference = es_state(problem, assignment)
+    block = np.where(uploading, 1.0 + spec.verify_block_cost * (n_sent - 1), 0.0)  # token-equivalents of the pass
     t_comm, t_verify = delay_terms(problem, problem.gain[np.arange(n), es], spec.token_bits() * n_sent,
-                                   flops_per_param_token * llm_params * n_sent, problem.es_capacity[es], load[es],
+                                   flops_per_param_token * llm_params * block, problem.es_capacity[es], load[es],
                                    interference[es])
     t_comm, t_verify = np.where(uploading, t_comm, 0.0), np.where(uploading, t_verify, 0.0)
+    wait = np.where(uploading, spec.round_trip_s, 0.0)
     return RoundEvaluation(
-        emitted=emitted, uploaded=n_sent, unverified_rejects=unverified, draft_time=draft_time, comm_time=t_comm,
-        verify_time=t_verify, delay=draft_time + t_comm + t_verify,
+        emitted=emitted, uploaded=n_sent, unverified=unverified, draft_time=draft_time, comm_time=t_comm,
+        verify_time=t_verify, wait_time=wait, delay=draft_time + t_comm + t_verify + wait,
         energy=spec.joule_per_flop * draft_flops + problem.tx_power_w * t_comm, es_users=load)
 
 

@@ -22,6 +22,8 @@ have been rejected is counted as an unverified error, not re-simulated.
 from __future__ import annotations
 
 import csv
+import functools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ import numpy as np
 
 from mec_env.errors import MECOffloadError
 
+# the shipped token table (train/build_token_traces.py --ship); its answer table is spec_answers_babi.csv
+DEFAULT_TOKEN_TRACES = Path(__file__).resolve().parent.parent / "data" / "spec_tokens_babi.csv"
 UNCERTAINTIES = ("slm_temperature_uncertainty", "slm_entropy", "slm_margin")  # what an SLM can measure itself
 KEY = ("task", "story_id", "question_id")
 TOKEN_COLUMNS = KEY + (
@@ -49,20 +53,61 @@ class TokenTraceError(MECOffloadError):
 
 @dataclass(frozen=True)
 class TokenStreams:
-    """B answers padded to the longest: ``length`` (B,), and (B, T) arrays valid where ``t < length``."""
+    """B users' sessions, padded to the longest: ``length`` (B,) tokens, and (B, T) arrays valid where
+    ``t < length``. A session is answers back to back; (B, A) arrays are per answer of a session."""
 
     length: np.ndarray
     uncertainty: np.ndarray  # the chosen SLM uncertainty of each drafted token
     accepted: np.ndarray  # bool, the LLM's verdict
     accept_prob: np.ndarray  # min(1, q/p)
+    answer: np.ndarray  # int, which answer of the session a token belongs to (0, 1, ...)
+    answer_end: np.ndarray  # bool, the last token of its answer
+    hybrid_correct: np.ndarray  # (B, A) bool, the answer as speculative decoding emitted it is correct
+    llm_correct: np.ndarray  # (B, A) bool, the LLM's own (greedy) answer is correct
+    slm_correct: np.ndarray  # (B, A) bool, the SLM's own (greedy) answer is correct
 
     def __len__(self) -> int:
         return int(self.length.size)
 
 
+def sessions(picks: np.ndarray, lengths: np.ndarray, tokens: dict[str, np.ndarray], correct: dict[str, np.ndarray],
+             session_tokens: int) -> TokenStreams:
+    """Concatenate answers of a pool into sessions of at least ``session_tokens`` tokens each.
+
+    :param picks: (B, A) pool indices, the answers each session may take, in order (A >= session_tokens
+        suffices: an answer has at least one token).
+    :param lengths: (P,) tokens of each pool answer; ``tokens`` (P, Tmax) arrays ``uncertainty``,
+        ``accepted``, ``accept_prob``; ``correct`` (P,) bool ``hybrid``, ``llm``, ``slm``.
+    """
+    count = picks.shape[0]
+    cum = np.cumsum(lengths[picks], axis=1)
+    used = np.minimum((cum < session_tokens).sum(axis=1) + 1, picks.shape[1])  # answers until the target is met
+    total = cum[np.arange(count), used - 1]
+    t_max = int(total.max(initial=1))
+    t = np.arange(t_max)
+    slot = (cum[:, None, :] <= t[None, :, None]).sum(axis=2)  # (B, T): the answer a position falls in
+    slot = np.minimum(slot, used[:, None] - 1)
+    start = np.take_along_axis(np.concatenate([np.zeros((count, 1), np.int64), cum], axis=1), slot, axis=1)
+    valid = t[None, :] < total[:, None]
+    answer = np.take_along_axis(picks, slot, axis=1)
+    offset = np.where(valid, t[None, :] - start, 0)
+    arrays = {k: np.where(valid, v[answer, offset], 0) for k, v in tokens.items()}
+    end = valid & (offset == lengths[answer] - 1)
+    a_max = int(used.max(initial=1))
+    answers = picks[:, :a_max]
+    taken = np.arange(a_max)[None, :] < used[:, None]
+    return TokenStreams(total, arrays["uncertainty"].astype(np.float64), arrays["accepted"].astype(bool),
+                        arrays["accept_prob"].astype(np.float64), np.where(valid, slot, 0), end,
+                        *(correct[k][answers] & taken for k in ("hybrid", "llm", "slm")))
+
+
 @dataclass(frozen=True)
 class SyntheticTokenSource:
-    """Answers drawn from a linear uncertainty-rejection relation (U-HLM's finding); see the module docstring."""
+    """Answers drawn from a linear uncertainty-rejection relation (U-HLM's finding); see the module docstring.
+
+    Correctness is synthetic too: the LLM's and the hybrid's answers are right, the SLM's is right
+    when the LLM accepts all of its tokens.
+    """
 
     slope: float = 0.6
     intercept: float = 0.02
@@ -70,27 +115,44 @@ class SyntheticTokenSource:
     beta_b: float = 2.0
     mean_length: float = 9.0
 
-    def sample(self, rng: np.random.Generator, count: int) -> TokenStreams:
-        length = 1 + rng.poisson(self.mean_length - 1.0, size=count)
+    def rejection_line(self) -> tuple[float, float]:
+        """``(slope, intercept)`` of the rejection probability against the uncertainty."""
+        return self.slope, self.intercept
+
+    def mean_accept(self) -> float:
+        """Mean acceptance probability of a drafted token: 1 - E[clip(slope u + intercept, 0, 1)]."""
+        u = np.random.default_rng(0).beta(self.beta_a, self.beta_b, size=100_000)
+        return float(1.0 - np.clip(self.slope * u + self.intercept, 0.0, 1.0).mean())
+
+    def sample(self, rng: np.random.Generator, count: int, session_tokens: int = 1) -> TokenStreams:
+        per = max(1, int(session_tokens))
+        length = 1 + rng.poisson(self.mean_length - 1.0, size=count * per)
         t = int(length.max(initial=1))
-        u = rng.beta(self.beta_a, self.beta_b, size=(count, t))
+        u = rng.beta(self.beta_a, self.beta_b, size=(count * per, t))
         reject = np.clip(self.slope * u + self.intercept, 0.0, 1.0)
-        accepted = rng.random((count, t)) >= reject
         valid = np.arange(t)[None, :] < length[:, None]
-        return TokenStreams(length, np.where(valid, u, 0.0), accepted & valid, np.where(valid, 1.0 - reject, 0.0))
+        accepted = (rng.random((count * per, t)) >= reject) & valid
+        right = np.ones(count * per, dtype=bool)
+        return sessions(np.arange(count * per).reshape(count, per), length,
+                        {"uncertainty": np.where(valid, u, 0.0), "accepted": accepted,
+                         "accept_prob": np.where(valid, 1.0 - reject, 0.0)},
+                        {"hybrid": right, "llm": right, "slm": (accepted | ~valid).all(axis=1)}, session_tokens)
 
 
 class TokenTraceSource:
-    """Answers replayed from a token trace table (``tokens-*.csv`` of ``train/build_token_traces.py``).
+    """Answers replayed from a token trace table (``tokens-*.csv`` of ``train/build_token_traces.py``)
+    and its answer table (the ``answers-*.csv`` next to it: the three answers' correctness).
 
-    :param metric: the uncertainty an agent sees, one of :data:`mec_env.lm.spec_decode.UNCERTAINTIES`.
+    :param metric: the uncertainty an agent sees, one of :data:`UNCERTAINTIES`.
+    :param answers_csv: the answer table, if not the token table's name with ``tokens`` -> ``answers``.
     """
 
-    def __init__(self, tokens_csv: str | Path, metric: str = "slm_temperature_uncertainty") -> None:
+    def __init__(self, tokens_csv: str | Path, metric: str = "slm_temperature_uncertainty",
+                 answers_csv: str | Path | None = None) -> None:
         if metric not in UNCERTAINTIES:
             raise TokenTraceError(f"metric {metric!r} is not a token uncertainty; expected one of {UNCERTAINTIES}")
         self.path, self.metric = Path(tokens_csv), metric
-        rows = _read(self.path)
+        rows = _read(self.path, TOKEN_COLUMNS, "token")
         keys, order = {}, []
         for k, r in enumerate(rows, start=2):  # line numbers, header = 1
             key = (r["task"], r["story_id"], r["question_id"])
@@ -98,6 +160,7 @@ class TokenTraceSource:
                 keys[key] = []
                 order.append(key)
             keys[key].append((k, r))
+        self.keys = order
         self.length = np.array([len(keys[key]) for key in order], dtype=np.int64)
         t = int(self.length.max())
         self.uncertainty = np.zeros((len(order), t))
@@ -110,19 +173,60 @@ class TokenTraceSource:
                                           f"expected {pos} (an answer's tokens are consecutive, from 0)")
                 self.uncertainty[a, pos] = _number(r, metric, line, self.path, 0.0, np.inf)
                 self.accept_prob[a, pos] = _number(r, "accept_prob", line, self.path, 0.0, 1.0)
-                flag = r["accepted"]
-                if flag not in ("0", "1"):
-                    raise TokenTraceError(f"{self.path} line {line}, column 'accepted': {flag!r}; expected 0 or 1")
-                self.accepted[a, pos] = flag == "1"
+                self.accepted[a, pos] = _flag(r, "accepted", line, self.path)
+        self.answers_path = Path(answers_csv) if answers_csv is not None else \
+            self.path.with_name(self.path.name.replace("tokens", "answers", 1))
+        correct = {key: None for key in order}
+        for line, r in enumerate(_read(self.answers_path, ANSWER_COLUMNS, "answer"), start=2):
+            key = (r["task"], r["story_id"], r["question_id"])
+            if key in correct:
+                correct[key] = tuple(_flag(r, f"{m}_correct", line, self.answers_path)
+                                     for m in ("hybrid", "llm", "slm"))
+        missing = [key for key, v in correct.items() if v is None]
+        if missing:
+            raise TokenTraceError(f"{self.answers_path} has no row for {len(missing)} answers of {self.path}, "
+                                  f"e.g. (task, story_id, question_id) = {missing[0]}")
+        flags = np.array([correct[key] for key in order], dtype=bool).reshape(len(order), 3)
+        self.hybrid_correct, self.llm_correct, self.slm_correct = flags.T.copy()
+        manifest = self.path.with_name(self.path.name.replace(".csv", ".manifest.json"))
+        if manifest.exists():  # a shipped table: it must be the one its manifest describes
+            meta = json.loads(manifest.read_text(encoding="utf-8"))
+            if (meta.get("token_rows"), meta.get("answers")) != (len(rows), len(order)):
+                raise TokenTraceError(f"{self.path} has {len(rows)} token rows of {len(order)} answers; its manifest "
+                                      f"{manifest.name} says {meta.get('token_rows')} of {meta.get('answers')}")
 
     def __len__(self) -> int:
         return int(self.length.size)
 
-    def sample(self, rng: np.random.Generator, count: int) -> TokenStreams:
-        pick = rng.integers(0, len(self), size=count)
-        t = int(self.length[pick].max(initial=1))
-        return TokenStreams(self.length[pick].copy(), self.uncertainty[pick, :t].copy(),
-                            self.accepted[pick, :t].copy(), self.accept_prob[pick, :t].copy())
+    def rejection_line(self) -> tuple[float, float]:
+        """``(slope, intercept)`` of the least-squares line of ``1 - accept_prob`` on the uncertainty
+        over every token (U-HLM's empirical relation, as :func:`rejection_correlations` fits it)."""
+        valid = np.arange(self.uncertainty.shape[1])[None, :] < self.length[:, None]
+        slope, intercept = np.polyfit(self.uncertainty[valid], 1.0 - self.accept_prob[valid], 1)
+        return float(slope), float(intercept)
+
+    def mean_accept(self) -> float:
+        """Mean acceptance probability ``min(1, q/p)`` of the table's drafted tokens."""
+        valid = np.arange(self.accept_prob.shape[1])[None, :] < self.length[:, None]
+        return float(self.accept_prob[valid].mean())
+
+    def sample(self, rng: np.random.Generator, count: int, session_tokens: int = 1) -> TokenStreams:
+        picks = rng.integers(0, len(self), size=(count, max(1, int(session_tokens))))
+        return sessions(picks, self.length,
+                        {"uncertainty": self.uncertainty, "accepted": self.accepted, "accept_prob": self.accept_prob},
+                        {"hybrid": self.hybrid_correct, "llm": self.llm_correct, "slm": self.slm_correct},
+                        session_tokens)
+
+
+def load_token_traces(tokens: str | Path, metric: str = "slm_temperature_uncertainty") -> TokenTraceSource:
+    """``"babi"`` (the shipped table) or a token table's path, parsed once per file version and metric."""
+    path = (DEFAULT_TOKEN_TRACES if str(tokens) == "babi" else Path(tokens)).resolve()
+    return _cached_source(str(path), path.stat().st_mtime_ns if path.exists() else 0, metric)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_source(path: str, _mtime: int, metric: str) -> TokenTraceSource:
+    return TokenTraceSource(path, metric)
 
 
 def rejection_correlations(token_rows: Iterable[dict], bins: int = 10) -> dict[str, dict[str, float]]:
@@ -152,18 +256,25 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def _read(path: Path) -> list[dict]:
+def _read(path: Path, columns: tuple[str, ...], kind: str) -> list[dict]:
     if not path.exists():
-        raise TokenTraceError(f"token trace table {path} does not exist (train/build_token_traces.py makes one)")
+        raise TokenTraceError(f"{kind} trace table {path} does not exist (train/build_token_traces.py makes one)")
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in TOKEN_COLUMNS if c not in (reader.fieldnames or ())]
+        missing = [c for c in columns if c not in (reader.fieldnames or ())]
         if missing:
-            raise TokenTraceError(f"{path} lacks columns {missing}; a token table has {list(TOKEN_COLUMNS)}")
+            raise TokenTraceError(f"{path} lacks columns {missing}; a {kind} table has {list(columns)}")
         rows = list(reader)
     if not rows:
-        raise TokenTraceError(f"{path} has no token rows")
+        raise TokenTraceError(f"{path} has no {kind} rows")
     return rows
+
+
+def _flag(row: dict, column: str, line: int, path: Path) -> bool:
+    flag = row[column]
+    if flag not in ("0", "1"):
+        raise TokenTraceError(f"{path} line {line}, column {column!r}: {flag!r}; expected 0 or 1")
+    return flag == "1"
 
 
 def _number(row: dict, column: str, line: int, path: Path, low: float, high: float) -> float:
@@ -176,5 +287,6 @@ def _number(row: dict, column: str, line: int, path: Path, low: float, high: flo
     return value
 
 
-__all__ = ["TokenStreams", "SyntheticTokenSource", "TokenTraceSource", "TokenTraceError", "rejection_correlations",
-           "TOKEN_COLUMNS", "ANSWER_COLUMNS", "UNCERTAINTIES", "KEY"]
+__all__ = ["DEFAULT_TOKEN_TRACES", "TokenStreams", "sessions", "SyntheticTokenSource", "TokenTraceSource",
+           "load_token_traces", "TokenTraceError", "rejection_correlations", "TOKEN_COLUMNS", "ANSWER_COLUMNS",
+           "UNCERTAINTIES", "KEY"]

@@ -1,0 +1,125 @@
+"""Evaluate agents on ``MECSpecDecode-v0`` episodes: the one scorer of token-level strategies.
+
+Each agent plays the same held-out episodes (same seeds: the same sessions and channel draws,
+which no action changes), so differences are paired. Per episode:
+
+* ``return``: the sum of the env's rewards;
+* ``tokens_per_s``: all users' tokens over the summed round times (rounds are slots that last
+  until their slowest user is done);
+* ``vs_hlm``: ``tokens_per_s`` over HLM's on the same episode (paired; needs an ``"HLM"`` agent);
+* ``skip_fraction``: drafted tokens not uploaded (U-HLM's saving in uplinks and LLM work);
+* ``accuracy``: answers right (the trace's hybrid answer, and no skipped token the LLM would have
+  rejected) over answers completed; ``accuracy_vs_llm``: right answers over the answers the LLM
+  alone gets right;
+* ``energy_j``: device energy per user and round, time-averaged after a burn-in (the first
+  ``burn_in`` fraction of rounds), and ``energy_vs_budget`` its ratio to the long-term budget;
+* ``unverified_per_token``: skipped tokens the LLM would have rejected, per emitted token.
+
+Reported as mean and 95 % CI half-width (1.96 s / sqrt(episodes)).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import gymnasium as gym
+import numpy as np
+
+from baselines.experiments import mean_ci95
+
+SPEC_METRICS = ("return", "tokens_per_s", "vs_hlm", "skip_fraction", "accuracy", "accuracy_vs_llm", "energy_j",
+                "energy_vs_budget", "unverified_per_token", "rounds", "decision_ms")
+
+
+@dataclass(frozen=True)
+class SpecResult:
+    """Per-episode metrics of one agent, their means and 95 % CI half-widths."""
+
+    name: str
+    episodes: list[dict]
+    mean: Mapping[str, float]
+    ci95: Mapping[str, float]
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"agent": self.name, "episodes": len(self.episodes)}
+        for k in SPEC_METRICS:
+            out[k], out[f"{k}_ci95"] = self.mean[k], self.ci95[k]
+        return out
+
+
+def play_episode(env: gym.Env, agent: Any, seed: int, burn_in: float = 0.2) -> dict:
+    """One episode of ``agent`` (anything with SB3's ``predict``) from ``reset(seed=seed)``: its totals."""
+    obs, _ = env.reset(seed=seed)
+    n, budget = env.unwrapped.cfg.n_users, env.unwrapped.options.energy_budget_j
+    total = {"return": 0.0, "tokens": 0, "time": 0.0, "drafted": 0, "uploaded": 0, "unverified": 0, "decide": 0.0}
+    energy: list[float] = []
+    done = False
+    while not done:
+        t0 = time.perf_counter()
+        action, _ = agent.predict(obs, deterministic=True)
+        total["decide"] += time.perf_counter() - t0
+        obs, reward, terminated, truncated, info = env.step(action)
+        total["return"] += float(reward)
+        total["tokens"] += info["tokens"]
+        total["time"] += info["round_time_s"]
+        total["drafted"] += info["drafted"]
+        total["uploaded"] += info["uploaded"]
+        total["unverified"] += info["unverified_rejects"]
+        energy.append(info["energy_j"] / n)
+        done = terminated or truncated
+    rounds = len(energy)
+    after = np.asarray(energy[int(burn_in * rounds):] or energy)
+    return {
+        "return": total["return"], "tokens_per_s": total["tokens"] / total["time"] if total["time"] > 0 else 0.0,
+        "skip_fraction": 1.0 - total["uploaded"] / max(1, total["drafted"]),
+        "accuracy": info["answers_correct"] / max(1, info["answers"]),
+        "accuracy_vs_llm": info["answers_correct"] / max(1, info["answers_llm_correct"]),
+        "energy_j": float(after.mean()), "energy_vs_budget": float(after.mean()) / budget,
+        "unverified_per_token": total["unverified"] / max(1, total["tokens"]), "rounds": rounds,
+        "decision_ms": 1e3 * total["decide"] / rounds, "answers": info["answers"],
+    }
+
+
+def evaluate_spec_agents(make_env: Callable[[], gym.Env], agents: Mapping[str, Callable[[gym.Env], Any]],
+                         seeds: Iterable[int], burn_in: float = 0.2, progress: bool = False) -> list[SpecResult]:
+    """Every agent on one episode per seed; ``agents`` maps a name to ``env -> agent``."""
+    seeds = list(seeds)
+    per_agent: dict[str, list[dict]] = {}
+    for name, factory in agents.items():
+        env = make_env()
+        agent = factory(env)
+        it = seeds
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(seeds, desc=name, unit="episode", leave=False)
+        per_agent[name] = [play_episode(env, agent, s, burn_in) for s in it]
+        env.close()
+    hlm = per_agent.get("HLM")
+    results = []
+    for name, episodes in per_agent.items():
+        for k, e in enumerate(episodes):
+            e["vs_hlm"] = e["tokens_per_s"] / hlm[k]["tokens_per_s"] if hlm and hlm[k]["tokens_per_s"] > 0 \
+                else float("nan")
+        mean, ci = {}, {}
+        for metric in SPEC_METRICS:
+            mean[metric], ci[metric] = mean_ci95(np.array([e[metric] for e in episodes]))
+        results.append(SpecResult(name, episodes, mean, ci))
+    return results
+
+
+def print_spec_results(results: list[SpecResult], title: str) -> None:
+    print(f"\n{title}")
+    print(f"  {'agent':16s} {'return':>15s} {'tokens/s':>9s} {'vs HLM':>14s} {'skipped':>8s} {'acc/LLM':>15s} "
+          f"{'J/user-round':>13s} {'/budget':>8s}")
+    for r in results:
+        m, c = r.mean, r.ci95
+        print(f"  {r.name:16s} {m['return']:7.2f} ± {c['return']:5.2f} {m['tokens_per_s']:9.1f} "
+              f"{m['vs_hlm']:6.3f} ± {c['vs_hlm']:5.3f} {100 * m['skip_fraction']:7.1f}% "
+              f"{100 * m['accuracy_vs_llm']:6.1f} ± {100 * c['accuracy_vs_llm']:4.1f}% {m['energy_j']:13.3f} "
+              f"{m['energy_vs_budget']:8.3f}")
+
+
+__all__ = ["SPEC_METRICS", "SpecResult", "play_episode", "evaluate_spec_agents", "print_spec_results"]

@@ -1,0 +1,188 @@
+"""Train PPO on MECSpecDecode-v0 (token-level offloading) and compare it with U-HLM, GELATO and HLM.
+
+    python train/spec_ppo.py                                   # configs/train/spec_ppo.yaml
+    python train/spec_ppo.py --set total_timesteps=50000 env_kwargs.n_users=10
+    WANDB_MODE=offline python train/spec_ppo.py --set wandb=true
+
+One policy decides, every round, each user's drafting budget, upload level and early-exit level
+(SB3's MLP over the flattened observation: channel gains, energy queues, ES capacities, last
+uncertainties, device capacities, tokens left). The scripted strategies it is compared with:
+
+* **HLM** (draft L, verify every token) and **U-HLM** (skip uploads below the fitted threshold),
+  drafting L tokens, and U-HLM drafting the largest budget whose energy meets the long-term budget
+  (``U-HLM at budget``, the rule made to respect the same constraint);
+* **GELATO** (drift-plus-penalty drafting budget against the energy queue, entropy exit).
+
+Every ``eval_freq`` steps, and at the end, all of them play the same ``eval_seeds`` episodes
+(:func:`agents.spec_evaluation.evaluate_spec_agents`); TensorBoard gets
+``eval/{agent}/{return,tokens_per_s,accuracy_vs_llm,energy_vs_budget}`` and the best model by
+return is kept. The final table (held-out seeds 20_000 + k, 95 % CIs) goes to
+``{run_dir}/comparison.csv``. Checkpoints every ``checkpoint_freq`` steps and on Ctrl-C; rerunning
+the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.env_util import make_vec_env
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
+from agents.checkpoint import (ResumableCheckpoint, exit_code_interrupted, learn_resumable, open_run,  # noqa: E402
+                               save_model, unlock_run)
+from agents.evaluation import held_out_seeds  # noqa: E402
+from agents.scripted import ModelAgent  # noqa: E402
+from agents.spec_evaluation import SpecResult, evaluate_spec_agents, print_spec_results  # noqa: E402
+from agents.training import PPOConfig, _env_id, _env_kwargs, load_config, start_wandb, finish_wandb  # noqa: E402
+from baselines.spec import SpecRuleAgent  # noqa: E402
+from mec_env.config import config_field  # noqa: E402
+from mec_env.errors import MECOffloadError  # noqa: E402
+from mec_env.io import atomic_write_csv  # noqa: E402
+
+
+@dataclass
+class SpecPPOConfig(PPOConfig):
+    """PPO on the token-level env: SB3's MLP policy; rounds shape later ones (queues, sessions), so gamma < 1."""
+
+    env_id: str = _env_id("MECSpecDecode-v0")
+    env_kwargs: dict = _env_kwargs(n_users=20, tokens="babi", flat_obs=True)
+    run_dir: str = config_field("runs/spec_ppo", "folder of logs, checkpoints and models")
+    policy: str = config_field("mlp", "SB3's MLP (the token env has no equivariant policy yet)", choices=("mlp",))
+    gamma: float = config_field(0.99, "discount", range=(0.0, 1.0))
+    final_eval_seeds: int = config_field(200, "held-out episodes of the final comparison, seeds 20_000 + k",
+                                         range=(1, 10**6))
+
+
+def budget_draft(env: gym.Env) -> int:
+    """The largest drafting budget whose drafting energy alone stays within the long-term budget."""
+    u = env.unwrapped
+    per_token = u.options.joule_per_flop * u.cfg.flops_per_param_token * u.cfg.slm_params
+    return int(max(1, min(u.options.draft_length, math.floor(u.options.energy_budget_j / per_token))))
+
+
+def scripted_agents() -> dict[str, Any]:
+    return {
+        "HLM": lambda env: SpecRuleAgent(env, "HLM"),
+        "U-HLM": lambda env: SpecRuleAgent(env, "U-HLM"),
+        "U-HLM at budget": lambda env: SpecRuleAgent(env, "U-HLM", budget=budget_draft(env)),
+        "GELATO": lambda env: SpecRuleAgent(env, "GELATO"),
+    }
+
+
+def compare(model: PPO, cfg: SpecPPOConfig, seeds: list[int], progress: bool = False) -> list[SpecResult]:
+    agents = scripted_agents()
+    agents["PPO"] = lambda env: ModelAgent(model, "PPO", env=env)
+    return evaluate_spec_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds, progress=progress)
+
+
+class SpecComparisonCallback(BaseCallback):
+    """Every ``eval_freq`` steps: PPO and the scripted strategies on the same evaluation episodes."""
+
+    def __init__(self, cfg: SpecPPOConfig, run_dir: Path, use_wandb: bool) -> None:
+        super().__init__()
+        self.cfg, self.run_dir, self.use_wandb = cfg, run_dir, use_wandb
+        self.best, self.last = -math.inf, 0
+
+    def state(self) -> dict:
+        return {"best": self.best if math.isfinite(self.best) else None, "last": self.last}
+
+    def restore(self, state: dict | None) -> None:
+        if state:
+            self.best = -math.inf if state.get("best") is None else float(state["best"])
+            self.last = int(state.get("last", 0))
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.last >= self.cfg.eval_freq:
+            self.last = self.num_timesteps
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> list[SpecResult]:
+        # training seeds are seed + k; evaluation episodes use 10_000 + k, the final table 20_000 + k
+        results = compare(self.model, self.cfg, [10_000 + k for k in range(self.cfg.eval_seeds)])
+        metrics = {}
+        for r in results:
+            slug = r.name.lower().replace(" ", "_").replace("-", "_")
+            for key in ("return", "tokens_per_s", "accuracy_vs_llm", "energy_vs_budget", "skip_fraction"):
+                metrics[f"eval/{slug}/{key}"] = r.mean[key]
+        for k, v in metrics.items():
+            self.logger.record(k, v)
+        self.logger.dump(self.num_timesteps)
+        if self.use_wandb:
+            import wandb
+
+            wandb.log(metrics, step=self.num_timesteps)
+        score = metrics["eval/ppo/return"]
+        if score > self.best:
+            self.best = score
+            save_model(self.model, self.run_dir / "best_model")
+        return results
+
+
+def main(argv: list[str] | None = None) -> list[SpecResult]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="spec_ppo", help="YAML under configs/train or a path")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    args = ap.parse_args(argv)
+    cfg = load_config(SpecPPOConfig, args.config, args.set)
+    torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def make_env(seed: int):
+        return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs=cfg.env_kwargs)
+
+    def new_model(env) -> PPO:
+        return PPO("MlpPolicy", env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                   n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                   ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
+                   tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+
+    model, state = open_run(PPO, cfg, make_env, new_model)
+    try:
+        use_wandb = start_wandb(cfg, "spec_ppo", run_dir)
+        comparison = SpecComparisonCallback(cfg, run_dir, use_wandb)
+        comparison.restore(state and state.get("evaluation"))
+        checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
+        t0 = time.perf_counter()
+        if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=CallbackList([comparison, checkpoint]),
+                               tb_log_name="spec_ppo", progress_bar=cfg.progress_bar):
+            sys.exit(exit_code_interrupted())
+        minutes = (time.perf_counter() - t0) / 60
+        checkpoint.save()
+        save_model(model, run_dir / "final_model")
+        results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True)
+        print_spec_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes "
+                                    f"(PPO trained {model.num_timesteps} steps in {minutes:.1f} min)")
+        ppo = next(r for r in results if r.name == "PPO")
+        for r in results:
+            if r.name != "PPO":
+                diff = np.array([p["return"] - b["return"] for p, b in zip(ppo.episodes, r.episodes)])
+                half = 1.96 * diff.std(ddof=1) / math.sqrt(diff.size) if diff.size > 1 else float("nan")
+                print(f"  PPO - {r.name}: return {diff.mean():+.3f} ± {half:.3f} (paired)")
+        atomic_write_csv(run_dir / "comparison.csv", [r.row() for r in results])
+        finish_wandb(use_wandb)
+        print(f"saved {run_dir / 'final_model.zip'} and {run_dir / 'comparison.csv'}; "
+              f"TensorBoard: tensorboard --logdir {run_dir}")
+    finally:
+        unlock_run(run_dir)
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except MECOffloadError as err:  # bad settings, a locked or mismatched run dir: one line, not a traceback
+        sys.exit(f"spec_ppo.py: error: {err}")
