@@ -114,6 +114,19 @@ class DQNConfig(CommonConfig):
     exploration_final_eps: float = config_field(0.02, "final epsilon", range=(0.0, 1.0))
 
 
+@dataclass
+class SpecPPOConfig(PPOConfig):
+    """PPO on the token-level env: SB3's MLP policy; rounds shape later ones (queues, sessions), so gamma < 1."""
+
+    env_id: str = _env_id("MECSpecDecode-v0")
+    env_kwargs: dict = _env_kwargs(n_users=20, tokens="babi", flat_obs=True)
+    run_dir: str = config_field("runs/spec_ppo", "folder of logs, checkpoints and models")
+    policy: str = config_field("mlp", "SB3's MLP (the token env has no equivariant policy yet)", choices=("mlp",))
+    gamma: float = config_field(0.99, "discount", range=(0.0, 1.0))
+    final_eval_seeds: int = config_field(200, "held-out episodes of the final comparison, seeds 20_000 + k",
+                                         range=(1, 10**6))
+
+
 def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Any:
     """A ``cls`` config from YAML (a path, or a name under the shipped ``mec_env/configs/train``) plus overrides.
 
@@ -337,6 +350,6 @@ def print_results(results: list, title: str) -> None:
               f"{r.normalised_score:7.3f} {m.get('decision_ms', math.nan):12.3f}")
 
 
-__all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "load_config", "make_env", "InfoLoggerCallback",
+__all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "SpecPPOConfig", "load_config", "make_env", "InfoLoggerCallback",
            "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "train_and_finish", "print_results",
            "baseline_agents", "eval_seeds"]

@@ -18,6 +18,7 @@ uncertainty). ``budget`` fixes the drafting budget of SLM only, HLM and U-HLM (d
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -110,4 +111,11 @@ class SpecRuleAgent:
         return np.where(active, best, 0)
 
 
-__all__ = ["SpecRuleAgent"]
+def budget_draft(env: Any) -> int:
+    """The largest drafting budget whose drafting energy alone stays within the long-term budget (>= 1)."""
+    u = env.unwrapped
+    per_token = u.options.joule_per_flop * u.cfg.flops_per_param_token * u.cfg.slm_params
+    return int(max(1, min(u.options.draft_length, math.floor(u.options.energy_budget_j / per_token))))
+
+
+__all__ = ["SpecRuleAgent", "budget_draft"]

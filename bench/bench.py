@@ -16,8 +16,11 @@
 3. ``MECOffload-v0`` at N = 120: steps/s of one environment (``gymnasium.make``, random
    actions, no rendering), of the batched twin at B = 64 and of ``SyncVectorEnv`` over 64
    single environments; the batched/sync ratio.
-4. The full Fig. 3 sweep (N = 60..120 step 10, 500 draws, 5 strategies) wall time.
-5. Peak resident memory of this process and of the sweep's workers.
+4. ``MECSpecDecode-v0`` (token-level offloading) at N = 20 on the shipped token traces: steps/s
+   of one environment (``gymnasium.make``, random actions), with the compiled round and with the
+   numpy reference round (``MECOFFLOAD_NUMBA=0``'s path), side by side.
+5. The full Fig. 3 sweep (N = 60..120 step 10, 500 draws, 5 strategies) wall time.
+6. Peak resident memory of this process and of the sweep's workers.
 
 Results are printed and written to ``bench/results.json`` with the machine they ran on.
 """
@@ -163,6 +166,37 @@ def bench_envs(n_users: int, batch: int, seconds: float) -> dict:
     return out
 
 
+def bench_spec_env(n_users: int, seconds: float) -> dict:
+    """One MECSpecDecode-v0 through gym.make: steps/s with the compiled round and the numpy round."""
+    from mec_env.spec import model as spec_model
+
+    env = gym.make("MECSpecDecode-v0", n_users=n_users, max_rounds=10**6, session_tokens=400)
+    env.reset(seed=0)
+    acts = [env.action_space.sample() for _ in range(256)]
+
+    def step(action) -> None:
+        if any(env.step(action)[2:4]):
+            env.reset()
+
+    out = {"n_users": n_users}
+    for name, compiled in (("compiled", True), ("numpy", False)):
+        original = spec_model.evaluate_round
+        spec_model_round = lambda *a, **k: original(*a, **{**k, "compiled": compiled})  # noqa: E731
+        import mec_env.envs.spec_decode as spec_env
+
+        spec_env.evaluate_round = spec_model_round
+        try:
+            steps_per_second(step, acts[:32], 0.2)  # warm up (and compile)
+            out[f"{name}_steps_per_s"], _ = steps_per_second(step, acts, seconds)
+        finally:
+            spec_env.evaluate_round = original
+    out["compiled_over_numpy"] = out["compiled_steps_per_s"] / out["numpy_steps_per_s"]
+    print(f"  single env, compiled round: {out['compiled_steps_per_s']:10,.0f} steps/s (target 10,000)")
+    print(f"  single env, numpy round:    {out['numpy_steps_per_s']:10,.0f} steps/s")
+    print(f"  compiled / numpy:           {out['compiled_over_numpy']:10.2f}x", flush=True)
+    return out
+
+
 def bench_ppo(n_users: int, batch: int) -> dict:
     """PPO (equivariant policy) steps/s on the batched twin vs SB3's DummyVecEnv of single envs."""
     import torch
@@ -246,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                                       else 2, identical=1000 if not args.quick else 100)
     print("MECOffload-v0, N = 120, random actions:")
     envs = bench_envs(120, 64, seconds=3.0 if not args.quick else 1.0)
+    print("MECSpecDecode-v0, N = 20, shipped token traces, random actions:")
+    spec = bench_spec_env(20, seconds=3.0 if not args.quick else 1.0)
     ppo = bench_ppo(120, 64) if args.ppo else None
     fig3 = bench_fig3(runs=500 if not args.quick else 100, workers=os.cpu_count() or 1)
     memory = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -255,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": info, "goa": goa_rows, "goa_vs_reference": identical, "goa_exponent": exp_fast,
               "reference_exponent": exp_ref,
               "edge_all_exponent": exp_edge, "goa_local_search": local_search,
-              "envs": envs, "ppo": ppo, "fig3": fig3, "memory": memory}
+              "envs": envs, "spec_env": spec, "ppo": ppo, "fig3": fig3, "memory": memory}
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -134,13 +134,46 @@ def test_uhlm_skips_uploads_and_beats_hlms_throughput_and_gelato_spends_less_ene
     assert gelato["energy"] / gelato["tokens"] < hlm["energy"] / hlm["tokens"]  # less energy per token than HLM
 
 
-def test_spec_compare_script_writes_its_table(tmp_path):
+def test_spec_compare_scores_every_strategy_on_the_same_episodes(tmp_path):
     from test_agents import script
 
-    rows = script("spec_compare").main(["--set", "scenario=small", "n_users=4", "--seeds", "1",
+    rows = script("spec_compare").main(["--set", "scenario=small", "n_users=4", "tokens=synthetic", "--episodes", "3",
                                         "--out", str(tmp_path)])
-    assert [r["strategy"] for r in rows] == ["SLM only", "HLM", "U-HLM", "GELATO"]
-    assert (tmp_path / "spec_compare.csv").read_text().startswith("strategy,tokens_per_s")
+    by = {r["agent"]: r for r in rows}
+    assert list(by) == ["SLM only", "HLM", "U-HLM risk 0", "U-HLM risk 0.1", "U-HLM at budget", "GELATO"]
+    assert by["HLM"]["vs_hlm"] == 1.0 and by["HLM"]["skip_fraction"] == 0.0 and by["HLM"]["accuracy_vs_llm"] == 1.0
+    assert by["SLM only"]["skip_fraction"] == 1.0 and by["SLM only"]["accuracy_vs_llm"] < 1.0
+    assert by["U-HLM risk 0.1"]["skip_fraction"] > by["U-HLM risk 0"]["skip_fraction"]
+    assert (tmp_path / "spec_compare.csv").read_text().startswith("agent,episodes,return")
+
+
+def test_spec_ppo_trains_saves_and_compares_on_held_out_episodes(tmp_path):
+    from test_agents import script
+
+    results = script("spec_ppo").main(["--set", "total_timesteps=256", "n_envs=2", "n_steps=64", "batch_size=64",
+                                       "n_epochs=1", "eval_freq=128", "eval_seeds=1", "final_eval_seeds=2",
+                                       "env_kwargs.tokens=synthetic", "env_kwargs.n_users=4",
+                                       "env_kwargs.scenario=small", f"run_dir={tmp_path}", "progress_bar=false",
+                                       "threads=1"])
+    assert [r.name for r in results] == ["HLM", "U-HLM", "U-HLM at budget", "GELATO", "PPO"]
+    assert all(len(r.episodes) == 2 for r in results)
+    for name in ("final_model.zip", "best_model.zip", "comparison.csv"):
+        assert (tmp_path / name).exists()
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.rglob("*"))
+
+
+def test_spec_figures_write_their_tables_and_plots(tmp_path):
+    from test_agents import script
+
+    script("spec_figures").main(["--only", "threshold", "budget", "--set", "scenario=small", "n_users=4",
+                                 "tokens=synthetic", "draft_length=3", "threshold_levels=4", "--episodes", "2",
+                                 "--budget-episodes", "1", "--budgets", "0.2", "0.4", "--out", str(tmp_path)])
+    for name in ("uhlm_threshold", "gelato_budget"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    levels = (tmp_path / "uhlm_threshold.csv").read_text().splitlines()
+    assert len(levels) == 1 + 4 and levels[0].startswith("level,threshold")
+    budget = (tmp_path / "gelato_budget.csv").read_text().splitlines()
+    assert len(budget) == 1 + 2 * 3 + 2  # HLM and U-HLM at budgets 1..3, GELATO at 2 energy budgets
 
 
 def test_sb3_ppo_trains_on_it_through_make_vec_env():

@@ -1,11 +1,15 @@
-"""SLM only, HLM, U-HLM and GELATO on MECSpecDecode-v0: throughput, uploads, unverified errors, energy.
+"""The token-level strategies side by side on MECSpecDecode-v0, scored by the one evaluator.
 
-    python train/spec_compare.py                                   # synthetic token streams, N = 20
-    python train/spec_compare.py --set tokens=models/tokens-s0-n120-t1.csv --seeds 50
+    python train/spec_compare.py                                   # shipped bAbI token traces, N = 20, 200 episodes
+    python train/spec_compare.py --set tokens=synthetic --episodes 20
+    python train/spec_compare.py --agents HLM U-HLM policy=runs/spec_ppo/final_model.zip
 
-Totals over the episodes of seeds 20_000 + k: tokens per second (all tokens over all round
-times), the fraction of drafted tokens uploaded, unverified tokens the LLM would have rejected
-per emitted token, and device energy per token and per user-round against the budget.
+Strategies: SLM only, HLM (verify every token), U-HLM with the risk-averse threshold (risk 0:
+skip only where the fitted line predicts no rejection) and with ``--risk``, U-HLM drafting the
+largest budget that meets the energy budget, GELATO, and any saved SB3 model (``name=path``).
+Held-out seeds 20_000 + k; per agent the mean and 95 % CI of the episode return, tokens per
+second, throughput relative to HLM (paired), uploads skipped, accuracy relative to the LLM's own
+answers, energy per user and round against the budget (:mod:`agents.spec_evaluation`).
 Writes ``spec_compare.csv`` to ``--out``.
 """
 
@@ -21,51 +25,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import mec_env  # noqa: E402,F401
 from agents.evaluation import held_out_seeds  # noqa: E402
-from baselines.spec import SpecRuleAgent  # noqa: E402
+from agents.scripted import ModelAgent, load_model  # noqa: E402
+from agents.spec_evaluation import evaluate_spec_agents, print_spec_results  # noqa: E402
+from baselines.spec import SpecRuleAgent, budget_draft  # noqa: E402
 from mec_env.config import parse_key_values  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
 from train.evaluate import positive_int  # noqa: E402
 
 
-def play(env_kwargs: dict, strategy: str, seeds: list[int]) -> dict:
-    env = gym.make("MECSpecDecode-v0", **env_kwargs)
-    agent = SpecRuleAgent(env, strategy)
-    t = {"tokens": 0, "time": 0.0, "uploaded": 0, "drafted": 0, "unverified": 0, "energy": 0.0, "user_rounds": 0}
-    for seed in seeds:
-        env.reset(seed=seed)
-        done = False
-        while not done:
-            _, _, terminated, truncated, info = env.step(agent.predict()[0])
-            for key, name in (("tokens", "tokens"), ("time", "round_time_s"), ("uploaded", "uploaded"),
-                              ("drafted", "drafted"), ("unverified", "unverified_rejects"), ("energy", "energy_j")):
-                t[key] += info[name]
-            t["user_rounds"] += env.unwrapped.cfg.n_users
-            done = terminated or truncated
-    return {"strategy": strategy, "tokens_per_s": t["tokens"] / t["time"],
-            "uploaded_fraction": t["uploaded"] / max(1, t["drafted"]),
-            "unverified_rejects_per_token": t["unverified"] / max(1, t["tokens"]),
-            "energy_per_token_j": t["energy"] / max(1, t["tokens"]),
-            "energy_per_user_round_j": t["energy"] / t["user_rounds"],
-            "energy_budget_j": env.unwrapped.options.energy_budget_j, "tokens": t["tokens"]}
+def agent_factories(names: list[str], risk: float) -> dict:
+    rules = {
+        "SLM only": lambda env: SpecRuleAgent(env, "SLM only"),
+        "HLM": lambda env: SpecRuleAgent(env, "HLM"),
+        "U-HLM risk 0": lambda env: SpecRuleAgent(env, "U-HLM", risk=0.0),
+        f"U-HLM risk {risk:g}": lambda env: SpecRuleAgent(env, "U-HLM", risk=risk),
+        "U-HLM at budget": lambda env: SpecRuleAgent(env, "U-HLM", risk=risk, budget=budget_draft(env)),
+        "GELATO": lambda env: SpecRuleAgent(env, "GELATO"),
+    }
+    out = {}
+    for name in names:
+        if "=" in name:  # a saved model: name=path
+            label, path = name.split("=", 1)
+            model = load_model(path)
+            out[label] = lambda env, model=model, label=label: ModelAgent(model, label, env=env)
+        elif name == "U-HLM":
+            out["U-HLM risk 0"], out[f"U-HLM risk {risk:g}"] = rules["U-HLM risk 0"], rules[f"U-HLM risk {risk:g}"]
+        elif name in rules:
+            out[name] = rules[name]
+        else:
+            raise MECOffloadError(f"--agents: unknown agent {name!r}; expected one of {sorted(rules)} or "
+                                  "name=model.zip")
+    return out
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="environment arguments")
-    ap.add_argument("--seeds", type=positive_int, default=20, help="episodes per strategy (>= 1)")
+    ap.add_argument("--episodes", type=positive_int, default=200, help="held-out episodes per agent (>= 1)")
+    ap.add_argument("--agents", nargs="*", default=["SLM only", "HLM", "U-HLM", "U-HLM at budget", "GELATO"])
+    ap.add_argument("--risk", type=float, default=0.1, help="U-HLM's tolerated rejection probability of a skip")
     ap.add_argument("--out", type=Path, default=Path("results/spec"), help="CSV folder")
     args = ap.parse_args(argv)
-    env_kwargs = {"n_users": 20, "max_rounds": 400, **parse_key_values(args.set)}
-    rows = [play(env_kwargs, s, held_out_seeds(args.seeds)) for s in SpecRuleAgent.STRATEGIES]
-    hlm = next(r for r in rows if r["strategy"] == "HLM")["tokens_per_s"]
-    print(f"MECSpecDecode-v0 {env_kwargs}, {args.seeds} episodes")
-    print(f"  {'strategy':9s} {'tokens/s':>9s} {'vs HLM':>7s} {'uploaded':>9s} {'unverified':>11s} {'J/token':>8s} "
-          f"{'J/user-round':>13s}")
-    for r in rows:
-        print(f"  {r['strategy']:9s} {r['tokens_per_s']:9.1f} {r['tokens_per_s'] / hlm:6.2f}x "
-              f"{100 * r['uploaded_fraction']:8.1f}% {100 * r['unverified_rejects_per_token']:10.2f}% "
-              f"{r['energy_per_token_j']:8.3f} {r['energy_per_user_round_j']:13.3f}")
+    env_kwargs = {"n_users": 20, "tokens": "babi", **parse_key_values(args.set)}
+    agents = agent_factories(args.agents, args.risk)
+    if "HLM" not in agents:
+        agents = {"HLM": lambda env: SpecRuleAgent(env, "HLM"), **agents}  # the reference of "vs HLM"
+    results = evaluate_spec_agents(lambda: gym.make("MECSpecDecode-v0", **env_kwargs), agents,
+                                   held_out_seeds(args.episodes), progress=True)
+    print_spec_results(results, f"MECSpecDecode-v0 {env_kwargs}, {args.episodes} held-out episodes (95 % CI)")
+    rows = [r.row() for r in results]
     atomic_write_csv(args.out / "spec_compare.csv", rows)
     print(f"wrote {args.out / 'spec_compare.csv'}")
     return rows

@@ -27,7 +27,6 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,31 +44,10 @@ from agents.checkpoint import (ResumableCheckpoint, exit_code_interrupted, learn
 from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.scripted import ModelAgent  # noqa: E402
 from agents.spec_evaluation import SpecResult, evaluate_spec_agents, print_spec_results  # noqa: E402
-from agents.training import PPOConfig, _env_id, _env_kwargs, load_config, start_wandb, finish_wandb  # noqa: E402
-from baselines.spec import SpecRuleAgent  # noqa: E402
-from mec_env.config import config_field  # noqa: E402
+from agents.training import SpecPPOConfig, finish_wandb, load_config, start_wandb  # noqa: E402
+from baselines.spec import SpecRuleAgent, budget_draft  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
-
-
-@dataclass
-class SpecPPOConfig(PPOConfig):
-    """PPO on the token-level env: SB3's MLP policy; rounds shape later ones (queues, sessions), so gamma < 1."""
-
-    env_id: str = _env_id("MECSpecDecode-v0")
-    env_kwargs: dict = _env_kwargs(n_users=20, tokens="babi", flat_obs=True)
-    run_dir: str = config_field("runs/spec_ppo", "folder of logs, checkpoints and models")
-    policy: str = config_field("mlp", "SB3's MLP (the token env has no equivariant policy yet)", choices=("mlp",))
-    gamma: float = config_field(0.99, "discount", range=(0.0, 1.0))
-    final_eval_seeds: int = config_field(200, "held-out episodes of the final comparison, seeds 20_000 + k",
-                                         range=(1, 10**6))
-
-
-def budget_draft(env: gym.Env) -> int:
-    """The largest drafting budget whose drafting energy alone stays within the long-term budget."""
-    u = env.unwrapped
-    per_token = u.options.joule_per_flop * u.cfg.flops_per_param_token * u.cfg.slm_params
-    return int(max(1, min(u.options.draft_length, math.floor(u.options.energy_budget_j / per_token))))
 
 
 def scripted_agents() -> dict[str, Any]:

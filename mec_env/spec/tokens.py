@@ -85,7 +85,7 @@ def sessions(picks: np.ndarray, lengths: np.ndarray, tokens: dict[str, np.ndarra
     total = cum[np.arange(count), used - 1]
     t_max = int(total.max(initial=1))
     t = np.arange(t_max)
-    slot = (cum[:, None, :] <= t[None, :, None]).sum(axis=2)  # (B, T): the answer a position falls in
+    slot = np.stack([np.searchsorted(row, t, side="right") for row in cum])  # (B, T): the answer of a position
     slot = np.minimum(slot, used[:, None] - 1)
     start = np.take_along_axis(np.concatenate([np.zeros((count, 1), np.int64), cum], axis=1), slot, axis=1)
     valid = t[None, :] < total[:, None]
@@ -125,8 +125,13 @@ class SyntheticTokenSource:
         return float(1.0 - np.clip(self.slope * u + self.intercept, 0.0, 1.0).mean())
 
     def sample(self, rng: np.random.Generator, count: int, session_tokens: int = 1) -> TokenStreams:
-        per = max(1, int(session_tokens))
-        length = 1 + rng.poisson(self.mean_length - 1.0, size=count * per)
+        target = max(1, int(session_tokens))
+        per = min(target, 2 * math.ceil(target / self.mean_length) + 4)  # enough answers, almost surely
+        length = 1 + rng.poisson(self.mean_length - 1.0, size=(count, per))
+        while per < target and (length.sum(axis=1) < target).any():  # else draw more (answers have >= 1 token)
+            length = np.concatenate([length, 1 + rng.poisson(self.mean_length - 1.0, size=(count, per))], axis=1)
+            per = length.shape[1]
+        length = length.reshape(-1)
         t = int(length.max(initial=1))
         u = rng.beta(self.beta_a, self.beta_b, size=(count * per, t))
         reject = np.clip(self.slope * u + self.intercept, 0.0, 1.0)
