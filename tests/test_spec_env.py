@@ -57,6 +57,21 @@ def test_hlm_verifies_everything_and_slm_only_uploads_nothing():
     assert idle["drafted"] == idle["tokens"] == 0 and idle["energy_j"] == 0.0
 
 
+def test_the_reward_counts_accepted_tokens_per_second_less_errors_and_energy():
+    env = gym.make("MECSpecDecode-v0", **SMALL, error_weight=3.0, energy_weight=0.5)
+    env.reset(seed=2)
+    u, k = env.unwrapped, env.unwrapped.options.threshold_levels
+    seen_errors = False
+    for _ in range(6):
+        _, reward, *_, info = env.step(rule(env, 6, k - 1))  # SLM only: every wrong token is an error
+        n, o = u.cfg.n_users, u.options
+        expected = ((info["tokens"] - 4.0 * info["unverified_rejects"]) / (info["round_time_s"] * n * u.r0)
+                    - 0.5 * info["energy_j"] / (n * o.energy_budget_j))
+        assert reward == pytest.approx(expected, rel=1e-12)
+        seen_errors |= info["unverified_rejects"] > 0
+    assert seen_errors
+
+
 def test_answers_are_scored_against_the_llms_verdicts():
     """Verified answers are the hybrid's (right, in the synthetic streams); unverified ones are right
     only when the LLM would have accepted every token, which is when the SLM's own answer is right."""

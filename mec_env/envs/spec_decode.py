@@ -40,6 +40,8 @@ class SpecEnvConfig:
     energy_budget_j: float = config_field(0.5, "long-term average device energy per user and round (J)",
                                           range=(0.0, INF), open_low=True)
     energy_weight: float = config_field(1.0, "lambda: weight of the energy term of the reward", range=(0.0, INF))
+    error_weight: float = config_field(4.0, "mu: an unverified token the LLM would have rejected costs 1 + mu "
+                                       "tokens of the reward's count", range=(0.0, INF))
     max_rounds: int = config_field(64, "rounds before the episode is truncated", range=(1, 10**6))
     session_tokens: int = config_field(24, "each user's session: answers back to back until at least this many "
                                        "tokens", range=(1, 4096))
@@ -92,9 +94,11 @@ class MECSpecDecodeEnv(gym.Env):
 
     ## Rewards
 
-    ``reward = tokens / (round time x N x r0) - lambda x mean_i(e_i) / e_bar``: the round's tokens
-    per second per user, in units of ``r0`` (one SLM token per second at the nominal device:
-    ``local_capacity_flops / (2 x slm_params)``), minus the energy spent relative to the budget.
+    ``reward = (tokens - (1 + mu) x errors) / (round time x N x r0) - lambda x mean_i(e_i) / e_bar``:
+    the round's accepted tokens per second per user, in units of ``r0`` (one SLM token per second
+    at the nominal device: ``local_capacity_flops / (2 x slm_params)``), minus the energy spent
+    relative to the budget. ``errors`` are skipped tokens the LLM would have rejected: not
+    accepted, and each spoils its answer, so it takes ``1 + mu`` tokens off the count.
     Rounds are slots: one lasts until its slowest user has drafted, uploaded, been verified and
     heard back, and a user that drafts nothing waits it out. Each user's virtual queue
     ``Z_i <- max(Z_i + e_i - e_bar, 0)`` is observed, and its time average over an episode is in
@@ -206,15 +210,18 @@ class MECSpecDecodeEnv(gym.Env):
         self.last_round = (problem, es, ev.uploaded)
         round_time = float(ev.delay.max()) if took.any() else 0.0  # the slot lasts until its slowest user is done
         tokens = int(ev.emitted.sum())
+        errors = int(ev.unverified.sum())
         energy = float(ev.energy.sum())
-        rate = tokens / (round_time * n * self.r0) if round_time > 0 else 0.0
+        # a wrong unverified token is not an accepted one, and it spoils its answer: 1 + mu tokens off
+        counted = tokens - (1.0 + o.error_weight) * errors
+        rate = counted / (round_time * n * self.r0) if round_time > 0 else 0.0
         reward = rate - o.energy_weight * energy / (n * o.energy_budget_j)
         terminated = bool((self.position >= self.streams.length).all())
         truncated = not terminated and self.rounds >= o.max_rounds
         info = {"round": self.rounds, "tokens": tokens, "round_time_s": round_time,
                 "tokens_per_s": tokens / round_time if round_time > 0 else 0.0,
                 "uploaded": int(ev.uploaded.sum()), "drafted": int(drafted.sum()),
-                "unverified_rejects": int(ev.unverified.sum()), "energy_j": energy,
+                "unverified_rejects": errors, "energy_j": energy,
                 "mean_energy_per_round_j": float(self.energy_sum.sum()) / (n * self.rounds),
                 "energy_queue": float(self.queue.sum()) / n, **self.answers}
         self.core.advance(self.np_random)
