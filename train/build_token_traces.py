@@ -31,7 +31,6 @@ import argparse
 import csv
 import datetime as dt
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -44,7 +43,7 @@ from build_traces import _rel, select_questions, smollm2_gguf  # noqa: E402
 from mec_env.babi import EXCLUDED_TASKS  # noqa: E402
 from mec_env.io import atomic_write_text  # noqa: E402
 from mec_env.lm.profiler import cache_gguf_as_safetensors, load_causal_lm  # noqa: E402
-from mec_env.lm.spec_decode import PROMPTS, SpeculativeProfiler, profile_tokens  # noqa: E402
+from mec_env.lm.spec_decode import ANSWER_COLUMNS, PROMPTS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens  # noqa: E402
 from mec_env.spec.tokens import DEFAULT_TOKEN_TRACES, TokenTraceSource, rejection_correlations  # noqa: E402
 
 
@@ -57,6 +56,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--per-task", type=int, default=310, help="test questions per task")
     ap.add_argument("--prompt", choices=sorted(PROMPTS), default="word", help="the answer format asked for")
     ap.add_argument("--limit", type=int, default=None, help="at most this many questions in all (quick run)")
+    ap.add_argument("--tasks", type=int, nargs="*", default=None,
+                    help="only these bAbI tasks (a shard: run shards side by side, then --ship --also the others)")
+    ap.add_argument("--also", type=Path, nargs="*", default=[],
+                    help="with --ship: token tables of other shards to ship with this one (answers beside them)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--top-k", type=int, default=8, help="SLM probabilities recorded per token (the upload)")
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--finetune-minutes", type=float, default=55.0, help="the verifier's training budget")
     ap.add_argument("--draft-minutes", type=float, default=7.0, help="the drafter's training budget")
     ap.add_argument("--ship", action="store_true", help="copy the tables into the package with a manifest")
+    ap.add_argument("--ship-to", type=Path, default=DEFAULT_TOKEN_TRACES, help="where --ship writes the token table")
     args = ap.parse_args(argv)
     t0, work = time.time(), args.work_dir
     work.mkdir(parents=True, exist_ok=True)
@@ -86,16 +90,21 @@ def main(argv: list[str] | None = None) -> dict:
     slm, tok = load_causal_lm(drafter, threads=args.threads)
     llm, _ = load_causal_lm(verifier, threads=args.threads)
     questions = select_questions(args.babi, args.per_task, args.seed, args.limit)
+    if args.tasks:
+        questions = [q for q in questions if q.task in set(args.tasks)]
     tag = (f"s{args.seed}-n{args.per_task}-t{args.temperature:g}-{args.prompt}"
-           + (f"-l{args.limit}" if args.limit else ""))
+           + (f"-l{args.limit}" if args.limit else "")
+           + (f"-tasks{'_'.join(map(str, sorted(set(args.tasks))))}" if args.tasks else ""))
     profiler = SpeculativeProfiler(slm, llm, tok, max_new_tokens=args.max_new_tokens, top_k=args.top_k,
                                    seed=args.seed, temperature=args.temperature)
     tokens_csv, answers_csv = profile_tokens(profiler, questions, work / f"tokens-{tag}.csv",
                                              work / f"answers-{tag}.csv", prompt_fn=PROMPTS[args.prompt])
-    with open(tokens_csv, encoding="utf-8", newline="") as fh:
-        tokens = list(csv.DictReader(fh))
-    with open(answers_csv, encoding="utf-8", newline="") as fh:
-        answers = list(csv.DictReader(fh))
+    tokens, answers = [], []
+    for table in [tokens_csv, *(args.also if args.ship else [])]:
+        with open(table, encoding="utf-8", newline="") as fh:
+            tokens += list(csv.DictReader(fh))
+        with open(table.with_name(table.name.replace("tokens", "answers", 1)), encoding="utf-8", newline="") as fh:
+            answers += list(csv.DictReader(fh))
     summary = {
         "answers": len(answers), "tokens": len(tokens),
         "acceptance_rate": sum(int(t["accepted"]) for t in tokens) / max(1, len(tokens)),
@@ -106,19 +115,30 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(summary, indent=2))
     if args.ship:
-        ship(tokens_csv, answers_csv, summary, args, drafter, verifier, sorted({q.task for q in questions}))
+        ship(tokens, answers, summary, args, drafter, verifier, sorted({int(a["task"]) for a in answers}),
+             args.ship_to)
     return summary
 
 
-def ship(tokens_csv: Path, answers_csv: Path, summary: dict, args: argparse.Namespace, drafter: Path,
-         verifier: Path, tasks: list[int]) -> None:
-    """Copy the tables to the package data (validated first) and write their manifest, atomically."""
-    out = DEFAULT_TOKEN_TRACES
-    TokenTraceSource(tokens_csv, answers_csv=answers_csv)  # refuse to ship a table the env would refuse
-    for src, dst in ((tokens_csv, out), (answers_csv, out.with_name(out.name.replace("tokens", "answers", 1)))):
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
+def ship(tokens: list[dict], answers: list[dict], summary: dict, args: argparse.Namespace, drafter: Path,
+         verifier: Path, tasks: list[int], out: Path = DEFAULT_TOKEN_TRACES) -> None:
+    """Write the tables (shards merged, in task order) to the package data, validated, with a manifest."""
+    order = lambda r: tuple(int(r[k]) for k in ("task", "story_id", "question_id"))  # noqa: E731
+    answers = sorted(answers, key=order)
+    tokens = sorted(tokens, key=lambda r: (*order(r), int(r["position"])))
+    staged = out.with_name(out.name + ".staged")
+    staged.mkdir(parents=True, exist_ok=True)
+    pairs = ((tokens, TOKEN_COLUMNS, out),
+             (answers, ANSWER_COLUMNS, out.with_name(out.name.replace("tokens", "answers", 1))))
+    for rows, columns, dst in pairs:
+        with open(staged / dst.name, "w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+    TokenTraceSource(staged / out.name)  # refuse to ship a table the env would refuse
+    for _, _, dst in pairs:
+        (staged / dst.name).replace(dst)
+    staged.rmdir()
 
     def training(path: Path) -> dict:
         file = Path(path) / "training.json"
