@@ -9,8 +9,10 @@ One policy decides, every round, each user's drafting budget, upload level and e
 uncertainties, device capacities, tokens left). The scripted strategies it is compared with:
 
 * **HLM** (draft L, verify every token) and **U-HLM** (skip uploads below the fitted threshold),
-  drafting L tokens, and U-HLM drafting the largest budget whose energy meets the long-term budget
-  (``U-HLM at budget``, the rule made to respect the same constraint);
+  drafting L tokens; U-HLM drafting the largest budget whose energy meets the long-term budget
+  (``U-HLM at budget``, the rule made to respect the same constraint); and, in the final table,
+  U-HLM with the fixed budget of highest return on the evaluation episodes (``U-HLM b=k``, the
+  rule tuned to this reward);
 * **GELATO** (drift-plus-penalty drafting budget against the energy queue, entropy exit).
 
 Every ``eval_freq`` steps, and at the end, all of them play the same ``eval_seeds`` episodes
@@ -50,17 +52,30 @@ from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
 
 
-def scripted_agents() -> dict[str, Any]:
-    return {
+def best_uhlm_budget(cfg: SpecPPOConfig, seeds: list[int]) -> int:
+    """U-HLM's fixed drafting budget with the highest mean return on ``seeds`` (validation, not held out)."""
+    env = gym.make(cfg.env_id, **cfg.env_kwargs)
+    candidates = range(1, env.unwrapped.options.draft_length + 1)
+    agents = {str(b): (lambda e, b=b: SpecRuleAgent(e, "U-HLM", budget=b)) for b in candidates}
+    results = evaluate_spec_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds)
+    return int(max(results, key=lambda r: r.mean["return"]).name)
+
+
+def scripted_agents(tuned_budget: int | None = None) -> dict[str, Any]:
+    agents = {
         "HLM": lambda env: SpecRuleAgent(env, "HLM"),
         "U-HLM": lambda env: SpecRuleAgent(env, "U-HLM"),
         "U-HLM at budget": lambda env: SpecRuleAgent(env, "U-HLM", budget=budget_draft(env)),
         "GELATO": lambda env: SpecRuleAgent(env, "GELATO"),
     }
+    if tuned_budget is not None:
+        agents[f"U-HLM b={tuned_budget}"] = lambda env: SpecRuleAgent(env, "U-HLM", budget=tuned_budget)
+    return agents
 
 
-def compare(model: PPO, cfg: SpecPPOConfig, seeds: list[int], progress: bool = False) -> list[SpecResult]:
-    agents = scripted_agents()
+def compare(model: PPO, cfg: SpecPPOConfig, seeds: list[int], progress: bool = False,
+            tuned_budget: int | None = None) -> list[SpecResult]:
+    agents = scripted_agents(tuned_budget)
     agents["PPO"] = lambda env: ModelAgent(model, "PPO", env=env)
     return evaluate_spec_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds, progress=progress)
 
@@ -141,7 +156,9 @@ def main(argv: list[str] | None = None) -> list[SpecResult]:
         minutes = (time.perf_counter() - t0) / 60
         checkpoint.save()
         save_model(model, run_dir / "final_model")
-        results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True)
+        tuned = best_uhlm_budget(cfg, [10_000 + k for k in range(cfg.eval_seeds)])
+        print(f"U-HLM's best fixed drafting budget on the {cfg.eval_seeds} evaluation episodes: b = {tuned}")
+        results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True, tuned_budget=tuned)
         print_spec_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes "
                                     f"(PPO trained {model.num_timesteps} steps in {minutes:.1f} min)")
         ppo = next(r for r in results if r.name == "PPO")
