@@ -6,13 +6,15 @@ which no action changes), so differences are paired. Per episode:
 * ``return``: the sum of the env's rewards;
 * ``tokens_per_s``: all users' tokens over the summed round times (rounds are slots that last
   until their slowest user is done);
+* ``accepted_per_s``: the same without the errors (skipped tokens the LLM would have rejected);
 * ``vs_hlm``: ``tokens_per_s`` over HLM's on the same episode (paired; needs an ``"HLM"`` agent);
 * ``skip_fraction``: drafted tokens not uploaded (U-HLM's saving in uplinks and LLM work);
 * ``accuracy``: answers right (the trace's hybrid answer, and no skipped token the LLM would have
   rejected) over answers completed; ``accuracy_vs_llm``: right answers over the answers the LLM
   alone gets right;
-* ``energy_j``: device energy per user and round, time-averaged after a burn-in (the first
-  ``burn_in`` fraction of rounds), and ``energy_vs_budget`` its ratio to the long-term budget;
+* ``energy_j``: device energy per user and round, averaged over the rounds after a burn-in (the
+  first ``burn_in`` fraction), users done with their session counting 0 J; ``energy_vs_budget``
+  its ratio to the long-term budget (per user and round, as the env's virtual queues count it);
 * ``unverified_per_token``: skipped tokens the LLM would have rejected, per emitted token.
 
 Reported as mean and 95 % CI half-width (1.96 s / sqrt(episodes)).
@@ -29,8 +31,8 @@ import numpy as np
 
 from baselines.experiments import mean_ci95
 
-SPEC_METRICS = ("return", "tokens_per_s", "vs_hlm", "skip_fraction", "accuracy", "accuracy_vs_llm", "energy_j",
-                "energy_vs_budget", "unverified_per_token", "rounds", "decision_ms")
+SPEC_METRICS = ("return", "tokens_per_s", "accepted_per_s", "vs_hlm", "skip_fraction", "accuracy", "accuracy_vs_llm",
+                "energy_j", "energy_vs_budget", "unverified_per_token", "rounds", "decision_ms")
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,11 @@ def play_episode(env: gym.Env, agent: Any, seed: int, burn_in: float = 0.2) -> d
     after = np.asarray(energy[int(burn_in * rounds):] or energy)
     return {
         "return": total["return"], "tokens_per_s": total["tokens"] / total["time"] if total["time"] > 0 else 0.0,
+        "accepted_per_s": (total["tokens"] - total["unverified"]) / total["time"] if total["time"] > 0 else 0.0,
         "skip_fraction": 1.0 - total["uploaded"] / max(1, total["drafted"]),
-        "accuracy": info["answers_correct"] / max(1, info["answers"]),
-        "accuracy_vs_llm": info["answers_correct"] / max(1, info["answers_llm_correct"]),
+        "accuracy": info["answers_correct"] / info["answers"] if info["answers"] else float("nan"),
+        "accuracy_vs_llm": info["answers_correct"] / info["answers_llm_correct"] if info["answers_llm_correct"]
+        else float("nan"),
         "energy_j": float(after.mean()), "energy_vs_budget": float(after.mean()) / budget,
         "unverified_per_token": total["unverified"] / max(1, total["tokens"]), "rounds": rounds,
         "decision_ms": 1e3 * total["decide"] / rounds, "answers": info["answers"],

@@ -5,11 +5,13 @@
 * **U-HLM**: draft ``L``, upload a token only when its uncertainty reaches the threshold of
   :func:`mec_env.spec.control.uhlm_threshold` (the fitted uncertainty-rejection line and a
   tolerated risk; ``risk=0`` is the risk-averse variant).
-* **GELATO**: each round and user, the drafting budget minimising the drift-plus-penalty bound
-  (:func:`mec_env.spec.control.drift_plus_penalty_budget`) against the user's virtual energy
-  queue, with the expected tokens, time and energy of each budget from the acceptance the fitted
-  line predicts for the user's last uncertainty and the round's channel; every drafted token is
-  uploaded and drafting stops after the first token above the exit threshold.
+* **GELATO**: each round, the drafting budget minimising the drift-plus-penalty bound
+  (:func:`mec_env.spec.control.drift_plus_penalty`) against the users' virtual energy queues,
+  with each budget's time and energy priced by the round evaluator on the round's channel and
+  its expected tokens from the token source's mean acceptance; every drafted token is uploaded
+  and drafting stops after the first token whose uncertainty exceeds the exit threshold (the
+  env's metric: temperature perturbation by default, GELATO's entropy with
+  ``uncertainty_metric="slm_entropy"``).
 
 The uncertainty-rejection line defaults to the env's token source's: the synthetic source's
 parameters, or the least-squares line over the replayed token table (in the env's normalised
@@ -27,18 +29,17 @@ from mec_env.spec.control import drift_plus_penalty, uhlm_threshold
 from mec_env.spec.model import evaluate_round
 
 def _level(env: Any, threshold: float) -> int:
-    """The smallest upload level whose threshold is at least ``threshold`` (K - 1: none)."""
-    levels = env.thresholds
-    above = np.flatnonzero(levels >= threshold)
-    return int(above[0]) if above.size else len(levels) - 1
+    """The largest upload level whose threshold is at most ``threshold``: the env skips a token when
+    its uncertainty is <= the level's threshold, so every skipped token is within the risk."""
+    return int(np.flatnonzero(env.thresholds <= threshold)[-1])  # thresholds[0] = -inf
 
 
 class SpecRuleAgent:
     """One of the strategies above, acting in a (single) ``MECSpecDecode-v0``.
 
     :param strategy: ``"SLM only"``, ``"HLM"``, ``"U-HLM"`` or ``"GELATO"``.
-    :param slope, intercept: the uncertainty-rejection line (U-HLM's threshold, GELATO's expectations);
-        default the env's token source's, in normalised uncertainty.
+    :param slope, intercept: the uncertainty-rejection line U-HLM's threshold is read from; default
+        the env's token source's, in normalised uncertainty.
     :param risk: U-HLM's tolerated rejection probability of a skipped token.
     :param tradeoff: GELATO's V (throughput in units of ``r0`` against the energy backlog in units of the budget).
     :param exit_level: GELATO's early-exit level (uncertainty threshold index).
@@ -65,8 +66,9 @@ class SpecRuleAgent:
         self.slope, self.intercept, self.tradeoff = slope, intercept, tradeoff
         k = self.env.options.threshold_levels
         self.exit_level = k - 3 if exit_level is None else exit_level
-        self.upload_level = {"SLM only": k - 1, "HLM": 0, "GELATO": 0,
-                             "U-HLM": _level(self.env, uhlm_threshold(slope, intercept, risk))}[strategy]
+        self.threshold = uhlm_threshold(slope, intercept, risk) if strategy == "U-HLM" else None
+        self.upload_level = {"SLM only": k - 1, "HLM": 0, "GELATO": 0}.get(strategy) if self.threshold is None \
+            else _level(self.env, self.threshold)
 
     def predict(self, observation: Any = None, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
@@ -87,9 +89,10 @@ class SpecRuleAgent:
         for each candidate the round evaluator prices the round in which every unfinished user
         drafts b tokens and uploads them all (this round's channel and ES sharing), and the bound
         is ``-V x expected tokens / (round time x N x r0) + mean_i Z_i (e_i - e_bar)`` (queues and
-        energy in units of the budget). Expected tokens of a user come from the acceptance ``a``
-        the fitted line predicts for its last uncertainty: ``(1 - a^b) / (1 - a)``. (Our reading
-        for N users in slots; GELATO's paper plans one device.)
+        energy in units of the budget). Expected tokens per user come from the token source's
+        mean acceptance ``a``: ``(1 - a^b) / (1 - a)`` (a user's last uncertainty predicts its
+        next token too weakly to help: measured on the traces). Our reading for N users in slots;
+        GELATO's paper plans one device.
         """
         env, o, cfg = self.env, self.env.options, self.env.cfg
         n, length = cfg.n_users, o.draft_length
@@ -112,7 +115,8 @@ class SpecRuleAgent:
 
 
 def budget_draft(env: Any) -> int:
-    """The largest drafting budget whose drafting energy alone stays within the long-term budget (>= 1)."""
+    """The largest drafting budget whose drafting energy stays within the long-term budget (>= 1); the
+    uplink's energy, about 1e-6 of it here (0.2 W for microseconds), is left out."""
     u = env.unwrapped
     per_token = u.options.joule_per_flop * u.cfg.flops_per_param_token * u.cfg.slm_params
     return int(max(1, min(u.options.draft_length, math.floor(u.options.energy_budget_j / per_token))))

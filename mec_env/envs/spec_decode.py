@@ -35,8 +35,8 @@ class SpecEnvConfig:
                                             "the first", range=(0.0, 1.0))
     round_trip_s: float = config_field(0.008, "latency of a round that uploads, besides transmission (s)",
                                        range=(0.0, INF))
-    threshold_levels: int = config_field(11, "K: levels of the upload and exit thresholds an action picks from",
-                                         range=(3, 101))
+    threshold_levels: int = config_field(19, "K: levels of the upload and exit thresholds an action picks from "
+                                         "(19: steps of 1/16, temperature perturbation's grain)", range=(4, 101))
     energy_budget_j: float = config_field(0.5, "long-term average device energy per user and round (J)",
                                           range=(0.0, INF), open_low=True)
     energy_weight: float = config_field(1.0, "lambda: weight of the energy term of the reward", range=(0.0, INF))
@@ -71,8 +71,9 @@ class MECSpecDecodeEnv(gym.Env):
     ``MultiDiscrete([L + 1, K, K] * N)``, three entries per user, in user order:
 
     * draft budget ``b`` in 0..L (0: idle this round);
-    * upload level ``j``: a drafted token is uploaded when its uncertainty is at least
-      ``theta_j = j / (K - 2)``; ``j = K - 1`` uploads nothing (j = 0 uploads all: HLM);
+    * upload level ``j``: a drafted token is uploaded when its uncertainty is
+      greater than ``theta_j``: ``theta_0 = -inf`` (upload all: HLM), ``theta_j = (j - 1) / (K - 3)``
+      for j = 1..K-2, ``theta_{K-1} = +inf`` (upload nothing);
     * exit level ``e``: drafting stops after the first token whose uncertainty exceeds
       ``theta_e`` (GELATO's inner loop); ``e = K - 1`` never stops early.
 
@@ -88,7 +89,7 @@ class MECSpecDecodeEnv(gym.Env):
     | `es_capacity`     | (M,)   | C_j / ``es_capacity_flops``                               | 0   | hi  |
     | `last_uncertainty`| (N,)   | normalised uncertainty of the user's last drafted token   | 0   | 1   |
     | `local_capacity`  | (N,)   | C_L,i / ``local_capacity_flops``                          | 0   | hi  |
-    | `remaining`       | (N,)   | tokens left of the user's answer / ``draft_length``, <= 64| 0   | 64  |
+    | `remaining`       | (N,)   | tokens left of the user's session / ``draft_length``     | 0   | 64  |
 
     ``flat_obs=True`` concatenates them in this order into one float32 Box.
 
@@ -101,8 +102,11 @@ class MECSpecDecodeEnv(gym.Env):
     accepted, and each spoils its answer, so it takes ``1 + mu`` tokens off the count.
     Rounds are slots: one lasts until its slowest user has drafted, uploaded, been verified and
     heard back, and a user that drafts nothing waits it out. Each user's virtual queue
-    ``Z_i <- max(Z_i + e_i - e_bar, 0)`` is observed, and its time average over an episode is in
-    ``info``: a policy meets the long-term budget when the queues stay bounded.
+    ``Z_i <- max(Z_i + e_i - e_bar, 0)`` is observed; ``info`` has the users' mean queue
+    (``energy_queue``) and their mean energy per round so far (``mean_energy_per_round_j``): a
+    policy meets the long-term budget when the queues stay bounded. ``info`` also counts the
+    answers completed and how many are right (``answers``, ``answers_correct``; the LLM's and
+    the SLM's own answers to the same questions: ``answers_llm_correct``, ``answers_slm_correct``).
 
     ## Episode End
 
@@ -129,10 +133,12 @@ class MECSpecDecodeEnv(gym.Env):
                                verify_block_cost=o.verify_block_cost, round_trip_s=o.round_trip_s)
         self.source = SyntheticTokenSource() if o.tokens == "synthetic" else \
             load_token_traces(o.tokens, o.uncertainty_metric)
-        self.uncertainty_scale = math.log(o.vocab_size) if o.uncertainty_metric == "slm_entropy" else 1.0
+        # entropy (nats) is normalised by its maximum ln V; the synthetic source draws in [0, 1] already
+        self.uncertainty_scale = math.log(o.vocab_size) if o.uncertainty_metric == "slm_entropy" and \
+            o.tokens != "synthetic" else 1.0
         self.core = SlotProcess(self.cfg)
         levels = o.threshold_levels
-        self.thresholds = np.append(np.linspace(0.0, 1.0, levels - 1), np.inf)
+        self.thresholds = np.concatenate([[-np.inf], np.linspace(0.0, 1.0, levels - 2), [np.inf]])
         self.action_space = spaces.MultiDiscrete(np.tile([o.draft_length + 1, levels, levels], n))
         self.dict_observation_space = spaces.Dict({
             "channel_gain_db": spaces.Box(-GAIN_OBS_CLIP, GAIN_OBS_CLIP, shape=(n, m), dtype=np.float32),
@@ -197,7 +203,7 @@ class MECSpecDecodeEnv(gym.Env):
         drafted = np.where(above.any(axis=1), np.minimum(drafted, above.argmax(axis=1) + 1), drafted)
         problem = self.problem
         es = problem.gain.argmax(axis=1)  # each user uploads to its strongest ES this round
-        ev = evaluate_round(problem, self.spec_config, drafted, u >= upload_at[:, None], self._accepted.take(idx), es,
+        ev = evaluate_round(problem, self.spec_config, drafted, u > upload_at[:, None], self._accepted.take(idx), es,
                             self.cfg.flops_per_param_token, self.cfg.slm_params, self.cfg.llm_params, check=False)
         took = drafted > 0
         self.last_uncertainty = np.where(took, u[self._users, np.maximum(drafted - 1, 0)], self.last_uncertainty)

@@ -13,7 +13,8 @@ loop picks the drafting budget L minimising the drift-plus-penalty bound
 ``-V * tokens(L) / time(L) + Z * (energy(L) - e_bar)`` (Neely's standard form: V trades throughput
 against queue backlog; the time average energy then meets the budget up to O(1/V) while throughput
 is within O(1/V) of the best); the inner loop stops drafting after the first token whose SLM
-entropy exceeds eta. The paper's exact equations are not public here: this is the standard form.
+uncertainty (GELATO's entropy, or any metric of the env) exceeds eta. The paper's exact
+equations are not public here: this is the standard form.
 """
 
 from __future__ import annotations
