@@ -9,7 +9,7 @@ import pytest
 import mec_env  # noqa: F401
 from mec_env.errors import AssignmentError, ConfigError
 
-SMALL = {"scenario": "small", "n_users": 6}
+SMALL = {"scenario": "small", "n_users": 6, "tokens": "synthetic"}  # known streams; the shipped table: below
 
 
 def rule(env, budget: int, upload: int, exit_level: int | None = None) -> np.ndarray:
@@ -22,8 +22,30 @@ def test_passes_gymnasium_and_sb3_checkers():
     from gymnasium.utils.env_checker import check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    check_env(gym.make("MECSpecDecode-v0", **SMALL).unwrapped)
-    sb3_check_env(gym.make("MECSpecDecode-v0", **SMALL, flat_obs=True))
+    for tokens in ("synthetic", "babi"):
+        check_env(gym.make("MECSpecDecode-v0", **{**SMALL, "tokens": tokens}).unwrapped)
+        sb3_check_env(gym.make("MECSpecDecode-v0", **{**SMALL, "tokens": tokens}, flat_obs=True))
+
+
+def test_the_default_replays_the_shipped_token_traces():
+    """The shipped table: >= 1,500 answers and >= 10,000 tokens, its manifest's counts, licences and
+    correlations, and the uncertainty-rejection line U-HLM reads its threshold from."""
+    import json
+
+    from mec_env.spec.tokens import DEFAULT_TOKEN_TRACES, TokenTraceSource, UNCERTAINTIES
+
+    env = gym.make("MECSpecDecode-v0", scenario="small", n_users=6)
+    source = env.unwrapped.source
+    assert isinstance(source, TokenTraceSource) and source.path == DEFAULT_TOKEN_TRACES.resolve()
+    assert len(source) >= 1500 and int(source.length.sum()) >= 10_000
+    manifest = json.loads(DEFAULT_TOKEN_TRACES.with_name("spec_tokens_babi.manifest.json").read_text())
+    assert (manifest["answers"], manifest["token_rows"]) == (len(source), int(source.length.sum()))
+    assert "CC BY 3.0" in manifest["data"]["license"] and "Apache-2.0" in manifest["verifier"]["license"]
+    assert set(manifest["correlations"]) == set(UNCERTAINTIES)
+    assert all(c["pearson_r"] > 0.3 and c["binned_r"] > 0.8 for c in manifest["correlations"].values())
+    slope, intercept = source.rejection_line()
+    assert slope > 0 and 0 <= intercept < 0.2
+    assert source.llm_correct.mean() > source.slm_correct.mean()  # the verifier is the stronger model
 
 
 def test_seeded_episodes_repeat_and_end_when_every_answer_is_complete():

@@ -45,7 +45,7 @@ class SpecEnvConfig:
     max_rounds: int = config_field(64, "rounds before the episode is truncated", range=(1, 10**6))
     session_tokens: int = config_field(24, "each user's session: answers back to back until at least this many "
                                        "tokens", range=(1, 4096))
-    tokens: str = config_field("synthetic", "token streams: 'babi' (the shipped traces), 'synthetic' or a token "
+    tokens: str = config_field("babi", "token streams: 'babi' (the shipped traces), 'synthetic' or a token "
                                "trace CSV (train/build_token_traces.py)")
     uncertainty_metric: str = config_field("slm_temperature_uncertainty", "the SLM uncertainty the thresholds apply to",
                                            choices=UNCERTAINTIES)
