@@ -6,7 +6,9 @@
 
 Strategies: SLM only, HLM (verify every token), U-HLM with the risk-averse threshold (risk 0:
 skip only where the fitted line predicts no rejection) and with ``--risk``, U-HLM drafting the
-largest budget that meets the energy budget, GELATO, and any saved SB3 model (``name=path``).
+largest budget that meets the energy budget (``U-HLM at budget``) or a given one (``"U-HLM b=2"``,
+``"HLM b=1"``: U-HLM's own protocol is one token a round),
+GELATO, and any saved SB3 model (``name=path``).
 Held-out seeds 20_000 + k; per agent the mean and 95 % CI of the episode return, tokens per
 second, throughput relative to HLM (paired), uploads skipped, accuracy relative to the LLM's own
 answers, energy per user and round against the budget (:mod:`agents.spec_evaluation`).
@@ -45,7 +47,10 @@ def agent_factories(names: list[str], risk: float) -> dict:
     }
     out = {}
     for name in names:
-        if "=" in name:  # a saved model: name=path
+        if name.startswith(("U-HLM b=", "HLM b=")) and name.split("b=")[1].isdigit():  # a fixed drafting budget
+            strategy, b = name.split(" b=")[0], int(name.split("b=")[1])
+            out[name] = lambda env, s=strategy, b=b: SpecRuleAgent(env, s, risk=risk, budget=b)
+        elif "=" in name:  # a saved model: name=path
             label, path = name.split("=", 1)
             model = load_model(path)
             out[label] = lambda env, model=model, label=label: ModelAgent(model, label, env=env)
@@ -55,7 +60,7 @@ def agent_factories(names: list[str], risk: float) -> dict:
             out[name] = rules[name]
         else:
             raise MECOffloadError(f"--agents: unknown agent {name!r}; expected one of {sorted(rules)} or "
-                                  "name=model.zip")
+                                  "'U-HLM b=K', 'HLM b=K' or name=model.zip")
     return out
 
 

@@ -198,7 +198,7 @@ def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path) -> 
     lim = [min(budgets), max(budgets)]
     bx.plot(lim, lim, "k--", label="the budget")
     bx.set(xlabel="long-term energy budget (J per user and round)", ylabel="energy (J per user and round)",
-           title=f"GELATO meets its budget ({episodes} episodes, 95 % CI)")
+           title=f"GELATO's energy against its budget ({episodes} episodes, 95 % CI)")
     bx.legend(fontsize=8)
     atomic_write_csv(out / "gelato_budget.csv", table)
     save_png(fig, out / "gelato_budget.png")
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="environment arguments")
     ap.add_argument("--episodes", type=positive_int, default=200, help="held-out episodes per point (>= 1)")
     ap.add_argument("--budget-episodes", type=positive_int, default=20, help="long episodes per budget point")
-    ap.add_argument("--budgets", type=float, nargs="*", default=[0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6],
+    ap.add_argument("--budgets", type=float, nargs="*", default=[0.1, 0.13, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4],
                     help="GELATO's energy budgets (J per user and round)")
     ap.add_argument("--risk", type=float, default=0.1, help="U-HLM's tolerated rejection probability of a skip")
     ap.add_argument("--out", type=Path, default=Path("results/spec"), help="folder of the CSVs and PNGs")
