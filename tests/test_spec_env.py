@@ -9,7 +9,8 @@ import pytest
 import mec_env  # noqa: F401
 from mec_env.errors import AssignmentError, ConfigError
 
-SMALL = {"scenario": "small", "n_users": 6, "tokens": "synthetic"}  # known streams; the shipped table: below
+# known streams, sessions that end (the shipped table: below)
+SMALL = {"scenario": "small", "n_users": 6, "tokens": "synthetic", "session_tokens": 24}
 
 
 def rule(env, budget: int, upload: int, exit_level: int | None = None) -> np.ndarray:
@@ -98,7 +99,7 @@ def test_answers_are_scored_against_the_llms_verdicts():
     """Verified answers are the hybrid's (right, in the synthetic streams); unverified ones are right
     only when the LLM would have accepted every token, which is when the SLM's own answer is right."""
     def finish(upload_level):
-        env = gym.make("MECSpecDecode-v0", **SMALL, session_tokens=30, max_rounds=1000)
+        env = gym.make("MECSpecDecode-v0", **{**SMALL, "session_tokens": 30}, max_rounds=1000)
         env.reset(seed=5)
         done = False
         while not done:

@@ -43,8 +43,9 @@ class SpecEnvConfig:
     error_weight: float = config_field(4.0, "mu: an unverified token the LLM would have rejected costs 1 + mu "
                                        "tokens of the reward's count", range=(0.0, INF))
     max_rounds: int = config_field(64, "rounds before the episode is truncated", range=(1, 10**6))
-    session_tokens: int = config_field(24, "each user's session: answers back to back until at least this many "
-                                       "tokens", range=(1, 4096))
+    session_tokens: int = config_field(600, "each user's session: answers back to back until at least this many "
+                                       "tokens (600 > 64 rounds x 8: users always have work, every episode lasts "
+                                       "max_rounds)", range=(1, 1 << 16))
     tokens: str = config_field("babi", "token streams: 'babi' (the shipped traces), 'synthetic' or a token "
                                "trace CSV (train/build_token_traces.py)")
     uncertainty_metric: str = config_field("slm_temperature_uncertainty", "the SLM uncertainty the thresholds apply to",
@@ -110,7 +111,9 @@ class MECSpecDecodeEnv(gym.Env):
 
     ## Episode End
 
-    Terminated when every answer is complete; truncated after ``max_rounds`` rounds.
+    Truncated after ``max_rounds`` rounds; terminated earlier only if every session is complete,
+    which the default sessions (600 tokens) never are: every episode is ``max_rounds`` rounds of
+    work, so a policy cannot raise its return by spinning the work out over more rounds.
 
     ## Arguments
 
