@@ -49,7 +49,7 @@ class SpecRuleAgent:
     STRATEGIES = ("SLM only", "HLM", "U-HLM", "GELATO")
 
     def __init__(self, env: Any, strategy: str, slope: float | None = None, intercept: float | None = None,
-                 risk: float = 0.1, tradeoff: float = 10.0, exit_level: int | None = None,
+                 risk: float = 0.1, tradeoff: float = 100.0, exit_level: int | None = None,
                  budget: int | None = None) -> None:
         if strategy not in self.STRATEGIES:
             raise ValueError(f"strategy must be one of {self.STRATEGIES}, got {strategy!r}")

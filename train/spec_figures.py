@@ -14,8 +14,9 @@
    accuracy relative to the LLM's own answers, over ``--episodes`` held-out episodes; the fitted
    U-HLM thresholds (risk 0 and ``--risk``) are marked.
 3. ``gelato_budget``: GELATO (drift-plus-penalty drafting budget + entropy exit) at each long-term
-   energy budget, against HLM and U-HLM drafting a fixed 1..L tokens a round: throughput against
-   time-average energy per user and round (after a 20 % burn-in), and GELATO's energy over its budget.
+   energy budget, against HLM and U-HLM drafting a fixed 1..L tokens a round, over 1,000-round
+   episodes: throughput against time-average energy per user and round (after a 20 % burn-in),
+   and GELATO's energy over its budget.
 
 Writes ``{name}.csv`` and ``{name}.png`` to ``--out`` (atomically).
 """
@@ -168,7 +169,7 @@ def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kwargs = {"session_tokens": 400, "max_rounds": 250, **env_kwargs}
+    kwargs = {**env_kwargs, "session_tokens": 1500, "max_rounds": 1000}  # long runs: the queue settles
     length = gym.make("MECSpecDecode-v0", **kwargs).unwrapped.options.draft_length
     seeds = held_out_seeds(episodes)
     table = []
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", choices=("scatter", "threshold", "budget"), nargs="*", default=None)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="environment arguments")
     ap.add_argument("--episodes", type=positive_int, default=200, help="held-out episodes per point (>= 1)")
-    ap.add_argument("--budget-episodes", type=positive_int, default=20, help="long episodes per budget point")
+    ap.add_argument("--budget-episodes", type=positive_int, default=10, help="1,000-round episodes per budget point")
     ap.add_argument("--budgets", type=float, nargs="*", default=[0.1, 0.13, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4],
                     help="GELATO's energy budgets (J per user and round)")
     ap.add_argument("--risk", type=float, default=0.1, help="U-HLM's tolerated rejection probability of a skip")
