@@ -23,18 +23,12 @@ QUEUE_OBS_MAX = 100.0  # energy queues are observed in units of the budget, clip
 
 
 @dataclass
-class SpecEnvConfig:
-    """Arguments of ``MECSpecDecode-v0`` besides the scenario's (declared once: type, range, help)."""
+class SpecEnvConfig(SpecConfig):
+    """Arguments of ``MECSpecDecode-v0`` besides the scenario's (declared once: type, range, help): the
+    round evaluator's :class:`~mec_env.spec.model.SpecConfig` (L, k, quantisation, V, energy per
+    FLOP, block verification cost, round trip), then the env's own."""
 
     draft_length: int = config_field(8, "L: most tokens a user drafts in a round", range=(1, 64))
-    top_k: int = config_field(8, "k: SLM probabilities an uploaded token carries", range=(1, 2**24))
-    prob_bits: int = config_field(16, "bits per uploaded probability", range=(1, 64))
-    vocab_size: int = config_field(49_152, "V: vocabulary size (an index costs ceil(log2 V) bits)", range=(2, INF))
-    joule_per_flop: float = config_field(5e-11, "device energy per FLOP", range=(0.0, INF))
-    verify_block_cost: float = config_field(0.2, "ES cost of each further token of a verified block, relative to "
-                                            "the first", range=(0.0, 1.0))
-    round_trip_s: float = config_field(0.008, "latency of a round that uploads, besides transmission (s)",
-                                       range=(0.0, INF))
     threshold_levels: int = config_field(19, "K: levels of the upload and exit thresholds an action picks from "
                                          "(19: steps of 1/16, temperature perturbation's grain)", range=(4, 101))
     energy_budget_j: float = config_field(0.5, "long-term average device energy per user and round (J)",
@@ -131,9 +125,7 @@ class MECSpecDecodeEnv(gym.Env):
         self.cfg, self.options = build_env_config(SpecEnvConfig, f"{type(self).__name__}.__init__", scenario, kwargs)
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         o, n, m = self.options, self.cfg.n_users, self.cfg.n_edge_servers
-        self.spec_config = SpecConfig(draft_length=o.draft_length, top_k=o.top_k, prob_bits=o.prob_bits,
-                               vocab_size=o.vocab_size, joule_per_flop=o.joule_per_flop,
-                               verify_block_cost=o.verify_block_cost, round_trip_s=o.round_trip_s)
+        self.spec_config: SpecConfig = o  # the evaluator's settings are the env's first fields
         self.source = SyntheticTokenSource() if o.tokens == "synthetic" else \
             load_token_traces(o.tokens, o.uncertainty_metric)
         # entropy (nats) is normalised by its maximum ln V; the synthetic source draws in [0, 1] already
@@ -281,15 +273,13 @@ class MECSpecDecodeEnv(gym.Env):
         rejected is wrong (it left the trace's path), else it is as right as the trace's hybrid answer."""
         s = self.streams
         ends = self._answer_end.take(idx) & (self._offsets < ev.emitted[:, None])
-        if not ends.any():
-            if ev.unverified.any():
-                rows, cols = np.nonzero(ev.unverified)
-                self.tainted[rows, self._answer[idx[rows, cols]]] = True
-            return
-        answer = self._answer.take(idx)
         if ev.unverified.any():
-            self.tainted[np.nonzero(ev.unverified)[0], answer[ev.unverified]] = True
-        u, a = np.nonzero(ends)[0], answer[ends]
+            rows, cols = np.nonzero(ev.unverified)
+            self.tainted[rows, self._answer[idx[rows, cols]]] = True
+        if not ends.any():
+            return
+        u, cols = np.nonzero(ends)
+        a = self._answer[idx[u, cols]]
         self.answers["answers"] += int(u.size)
         self.answers["answers_correct"] += int((s.hybrid_correct[u, a] & ~self.tainted[u, a]).sum())
         self.answers["answers_llm_correct"] += int(s.llm_correct[u, a].sum())
