@@ -21,17 +21,44 @@ below; both return the same assignment.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from mec_env import kernels
-from mec_env.model import GreedyState, join_delays, kernel_args
+from mec_env.model import GreedyState, edge_delay, join_delays, kernel_args
 from mec_env.problem import Problem
 
 
-def delay_gaps(problem: Problem, state: GreedyState, candidates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Backlog:
+    """What is already queued when a slot is decided (the queueing env's state; None in the paper).
+
+    ``local_wait`` (N,): seconds until each device is free; ``es_queued`` (M,): jobs at each ES
+    that share its compute with a newcomer (processor sharing); ``es_wait`` (M,): seconds of work
+    ahead of a newcomer at each ES (FIFO). A gap then compares ``t_comm + es_wait + t_ES`` (with
+    ``es_queued`` more users sharing the compute) with ``local_wait + t_L``.
+    """
+
+    local_wait: np.ndarray
+    es_queued: np.ndarray
+    es_wait: np.ndarray
+
+
+def delay_gaps(problem: Problem, state: GreedyState, candidates: np.ndarray, weights: np.ndarray,
+               backlog: Backlog | None = None) -> np.ndarray:
     """Delta_ij of eq. (18) for ``candidates`` (K,) against every ES, shape (K, M)."""
-    edge = join_delays(problem, candidates, state.es_users, state.interference)
-    return weights[candidates, None] * (edge - problem.local_delay[candidates, None])
+    if backlog is None:
+        edge = join_delays(problem, candidates, state.es_users, state.interference)
+        local = problem.local_delay[candidates, None]
+    else:
+        es = np.arange(problem.n_edge_servers)
+        users = candidates[:, None]
+        t_comm, _ = edge_delay(problem, users, es, state.es_users + 1, state.interference)
+        _, t_es = edge_delay(problem, users, es, state.es_users + 1 + backlog.es_queued, state.interference)
+        edge = t_comm + t_es + backlog.es_wait
+        local = (problem.local_delay + backlog.local_wait)[candidates, None]
+    return weights[candidates, None] * (edge - local)
 
 
 def greedy_offload(
@@ -40,6 +67,7 @@ def greedy_offload(
     weights: np.ndarray,
     stop_when_nonnegative: bool,
     state: GreedyState | None = None,
+    backlog: Backlog | None = None,
 ) -> GreedyState:
     """Offload ``candidates`` one pair at a time by smallest delay gap.
 
@@ -48,16 +76,25 @@ def greedy_offload(
     :param stop_when_nonnegative: stop as soon as the smallest gap is >= 0 (GOA step 2,
         Min delay); otherwise every candidate is offloaded (GOA step 1, Edge all).
     :param state: partial assignment to continue from; a new empty one by default.
+    :param backlog: work already queued (the queueing env); None for the paper's one-slot problem.
     """
     state = state if state is not None else GreedyState.empty(problem)
     remaining = np.sort(np.asarray(candidates, dtype=np.int64))
     if kernels.numba_enabled():
-        kernels.greedy_kernel(*kernel_args(problem), np.ascontiguousarray(weights, dtype=np.float64), remaining,
-                              stop_when_nonnegative, state.assignment, state.es_users, state.interference)
+        args = kernel_args(problem)
+        m = problem.n_edge_servers
+        if backlog is None:
+            es_queued, es_wait = np.zeros(m, dtype=np.int64), np.zeros(m)
+        else:
+            args = args[:3] + (problem.local_delay + backlog.local_wait,) + args[4:]
+            es_queued, es_wait = backlog.es_queued.astype(np.int64), np.asarray(backlog.es_wait, dtype=np.float64)
+        kernels.greedy_kernel(*args, np.ascontiguousarray(weights, dtype=np.float64), remaining,
+                              stop_when_nonnegative, state.assignment, state.es_users, state.interference,
+                              es_queued, es_wait)
         return state
     m = problem.n_edge_servers
     while remaining.size:
-        gaps = delay_gaps(problem, state, remaining, weights)
+        gaps = delay_gaps(problem, state, remaining, weights, backlog)
         k = int(np.argmin(gaps))
         if stop_when_nonnegative and not gaps.flat[k] < 0.0:
             break
@@ -67,29 +104,39 @@ def greedy_offload(
     return state
 
 
-def goa(problem: Problem, tau: float | None = None) -> np.ndarray:
+def goa(problem: Problem, tau: float | None = None, users: np.ndarray | None = None,
+        backlog: Backlog | None = None) -> np.ndarray:
     """GOA (Algorithm 1): every user with alpha > tau offloaded, then the rest while Delta < 0.
 
     :param tau: uncertainty threshold; default ``problem.tau``.
+    :param users: the users with a query to decide (bool mask (N,)); default all of them.
+    :param backlog: work already queued (the queueing env's queue-aware GOA); default none.
     :returns: the assignment vector (0 = local, j = ES j).
     """
     tau = problem.tau if tau is None else float(tau)
-    high = np.flatnonzero(problem.alpha > tau)
-    low = np.flatnonzero(problem.alpha <= tau)
-    state = greedy_offload(problem, high, problem.alpha, stop_when_nonnegative=False)
-    state = greedy_offload(problem, low, problem.alpha, stop_when_nonnegative=True, state=state)
+    active = np.ones(problem.n_users, dtype=bool) if users is None else np.asarray(users, dtype=bool)
+    high = np.flatnonzero(active & (problem.alpha > tau))
+    low = np.flatnonzero(active & ~(problem.alpha > tau))
+    state = greedy_offload(problem, high, problem.alpha, stop_when_nonnegative=False, backlog=backlog)
+    state = greedy_offload(problem, low, problem.alpha, stop_when_nonnegative=True, state=state, backlog=backlog)
     return state.assignment
 
 
-def min_delay(problem: Problem) -> np.ndarray:
-    """Min delay (Algorithm 2): GOA's step 2 over all users with w_i = 1."""
+def _deciding(problem: Problem, users: np.ndarray | None) -> np.ndarray:
+    return np.arange(problem.n_users) if users is None else np.flatnonzero(np.asarray(users, dtype=bool))
+
+
+def min_delay(problem: Problem, users: np.ndarray | None = None, backlog: Backlog | None = None) -> np.ndarray:
+    """Min delay (Algorithm 2): GOA's step 2 over all users (or the ``users`` mask) with w_i = 1."""
     ones = np.ones(problem.n_users)
-    return greedy_offload(problem, np.arange(problem.n_users), ones, stop_when_nonnegative=True).assignment
+    return greedy_offload(problem, _deciding(problem, users), ones, stop_when_nonnegative=True,
+                          backlog=backlog).assignment
 
 
-def edge_all(problem: Problem) -> np.ndarray:
-    """Edge all: every user offloaded, pairs taken by smallest alpha-weighted gap."""
-    return greedy_offload(problem, np.arange(problem.n_users), problem.alpha, stop_when_nonnegative=False).assignment
+def edge_all(problem: Problem, users: np.ndarray | None = None, backlog: Backlog | None = None) -> np.ndarray:
+    """Edge all: every user (or the ``users`` mask) offloaded, pairs taken by smallest alpha-weighted gap."""
+    return greedy_offload(problem, _deciding(problem, users), problem.alpha, stop_when_nonnegative=False,
+                          backlog=backlog).assignment
 
 
 def local_all(problem: Problem) -> np.ndarray:

@@ -39,12 +39,14 @@ def _jit(fn):
 @_jit
 def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
                   noise_power_w, min_rate_bps, mode, weights, candidates, stop_when_nonnegative,
-                  assignment, load, interference):
+                  assignment, load, interference, es_queued, es_wait):
     """Offload ``candidates`` (sorted user indices) one pair at a time by smallest delay gap.
 
     Updates ``assignment``, ``load`` (users per ES) and ``interference`` in place and returns
     the number of users offloaded. Ties: the first (user, ES) pair in (user, ES) index order wins,
-    as numpy's ``argmin`` over the (candidate, ES) table does.
+    as numpy's ``argmin`` over the (candidate, ES) table does. ``es_queued`` (M,) jobs already at
+    each ES share its compute (not its band) and ``es_wait`` (M,) seconds are added to its edge
+    delay: both zero for the paper's one-slot problem, the backlog in the queueing env.
     """
     k_total = candidates.shape[0]
     m = gain.shape[1]
@@ -58,7 +60,7 @@ def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_ma
         for j in range(m):
             share = max(1, load[j] + 1)
             bw[j] = bandwidth_hz / share
-            compute[j] = min(c_max, es_capacity[j] / share)
+            compute[j] = min(c_max, es_capacity[j] / (share + es_queued[j]))
             denom[j] = interference[j] + noise_power_w
         best = np.inf
         best_k = -1
@@ -72,7 +74,7 @@ def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_ma
                 rate = bw[j] * (np.log1p(sinr) / LN2)
                 if rate < min_rate_bps:
                     rate = min_rate_bps
-                edge = query_bits[i] / rate + workload_llm[i] / compute[j]
+                edge = query_bits[i] / rate + workload_llm[i] / compute[j] + es_wait[j]
                 gap = weights[i] * (edge - local_delay[i])
                 if gap < best:
                     best = gap

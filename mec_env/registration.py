@@ -15,7 +15,10 @@ ENTRY_POINTS = {
     "MECOffload": "mec_env.envs.joint:MECOffloadEnv",
     "MECOffloadSeq": "mec_env.envs.sequential:MECOffloadSeqEnv",
     "MECSpecDecode": "mec_env.envs.spec_decode:MECSpecDecodeEnv",
+    "MECOffloadQueue": "mec_env.envs.queue:MECOffloadQueueEnv",
 }
+# the queueing env's load is set against the ESs' capacity: it has no size variants (N sets lambda)
+NO_SIZE_VARIANTS = ("MECOffloadQueue",)
 # batched twins: ``gymnasium.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")``
 VECTOR_ENTRY_POINTS = {
     "MECOffload": "mec_env.envs.vector:MECOffloadVectorEnv",
@@ -38,7 +41,7 @@ def register_envs() -> list[str]:
         vector = VECTOR_ENTRY_POINTS.get(name)
         _register(f"{name}-v0", entry_point, {}, vector)
         ids.append(f"{name}-v0")
-        for n in SIZE_VARIANTS:
+        for n in () if name in NO_SIZE_VARIANTS else SIZE_VARIANTS:
             _register(f"{name}-N{n}-v0", entry_point, {"n_users": n}, vector)
             ids.append(f"{name}-N{n}-v0")
     return ids
