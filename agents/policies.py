@@ -22,6 +22,7 @@ from typing import Any
 
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.distributions import MultiCategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
@@ -62,15 +63,20 @@ class PerUserExtractor(nn.Module):
     """SB3 ``mlp_extractor``: latent_pi = per-user logits (flattened, N x (M + 1)), latent_vf = state summary.
 
     :param rounds: message-passing rounds through the expected ES loads and interference.
+
+    Subclasses for other observations (``agents.queue_policy``) override :meth:`layout`,
+    :meth:`inputs`, :meth:`es_inputs` and the input widths; the message passing is shared.
     """
+
+    USER_DIM, PAIR_DIM, ES_DIM = 6, 4, 6  # widths of inputs(), es_inputs()
 
     def __init__(self, n_users: int, n_edge_servers: int, hidden: int = 64, rounds: int = 2) -> None:
         super().__init__()
         self.n, self.m, self.rounds = n_users, n_edge_servers, rounds
-        self.layout = flat_obs_layout(n_users, n_edge_servers)
-        self.user_encoder = _mlp([6, hidden, hidden])
-        self.pair_encoder = _mlp([4 + hidden, hidden, hidden])
-        self.es_encoders = nn.ModuleList(_mlp([6, hidden, hidden]) for _ in range(rounds))
+        self.layout = self.make_layout(n_users, n_edge_servers)
+        self.user_encoder = _mlp([self.USER_DIM, hidden, hidden])
+        self.pair_encoder = _mlp([self.PAIR_DIM + hidden, hidden, hidden])
+        self.es_encoders = nn.ModuleList(_mlp([self.ES_DIM, hidden, hidden]) for _ in range(rounds))
         self.pair_updates = nn.ModuleList(_mlp([2 * hidden, hidden, hidden]) for _ in range(rounds))
         self.user_updates = nn.ModuleList(_mlp([2 * hidden, hidden, hidden]) for _ in range(rounds))
         self.local_head = _mlp([hidden, hidden, 1])
@@ -79,30 +85,52 @@ class PerUserExtractor(nn.Module):
         self.latent_dim_pi = n_users * (n_edge_servers + 1)
         self.latent_dim_vf = hidden
 
+    @staticmethod
+    def make_layout(n_users: int, n_edge_servers: int) -> dict[str, slice]:
+        return flat_obs_layout(n_users, n_edge_servers)
+
     def _read(self, obs: th.Tensor) -> dict[str, th.Tensor]:
         b, lay = obs.shape[0], self.layout
         out = {k: obs[:, sl] for k, sl in lay.items()}
         out["channel_gain_db"] = out["channel_gain_db"].reshape(b, self.n, self.m)
         return out
 
-    def _logits(self, h: th.Tensor, e: th.Tensor, above_tau: th.Tensor) -> th.Tensor:
+    def inputs(self, o: dict[str, th.Tensor]) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """``(user features (B, N, USER_DIM), pair features (B, N, M, PAIR_DIM), idle users (B, N) or None)``."""
+        gain, alpha = o["channel_gain_db"], o["uncertainty"]
+        best = gain.max(dim=-1).values
+        user_x = th.stack([alpha, o["above_tau"], o["local_capacity"], th.log10(o["query_size"] + 1e-3), best,
+                           gain.mean(dim=-1)], dim=-1)
+        pair_x = th.stack([gain, gain - best[..., None], o["es_capacity"][:, None, :].expand_as(gain),
+                           o["es_background_load"][:, None, :].expand_as(gain)], dim=-1)
+        return user_x, pair_x, None
+
+    def es_inputs(self, o: dict[str, th.Tensor], load: th.Tensor, interference: th.Tensor,
+                  alpha_load: th.Tensor) -> th.Tensor:
+        """ES features (B, M, ES_DIM) from the expected new load n_j, the interference at each ES and
+        the expected alpha of the users heading there."""
+        capacity = o["es_capacity"]
+        return th.stack([capacity, o["es_background_load"], th.log1p(load), capacity / (1.0 + load),
+                         (th.log10(interference + 1e-20) + 9.0) / 4.0, alpha_load], dim=-1)
+
+    def _logits(self, h: th.Tensor, e: th.Tensor, above_tau: th.Tensor, idle: th.Tensor | None) -> th.Tensor:
         local = self.local_head(h)  # (B, N, 1)
         local = local.masked_fill(above_tau[..., None] > 0.5, MASKED_LOGIT)
-        return th.cat([local, self.es_head(e)[..., 0]], dim=-1)  # (B, N, M + 1)
+        logits = th.cat([local, self.es_head(e)[..., 0]], dim=-1)  # (B, N, M + 1)
+        if idle is not None:  # users without a decision to take: local, with probability 1 (no gradient noise)
+            forced = th.full_like(logits, MASKED_LOGIT)
+            forced[..., 0] = 0.0
+            logits = th.where(idle[..., None], forced, logits)
+        return logits
 
     def _states(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """``(logits (B, N, M+1), user states (B, N, H), ES states (B, M, H))``."""
         o = self._read(obs)
         gain, alpha, above = o["channel_gain_db"], o["uncertainty"], o["above_tau"]
-        capacity, background = o["es_capacity"], o["es_background_load"]
-        best = gain.max(dim=-1).values
-        user_x = th.stack([alpha, above, o["local_capacity"], th.log10(o["query_size"] + 1e-3), best,
-                           gain.mean(dim=-1)], dim=-1)
+        user_x, pair_x, idle = self.inputs(o)
         h = self.user_encoder(user_x)
-        pair_x = th.stack([gain, gain - best[..., None], capacity[:, None, :].expand_as(gain),
-                           background[:, None, :].expand_as(gain)], dim=-1)
         e = self.pair_encoder(th.cat([pair_x, h[:, :, None, :].expand(-1, -1, self.m, -1)], dim=-1))
-        logits = self._logits(h, e, above)
+        logits = self._logits(h, e, above, idle)
         # linear |h_ij|^2 from the observed (dB + 90) / 40, for the expected interference
         linear_gain = th.pow(10.0, (40.0 * gain - 90.0) / 10.0)
         z = th.zeros(obs.shape[0], self.m, h.shape[-1], device=obs.device)
@@ -112,13 +140,11 @@ class PerUserExtractor(nn.Module):
             offloaded = 1.0 - p[..., :1]
             load = p_es.sum(dim=1)  # expected n_j
             interference = ((offloaded - p_es) * linear_gain).sum(dim=1)  # from users expected on other ESs
-            es_x = th.stack([capacity, background, th.log1p(load), capacity / (1.0 + load),
-                             (th.log10(interference + 1e-20) + 9.0) / 4.0,
-                             (p_es * alpha[..., None]).sum(dim=1) / (load + 1e-6)], dim=-1)
-            z = self.es_encoders[r](es_x)  # (B, M, H)
+            alpha_load = (p_es * alpha[..., None]).sum(dim=1) / (load + 1e-6)
+            z = self.es_encoders[r](self.es_inputs(o, load, interference, alpha_load))  # (B, M, H)
             e = e + self.pair_updates[r](th.cat([e, z[:, None, :, :].expand(-1, self.n, -1, -1)], dim=-1))
             h = h + self.user_updates[r](th.cat([h, th.einsum("bnm,bmh->bnh", p_es, z)], dim=-1))
-            logits = self._logits(h, e, above)
+            logits = self._logits(h, e, above, idle)
         return logits, h, z
 
     def forward_actor(self, obs: th.Tensor) -> th.Tensor:
@@ -133,6 +159,33 @@ class PerUserExtractor(nn.Module):
         return logits.reshape(obs.shape[0], -1), self.value(th.cat([h.mean(dim=1), z.mean(dim=1)], dim=-1))
 
 
+class IndependentCategorical(MultiCategoricalDistribution):
+    """SB3's ``MultiCategoricalDistribution`` for N choices of the same size k, as one torch Categorical
+    of batch shape (B, N): the same log-likelihood, entropy and samples without N Categorical objects
+    (SB3 builds one per user, several ms a forward pass at N = 120)."""
+
+    def __init__(self, action_dims: list[int]) -> None:
+        super().__init__(action_dims)
+        self.choices = int(action_dims[0])
+
+    def proba_distribution(self, action_logits: th.Tensor) -> "IndependentCategorical":
+        self.distribution = th.distributions.Categorical(logits=action_logits.reshape(action_logits.shape[0], -1,
+                                                                                     self.choices))
+        return self
+
+    def log_prob(self, actions: th.Tensor) -> th.Tensor:
+        return self.distribution.log_prob(actions.long()).sum(dim=-1)
+
+    def entropy(self) -> th.Tensor:
+        return self.distribution.entropy().sum(dim=-1)
+
+    def sample(self) -> th.Tensor:
+        return self.distribution.sample()
+
+    def mode(self) -> th.Tensor:
+        return self.distribution.logits.argmax(dim=-1)
+
+
 class EquivariantPolicy(ActorCriticPolicy):
     """SB3 actor-critic whose actor is :class:`PerUserExtractor` (use with PPO or A2C).
 
@@ -141,22 +194,27 @@ class EquivariantPolicy(ActorCriticPolicy):
     :param hidden: width of the per-user encoder, head and value networks.
     """
 
+    EXTRACTOR: type[PerUserExtractor] = PerUserExtractor
+    ENV_ID = "MECOffload-v0"
+
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Any,
                  hidden: int = 64, rounds: int = 2, **kwargs: Any) -> None:
         if not isinstance(action_space, spaces.MultiDiscrete) or len(set(action_space.nvec.tolist())) != 1:
-            raise ValueError(f"EquivariantPolicy needs MultiDiscrete([M+1]*N) actions, got {action_space}")
+            raise ValueError(f"{type(self).__name__} needs MultiDiscrete([M+1]*N) actions, got {action_space}")
         self.n_users = int(action_space.nvec.size)
         self.n_edge_servers = int(action_space.nvec[0]) - 1
-        expected = flat_obs_size(self.n_users, self.n_edge_servers)
+        layout = self.EXTRACTOR.make_layout(self.n_users, self.n_edge_servers)
+        expected = max(sl.stop for sl in layout.values())
         if not isinstance(observation_space, spaces.Box) or observation_space.shape != (expected,):
-            raise ValueError(f"EquivariantPolicy needs MECOffload-v0's flat observation of shape ({expected},); "
+            raise ValueError(f"{type(self).__name__} needs {self.ENV_ID}'s flat observation of shape ({expected},); "
                              f"got {observation_space} (make the env with flat_obs=True)")
         self.hidden, self.rounds = hidden, rounds
         kwargs.setdefault("share_features_extractor", True)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+        self.action_dist = IndependentCategorical(action_space.nvec.tolist())
 
     def _build_mlp_extractor(self) -> None:
-        self.mlp_extractor = PerUserExtractor(self.n_users, self.n_edge_servers, self.hidden, self.rounds)
+        self.mlp_extractor = self.EXTRACTOR(self.n_users, self.n_edge_servers, self.hidden, self.rounds)
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
@@ -212,7 +270,7 @@ def transfer_policy(model: Any, env: Any) -> Any:
         raise MECOffloadError(f"the equivariant policy acts in MECOffload-v0 (MultiDiscrete([M+1]*N) actions); "
                               f"this env has {space}")
     cls = type(model)
-    new = cls(EquivariantPolicy, env, policy_kwargs={"hidden": policy.hidden, "rounds": policy.rounds}, device="cpu",
+    new = cls(type(policy), env, policy_kwargs={"hidden": policy.hidden, "rounds": policy.rounds}, device="cpu",
               seed=0)
     new.policy.load_state_dict(policy.state_dict())
     return new

@@ -127,6 +127,23 @@ class SpecPPOConfig(PPOConfig):
                                          range=(1, 10**6))
 
 
+@dataclass
+class QueuePPOConfig(PPOConfig):
+    """PPO on the queueing env with the queue-aware equivariant policy; slots shape later ones, so gamma < 1."""
+
+    env_id: str = _env_id("MECOffloadQueue-v0")
+    env_kwargs: dict = _env_kwargs(n_users=30, n_edge_servers=2, slot_seconds=0.01, offered_load=1.1,
+                                   penalty="wrong_answers", penalty_weight=2.0, flat_obs=True)
+    run_dir: str = config_field("runs/queue_ppo", "folder of logs, checkpoints and models")
+    policy: str = config_field("equivariant", "the queue-aware equivariant policy (agents.queue_policy) or SB3's MLP",
+                               choices=("equivariant", "mlp"))
+    hidden: int = config_field(32, "width of the equivariant policy's networks", range=(1, INF))
+    rounds: int = config_field(1, "message-passing rounds of the equivariant policy", range=(0, 8))
+    gamma: float = config_field(0.97, "discount", range=(0.0, 1.0))
+    final_eval_seeds: int = config_field(50, "held-out episodes of the final comparison, seeds 20_000 + k",
+                                         range=(1, 10**6))
+
+
 def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Any:
     """A ``cls`` config from YAML (a path, or a name under the shipped ``mec_env/configs/train``) plus overrides.
 

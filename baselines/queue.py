@@ -36,15 +36,17 @@ QueuePolicy = Callable[[object], np.ndarray]
 
 
 def backlog_of(env) -> Backlog:
-    """The :class:`~baselines.greedy.Backlog` a queue-aware greedy reads from the env's queues."""
+    """The :class:`~baselines.greedy.Backlog` a queue-aware greedy reads from the env's queues.
+
+    A device's wait is its queued work over its capacity (it serves one query at a time). At an
+    ES, the n_j queries already there count as users sharing it: a newcomer's service then takes
+    ``W / min(C_max, C_j / (n_j + 1))``, which is also when FIFO over C_j / C_max instances of
+    C_max finishes the (n_j + 1)-th query in line, ``(n_j + 1) W / C_j``, once the line is
+    longer than the instances (and ``W / C_max`` before): one estimate for both disciplines.
+    """
     p, view = env.problem, env.backlog_view()
-    if env.options.discipline == "ps":
-        return Backlog(local_wait=view["local_work"] / p.local_capacity, es_queued=view["es_jobs"],
-                       es_wait=np.zeros(p.n_edge_servers))
-    instances = np.maximum(1.0, np.floor(p.es_capacity / p.c_max))
-    rate = instances * np.minimum(p.c_max, p.es_capacity)
-    return Backlog(local_wait=view["local_work"] / p.local_capacity, es_queued=np.zeros(p.n_edge_servers, np.int64),
-                   es_wait=view["es_work"] / rate)
+    return Backlog(local_wait=view["local_work"] / p.local_capacity, es_queued=view["es_jobs"],
+                   es_wait=np.zeros(p.n_edge_servers))
 
 
 def queue_goa(env) -> np.ndarray:
@@ -71,34 +73,58 @@ def local_all(env) -> np.ndarray:
     return np.zeros(env.cfg.n_users, dtype=np.int64)
 
 
-def drift_plus_penalty(env, v: float = 10.0) -> np.ndarray:
+class DriftPlusPenalty:
+    """The drift-plus-penalty policy of the module docstring with trade-off ``v``; a callable policy.
+
+    ``penalty_s`` and ``decisions`` sum what it chose since :meth:`clear`: the alpha-weighted own
+    delays ``alpha_i x s_ik`` (s) and the queries decided, whose ratio is the time-average penalty
+    that the O(1/V) bound is about.
+    """
+
+    def __init__(self, v: float = 0.1) -> None:
+        if not v >= 0.0:
+            raise ValueError(f"V must be >= 0, got {v}")
+        self.v = float(v)
+        self.clear()
+
+    def clear(self) -> None:
+        self.penalty_s, self.decisions = 0.0, 0
+
+    def __call__(self, env) -> np.ndarray:
+        p, o = env.problem, env.options
+        dt, e_bar = o.slot_seconds, env.energy_per_slot
+        view = env.backlog_view()
+        q_es = view["es_work"] / p.es_capacity  # seconds of work queued
+        q_local = view["local_work"] / p.local_capacity
+        z = env.energy_queue / e_bar
+        state = GreedyState.empty(p)
+        a = np.zeros(p.n_users, dtype=np.int64)
+        must_offload = p.alpha > p.tau
+        for i in np.flatnonzero(env.has_query):
+            t_local = p.local_delay[i]
+            edge = join_delays(p, np.array([i]), state.es_users, state.interference)[0]  # (M,) uplink + service
+            t_comm = edge - p.workload_llm[i] / np.minimum(p.c_max, p.es_capacity / (state.es_users + 1))
+            w_es = p.workload_llm[i] / p.es_capacity
+            score_es = self.v * p.alpha[i] * edge / dt + (q_es / dt) * (w_es / dt) \
+                + z[i] * (p.tx_power_w * t_comm / e_bar)
+            j = int(np.argmin(score_es))
+            score_local = self.v * p.alpha[i] * t_local / dt + (q_local[i] / dt) * (t_local / dt) \
+                + z[i] * (o.joule_per_flop * p.workload_slm[i] / e_bar)
+            if must_offload[i] or score_es[j] < score_local:
+                a[i] = j + 1
+                state.offload(p, int(i), j)
+                q_es[j] += w_es[j]
+                self.penalty_s += p.alpha[i] * edge[j]
+            else:
+                q_local[i] += t_local
+                self.penalty_s += p.alpha[i] * t_local
+            self.decisions += 1
+        return a
+
+
+def drift_plus_penalty(env, v: float = 0.1) -> np.ndarray:
     """The drift-plus-penalty choice of every new query (module docstring), with trade-off ``v``."""
-    p, o = env.problem, env.options
-    dt, e_bar = o.slot_seconds, env.energy_per_slot
-    view = env.backlog_view()
-    q_es = view["es_work"] / p.es_capacity  # seconds of work queued
-    q_local = view["local_work"] / p.local_capacity
-    z = env.energy_queue / e_bar
-    state = GreedyState.empty(p)
-    a = np.zeros(p.n_users, dtype=np.int64)
-    must_offload = p.alpha > p.tau
-    for i in np.flatnonzero(env.has_query):
-        t_local = p.local_delay[i]
-        edge = join_delays(p, np.array([i]), state.es_users, state.interference)[0]  # (M,) uplink + service
-        t_comm = edge - p.workload_llm[i] / np.minimum(p.c_max, p.es_capacity / (state.es_users + 1))
-        w_es = p.workload_llm[i] / p.es_capacity
-        score_es = v * p.alpha[i] * edge / dt + (q_es / dt) * (w_es / dt) \
-            + z[i] * (p.tx_power_w * t_comm / e_bar)
-        j = int(np.argmin(score_es))
-        score_local = v * p.alpha[i] * t_local / dt + (q_local[i] / dt) * (t_local / dt) \
-            + z[i] * (o.joule_per_flop * p.workload_slm[i] / e_bar)
-        if must_offload[i] or score_es[j] < score_local:
-            a[i] = j + 1
-            state.offload(p, int(i), j)
-            q_es[j] += w_es[j]
-        else:
-            q_local[i] += t_local
-    return a
+    return DriftPlusPenalty(v)(env)
 
 
 QUEUE_POLICIES: dict[str, QueuePolicy] = {
@@ -107,8 +133,8 @@ QUEUE_POLICIES: dict[str, QueuePolicy] = {
     "Min delay": queue_min_delay,
     "GOA (myopic)": myopic_goa,
     "GOA": queue_goa,
-    "DPP (V=10)": drift_plus_penalty,
+    "DPP (V=0.1)": drift_plus_penalty,
 }
 
-__all__ = ["QUEUE_POLICIES", "backlog_of", "queue_goa", "queue_min_delay", "queue_edge_all", "myopic_goa",
-           "drift_plus_penalty", "local_all"]
+__all__ = ["QUEUE_POLICIES", "DriftPlusPenalty", "backlog_of", "queue_goa", "queue_min_delay", "queue_edge_all",
+           "myopic_goa", "drift_plus_penalty", "local_all"]

@@ -9,18 +9,21 @@ that takes; a job's delay is its sojourn time, uplink + waiting + service.
 Service within a slot of length ``dt`` (rates are constant over a slot):
 
 - **device**: one SLM inference at a time, first come first served, at C_L,i;
-- **ES, ``discipline="ps"``** (default): processor sharing in the paper's form: the ``n_j``
-  jobs at ES j at the slot's start (carried over and just offloaded, uploading or not) each get
+- **ES, ``discipline="fifo"``** (default): ``K_j = ceil(C_j / C_max)`` LLM instances, all at
+  C_max but the last, which gets the rest, so they sum to C_j (eq. 6's per-user cap is one
+  instance); jobs take the earliest free instance in the order they reached the ES, when their
+  upload has ended, and jobs in service keep being served first in the next slot. Work-conserving:
+  an ES with at least K_j jobs serves at its full C_j, so its backlog is stable exactly when the
+  work offloaded to it is below its mean capacity;
+- **ES, ``discipline="ps"``**: processor sharing in the paper's form: the ``n_j`` jobs at ES j at
+  the slot's start (carried over and just offloaded, uploading or not) each get
   ``min(C_max, C_j / n_j)`` from the end of their upload, as eq. (6) shares an ES among its
-  ``n_j`` users. Shares are recomputed each slot, so a job that finishes mid-slot frees its share
-  at the next slot (a discretisation of PS that is exact when nothing carries over);
-- **ES, ``discipline="fifo"``**: ``K_j = max(1, floor(C_j / C_max))`` LLM instances, each at
-  ``min(C_max, C_j)``, serve the jobs in arrival order (a job starts when its upload has ended
-  and an instance is free; started jobs keep their instance across slots).
+  ``n_j`` users. Shares are recomputed each slot, so the share of a job that finishes mid-slot
+  idles until the next slot: with short slots and few jobs, the ES delivers less than C_j.
 
-With every user issuing a query every slot and a slot long enough that all of them finish
-(nothing carries over), a slot's delays are exactly the evaluator's (eqs. 2-8), bit for bit:
-the static special case of ``MECOffload-v0``.
+With ``discipline="ps"``, every user issuing a query every slot and a slot long enough that all
+of them finish (nothing carries over), a slot's delays are exactly the evaluator's (eqs. 2-8),
+bit for bit: the static special case of ``MECOffload-v0``.
 
 The pool of jobs is kept in arrival order (new jobs appended in user order, finished ones
 compacted away), which is what both FIFO disciplines read. All arrays are numpy; the slot
@@ -35,7 +38,7 @@ import numpy as np
 
 from mec_env.kernels import _jit
 
-DISCIPLINES = ("ps", "fifo")
+DISCIPLINES = ("fifo", "ps")
 LOCAL = -1  # job_server of a job on its user's device
 
 
@@ -176,8 +179,10 @@ def slot_kernel(size, server, user, remaining, ready, age, alpha, started, new_u
         # others take the earliest free instance in the order they reached the ES (stable in arrival order)
         order = np.argsort(ready[:size], kind="mergesort")
         for j in range(m):
-            n_inst = max(1, int(es_capacity[j] // c_max))
-            rate = min(c_max, es_capacity[j])
+            # ceil(C_j / C_max) instances: all at C_max but the last, which gets the rest (they sum to C_j)
+            n_inst = max(1, int(np.ceil(es_capacity[j] / c_max)))
+            rates = np.full(n_inst, c_max)
+            rates[n_inst - 1] = es_capacity[j] - (n_inst - 1) * c_max
             free = np.zeros(n_inst)
             for sweep in range(2):
                 for r in range(size):
@@ -192,13 +197,13 @@ def slot_kernel(size, server, user, remaining, ready, age, alpha, started, new_u
                     if start >= dt:
                         continue
                     started[k] = True
-                    t_end = start + remaining[k] / rate
+                    t_end = start + remaining[k] / rates[s]
                     if t_end <= dt:
                         finish[k] = t_end
                         served_es[j] += remaining[k]
                         free[s] = t_end
                     else:
-                        work = rate * (dt - start)
+                        work = rates[s] * (dt - start)
                         served_es[j] += work
                         remaining[k] -= work
                         free[s] = dt

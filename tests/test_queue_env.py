@@ -9,12 +9,13 @@ import pytest
 
 import mec_env  # noqa: F401
 from baselines import goa
-from baselines.queue import QUEUE_POLICIES, drift_plus_penalty, queue_edge_all, queue_goa
+from baselines.queue import QUEUE_POLICIES, DriftPlusPenalty, queue_edge_all, queue_goa
 from mec_env.errors import ConfigError
 from mec_env.model import evaluate
 from mec_env.queueing import JobPool, jakes_correlation
 
-STATIC = {"arrival_probability": 1.0, "channel_model": "iid", "slot_seconds": 1.0, "energy_weight": 0.0}
+STATIC = {"discipline": "ps", "arrival_probability": 1.0, "channel_model": "iid", "slot_seconds": 1.0,
+          "energy_weight": 0.0}
 # a small system where queues form: N = 30 users, 2 ESs, slots of 10 ms
 SMALL = {"n_users": 30, "n_edge_servers": 2, "slot_seconds": 0.01}
 
@@ -152,14 +153,17 @@ def test_stability_below_and_above_capacity():
 
 
 def test_drift_plus_penalty_trades_backlog_for_penalty_with_v():
-    """A larger V lets the ES backlog grow (O(V)) for a lower alpha-weighted service delay."""
+    """Above the ESs' capacity, a larger V lowers DPP's time-average penalty (alpha-weighted own delay)
+    and lets the ES backlog grow: the O(1/V) vs O(V) trade-off."""
     stats = {}
     for v in (0.01, 10.0):
-        env = gym.make("MECOffloadQueue-v0", offered_load=0.9, episode_length=400, **SMALL)
+        env = gym.make("MECOffloadQueue-v0", offered_load=1.1, episode_length=400, **SMALL)
         env.reset(seed=4)
-        infos = run(env, lambda e: drift_plus_penalty(e, v=v), 400)
-        stats[v] = np.mean([i["es_backlog_flop"].sum() for i in infos[100:]])
-    assert stats[10.0] > 2 * stats[0.01]
+        policy = DriftPlusPenalty(v)
+        infos = run(env, policy, 400)
+        stats[v] = (policy.penalty_s / policy.decisions, np.mean([i["es_backlog_flop"].sum() for i in infos[100:]]))
+    assert stats[10.0][0] < 0.95 * stats[0.01][0]
+    assert stats[10.0][1] > 3 * stats[0.01][1]
 
 
 def test_seeding_is_deterministic_and_reset_reproduces():

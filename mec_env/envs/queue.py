@@ -60,8 +60,8 @@ class QueueEnvConfig(EnvConfig):
     arrival_probability: float | None = config_field(None, "lambda: probability that a user issues a query in "
                                                      "a slot (Bernoulli); None = from offered_load",
                                                      check=_probability_or_none)
-    discipline: str = config_field("ps", "ES service: processor sharing with the paper's per-user cap, or FIFO "
-                                   "over floor(C_j / C_max) LLM instances", choices=DISCIPLINES)
+    discipline: str = config_field("fifo", "ES service: FIFO over ceil(C_j / C_max) LLM instances (work-conserving) "
+                                   "or processor sharing with the paper's per-user share", choices=DISCIPLINES)
     channel_model: str = config_field("gauss_markov", "gauss_markov: users keep their positions (random walk) "
                                       "and the fading is first-order Gauss-Markov; iid: every slot is a fresh "
                                       "draw of the paper's", choices=("gauss_markov", "iid"))
@@ -112,14 +112,15 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
     uploaded over the shared, interfered uplink (eqs. 2-5) and queued at the ES. Queries are
     served across as many slots as their work takes; a query's delay is its time in the system,
     uplink + waiting + service, so today's decisions load tomorrow's queues. The queues, the
-    service disciplines and the static special case are those of :mod:`mec_env.queueing`:
-    processor sharing at the ES with the paper's per-user cap (default) or FIFO over LLM
-    instances. Slots are drawn as ``MECOffload-v0`` draws them (:func:`mec_env.problem.sample_problem`:
+    service disciplines and the static special case are those of :mod:`mec_env.queueing`: FIFO
+    over LLM instances of C_max each (default, work-conserving) or processor sharing with the
+    paper's per-user share. Slots are drawn as ``MECOffload-v0`` draws them (:func:`mec_env.problem.sample_problem`:
     queries from the trace table, capacities); with ``channel_model="gauss_markov"`` (default) users keep their
     positions, walk at ``mobility_speed_mps`` and the fading evolves as
-    ``h <- rho h + sqrt(1 - rho^2) w`` (w ~ CN(0, 1), rho from Jakes' model by default) and the
-    capacities are drawn once an episode; ``"iid"`` redraws everything every slot (the paper's
-    Monte Carlo draws).
+    ``h <- rho h + sqrt(1 - rho^2) w`` (w ~ CN(0, 1), rho from Jakes' model by default); ``"iid"``
+    redraws positions and fading every slot (the paper's Monte Carlo draws). In both, the ES and
+    device capacities are the paper's per-slot draws (the compute available in that slot), so the
+    offered load is set against the ESs' mean capacity and holds in every episode.
 
     Device energy: a local query costs ``joule_per_flop x W_SLM`` (5e-11 J/FLOP: 4.6 W at the
     nominal 91 GFLOP/s, the few watts measured for LLM inference on smartphone SoCs, e.g.
@@ -184,8 +185,9 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
 
     ## Static special case
 
-    ``arrival_probability=1, channel_model="iid", slot_seconds=1.0, energy_weight=0`` (every user
-    a query every slot, a slot long enough that all finish, so nothing carries over): each slot's
+    ``discipline="ps", arrival_probability=1, channel_model="iid", slot_seconds=1.0, energy_weight=0``
+    (every user a query every slot, a slot long enough that all finish, so nothing carries over,
+    and the paper's sharing of an ES): each slot's
     delays, objective (eq. 10) and accuracy equal ``MECOffload-v0``'s evaluator numbers, bit for
     bit, on the same draws (``tests/test_queue_env.py``).
 
@@ -249,7 +251,6 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
         self.last_slot: tuple[Problem, np.ndarray, SlotOutcome] | None = None
         self._rng: np.random.Generator | None = None
         self._user_xy = self._path_gain = self._fading = self._power = None
-        self._capacities: tuple[np.ndarray, np.ndarray] | None = None
         self._block: Problem | None = None
         self._block_pos = self._draws_pos = 0
         self._draws: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -272,7 +273,7 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
         self._totals = np.zeros(len(TOTALS))
         self._served_es, self._energy_per_user = np.zeros(m), np.zeros(n)
         self.last_slot = None
-        self._user_xy = self._fading = self._capacities = None
+        self._user_xy = self._fading = None
         self.slot = 0
         self._next_slot(first=True)
         return self._observation(), {"slot": 0}
@@ -405,11 +406,10 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
         self.has_query = self._draws[0][k]
 
     def _evolve(self, problem: Problem, first: bool, w: np.ndarray, direction: np.ndarray) -> Problem:
-        """Positions that persist and walk, Gauss-Markov fading, capacities kept for the episode."""
+        """Positions that persist and walk, Gauss-Markov fading (capacities stay the slot's draw)."""
         cfg, o = self.cfg, self.options
         if first:
             self._user_xy = problem.user_xy
-            self._capacities = (problem.es_capacity, problem.local_capacity)
             self._fading = w.copy()
             self._power = w[0] * w[0] + w[1] * w[1]
             self._path_gain = None
@@ -427,9 +427,7 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
             else:
                 self._path_gain = path_gain(user_es_distance(xy, problem.es_xy, cfg.min_distance_m),
                                             cfg.carrier_hz, cfg.path_loss)
-        es_capacity, local_capacity = self._capacities
-        return _with(problem, gain=self._path_gain * self._power, user_xy=self._user_xy, es_capacity=es_capacity,
-                     local_capacity=local_capacity)
+        return _with(problem, gain=self._path_gain * self._power, user_xy=self._user_xy)
 
     def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
         p, cfg, o, pool = self.problem, self.cfg, self.options, self.pool

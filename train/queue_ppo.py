@@ -1,0 +1,178 @@
+"""Train PPO on MECOffloadQueue-v0 (arrivals, queues that carry over, device energy) and compare it
+with the queue-aware scripted policies.
+
+    python train/queue_ppo.py                                  # configs/train/queue_ppo.yaml
+    python train/queue_ppo.py --set total_timesteps=50000 env_kwargs.offered_load=0.9
+    WANDB_MODE=offline python train/queue_ppo.py --set wandb=true
+
+The policy is the permutation-equivariant actor-critic with the queue state in its inputs
+(:class:`agents.queue_policy.QueueEquivariantPolicy`; ``policy=mlp`` for SB3's MLP). Every
+``eval_freq`` steps PPO and the scripted policies (queue-aware GOA, Min delay, myopic GOA,
+drift-plus-penalty) play the same ``eval_seeds`` episodes (:func:`agents.queue_evaluation.
+evaluate_queue_policies`, seeds 10_000 + k); TensorBoard gets ``eval/{policy}/{objective_ms,
+accuracy,energy_vs_budget,in_system,return}`` (learning curves next to the baselines') and the best
+model by return is kept. The final table (held-out seeds 20_000 + k, 95 % CIs, and PPO's paired
+difference to each policy) goes to ``{run_dir}/comparison.csv``. Checkpoints every
+``checkpoint_freq`` steps and on Ctrl-C; rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.env_util import make_vec_env
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
+from agents.checkpoint import (ResumableCheckpoint, exit_code_interrupted, learn_resumable, open_run,  # noqa: E402
+                               save_model, unlock_run)
+from agents.evaluation import held_out_seeds  # noqa: E402
+from agents.queue_evaluation import QueueResult, evaluate_queue_policies  # noqa: E402
+from agents.queue_policy import QueueEquivariantPolicy  # noqa: E402
+from agents.training import QueuePPOConfig, finish_wandb, load_config, start_wandb  # noqa: E402
+from baselines.queue import drift_plus_penalty, myopic_goa, queue_goa, queue_min_delay  # noqa: E402
+from mec_env.errors import MECOffloadError  # noqa: E402
+from mec_env.io import atomic_write_csv  # noqa: E402
+
+EVAL_KEYS = ("objective_ms", "accuracy", "energy_vs_budget", "in_system", "return")
+
+
+def scripted_policies() -> dict[str, Any]:
+    return {"GOA": queue_goa, "Min delay": queue_min_delay, "GOA (myopic)": myopic_goa,
+            "DPP V=0.1": lambda env: drift_plus_penalty(env, v=0.1)}
+
+
+def compare(model: PPO, cfg: QueuePPOConfig, seeds: list[int], progress: bool = False,
+            scripted: bool = True) -> list[QueueResult]:
+    policies = scripted_policies() if scripted else {}
+    policies["PPO"] = model
+    return evaluate_queue_policies(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), policies, seeds,
+                                   progress=progress)
+
+
+def print_results(results: list[QueueResult], title: str) -> None:
+    print(f"\n{title}")
+    print(f"{'policy':>14s} {'objective ms':>16s} {'accuracy':>16s} {'energy/budget':>14s} {'in system':>10s}")
+    for r in results:
+        m, c = r.mean, r.ci95
+        print(f"{r.name:>14s} {m['objective_ms']:9.2f} ± {c['objective_ms']:4.2f} {m['accuracy']:9.3f} ± "
+              f"{c['accuracy']:.3f} {m['energy_vs_budget']:14.2f} {m['in_system']:10.1f}")
+
+
+class QueueComparisonCallback(BaseCallback):
+    """Every ``eval_freq`` steps: PPO (and, once, the scripted policies) on the same evaluation episodes."""
+
+    def __init__(self, cfg: QueuePPOConfig, run_dir: Path, use_wandb: bool) -> None:
+        super().__init__()
+        self.cfg, self.run_dir, self.use_wandb = cfg, run_dir, use_wandb
+        self.best, self.last = -math.inf, 0
+        self.baselines: dict[str, float] | None = None
+
+    def state(self) -> dict:
+        return {"best": self.best if math.isfinite(self.best) else None, "last": self.last}
+
+    def restore(self, state: dict | None) -> None:
+        if state:
+            self.best = -math.inf if state.get("best") is None else float(state["best"])
+            self.last = int(state.get("last", 0))
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.last >= self.cfg.eval_freq:
+            self.last = self.num_timesteps
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> None:
+        # training seeds are seed + k; evaluation episodes use 10_000 + k, the final table 20_000 + k
+        seeds = [10_000 + k for k in range(self.cfg.eval_seeds)]
+        results = compare(self.model, self.cfg, seeds, scripted=self.baselines is None)
+        metrics = {}
+        for r in results:
+            slug = r.name.lower().replace(" ", "_").replace("=", "").replace("(", "").replace(")", "")
+            for key in EVAL_KEYS:
+                metrics[f"eval/{slug}/{key}"] = r.mean[key]
+        if self.baselines is None:  # the scripted policies do not learn: evaluated once, logged every time
+            self.baselines = {k: v for k, v in metrics.items() if not k.startswith("eval/ppo/")}
+        metrics.update(self.baselines)
+        for k, v in metrics.items():
+            self.logger.record(k, v)
+        self.logger.dump(self.num_timesteps)
+        if self.use_wandb:
+            import wandb
+
+            wandb.log(metrics, step=self.num_timesteps)
+        score = metrics["eval/ppo/return"]
+        if score > self.best:
+            self.best = score
+            save_model(self.model, self.run_dir / "best_model")
+
+
+def main(argv: list[str] | None = None) -> list[QueueResult]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="queue_ppo", help="YAML under configs/train or a path")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    args = ap.parse_args(argv)
+    cfg = load_config(QueuePPOConfig, args.config, args.set)
+    torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def make_env(seed: int):
+        return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs=cfg.env_kwargs)
+
+    def new_model(env) -> PPO:
+        policy: Any = QueueEquivariantPolicy if cfg.policy == "equivariant" else "MlpPolicy"
+        kwargs = {"hidden": cfg.hidden, "rounds": cfg.rounds} if cfg.policy == "equivariant" else None
+        return PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                   n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                   ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
+                   policy_kwargs=kwargs, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+
+    model, state = open_run(PPO, cfg, make_env, new_model)
+    try:
+        use_wandb = start_wandb(cfg, "queue_ppo", run_dir)
+        comparison = QueueComparisonCallback(cfg, run_dir, use_wandb)
+        comparison.restore(state and state.get("evaluation"))
+        checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
+        t0 = time.perf_counter()
+        if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=CallbackList([comparison, checkpoint]),
+                               tb_log_name="queue_ppo", progress_bar=cfg.progress_bar):
+            sys.exit(exit_code_interrupted())
+        minutes = (time.perf_counter() - t0) / 60
+        checkpoint.save()
+        save_model(model, run_dir / "final_model")
+        results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True)
+        print_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes "
+                               f"(PPO trained {model.num_timesteps} steps in {minutes:.1f} min)")
+        ppo = next(r for r in results if r.name == "PPO")
+        for r in results:
+            if r.name != "PPO":
+                diff = np.array([p["objective_ms"] / b["objective_ms"] - 1.0 for p, b in zip(ppo.episodes,
+                                                                                           r.episodes)])
+                half = 1.96 * diff.std(ddof=1) / math.sqrt(diff.size) if diff.size > 1 else float("nan")
+                print(f"  PPO vs {r.name}: objective {100 * diff.mean():+.1f} % ± {100 * half:.1f} % (paired), "
+                      f"accuracy {ppo.mean['accuracy'] - r.mean['accuracy']:+.3f}")
+        atomic_write_csv(run_dir / "comparison.csv", [r.row() for r in results])
+        finish_wandb(use_wandb)
+        print(f"saved {run_dir / 'final_model.zip'} and {run_dir / 'comparison.csv'}; "
+              f"TensorBoard: tensorboard --logdir {run_dir}")
+    finally:
+        unlock_run(run_dir)
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except MECOffloadError as err:  # bad settings, a locked or mismatched run dir: one line, not a traceback
+        sys.exit(f"queue_ppo.py: error: {err}")
