@@ -90,6 +90,7 @@ def play_episode(env: gym.Env, policy: Any, seed: int, burn_in: float = 0.2) -> 
         "es_backlog_s": float(np.mean(backlog[start:])) / nominal,
         "growth": float(slope),
         "return": total,
+        "in_system_trace": np.asarray(in_system),  # per slot, for plots (not aggregated)
     }
 
 

@@ -197,6 +197,30 @@ def bench_spec_env(n_users: int, seconds: float) -> dict:
     return out
 
 
+def bench_queue_env(n_users: int, seconds: float) -> dict:
+    """MECOffloadQueue-v0 and MECOffload-v0 through gym.make, random actions, side by side: steps/s and ratio.
+
+    Random actions overload some ESs, so the queues (and the work per step) grow over each 200-slot episode.
+    """
+    out: dict = {"n_users": n_users}
+    for name, env_id in (("queue", "MECOffloadQueue-v0"), ("static", "MECOffload-v0")):
+        env = gym.make(env_id, n_users=n_users)
+        env.reset(seed=0)
+        acts = [env.action_space.sample() for _ in range(256)]
+
+        def step(action, env=env) -> None:
+            if any(env.step(action)[2:4]):
+                env.reset()
+
+        steps_per_second(step, acts[:64], 0.3)  # warm up (and compile)
+        out[f"{name}_steps_per_s"], _ = steps_per_second(step, acts, seconds)
+    out["queue_over_static"] = out["queue_steps_per_s"] / out["static_steps_per_s"]
+    print(f"  MECOffloadQueue-v0: {out['queue_steps_per_s']:10,.0f} steps/s (target 10,000)")
+    print(f"  MECOffload-v0:      {out['static_steps_per_s']:10,.0f} steps/s")
+    print(f"  queue / static:     {out['queue_over_static']:10.2f}x", flush=True)
+    return out
+
+
 def bench_ppo(n_users: int, batch: int) -> dict:
     """PPO (equivariant policy) steps/s on the batched twin vs SB3's DummyVecEnv of single envs."""
     import torch
@@ -282,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     envs = bench_envs(120, 64, seconds=3.0 if not args.quick else 1.0)
     print("MECSpecDecode-v0, N = 20, shipped token traces, random actions:")
     spec = bench_spec_env(20, seconds=3.0 if not args.quick else 1.0)
+    print("MECOffloadQueue-v0, N = 120, random actions:")
+    queue = bench_queue_env(120, seconds=3.0 if not args.quick else 1.0)
     ppo = bench_ppo(120, 64) if args.ppo else None
     fig3 = bench_fig3(runs=500 if not args.quick else 100, workers=os.cpu_count() or 1)
     memory = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -291,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": info, "goa": goa_rows, "goa_vs_reference": identical, "goa_exponent": exp_fast,
               "reference_exponent": exp_ref,
               "edge_all_exponent": exp_edge, "goa_local_search": local_search,
-              "envs": envs, "spec_env": spec, "ppo": ppo, "fig3": fig3, "memory": memory}
+              "envs": envs, "spec_env": spec, "queue_env": queue, "ppo": ppo, "fig3": fig3, "memory": memory}
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

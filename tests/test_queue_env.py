@@ -233,3 +233,54 @@ def test_every_scripted_policy_runs_and_the_alpha_aware_ones_respect_constraint_
         violations = sum(i["violations"] for i in run(env, policy, 20))
         # Local all and Min delay (w_i = 1) ignore alpha, as in the paper
         assert (violations > 0) == (name in ("Local all", "Min delay")), name
+
+
+def test_queue_policy_is_equivariant_forces_idle_users_and_masks_local_above_tau():
+    import torch
+    from stable_baselines3 import PPO
+
+    from agents.queue_policy import QueueEquivariantPolicy, QueueUserExtractor
+
+    n, m = 12, 3
+    env = gym.make("MECOffloadQueue-v0", n_users=n, n_edge_servers=m, slot_seconds=0.005, offered_load=0.5, tau=0.3,
+                   flat_obs=True)
+    model = PPO(QueueEquivariantPolicy, env, n_steps=16, batch_size=16, seed=0, device="cpu",
+                policy_kwargs={"hidden": 16, "rounds": 1})
+    env.reset(seed=0)
+    for _ in range(3):  # queues to look at
+        obs, *_ = env.step(env.action_space.sample())
+    lay = QueueUserExtractor.make_layout(n, m)
+    users, ess = np.random.default_rng(0).permutation(n), np.array([2, 0, 1])
+    permuted = obs.copy()
+    permuted[lay["channel_gain_db"]] = obs[lay["channel_gain_db"]].reshape(n, m)[users][:, ess].ravel()
+    for key, size in ((k, sl.stop - sl.start) for k, sl in lay.items() if k != "channel_gain_db"):
+        permuted[lay[key]] = obs[lay[key]][users if size == n else ess]
+    with torch.no_grad():
+        logits = model.policy.mlp_extractor.forward_actor(torch.as_tensor(np.stack([obs, permuted])))
+    per_user = logits.reshape(2, n, m + 1)
+    torch.testing.assert_close(per_user[1], per_user[0][users][:, np.r_[0, 1 + ess]])
+    idle = obs[lay["has_query"]] == 0
+    above = obs[lay["above_tau"]] == 1
+    assert idle.any() and above.any()
+    assert (per_user[0][torch.as_tensor(idle), 1:] <= -1e7).all()  # idle: action 0 with probability 1
+    assert (per_user[0][torch.as_tensor(above), 0] <= -1e7).all()  # alpha > tau: never local
+    for _ in range(5):
+        action, _ = model.predict(obs, deterministic=False)
+        assert not action[idle].any() and not (above & (action == 0)).any()
+
+
+def test_queue_ppo_script_trains_and_compares_with_the_scripted_policies(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "train" / "queue_ppo.py"
+    spec = importlib.util.spec_from_file_location("queue_ppo_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run = tmp_path / "queue"
+    results = script.main(["--set", "total_timesteps=256", "n_envs=2", "n_steps=64", "batch_size=64", "n_epochs=1",
+                           "eval_freq=128", "eval_seeds=1", "final_eval_seeds=2", "env_kwargs.episode_length=40",
+                           f"run_dir={run}", "progress_bar=false"])
+    assert {r.name for r in results} == {"GOA", "Min delay", "GOA (myopic)", "DPP V=0.1", "PPO"}
+    assert (run / "final_model.zip").exists() and (run / "comparison.csv").exists()
+    assert all(len(r.episodes) == 2 for r in results)
