@@ -3,7 +3,9 @@
     python train/plot_run.py runs/ppo            # writes runs/ppo/learning_curves.png
 
 Panels: normalised score, mean delay (ms), accuracy (%) and offload fraction at every
-evaluation on the held-out seeds, read from the run's ``events.out.tfevents.*`` files.
+evaluation on the held-out seeds, read from the run's ``events.out.tfevents.*`` files; for a
+``train/queue_ppo.py`` run, the long-run objective (ms), accuracy (%), device power over its
+budget and the queries in the system.
 """
 
 from __future__ import annotations
@@ -48,16 +50,25 @@ def main(argv: list[str] | None = None) -> Path:
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
     panels = (("normalised_score", "normalised score (GOA = 1)", 1.0), ("mean_delay_ms", "mean delay (ms)", 1.0),
               ("accuracy", "accuracy (%)", 100.0), ("offload_fraction", "offload fraction", 1.0))
+    log_panels: tuple[str, ...] = ()
+    if any(k.endswith("/objective_ms") for k in scalars):  # a MECOffloadQueue-v0 run
+        panels = (("objective_ms", "alpha-weighted time in system (ms / query)", 1.0), ("accuracy", "accuracy (%)",
+                  100.0), ("energy_vs_budget", "device power / budget", 1.0), ("in_system", "queries in the system",
+                                                                              1.0))
+        log_panels = ("objective_ms", "in_system")  # a policy blind to the queues is off the scale
     for ax, (key, label, scale) in zip(axes, panels):
         for agent in agents:
             series = scalars.get(f"eval/{agent}/{key}")
             if not series:
                 continue
             steps, values = zip(*series)
-            scripted = agent in ("goa", "min_delay", "local_all", "edge_all", "random")
+            scripted = agent in ("goa", "min_delay", "local_all", "edge_all", "random") or agent.startswith(("goa_",
+                                                                                                            "dpp"))
             ax.plot(steps, [scale * v for v in values], linestyle="--" if scripted else "-",
                     marker="" if scripted else "o", ms=3, label=agent)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        if key in log_panels:
+            ax.set_yscale("log")
         ax.set_xlabel("environment steps")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
