@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mec_env.kernels import _jit
+from mec_env.kernels import INTERFERENCE_CODES, _delays_into, _jit
 
 DISCIPLINES = ("fifo", "ps")
 LOCAL = -1  # job_server of a job on its user's device
@@ -126,6 +126,44 @@ class JobPool:
                            done_server[:n_done], done_delay[:n_done], done_alpha[:n_done])
 
 
+    def decide_and_step(self, problem, assignment: np.ndarray, has_query: np.ndarray, energy_queue: np.ndarray,
+                        e_bar: float, joule_per_flop: float, dt: float, discipline: str
+                        ) -> tuple[SlotOutcome, np.ndarray, np.ndarray, np.ndarray]:
+        """A slot of the queueing env in one compiled call: the new queries' uplink (the evaluator's
+        eqs. 2-5 over the users with a query), their jobs, device energy and the energy queues'
+        step (``energy_queue`` in place), then :meth:`step`'s service.
+
+        Returns ``(outcome, energy (N,), counts, sums)``: ``counts`` = (queries, offloaded, answered
+        right, breaking constraint 11), ``sums`` = (energy, sojourn of the finished jobs, unused,
+        work served by devices, sum of the energy queues).
+        """
+        n, m = self.n_users, self.n_edge_servers
+        if self.size + n > self.capacity:
+            old = {name: getattr(self, name)[:self.size].copy() for name in _JOB_ARRAYS}
+            self._allocate(max(2 * self.capacity, self.size + n))
+            for name, values in old.items():
+                getattr(self, name)[:self.size] = values
+        total = self.size + n
+        served_es, served_local = np.zeros(m), np.zeros(n)
+        done_user, done_server = np.empty((2, total), dtype=np.int64)
+        done_delay, done_alpha = np.empty((2, total))
+        energy, areas, sums = np.empty(n), np.zeros(2), np.zeros(5)
+        counts = np.zeros(4, dtype=np.int64)
+        p = problem
+        size, n_done = queue_step_kernel(
+            self.size, self.server, self.user, self.remaining, self.ready, self.age, self.alpha, self.started,
+            assignment, has_query, p.gain, p.query_bits, p.workload_llm, p.workload_slm, p.local_capacity,
+            p.es_capacity, p.alpha, float(p.tau), p.llm_correct, p.slm_correct, float(p.c_max),
+            float(p.bandwidth_hz), float(p.tx_power_w), float(p.noise_power_w), float(p.min_rate_bps),
+            INTERFERENCE_CODES[p.interference], float(joule_per_flop), energy_queue, float(e_bar), float(dt),
+            discipline == "fifo", energy, counts, served_es, served_local, areas, done_user, done_server, done_delay,
+            done_alpha, self.es_work, self.es_jobs, self.local_work, self.local_jobs, self.work_in, sums)
+        self.size = int(size)
+        out = SlotOutcome(served_es, served_local, float(areas[0]), float(areas[1]), done_user[:n_done],
+                          done_server[:n_done], done_delay[:n_done], done_alpha[:n_done])
+        return out, energy, counts, sums
+
+
 _JOB_ARRAYS = ("server", "user", "remaining", "ready", "age", "alpha", "started")
 
 
@@ -175,19 +213,35 @@ def slot_kernel(size, server, user, remaining, ready, age, alpha, started, new_u
             remaining[k] -= work
             busy[i] = dt
     if fifo:
-        # K_j instances per ES at min(C_max, C_j): jobs that hold one keep it (first pass); the
-        # others take the earliest free instance in the order they reached the ES (stable in arrival order)
-        order = np.argsort(ready[:size], kind="mergesort")
+        # K_j instances per ES: jobs that hold one keep it (first), then the others in the order they
+        # reached the ES: those already there in arrival order, then this slot's uploads by the time they
+        # end (stable). Start times only grow along that order, so the first job that cannot start
+        # before the slot's end closes the ES for the slot.
+        uploading = np.empty(size, dtype=np.int64)
+        n_up = 0
+        for k in range(size):
+            if server[k] >= 0 and ready[k] > 0.0:
+                uploading[n_up] = k
+                n_up += 1
+        uploading = uploading[:n_up][np.argsort(ready[uploading[:n_up]], kind="mergesort")]
         for j in range(m):
             # ceil(C_j / C_max) instances: all at C_max but the last, which gets the rest (they sum to C_j)
             n_inst = max(1, int(np.ceil(es_capacity[j] / c_max)))
             rates = np.full(n_inst, c_max)
             rates[n_inst - 1] = es_capacity[j] - (n_inst - 1) * c_max
             free = np.zeros(n_inst)
-            for sweep in range(2):
-                for r in range(size):
-                    k = r if sweep == 0 else order[r]
-                    if server[k] != j or started[k] != (sweep == 0):
+            closed = False
+            for sweep in range(3):
+                count = n_up if sweep == 2 else size
+                for r in range(count):
+                    if closed:
+                        break
+                    k = uploading[r] if sweep == 2 else r
+                    if server[k] != j:
+                        continue
+                    if sweep == 0 and not started[k]:
+                        continue
+                    if sweep == 1 and (started[k] or ready[k] > 0.0):
                         continue
                     s = 0
                     for q in range(1, n_inst):
@@ -195,7 +249,8 @@ def slot_kernel(size, server, user, remaining, ready, age, alpha, started, new_u
                             s = q
                     start = free[s] if free[s] > ready[k] else ready[k]
                     if start >= dt:
-                        continue
+                        closed = True
+                        break
                     started[k] = True
                     t_end = start + remaining[k] / rates[s]
                     if t_end <= dt:
@@ -308,31 +363,75 @@ def decide_kernel(assignment, has_query, t_comm, workload_llm, workload_slm, alp
 
 
 @_jit
-def fading_kernel(h, w, rho, power):
-    """Gauss-Markov step ``h <- rho h + sqrt(1 - rho^2) w`` in place (real and imaginary parts on
-    the first axis, (2, N, M)); ``power`` (N, M) gets abs(h)^2."""
-    s = np.sqrt(1.0 - rho * rho)
-    for i in range(h.shape[1]):
-        for j in range(h.shape[2]):
-            re = rho * h[0, i, j] + s * w[0, i, j]
-            im = rho * h[1, i, j] + s * w[1, i, j]
-            h[0, i, j] = re
-            h[1, i, j] = im
-            power[i, j] = re * re + im * im
+def queue_step_kernel(size, server, user, remaining, ready, age, pool_alpha, started, assignment, has_query, gain,
+                      query_bits, workload_llm, workload_slm, local_capacity, es_capacity, alpha, tau, llm_correct,
+                      slm_correct, c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode, joule_per_flop,
+                      energy_queue, e_bar, dt, fifo, energy, counts, served_es, served_local, areas, done_user,
+                      done_server, done_delay, done_alpha, es_work, es_jobs, local_work, local_jobs, work_in, sums):
+    """:meth:`JobPool.decide_and_step` compiled: uplink, decisions, energy, then :func:`slot_kernel`."""
+    n = has_query.shape[0]
+    a = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        if has_query[i]:
+            a[i] = assignment[i]
+    # the evaluator's uplink (eqs. 2-5): the slot's uploaders share the band and interfere
+    t_comm = np.zeros(n)
+    t_compute = np.empty(n)
+    load = np.zeros(es_capacity.shape[0], dtype=np.int64)
+    _delays_into(gain, query_bits, workload_llm, np.zeros(n), es_capacity, c_max, bandwidth_hz, tx_power_w,
+                 noise_power_w, min_rate_bps, mode, a, t_comm, t_compute, load)
+    new_user = np.empty(n, dtype=np.int64)
+    new_server = np.empty(n, dtype=np.int64)
+    new_work, new_ready, new_alpha = np.empty(n), np.empty(n), np.empty(n)
+    k = decide_kernel(a, has_query, t_comm, workload_llm, workload_slm, alpha, tau, llm_correct, slm_correct,
+                      tx_power_w, joule_per_flop, energy_queue, e_bar, new_user, new_server, new_work, new_ready,
+                      new_alpha, energy, counts)
+    size, n_done = slot_kernel(size, server, user, remaining, ready, age, pool_alpha, started, new_user[:k],
+                               new_server[:k], new_work[:k], new_ready[:k], new_alpha[:k], es_capacity,
+                               local_capacity, c_max, dt, fifo, served_es, served_local, areas, done_user,
+                               done_server, done_delay, done_alpha, es_work, es_jobs, local_work, local_jobs, work_in)
+    sums[:] = 0.0
+    for i in range(n):
+        sums[0] += energy[i]
+        sums[3] += served_local[i]
+        sums[4] += energy_queue[i]
+    for r in range(n_done):
+        sums[1] += done_delay[r]
+    return size, n_done
 
 
 @_jit
-def walk_kernel(xy, direction, step, side):
-    """Every user (N, 2) moves ``step`` metres along its unit ``direction`` (N, 2), reflected at the
-    area's border (a new array)."""
+def channel_kernel(h, w, rho, xy, direction, step, side, es_xy, min_distance_m, four_pi_f, speed_of_light,
+                   free_space, gain):
+    """One slot of the channel: the Gauss-Markov step ``h <- rho h + sqrt(1 - rho^2) w`` in place
+    (real and imaginary parts on the first axis, (2, N, M)), every user moved ``step`` metres along
+    its unit ``direction`` (N, 2) and reflected at the border of the ``side`` x ``side`` area; returns
+    the new positions. ``gain`` (N, M) gets ``abs(h)^2``, times the free-space path gain at the new
+    positions (as :func:`mec_env.problem.path_gain`, distance floored at ``min_distance_m``) when
+    ``free_space``; else the caller multiplies by its path gain."""
+    s = np.sqrt(1.0 - rho * rho)
+    n, m = h.shape[1], h.shape[2]
     out = np.empty_like(xy)
-    for i in range(xy.shape[0]):
+    for i in range(n):
         for c in range(2):
             x = xy[i, c] + step * direction[i, c]
             x = np.fmod(x, 2.0 * side)
             if x < 0.0:
                 x += 2.0 * side
             out[i, c] = 2.0 * side - x if x > side else x
+        for j in range(m):
+            re = rho * h[0, i, j] + s * w[0, i, j]
+            im = rho * h[1, i, j] + s * w[1, i, j]
+            h[0, i, j] = re
+            h[1, i, j] = im
+            power = re * re + im * im
+            if free_space:
+                dx = out[i, 0] - es_xy[j, 0]
+                dy = out[i, 1] - es_xy[j, 1]
+                d = max(np.sqrt(dx * dx + dy * dy), min_distance_m)
+                r = speed_of_light / (four_pi_f * d)
+                power *= r * r
+            gain[i, j] = power
     return out
 
 
@@ -392,5 +491,5 @@ def jakes_correlation(speed_mps: float, carrier_hz: float, slot_s: float) -> flo
     return float(h / 3.0 * (y[0] + y[-1] + 4.0 * y[1:-1:2].sum() + 2.0 * y[2:-1:2].sum()) / np.pi)
 
 
-__all__ = ["JobPool", "SlotOutcome", "slot_kernel", "decide_kernel", "fading_kernel", "walk_kernel",
+__all__ = ["JobPool", "SlotOutcome", "slot_kernel", "decide_kernel", "queue_step_kernel", "channel_kernel",
            "observation_kernel", "jakes_correlation", "DISCIPLINES", "LOCAL"]

@@ -12,6 +12,7 @@ from baselines import goa
 from baselines.queue import QUEUE_POLICIES, DriftPlusPenalty, queue_edge_all, queue_goa
 from mec_env.errors import ConfigError
 from mec_env.model import evaluate
+from mec_env.problem import path_gain, user_es_distance
 from mec_env.queueing import JobPool, jakes_correlation
 
 STATIC = {"discipline": "ps", "arrival_probability": 1.0, "channel_model": "iid", "slot_seconds": 1.0,
@@ -186,13 +187,13 @@ def test_gauss_markov_fading_has_the_set_correlation():
                    **SMALL)
     env.reset(seed=0)
     u = env.unwrapped
-    path = None
+    xy = u.problem.user_xy.copy()
+    cfg = u.cfg
+    path = path_gain(user_es_distance(xy, u.problem.es_xy, cfg.min_distance_m), cfg.carrier_hz, cfg.path_loss)
     powers = []
     for _ in range(2000):
-        gain = u.problem.gain
-        path = u._path_gain if path is None else path
-        np.testing.assert_array_equal(u._path_gain, path)  # users stand still: the path gain is fixed
-        powers.append(gain / path)
+        np.testing.assert_array_equal(u.problem.user_xy, xy)  # users stand still: the path gain is fixed
+        powers.append(u.problem.gain / path)
         env.step(np.zeros(30, dtype=np.int64))
     x = np.array(powers).reshape(2000, -1)
     r = np.mean([np.corrcoef(x[:-1, k], x[1:, k])[0, 1] for k in range(x.shape[1])])

@@ -24,11 +24,11 @@ from mec_env.envs.common import (
     check_render_mode,
 )
 from mec_env.errors import ConfigError
-from mec_env.model import kernel_args, user_delays
-from mec_env.kernels import delays_kernel, free_space_gain_kernel, numba_enabled
+from mec_env.model import user_delays
+from mec_env.kernels import numba_enabled
 from mec_env.problem import SPEED_OF_LIGHT, Problem, make_query_source, path_gain, sample_problem, user_es_distance
-from mec_env.queueing import DISCIPLINES, JobPool, SlotOutcome, decide_kernel, fading_kernel, jakes_correlation, \
-    observation_kernel, walk_kernel
+from mec_env.queueing import DISCIPLINES, JobPool, SlotOutcome, channel_kernel, decide_kernel, jakes_correlation, \
+    observation_kernel
 from mec_env.slots import GAIN_DB_OFFSET, GAIN_DB_SCALE, GAIN_OBS_CLIP, QUERY_KBIT_MAX, SLOT_BLOCK, \
     nominal_local_delay
 
@@ -250,13 +250,11 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
         self._served_es, self._energy_per_user = np.zeros(m), np.zeros(n)
         self.last_slot: tuple[Problem, np.ndarray, SlotOutcome] | None = None
         self._rng: np.random.Generator | None = None
-        self._user_xy = self._path_gain = self._fading = self._power = None
+        self._user_xy = self._fading = None
         self._block: Problem | None = None
         self._block_pos = self._draws_pos = 0
         self._draws: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._compiled = numba_enabled()
-        self._compiled_path_gain = cfg.path_loss == "free_space" and self._compiled
-        self._ones = np.ones((1, n, m))
         self._picture = Picture(self.render_mode, cfg.area_side_m, m, ENV_ID, self.metadata["render_fps"])
 
     # --- gymnasium API ---------------------------------------------------------------------
@@ -285,36 +283,44 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
         o, cfg, pool = self.options, self.cfg, self.pool
         n, m = cfg.n_users, cfg.n_edge_servers
         a = as_assignment(action, n, m, f"{ENV_ID} action")
-        a = a * self.has_query  # idle users stay out of the slot's sharing
-        # the slot's uploaders share the band and interfere (eqs. 2-5): the evaluator's uplink delays
-        t_comm = delays_kernel(*kernel_args(problem), a)[0] if self._compiled else user_delays(problem, a)[0]
-        new = self._new_jobs
-        energy, counts = np.empty(n), np.zeros(4, dtype=np.int64)
-        k = decide_kernel(a, self.has_query, t_comm, problem.workload_llm, problem.workload_slm, problem.alpha,
-                          float(problem.tau), problem.llm_correct, problem.slm_correct, float(problem.tx_power_w),
-                          float(o.joule_per_flop), self.energy_queue, self.energy_per_slot, *new, energy, counts)
-        out = pool.step(new[0][:k], new[1][:k], new[2][:k], new[3][:k], new[4][:k], problem.es_capacity,
-                        problem.local_capacity, problem.c_max, o.slot_seconds, o.discipline)
+        if self._compiled:
+            out, energy, counts, sums = pool.decide_and_step(problem, a, self.has_query, self.energy_queue,
+                                                             self.energy_per_slot, o.joule_per_flop, o.slot_seconds,
+                                                             o.discipline)
+            energy_sum, done_sum, served_local, queue_sum = float(sums[0]), float(sums[1]), float(sums[3]), \
+                float(sums[4])
+        else:
+            a = a * self.has_query  # idle users stay out of the slot's sharing
+            t_comm = user_delays(problem, a)[0]  # the slot's uploaders share the band and interfere (eqs. 2-5)
+            new = self._new_jobs
+            energy, counts = np.empty(n), np.zeros(4, dtype=np.int64)
+            k = decide_kernel(a, self.has_query, t_comm, problem.workload_llm, problem.workload_slm, problem.alpha,
+                              float(problem.tau), problem.llm_correct, problem.slm_correct,
+                              float(problem.tx_power_w), float(o.joule_per_flop), self.energy_queue,
+                              self.energy_per_slot, *new, energy, counts)
+            out = pool.step(new[0][:k], new[1][:k], new[2][:k], new[3][:k], new[4][:k], problem.es_capacity,
+                            problem.local_capacity, problem.c_max, o.slot_seconds, o.discipline)
+            energy_sum, done_sum = float(energy.sum()), float(out.done_delay.sum())
+            served_local, queue_sum = float(out.served_local.sum()), float(self.energy_queue.sum())
         arrivals, offloaded, correct, violations = counts.tolist()
         pen = (violations if o.penalty == "violations" else arrivals - correct) / n
-        queue_term = float(self.energy_queue.sum()) / (n * self.energy_per_slot)
+        queue_term = queue_sum / (n * self.energy_per_slot)
         reward = -(out.weighted_area / self.delay_scale + o.penalty_weight * pen + o.energy_weight * queue_term)
 
-        done_sum = float(out.done_delay.sum())
-        objective = float(out.done_alpha @ out.done_delay)
-        energy_sum = float(energy.sum())
-        self._totals += (1, o.slot_seconds, arrivals, out.done_delay.size, done_sum, objective, out.area,
-                         out.weighted_area, correct, offloaded, violations, energy_sum, float(out.served_local.sum()))
+        objective = float(out.done_alpha @ out.done_delay)  # numpy's dot, as the evaluator's eq. (10)
+        completed = out.done_delay.size
+        self._totals += (1, o.slot_seconds, arrivals, completed, done_sum, objective, out.area, out.weighted_area,
+                         correct, offloaded, violations, energy_sum, served_local)
         self._served_es += out.served_es
         self._energy_per_user += energy
 
         info = {
             "slot": self.slot,
             "arrivals": arrivals,
-            "completed": int(out.done_delay.size),
+            "completed": completed,
             "objective": objective,
             "weighted_area": out.weighted_area,
-            "mean_delay_ms": 1e3 * done_sum / out.done_delay.size if out.done_delay.size else 0.0,
+            "mean_delay_ms": 1e3 * done_sum / completed if completed else 0.0,
             "accuracy": correct / arrivals if arrivals else 1.0,
             "violations": violations,
             "offload_fraction": offloaded / arrivals if arrivals else 0.0,
@@ -324,7 +330,7 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
             "energy_j": energy_sum / n,
             "energy_queue": queue_term,
         }
-        self.last_slot = (problem, a, out)
+        self.last_slot = (problem, a * self.has_query, out)
         self.slot += 1
         self._next_slot(first=False)
         truncated = self.slot >= o.episode_length
@@ -395,7 +401,9 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
             rng = self._rng
             angle = rng.uniform(0.0, 2.0 * math.pi, size=(SLOT_BLOCK, n))
             self._draws = (rng.random((SLOT_BLOCK, n)) < self.arrival_probability,
-                           rng.standard_normal((SLOT_BLOCK, 2, n, m)) * _SQRT_HALF,  # CN(0, 1): parts N(0, 1/2)
+                           # CN(0, 1) innovations, parts N(0, 1/2); float32 halves the draw's cost, and the
+                           # channel's precision is set by the state h (float64), not by a slot's innovation
+                           rng.standard_normal((SLOT_BLOCK, 2, n, m), dtype=np.float32) * np.float32(_SQRT_HALF),
                            np.stack([np.cos(angle), np.sin(angle)], axis=-1))
             self._draws_pos = 0
         k = self._draws_pos
@@ -408,26 +416,19 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
     def _evolve(self, problem: Problem, first: bool, w: np.ndarray, direction: np.ndarray) -> Problem:
         """Positions that persist and walk, Gauss-Markov fading (capacities stay the slot's draw)."""
         cfg, o = self.cfg, self.options
-        if first:
+        if first:  # h starts from its stationary law, CN(0, 1): the step with rho = 0 and no move
             self._user_xy = problem.user_xy
-            self._fading = w.copy()
-            self._power = w[0] * w[0] + w[1] * w[1]
-            self._path_gain = None
-        else:
-            fading_kernel(self._fading, w, self.rho, self._power)
-            if o.mobility_speed_mps > 0.0:
-                self._user_xy = walk_kernel(self._user_xy, direction, o.mobility_speed_mps * o.slot_seconds,
-                                            cfg.area_side_m)
-                self._path_gain = None
-        if self._path_gain is None:
-            xy = self._user_xy
-            if self._compiled_path_gain:
-                self._path_gain = free_space_gain_kernel(xy[None], problem.es_xy, self._ones, cfg.min_distance_m,
-                                                         4.0 * math.pi * cfg.carrier_hz, SPEED_OF_LIGHT)[0]
-            else:
-                self._path_gain = path_gain(user_es_distance(xy, problem.es_xy, cfg.min_distance_m),
-                                            cfg.carrier_hz, cfg.path_loss)
-        return _with(problem, gain=self._path_gain * self._power, user_xy=self._user_xy)
+            self._fading = np.zeros((2,) + problem.gain.shape)
+        rho, step = (0.0, 0.0) if first else (self.rho, o.mobility_speed_mps * o.slot_seconds)
+        gain = np.empty(problem.gain.shape)
+        free_space = cfg.path_loss == "free_space"
+        self._user_xy = channel_kernel(self._fading, w, rho, self._user_xy, direction, step, cfg.area_side_m,
+                                       problem.es_xy, cfg.min_distance_m, 4.0 * math.pi * cfg.carrier_hz,
+                                       SPEED_OF_LIGHT, free_space, gain)
+        if not free_space:
+            gain *= path_gain(user_es_distance(self._user_xy, problem.es_xy, cfg.min_distance_m), cfg.carrier_hz,
+                              cfg.path_loss)
+        return _with(problem, gain=gain, user_xy=self._user_xy)
 
     def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
         p, cfg, o, pool = self.problem, self.cfg, self.options, self.pool
@@ -440,7 +441,9 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
                            JOBS_OBS_MAX, GAIN_DB_OFFSET, GAIN_DB_SCALE, GAIN_OBS_CLIP, QUERY_KBIT_MAX)
         if o.flat_obs:
             return flat
-        return {key: flat[s].reshape(shape) for key, (s, shape) in self._obs_layout.items()}
+        obs = {key: flat[s] for key, (s, _) in self._obs_layout.items()}
+        obs["channel_gain_db"] = obs["channel_gain_db"].reshape(self.cfg.n_users, self.cfg.n_edge_servers)
+        return obs
 
 
 __all__ = ["MECOffloadQueueEnv", "QueueEnvConfig", "arrival_probability", "ENV_ID"]
