@@ -219,21 +219,25 @@ def _serialized(value: Any) -> bool:
 
 
 def _policy_class(description: dict[str, Any], cls: type, name: str, path: Any) -> type:
-    """The policy class the zip names, if it is one ``cls`` ships (or the project's EquivariantPolicy)."""
+    """The policy class the zip names, if it is one ``cls`` ships (or one of the project's equivariant policies)."""
     allowed = set(cls.policy_aliases.values())
     base = cls.policy_aliases.get("MlpPolicy")
     try:
         from agents.policies import EquivariantPolicy
+        from agents.queue_policy import QueueEquivariantPolicy
 
-        if base is not None and issubclass(EquivariantPolicy, base):
-            allowed.add(EquivariantPolicy)
+        for ours in (EquivariantPolicy, QueueEquivariantPolicy):
+            if base is not None and issubclass(ours, base):
+                allowed.add(ours)
     except ImportError:  # pragma: no cover - torch is there whenever SB3 is
         pass
     module = description.get("__module__")
     # the class's own methods are described as "<function ActorCriticPolicy.__init__ at 0x...>"
     owners = {match.group(1) for value in description.values() if isinstance(value, str)
               for match in [re.search(r"<function ([\w.]+)\.\w+ at 0x", value)] if match}
-    named = [c for c in allowed if c.__module__ == module and (c.__qualname__ in owners or not owners)]
+    named = [c for c in allowed if c.__module__ == module]
+    if len(named) > 1:  # several policies in one module: the one whose methods the zip describes
+        named = [c for c in named if c.__qualname__ in owners or not owners]
     if len(named) == 1:
         return named[0]
     what = f"{module}.{'/'.join(sorted(owners)) or '?'}"

@@ -4,6 +4,7 @@ with the queue-aware scripted policies.
     python train/queue_ppo.py                                  # configs/train/queue_ppo.yaml
     python train/queue_ppo.py --set total_timesteps=50000 env_kwargs.offered_load=0.9
     WANDB_MODE=offline python train/queue_ppo.py --set wandb=true
+    python train/queue_ppo.py --evaluate runs/queue_ppo/final_model.zip   # the final table only
 
 The policy is the permutation-equivariant actor-critic with the queue state in its inputs
 (:class:`agents.queue_policy.QueueEquivariantPolicy`; ``policy=mlp`` for SB3's MLP). Every
@@ -39,6 +40,7 @@ from agents.checkpoint import (ResumableCheckpoint, exit_code_interrupted, learn
 from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.queue_evaluation import QueueResult, evaluate_queue_policies  # noqa: E402
 from agents.queue_policy import QueueEquivariantPolicy  # noqa: E402
+from agents.scripted import load_model  # noqa: E402
 from agents.training import QueuePPOConfig, finish_wandb, load_config, start_wandb  # noqa: E402
 from baselines.queue import drift_plus_penalty, myopic_goa, queue_goa, queue_min_delay  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
@@ -117,13 +119,34 @@ class QueueComparisonCallback(BaseCallback):
             save_model(self.model, self.run_dir / "best_model")
 
 
+def final_comparison(model: PPO, cfg: QueuePPOConfig, out_dir: Path, what: str) -> list[QueueResult]:
+    """PPO and the scripted policies on ``final_eval_seeds`` held-out episodes (seeds 20_000 + k): the
+    table, PPO's paired relative difference in objective to each, and ``{out_dir}/comparison.csv``."""
+    results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True)
+    print_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes ({what})")
+    ppo = next(r for r in results if r.name == "PPO")
+    for r in results:
+        if r.name != "PPO":
+            diff = np.array([p["objective_ms"] / b["objective_ms"] - 1.0 for p, b in zip(ppo.episodes, r.episodes)])
+            half = 1.96 * diff.std(ddof=1) / math.sqrt(diff.size) if diff.size > 1 else float("nan")
+            print(f"  PPO vs {r.name}: objective {100 * diff.mean():+.1f} % ± {100 * half:.1f} % (paired), "
+                  f"accuracy {ppo.mean['accuracy'] - r.mean['accuracy']:+.3f}")
+    atomic_write_csv(out_dir / "comparison.csv", [r.row() for r in results])
+    return results
+
+
 def main(argv: list[str] | None = None) -> list[QueueResult]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="queue_ppo", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    ap.add_argument("--evaluate", type=Path, default=None, metavar="MODEL.zip",
+                    help="no training: the final comparison of a saved model (written next to it)")
     args = ap.parse_args(argv)
     cfg = load_config(QueuePPOConfig, args.config, args.set)
     torch.set_num_threads(cfg.threads)
+    if args.evaluate is not None:
+        model = load_model(args.evaluate)
+        return final_comparison(model, cfg, args.evaluate.parent, f"{args.evaluate}")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -151,18 +174,8 @@ def main(argv: list[str] | None = None) -> list[QueueResult]:
         minutes = (time.perf_counter() - t0) / 60
         checkpoint.save()
         save_model(model, run_dir / "final_model")
-        results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True)
-        print_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes "
-                               f"(PPO trained {model.num_timesteps} steps in {minutes:.1f} min)")
-        ppo = next(r for r in results if r.name == "PPO")
-        for r in results:
-            if r.name != "PPO":
-                diff = np.array([p["objective_ms"] / b["objective_ms"] - 1.0 for p, b in zip(ppo.episodes,
-                                                                                           r.episodes)])
-                half = 1.96 * diff.std(ddof=1) / math.sqrt(diff.size) if diff.size > 1 else float("nan")
-                print(f"  PPO vs {r.name}: objective {100 * diff.mean():+.1f} % ± {100 * half:.1f} % (paired), "
-                      f"accuracy {ppo.mean['accuracy'] - r.mean['accuracy']:+.3f}")
-        atomic_write_csv(run_dir / "comparison.csv", [r.row() for r in results])
+        results = final_comparison(model, cfg, run_dir, f"PPO trained {model.num_timesteps} steps in "
+                                                        f"{minutes:.1f} min")
         finish_wandb(use_wandb)
         print(f"saved {run_dir / 'final_model.zip'} and {run_dir / 'comparison.csv'}; "
               f"TensorBoard: tensorboard --logdir {run_dir}")
