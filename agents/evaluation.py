@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +25,31 @@ import numpy as np
 from baselines.experiments import mean_ci95
 
 HELD_OUT_SEED0 = 20_000  # train/evaluate.py and train/transfer.py score on seeds 20_000 + k; training never uses them
+
+
+@dataclass(frozen=True)
+class EpisodeResults:
+    """Per-episode metrics of one agent, their means and 95 % CI half-widths (``METRICS``, in table order)."""
+
+    METRICS: ClassVar[tuple[str, ...]] = ()
+    KEY: ClassVar[str] = "agent"  # the name's column in :meth:`row`
+
+    name: str
+    episodes: list[dict]
+    mean: Mapping[str, float]
+    ci95: Mapping[str, float]
+
+    @classmethod
+    def of(cls, name: str, episodes: list[dict]) -> "EpisodeResults":
+        """Summarise ``episodes`` (dicts with every metric) as mean and 95 % CI half-width."""
+        stats = {k: mean_ci95(np.array([e[k] for e in episodes], dtype=float)) for k in cls.METRICS}
+        return cls(name, episodes, {k: v[0] for k, v in stats.items()}, {k: v[1] for k, v in stats.items()})
+
+    def row(self, **extra: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {**extra, self.KEY: self.name, "episodes": len(self.episodes)}
+        for k in self.METRICS:
+            out[k], out[f"{k}_ci95"] = self.mean[k], self.ci95[k]
+        return out
 
 
 def held_out_seeds(count: int) -> list[int]:

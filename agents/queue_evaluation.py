@@ -23,32 +23,22 @@ Reported as mean and 95 % CI half-width (1.96 s / sqrt(episodes)).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import gymnasium as gym
 import numpy as np
 
-from baselines.experiments import mean_ci95
+from agents.evaluation import EpisodeResults
 
 QUEUE_METRICS = ("objective_ms", "delay_ms", "accuracy", "violations", "offloaded", "power_w", "energy_vs_budget",
                  "worst_energy_vs_budget", "in_system", "es_backlog_s", "growth", "return")
 
 
-@dataclass(frozen=True)
-class QueueResult:
+class QueueResult(EpisodeResults):
     """Per-episode metrics of one policy, their means and 95 % CI half-widths."""
 
-    name: str
-    episodes: list[dict]
-    mean: Mapping[str, float]
-    ci95: Mapping[str, float]
-
-    def row(self, **extra: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {**extra, "policy": self.name, "episodes": len(self.episodes)}
-        for k in QUEUE_METRICS:
-            out[k], out[f"{k}_ci95"] = self.mean[k], self.ci95[k]
-        return out
+    METRICS = QUEUE_METRICS
+    KEY = "policy"
 
 
 def _act(policy: Any, env: gym.Env, obs: Any) -> np.ndarray:
@@ -107,9 +97,7 @@ def evaluate_queue_policies(make_env: Callable[[], gym.Env], policies: Mapping[s
         for seed in _progress(seeds, f"{name:>16s}", progress):
             episodes.append(play_episode(env, agent, seed, burn_in))
         env.close()
-        stats = {k: mean_ci95([e[k] for e in episodes]) for k in QUEUE_METRICS}
-        results.append(QueueResult(name, episodes, {k: v[0] for k, v in stats.items()},
-                                   {k: v[1] for k, v in stats.items()}))
+        results.append(QueueResult.of(name, episodes))
     return results
 
 

@@ -23,32 +23,19 @@ Reported as mean and 95 % CI half-width (1.96 s / sqrt(episodes)).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import gymnasium as gym
 import numpy as np
 
-from baselines.experiments import mean_ci95
+from agents.evaluation import EpisodeResults
 
 SPEC_METRICS = ("return", "tokens_per_s", "accepted_per_s", "vs_hlm", "skip_fraction", "accuracy", "accuracy_vs_llm",
                 "energy_j", "energy_vs_budget", "unverified_per_token", "rounds", "decision_ms")
 
 
-@dataclass(frozen=True)
-class SpecResult:
-    """Per-episode metrics of one agent, their means and 95 % CI half-widths."""
-
-    name: str
-    episodes: list[dict]
-    mean: Mapping[str, float]
-    ci95: Mapping[str, float]
-
-    def row(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"agent": self.name, "episodes": len(self.episodes)}
-        for k in SPEC_METRICS:
-            out[k], out[f"{k}_ci95"] = self.mean[k], self.ci95[k]
-        return out
+class SpecResult(EpisodeResults):
+    METRICS = SPEC_METRICS
 
 
 def play_episode(env: gym.Env, agent: Any, seed: int, burn_in: float = 0.2) -> dict:
@@ -107,10 +94,7 @@ def evaluate_spec_agents(make_env: Callable[[], gym.Env], agents: Mapping[str, C
         for k, e in enumerate(episodes):
             e["vs_hlm"] = e["tokens_per_s"] / hlm[k]["tokens_per_s"] if hlm and hlm[k]["tokens_per_s"] > 0 \
                 else float("nan")
-        mean, ci = {}, {}
-        for metric in SPEC_METRICS:
-            mean[metric], ci[metric] = mean_ci95(np.array([e[metric] for e in episodes]))
-        results.append(SpecResult(name, episodes, mean, ci))
+        results.append(SpecResult.of(name, episodes))
     return results
 
 

@@ -221,6 +221,46 @@ class InfoLoggerCallback(BaseCallback):
             self._count = 0
 
 
+class PeriodicEvaluation(BaseCallback):
+    """Every ``cfg.eval_freq`` steps, :meth:`evaluate` (a subclass's); :meth:`publish` logs its metrics to
+    TensorBoard (and W&B) and keeps the best model by a score as ``best_model.zip``. Its state goes into
+    the run's checkpoints, so a resumed run neither repeats nor forgets evaluations."""
+
+    def __init__(self, cfg: CommonConfig, run_dir: Path, use_wandb: bool) -> None:
+        super().__init__()
+        self.cfg, self.run_dir, self.use_wandb = cfg, run_dir, use_wandb
+        self.best, self.last = -math.inf, 0
+
+    def state(self) -> dict:
+        return {"best": self.best if math.isfinite(self.best) else None, "last": self.last}
+
+    def restore(self, state: Mapping | None) -> None:
+        if state:
+            self.best = -math.inf if state.get("best") is None else float(state["best"])
+            self.last = int(state.get("last", 0))
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.last >= self.cfg.eval_freq:
+            self.last = self.num_timesteps
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> Any:
+        raise NotImplementedError
+
+    def publish(self, metrics: Mapping[str, float], score: float) -> None:
+        for k, v in metrics.items():
+            self.logger.record(k, v)
+        self.logger.dump(self.num_timesteps)
+        if self.use_wandb:
+            import wandb
+
+            wandb.log(dict(metrics), step=self.num_timesteps)
+        if score > self.best:
+            self.best = score
+            save_model(self.model, self.run_dir / "best_model")
+
+
 class ComparisonCallback(BaseCallback):
     """Every ``eval_freq`` steps: the model and the scripted baselines on the same held-out seeds.
 

@@ -168,6 +168,20 @@ _JOB_ARRAYS = ("server", "user", "remaining", "ready", "age", "alpha", "started"
 
 
 @_jit
+def _serve(k, start, rate, dt, remaining, finish):
+    """Serve job ``k`` from ``start`` at ``rate`` until it is done or the slot ends: ``(work served,
+    when the server is free again)``; a finished job's time goes to ``finish[k]``, an unfinished one's
+    work left to ``remaining[k]``."""
+    t_end = start + remaining[k] / rate
+    if t_end <= dt:
+        finish[k] = t_end
+        return remaining[k], t_end
+    work = rate * (dt - start)
+    remaining[k] -= work
+    return work, dt
+
+
+@_jit
 def slot_kernel(size, server, user, remaining, ready, age, alpha, started, new_user, new_server, new_work, new_ready,
                 new_alpha, es_capacity, local_capacity, c_max, dt, fifo, served_es, served_local, areas, done_user,
                 done_server, done_delay, done_alpha, es_work, es_jobs, local_work, local_jobs, work_in):
@@ -202,16 +216,8 @@ def slot_kernel(size, server, user, remaining, ready, age, alpha, started, new_u
         start = busy[i] if busy[i] > ready[k] else ready[k]
         if start >= dt:
             continue
-        t_end = start + remaining[k] / local_capacity[i]
-        if t_end <= dt:
-            finish[k] = t_end
-            served_local[i] += remaining[k]
-            busy[i] = t_end
-        else:
-            work = local_capacity[i] * (dt - start)
-            served_local[i] += work
-            remaining[k] -= work
-            busy[i] = dt
+        work, busy[i] = _serve(k, start, local_capacity[i], dt, remaining, finish)
+        served_local[i] += work
     if fifo:
         # K_j instances per ES: jobs that hold one keep it (first), then the others in the order they
         # reached the ES: those already there in arrival order, then this slot's uploads by the time they
@@ -252,16 +258,8 @@ def slot_kernel(size, server, user, remaining, ready, age, alpha, started, new_u
                         closed = True
                         break
                     started[k] = True
-                    t_end = start + remaining[k] / rates[s]
-                    if t_end <= dt:
-                        finish[k] = t_end
-                        served_es[j] += remaining[k]
-                        free[s] = t_end
-                    else:
-                        work = rates[s] * (dt - start)
-                        served_es[j] += work
-                        remaining[k] -= work
-                        free[s] = dt
+                    work, free[s] = _serve(k, start, rates[s], dt, remaining, finish)
+                    served_es[j] += work
     else:
         # processor sharing over the n_j jobs present at the slot's start, as eq. (6)
         present = np.zeros(m, dtype=np.int64)

@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
@@ -41,7 +41,7 @@ from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.queue_evaluation import QueueResult, evaluate_queue_policies  # noqa: E402
 from agents.queue_policy import QueueEquivariantPolicy  # noqa: E402
 from agents.scripted import load_model  # noqa: E402
-from agents.training import QueuePPOConfig, finish_wandb, load_config, start_wandb  # noqa: E402
+from agents.training import PeriodicEvaluation, QueuePPOConfig, finish_wandb, load_config, start_wandb  # noqa: E402
 from baselines.queue import drift_plus_penalty, myopic_goa, queue_goa, queue_min_delay  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
@@ -71,28 +71,12 @@ def print_results(results: list[QueueResult], title: str) -> None:
               f"{c['accuracy']:.3f} {m['energy_vs_budget']:14.2f} {m['in_system']:10.1f}")
 
 
-class QueueComparisonCallback(BaseCallback):
+class QueueComparisonCallback(PeriodicEvaluation):
     """Every ``eval_freq`` steps: PPO (and, once, the scripted policies) on the same evaluation episodes."""
 
     def __init__(self, cfg: QueuePPOConfig, run_dir: Path, use_wandb: bool) -> None:
-        super().__init__()
-        self.cfg, self.run_dir, self.use_wandb = cfg, run_dir, use_wandb
-        self.best, self.last = -math.inf, 0
+        super().__init__(cfg, run_dir, use_wandb)
         self.baselines: dict[str, float] | None = None
-
-    def state(self) -> dict:
-        return {"best": self.best if math.isfinite(self.best) else None, "last": self.last}
-
-    def restore(self, state: dict | None) -> None:
-        if state:
-            self.best = -math.inf if state.get("best") is None else float(state["best"])
-            self.last = int(state.get("last", 0))
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps - self.last >= self.cfg.eval_freq:
-            self.last = self.num_timesteps
-            self.evaluate()
-        return True
 
     def evaluate(self) -> None:
         # training seeds are seed + k; evaluation episodes use 10_000 + k, the final table 20_000 + k
@@ -106,17 +90,7 @@ class QueueComparisonCallback(BaseCallback):
         if self.baselines is None:  # the scripted policies do not learn: evaluated once, logged every time
             self.baselines = {k: v for k, v in metrics.items() if not k.startswith("eval/ppo/")}
         metrics.update(self.baselines)
-        for k, v in metrics.items():
-            self.logger.record(k, v)
-        self.logger.dump(self.num_timesteps)
-        if self.use_wandb:
-            import wandb
-
-            wandb.log(metrics, step=self.num_timesteps)
-        score = metrics["eval/ppo/return"]
-        if score > self.best:
-            self.best = score
-            save_model(self.model, self.run_dir / "best_model")
+        self.publish(metrics, metrics["eval/ppo/return"])
 
 
 def final_comparison(model: PPO, cfg: QueuePPOConfig, out_dir: Path, what: str) -> list[QueueResult]:

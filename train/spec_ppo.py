@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
@@ -46,7 +46,7 @@ from agents.checkpoint import (ResumableCheckpoint, exit_code_interrupted, learn
 from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.scripted import ModelAgent  # noqa: E402
 from agents.spec_evaluation import SpecResult, evaluate_spec_agents, print_spec_results  # noqa: E402
-from agents.training import SpecPPOConfig, finish_wandb, load_config, start_wandb  # noqa: E402
+from agents.training import PeriodicEvaluation, SpecPPOConfig, finish_wandb, load_config, start_wandb  # noqa: E402
 from baselines.spec import SpecRuleAgent, budget_draft  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
@@ -80,27 +80,8 @@ def compare(model: PPO, cfg: SpecPPOConfig, seeds: list[int], progress: bool = F
     return evaluate_spec_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds, progress=progress)
 
 
-class SpecComparisonCallback(BaseCallback):
+class SpecComparisonCallback(PeriodicEvaluation):
     """Every ``eval_freq`` steps: PPO and the scripted strategies on the same evaluation episodes."""
-
-    def __init__(self, cfg: SpecPPOConfig, run_dir: Path, use_wandb: bool) -> None:
-        super().__init__()
-        self.cfg, self.run_dir, self.use_wandb = cfg, run_dir, use_wandb
-        self.best, self.last = -math.inf, 0
-
-    def state(self) -> dict:
-        return {"best": self.best if math.isfinite(self.best) else None, "last": self.last}
-
-    def restore(self, state: dict | None) -> None:
-        if state:
-            self.best = -math.inf if state.get("best") is None else float(state["best"])
-            self.last = int(state.get("last", 0))
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps - self.last >= self.cfg.eval_freq:
-            self.last = self.num_timesteps
-            self.evaluate()
-        return True
 
     def evaluate(self) -> list[SpecResult]:
         # training seeds are seed + k; evaluation episodes use 10_000 + k, the final table 20_000 + k
@@ -110,17 +91,7 @@ class SpecComparisonCallback(BaseCallback):
             slug = r.name.lower().replace(" ", "_").replace("-", "_")
             for key in ("return", "tokens_per_s", "accuracy_vs_llm", "energy_vs_budget", "skip_fraction"):
                 metrics[f"eval/{slug}/{key}"] = r.mean[key]
-        for k, v in metrics.items():
-            self.logger.record(k, v)
-        self.logger.dump(self.num_timesteps)
-        if self.use_wandb:
-            import wandb
-
-            wandb.log(metrics, step=self.num_timesteps)
-        score = metrics["eval/ppo/return"]
-        if score > self.best:
-            self.best = score
-            save_model(self.model, self.run_dir / "best_model")
+        self.publish(metrics, metrics["eval/ppo/return"])
         return results
 
 
