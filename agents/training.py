@@ -261,6 +261,23 @@ class PeriodicEvaluation(BaseCallback):
             save_model(self.model, self.run_dir / "best_model")
 
 
+def learn_with_evaluation(model: Any, state: dict | None, evaluation: PeriodicEvaluation, name: str) -> float:
+    """Train ``model`` to ``evaluation.cfg.total_timesteps`` with ``evaluation`` and resumable checkpoints
+    (``state``: the checkpoint the model came from, None for a fresh run); exit with code 130 after
+    SIGINT/SIGTERM once the checkpoint is committed; save the final checkpoint and ``final_model.zip``.
+    Returns the minutes it took."""
+    cfg = evaluation.cfg
+    evaluation.restore(state and state.get("evaluation"))
+    checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": evaluation.state()})
+    t0 = time.perf_counter()
+    if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=CallbackList([evaluation, checkpoint]),
+                           tb_log_name=name, progress_bar=cfg.progress_bar):
+        sys.exit(exit_code_interrupted())
+    checkpoint.save()
+    save_model(model, evaluation.run_dir / "final_model")
+    return (time.perf_counter() - t0) / 60
+
+
 class ComparisonCallback(BaseCallback):
     """Every ``eval_freq`` steps: the model and the scripted baselines on the same held-out seeds.
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +29,17 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from agents.checkpoint import (ResumableCheckpoint, exit_code_interrupted, learn_resumable, open_run,  # noqa: E402
-                               save_model, unlock_run)
+from agents.checkpoint import open_run, unlock_run  # noqa: E402
 from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.queue_evaluation import QueueResult, evaluate_queue_policies  # noqa: E402
 from agents.queue_policy import QueueEquivariantPolicy  # noqa: E402
 from agents.scripted import load_model  # noqa: E402
-from agents.training import PeriodicEvaluation, QueuePPOConfig, finish_wandb, load_config, start_wandb  # noqa: E402
+from agents.training import (PeriodicEvaluation, QueuePPOConfig, finish_wandb, learn_with_evaluation,  # noqa: E402
+                             load_config, start_wandb)
 from baselines.queue import drift_plus_penalty, myopic_goa, queue_goa, queue_min_delay  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
@@ -138,16 +136,7 @@ def main(argv: list[str] | None = None) -> list[QueueResult]:
     model, state = open_run(PPO, cfg, make_env, new_model)
     try:
         use_wandb = start_wandb(cfg, "queue_ppo", run_dir)
-        comparison = QueueComparisonCallback(cfg, run_dir, use_wandb)
-        comparison.restore(state and state.get("evaluation"))
-        checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
-        t0 = time.perf_counter()
-        if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=CallbackList([comparison, checkpoint]),
-                               tb_log_name="queue_ppo", progress_bar=cfg.progress_bar):
-            sys.exit(exit_code_interrupted())
-        minutes = (time.perf_counter() - t0) / 60
-        checkpoint.save()
-        save_model(model, run_dir / "final_model")
+        minutes = learn_with_evaluation(model, state, QueueComparisonCallback(cfg, run_dir, use_wandb), "queue_ppo")
         results = final_comparison(model, cfg, run_dir, f"PPO trained {model.num_timesteps} steps in "
                                                         f"{minutes:.1f} min")
         finish_wandb(use_wandb)

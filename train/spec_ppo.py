@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,16 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from agents.checkpoint import (ResumableCheckpoint, exit_code_interrupted, learn_resumable, open_run,  # noqa: E402
-                               save_model, unlock_run)
+from agents.checkpoint import open_run, unlock_run  # noqa: E402
 from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.scripted import ModelAgent  # noqa: E402
 from agents.spec_evaluation import SpecResult, evaluate_spec_agents, print_spec_results  # noqa: E402
-from agents.training import PeriodicEvaluation, SpecPPOConfig, finish_wandb, load_config, start_wandb  # noqa: E402
+from agents.training import (PeriodicEvaluation, SpecPPOConfig, finish_wandb, learn_with_evaluation,  # noqa: E402
+                             load_config, start_wandb)
 from baselines.spec import SpecRuleAgent, budget_draft  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
@@ -117,16 +115,7 @@ def main(argv: list[str] | None = None) -> list[SpecResult]:
     model, state = open_run(PPO, cfg, make_env, new_model)
     try:
         use_wandb = start_wandb(cfg, "spec_ppo", run_dir)
-        comparison = SpecComparisonCallback(cfg, run_dir, use_wandb)
-        comparison.restore(state and state.get("evaluation"))
-        checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
-        t0 = time.perf_counter()
-        if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=CallbackList([comparison, checkpoint]),
-                               tb_log_name="spec_ppo", progress_bar=cfg.progress_bar):
-            sys.exit(exit_code_interrupted())
-        minutes = (time.perf_counter() - t0) / 60
-        checkpoint.save()
-        save_model(model, run_dir / "final_model")
+        minutes = learn_with_evaluation(model, state, SpecComparisonCallback(cfg, run_dir, use_wandb), "spec_ppo")
         tuned = best_uhlm_budget(cfg, [10_000 + k for k in range(cfg.eval_seeds)])
         print(f"U-HLM's best fixed drafting budget on the {cfg.eval_seeds} evaluation episodes: b = {tuned}")
         results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True, tuned_budget=tuned)
