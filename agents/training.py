@@ -133,7 +133,7 @@ class QueuePPOConfig(PPOConfig):
 
     env_id: str = _env_id("MECOffloadQueue-v0")
     env_kwargs: dict = _env_kwargs(n_users=30, n_edge_servers=2, slot_seconds=0.01, offered_load=1.1,
-                                   penalty="wrong_answers", penalty_weight=2.0, flat_obs=True)
+                                   penalty="wrong_answers", penalty_weight=4.0, flat_obs=True)
     run_dir: str = config_field("runs/queue_ppo", "folder of logs, checkpoints and models")
     policy: str = config_field("equivariant", "the queue-aware equivariant policy (agents.queue_policy) or SB3's MLP",
                                choices=("equivariant", "mlp"))
