@@ -63,11 +63,11 @@ bench: $(STAMP)
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 # The slow-marked tests: the wheel installed into a fresh venv, rl-zoo3 end to end (about 1 min).
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m slow tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m slow tests
 
 clean:
 	rm -rf $(VENV) $(OUT)

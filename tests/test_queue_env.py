@@ -15,6 +15,9 @@ from mec_env.model import evaluate
 from mec_env.problem import path_gain, user_es_distance
 from mec_env.queueing import JobPool, jakes_correlation
 
+# one worker compiles the queueing kernels (about 7 s) instead of both (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("queue")
+
 STATIC = {"discipline": "ps", "arrival_probability": 1.0, "channel_model": "iid", "slot_seconds": 1.0,
           "energy_weight": 0.0}
 # a small system where queues form: N = 30 users, 2 ESs, slots of 10 ms
