@@ -24,8 +24,8 @@ from mec_env.envs.common import (
     check_render_mode,
 )
 from mec_env.errors import ConfigError
-from mec_env.model import user_delays
 from mec_env.kernels import numba_enabled
+from mec_env.model import user_delays
 from mec_env.problem import SPEED_OF_LIGHT, Problem, make_query_source, path_gain, sample_problem, user_es_distance
 from mec_env.queueing import DISCIPLINES, JobPool, SlotOutcome, channel_kernel, decide_kernel, jakes_correlation, \
     observation_kernel
@@ -90,7 +90,7 @@ def arrival_probability(cfg: ScenarioConfig, options: QueueEnvConfig) -> float:
         most = options.offered_load / lam
         raise ConfigError("offered_load", options.offered_load, f"a load of at most {most:.4g}: with N = "
                           f"{cfg.n_users} and slot_seconds = {options.slot_seconds:g} every user would issue "
-                          f"{lam:.3g} > 1 queries a slot (lengthen the slot or add users)")
+                          f"{lam:.3g} > 1 queries a slot (shorten the slot or add users)")
     return lam
 
 
@@ -114,10 +114,11 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
     uplink + waiting + service, so today's decisions load tomorrow's queues. The queues, the
     service disciplines and the static special case are those of :mod:`mec_env.queueing`: FIFO
     over LLM instances of C_max each (default, work-conserving) or processor sharing with the
-    paper's per-user share. Slots are drawn as ``MECOffload-v0`` draws them (:func:`mec_env.problem.sample_problem`:
-    queries from the trace table, capacities); with ``channel_model="gauss_markov"`` (default) users keep their
-    positions, walk at ``mobility_speed_mps`` and the fading evolves as
-    ``h <- rho h + sqrt(1 - rho^2) w`` (w ~ CN(0, 1), rho from Jakes' model by default); ``"iid"``
+    paper's per-user share. Slots are drawn as ``MECOffload-v0`` draws them
+    (:func:`mec_env.problem.sample_problem`: queries from the trace table, capacities); with
+    ``channel_model="gauss_markov"`` (default) users keep their positions, walk at
+    ``mobility_speed_mps`` and the fading evolves as ``h <- rho h + sqrt(1 - rho^2) w``
+    (w ~ CN(0, 1), rho from Jakes' model by default); ``"iid"``
     redraws positions and fading every slot (the paper's Monte Carlo draws). In both, the ES and
     device capacities are the paper's per-slot draws (the compute available in that slot), so the
     offered load is set against the ESs' mean capacity and holds in every episode.
@@ -187,9 +188,8 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
 
     ``discipline="ps", arrival_probability=1, channel_model="iid", slot_seconds=1.0, energy_weight=0``
     (every user a query every slot, a slot long enough that all finish, so nothing carries over,
-    and the paper's sharing of an ES): each slot's
-    delays, objective (eq. 10) and accuracy equal ``MECOffload-v0``'s evaluator numbers, bit for
-    bit, on the same draws (``tests/test_queue_env.py``).
+    and the paper's sharing of an ES): each slot's delays, objective (eq. 10) and accuracy equal
+    ``MECOffload-v0``'s evaluator numbers, bit for bit, on the same draws (``tests/test_queue_env.py``).
 
     ## Info
 
