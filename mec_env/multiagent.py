@@ -1,0 +1,187 @@
+"""PettingZoo's multi-agent API over the offloading environments: every user is an agent.
+
+    from mec_env.multiagent import parallel_env, env
+    par = parallel_env("MECOffload-v0", n_users=20)          # pettingzoo.ParallelEnv
+    aec = env("MECOffloadQueue-v0", team_reward=True)        # the AEC version (PettingZoo's converter)
+
+A thin shell over the single-agent environment (the same system core and evaluator): the joint
+action is assembled from the agents' actions and stepped once. Agent ``user_i``:
+
+* **action** ``Discrete(M + 1)``: 0 keeps its query local, j offloads it to ES j (an agent absent from
+  the action dict stays local);
+* **observation** a float32 ``Box``: its own entries of the env's observation (its row of channel
+  gains, its query's uncertainty and alpha > tau flag, its device's capacity, query size, and in
+  the queueing env whether it has a query, its device backlog and energy queue), then the
+  broadcast ES entries (capacities, background load or backlog and queries queued), each in the
+  env's key order; ``observation_layout()`` names the slices;
+* **reward** its own share: in ``MECOffload-v0``,
+  ``-(N alpha_i d_i / objective(all local) + penalty_weight x P_i)``, whose mean over the agents
+  is the env's reward; in ``MECOffloadQueue-v0``, ``-(sum of alpha x delay of its queries completed
+  in the slot / (lambda t_L) + penalty_weight x P_i + energy_weight x Z_i / e_bar)``, whose sum
+  over an episode tracks the env's (the holding cost counts queries still queued at the end, this
+  does not); ``P_i`` is 1 if its new query breaks (11) (or is answered wrongly, with
+  ``penalty="wrong_answers"``). With ``team_reward=True`` every agent gets the env's reward.
+
+Agents stay for the whole episode (PettingZoo does not let an agent come back once it is done): in
+the queueing env a user without a query this slot is idle, its ``has_query`` entry 0 and its
+action ignored. Every agent is truncated together when the episode is.
+
+PettingZoo is imported only here (the ``multiagent`` extra); ``import mec_env`` does not import it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from mec_env.model import local_objective
+
+ENV_IDS = ("MECOffload-v0", "MECOffloadQueue-v0")
+
+
+class MECOffloadParallelEnv(ParallelEnv):
+    """Every user of ``MECOffload-v0`` or ``MECOffloadQueue-v0`` as an agent (module docstring).
+
+    :param env_id: the single-agent environment.
+    :param team_reward: every agent gets the env's reward instead of its own share.
+    :param kwargs: the environment's arguments (scenario fields included); ``flat_obs`` is the shell's.
+    """
+
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "name": "mec_offload_parallel_v0",
+                "is_parallelizable": True}
+
+    def __init__(self, env_id: str = "MECOffload-v0", team_reward: bool = False, render_mode: str | None = None,
+                 **kwargs: Any) -> None:
+        if env_id not in ENV_IDS:
+            raise ValueError(f"env_id must be one of {ENV_IDS}, got {env_id!r}")
+        kwargs.pop("flat_obs", None)
+        self.env_id, self.team_reward, self.render_mode = env_id, bool(team_reward), render_mode
+        self.inner = gym.make(env_id, render_mode=render_mode, **kwargs).unwrapped
+        n, m = self.inner.cfg.n_users, self.inner.cfg.n_edge_servers
+        self.queueing = env_id == "MECOffloadQueue-v0"
+        self.possible_agents = [f"user_{i}" for i in range(n)]
+        self.agents: list[str] = []
+        space = self.inner.dict_observation_space
+        self._user_keys = [k for k in space.keys() if not k.startswith("es_")]
+        self._es_keys = [k for k in space.keys() if k.startswith("es_")]
+        low, high, self._layout, start = [], [], {}, 0
+        for k in self._user_keys + self._es_keys:
+            box = space[k]
+            part = (box.low[0], box.high[0]) if k in self._user_keys else (box.low, box.high)
+            size = int(np.prod(part[0].shape)) if np.ndim(part[0]) else 1
+            low.append(np.broadcast_to(part[0], (size,)).ravel())
+            high.append(np.broadcast_to(part[1], (size,)).ravel())
+            self._layout[k] = slice(start, start + size)
+            start += size
+        self._observation_space = spaces.Box(np.concatenate(low).astype(np.float32),
+                                             np.concatenate(high).astype(np.float32), dtype=np.float32)
+        self._action_space = spaces.Discrete(m + 1)
+        self._n, self._m = n, m
+
+    # --- spaces (the same object every call, as PettingZoo's checks require) ---------------------
+
+    @functools.lru_cache(maxsize=None)
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._observation_space
+
+    @functools.lru_cache(maxsize=None)
+    def action_space(self, agent: str) -> spaces.Discrete:
+        return self._action_space
+
+    def observation_layout(self) -> dict[str, slice]:
+        """Slices of an agent's observation, by the env's observation key."""
+        return dict(self._layout)
+
+    # --- the API -------------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        obs, _ = self.inner.reset(seed=seed, options=options)
+        self.agents = list(self.possible_agents)
+        return self._observations(obs), {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]):
+        if not self.agents:
+            raise RuntimeError("step() after the episode ended: call reset()")
+        inner = self.inner
+        joint = np.zeros(self._n, dtype=np.int64)
+        for agent, action in actions.items():
+            if agent in self.agents:
+                joint[int(agent.split("_")[1])] = int(action)
+        problem = inner.problem
+        before = inner.energy_queue.copy() if self.queueing else None
+        has_query = inner.has_query.copy() if self.queueing else np.ones(self._n, dtype=bool)
+        obs, reward, terminated, truncated, info = inner.step(joint)
+        shares = self._shares(problem, joint, has_query, before)
+        rewards = {a: float(reward) if self.team_reward else float(shares[i]) for i, a in enumerate(self.agents)}
+        observations = self._observations(obs)
+        terminations = {a: bool(terminated) for a in self.agents}
+        truncations = {a: bool(truncated) for a in self.agents}
+        infos = {a: {} for a in self.agents}
+        if infos:
+            infos[self.agents[0]] = info  # the slot's metrics, once
+        if terminated or truncated:
+            self.agents = []
+        return observations, rewards, terminations, truncations, infos
+
+    def render(self):
+        return self.inner.render()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def state(self) -> np.ndarray:
+        """The whole flat observation of the env (for centralised critics)."""
+        obs = self.inner._observation() if self.queueing else self.inner.core.observation(flat=True)
+        if isinstance(obs, dict):
+            return np.concatenate([np.asarray(obs[k], dtype=np.float32).ravel() for k in sorted(obs)])
+        return obs
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _observations(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        es = [np.asarray(obs[k], dtype=np.float32).ravel() for k in self._es_keys]
+        user = np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(self._n, -1) for k in self._user_keys],
+                              axis=1)
+        flat = np.concatenate([user, np.broadcast_to(np.concatenate(es), (self._n, sum(e.size for e in es)))],
+                              axis=1)
+        return {a: flat[i] for i, a in enumerate(self.agents)}
+
+    def _shares(self, problem, joint: np.ndarray, has_query: np.ndarray, energy_before) -> np.ndarray:
+        """Each agent's own reward (module docstring)."""
+        inner, o = self.inner, self.inner.options
+        a = joint * has_query
+        offloaded = a > 0
+        if o.penalty == "violations":
+            pen = (problem.alpha > problem.tau) & ~offloaded
+        else:
+            pen = ~np.where(offloaded, problem.llm_correct, problem.slm_correct)
+        pen = pen & has_query
+        if not self.queueing:
+            ev = inner.last_slot[1]
+            scale = local_objective(problem)
+            delay = self._n * problem.alpha * ev.delay / scale if scale > 0.0 else np.zeros(self._n)
+            return -(delay + o.penalty_weight * pen)
+        out = inner.last_slot[2]
+        own = np.bincount(out.done_user, weights=out.done_alpha * out.done_delay, minlength=self._n)
+        energy = o.energy_weight * inner.energy_queue / inner.energy_per_slot
+        # own / (lambda t_L): their mean over the agents is the env's A_t / (N lambda t_L)
+        return -(self._n * own / inner.delay_scale + o.penalty_weight * pen + energy)
+
+
+def parallel_env(env_id: str = "MECOffload-v0", **kwargs: Any) -> MECOffloadParallelEnv:
+    """The PettingZoo ``ParallelEnv`` of ``env_id`` (``MECOffload-v0`` or ``MECOffloadQueue-v0``)."""
+    return MECOffloadParallelEnv(env_id, **kwargs)
+
+
+def env(env_id: str = "MECOffload-v0", **kwargs: Any):
+    """The AEC version, through PettingZoo's ``parallel_to_aec``."""
+    return parallel_to_aec(parallel_env(env_id, **kwargs))
+
+
+__all__ = ["MECOffloadParallelEnv", "parallel_env", "env", "ENV_IDS"]
