@@ -64,7 +64,7 @@ class PerUserExtractor(nn.Module):
 
     :param rounds: message-passing rounds through the expected ES loads and interference.
 
-    Subclasses for other observations (``agents.queue_policy``) override :meth:`layout`,
+    Subclasses for other observations (``agents.queue_policy``) override :meth:`make_layout`,
     :meth:`inputs`, :meth:`es_inputs` and the input widths; the message passing is shared.
     """
 

@@ -114,10 +114,9 @@ class MECOffloadParallelEnv(ParallelEnv):
             if agent in self.agents:
                 joint[int(agent.split("_")[1])] = int(action)
         problem = inner.problem
-        before = inner.energy_queue.copy() if self.queueing else None
         has_query = inner.has_query.copy() if self.queueing else np.ones(self._n, dtype=bool)
         obs, reward, terminated, truncated, info = inner.step(joint)
-        shares = self._shares(problem, joint, has_query, before)
+        shares = self._shares(problem, joint, has_query)
         rewards = {a: float(reward) if self.team_reward else float(shares[i]) for i, a in enumerate(self.agents)}
         observations = self._observations(obs)
         terminations = {a: bool(terminated) for a in self.agents}
@@ -152,7 +151,7 @@ class MECOffloadParallelEnv(ParallelEnv):
                               axis=1)
         return {a: flat[i] for i, a in enumerate(self.agents)}
 
-    def _shares(self, problem, joint: np.ndarray, has_query: np.ndarray, energy_before) -> np.ndarray:
+    def _shares(self, problem, joint: np.ndarray, has_query: np.ndarray) -> np.ndarray:
         """Each agent's own reward (module docstring)."""
         inner, o = self.inner, self.inner.options
         a = joint * has_query
