@@ -288,3 +288,25 @@ def test_queue_ppo_script_trains_and_compares_with_the_scripted_policies(tmp_pat
     assert {r.name for r in results} == {"GOA", "Min delay", "GOA (myopic)", "DPP V=0.1", "PPO"}
     assert (run / "final_model.zip").exists() and (run / "comparison.csv").exists()
     assert all(len(r.episodes) == 2 for r in results)
+    # --evaluate: the saved model loads without unpickling (the queue policy is on the allowlist), same scores
+    again = script.main(["--evaluate", str(run / "final_model.zip"), "--set", "final_eval_seeds=2",
+                         "env_kwargs.episode_length=40"])
+    ppo, reloaded = (next(r for r in rs if r.name == "PPO") for rs in (results, again))
+    assert reloaded.mean["objective_ms"] == ppo.mean["objective_ms"]
+
+
+def test_queue_compare_writes_the_stability_table_and_the_v_sweep(tmp_path):
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "train" / "queue_compare.py"
+    spec = importlib.util.spec_from_file_location("queue_compare_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--episodes", "1", "--slots", "40", "--loads", "0.5", "1.1", "--v", "0.1", "10",
+                 "--set", "n_users=30", "n_edge_servers=2", "slot_seconds=0.01", "--out", str(tmp_path)])
+    rows = list(csv.DictReader(open(tmp_path / "queue_stability.csv")))
+    assert len(rows) == 2 * len(QUEUE_POLICIES) and {r["bounded"] for r in rows} <= {"0/1", "1/1"}
+    assert [float(r["V"]) for r in csv.DictReader(open(tmp_path / "queue_dpp_v.csv"))] == [0.1, 10.0]
+    assert (tmp_path / "queue_stability.png").stat().st_size > 0 and (tmp_path / "queue_dpp_v.png").exists()
