@@ -310,3 +310,16 @@ def test_queue_compare_writes_the_stability_table_and_the_v_sweep(tmp_path):
     assert len(rows) == 2 * len(QUEUE_POLICIES) and {r["bounded"] for r in rows} <= {"0/1", "1/1"}
     assert [float(r["V"]) for r in csv.DictReader(open(tmp_path / "queue_dpp_v.csv"))] == [0.1, 10.0]
     assert (tmp_path / "queue_stability.png").stat().st_size > 0 and (tmp_path / "queue_dpp_v.png").exists()
+
+
+def test_render_modes_show_the_queues():
+    env = gym.make("MECOffloadQueue-v0", render_mode="ansi", **SMALL)
+    env.reset(seed=0)
+    env.step(np.ones(30, dtype=np.int64))
+    text = env.render()
+    assert "queries in the system" in text and f"{env.unwrapped.pool.size} queries" in text
+    picture = gym.make("MECOffloadQueue-v0", render_mode="rgb_array", **SMALL)
+    picture.reset(seed=0)
+    picture.step(np.ones(30, dtype=np.int64))
+    frame = picture.render()
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 and frame.std() > 0
