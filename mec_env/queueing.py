@@ -39,7 +39,6 @@ import numpy as np
 from mec_env.kernels import INTERFERENCE_CODES, _delays_into, _jit
 
 DISCIPLINES = ("fifo", "ps")
-LOCAL = -1  # job_server of a job on its user's device
 
 
 @dataclass
@@ -92,8 +91,16 @@ class JobPool:
         self.alpha = np.zeros(capacity)
         self.started = np.zeros(capacity, dtype=np.bool_)
 
+    def _reserve(self, k: int) -> None:
+        """Room for ``k`` more jobs (the arrays double, the jobs kept)."""
+        if self.size + k > self.capacity:
+            old = {name: getattr(self, name)[:self.size].copy() for name in _JOB_ARRAYS}
+            self._allocate(max(2 * self.capacity, self.size + k))
+            for name, values in old.items():
+                getattr(self, name)[:self.size] = values
+
     def clear(self) -> None:
-        """No jobs, no backlog, nothing admitted yet."""
+        """No jobs, no backlog, nothing admitted yet.""",
         self.size = 0
         m, n = self.n_edge_servers, self.n_users
         self.es_work, self.es_jobs = np.zeros(m), np.zeros(m, dtype=np.int64)
@@ -105,11 +112,7 @@ class JobPool:
              discipline: str) -> SlotOutcome:
         """Admit the slot's new jobs (user order; server -1 = device) and serve every job for one slot."""
         k = users.shape[0]
-        if self.size + k > self.capacity:
-            old = {name: getattr(self, name)[:self.size].copy() for name in _JOB_ARRAYS}
-            self._allocate(max(2 * self.capacity, self.size + k))
-            for name, values in old.items():
-                getattr(self, name)[:self.size] = values
+        self._reserve(k)
         m, n = self.n_edge_servers, self.n_users
         served_es, served_local = np.zeros(m), np.zeros(n)
         total = self.size + k
@@ -134,20 +137,16 @@ class JobPool:
         step (``energy_queue`` in place), then :meth:`step`'s service.
 
         Returns ``(outcome, energy (N,), counts, sums)``: ``counts`` = (queries, offloaded, answered
-        right, breaking constraint 11), ``sums`` = (energy, sojourn of the finished jobs, unused,
-        work served by devices, sum of the energy queues).
+        right, breaking constraint 11), ``sums`` = (energy, sojourn of the finished jobs, work served
+        by devices, sum of the energy queues).
         """
         n, m = self.n_users, self.n_edge_servers
-        if self.size + n > self.capacity:
-            old = {name: getattr(self, name)[:self.size].copy() for name in _JOB_ARRAYS}
-            self._allocate(max(2 * self.capacity, self.size + n))
-            for name, values in old.items():
-                getattr(self, name)[:self.size] = values
+        self._reserve(n)
         total = self.size + n
         served_es, served_local = np.zeros(m), np.zeros(n)
         done_user, done_server = np.empty((2, total), dtype=np.int64)
         done_delay, done_alpha = np.empty((2, total))
-        energy, areas, sums = np.empty(n), np.zeros(2), np.zeros(5)
+        energy, areas, sums = np.empty(n), np.zeros(2), np.zeros(4)
         counts = np.zeros(4, dtype=np.int64)
         p = problem
         size, n_done = queue_step_kernel(
@@ -272,17 +271,9 @@ def slot_kernel(size, server, user, remaining, ready, age, alpha, started, new_u
                 continue
             share = max(1, present[j])
             rate = min(c_max, es_capacity[j] / share)
-            start = ready[k]
-            if start >= dt:
+            if ready[k] >= dt:
                 continue
-            t_end = start + remaining[k] / rate
-            if t_end <= dt:
-                finish[k] = t_end
-                served_es[j] += remaining[k]
-            else:
-                work = rate * (dt - start)
-                served_es[j] += work
-                remaining[k] -= work
+            served_es[j] += _serve(k, ready[k], rate, dt, remaining, finish)[0]
     # account, record the finished jobs and compact the others (arrival order kept)
     n_done = 0
     kept = 0
@@ -391,8 +382,8 @@ def queue_step_kernel(size, server, user, remaining, ready, age, pool_alpha, sta
     sums[:] = 0.0
     for i in range(n):
         sums[0] += energy[i]
-        sums[3] += served_local[i]
-        sums[4] += energy_queue[i]
+        sums[2] += served_local[i]
+        sums[3] += energy_queue[i]
     for r in range(n_done):
         sums[1] += done_delay[r]
     return size, n_done
@@ -490,4 +481,4 @@ def jakes_correlation(speed_mps: float, carrier_hz: float, slot_s: float) -> flo
 
 
 __all__ = ["JobPool", "SlotOutcome", "slot_kernel", "decide_kernel", "queue_step_kernel", "channel_kernel",
-           "observation_kernel", "jakes_correlation", "DISCIPLINES", "LOCAL"]
+           "observation_kernel", "jakes_correlation", "DISCIPLINES"]

@@ -24,10 +24,8 @@ from mec_env.envs.common import (
     check_render_mode,
 )
 from mec_env.errors import ConfigError
-from mec_env.kernels import numba_enabled
-from mec_env.model import user_delays
 from mec_env.problem import SPEED_OF_LIGHT, Problem, make_query_source, path_gain, sample_problem, user_es_distance
-from mec_env.queueing import DISCIPLINES, JobPool, SlotOutcome, channel_kernel, decide_kernel, jakes_correlation, \
+from mec_env.queueing import DISCIPLINES, JobPool, SlotOutcome, channel_kernel, jakes_correlation, \
     observation_kernel
 from mec_env.slots import GAIN_DB_OFFSET, GAIN_DB_SCALE, GAIN_OBS_CLIP, QUERY_KBIT_MAX, SLOT_BLOCK, \
     nominal_local_delay
@@ -239,9 +237,6 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
             self._obs_layout[key] = (slice(offset, offset + size), shape)
             offset += size
         self._obs_size = offset
-        # the slot's new jobs, written by decide_kernel: user, server, work, upload time, alpha
-        self._new_jobs = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n), np.empty(n),
-                          np.empty(n))
         self.pool = JobPool(n, m, capacity=4 * n)
         self.energy_queue = np.zeros(n)
         self.has_query = np.zeros(n, dtype=bool)
@@ -254,7 +249,6 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
         self._block: Problem | None = None
         self._block_pos = self._draws_pos = 0
         self._draws: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._compiled = numba_enabled()
         self._picture = Picture(self.render_mode, cfg.area_side_m, m, ENV_ID, self.metadata["render_fps"])
 
     # --- gymnasium API ---------------------------------------------------------------------
@@ -283,25 +277,11 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
         o, cfg, pool = self.options, self.cfg, self.pool
         n, m = cfg.n_users, cfg.n_edge_servers
         a = as_assignment(action, n, m, f"{ENV_ID} action")
-        if self._compiled:
-            out, energy, counts, sums = pool.decide_and_step(problem, a, self.has_query, self.energy_queue,
-                                                             self.energy_per_slot, o.joule_per_flop, o.slot_seconds,
-                                                             o.discipline)
-            energy_sum, done_sum, served_local, queue_sum = float(sums[0]), float(sums[1]), float(sums[3]), \
-                float(sums[4])
-        else:
-            a = a * self.has_query  # idle users stay out of the slot's sharing
-            t_comm = user_delays(problem, a)[0]  # the slot's uploaders share the band and interfere (eqs. 2-5)
-            new = self._new_jobs
-            energy, counts = np.empty(n), np.zeros(4, dtype=np.int64)
-            k = decide_kernel(a, self.has_query, t_comm, problem.workload_llm, problem.workload_slm, problem.alpha,
-                              float(problem.tau), problem.llm_correct, problem.slm_correct,
-                              float(problem.tx_power_w), float(o.joule_per_flop), self.energy_queue,
-                              self.energy_per_slot, *new, energy, counts)
-            out = pool.step(new[0][:k], new[1][:k], new[2][:k], new[3][:k], new[4][:k], problem.es_capacity,
-                            problem.local_capacity, problem.c_max, o.slot_seconds, o.discipline)
-            energy_sum, done_sum = float(energy.sum()), float(out.done_delay.sum())
-            served_local, queue_sum = float(out.served_local.sum()), float(self.energy_queue.sum())
+        # one compiled call: the evaluator's uplink among the slot's uploaders, the new jobs, energy, service
+        out, energy, counts, sums = pool.decide_and_step(problem, a, self.has_query, self.energy_queue,
+                                                         self.energy_per_slot, o.joule_per_flop, o.slot_seconds,
+                                                         o.discipline)
+        energy_sum, done_sum, served_local, queue_sum = (float(x) for x in sums)
         arrivals, offloaded, correct, violations = counts.tolist()
         pen = (violations if o.penalty == "violations" else arrivals - correct) / n
         queue_term = queue_sum / (n * self.energy_per_slot)
