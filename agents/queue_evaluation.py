@@ -86,25 +86,16 @@ def play_episode(env: gym.Env, policy: Any, seed: int, burn_in: float = 0.2) -> 
 
 def evaluate_queue_policies(make_env: Callable[[], gym.Env], policies: Mapping[str, Any], seeds: Iterable[int],
                             burn_in: float = 0.2, progress: bool = False) -> list[QueueResult]:
-    """Every policy (a scripted ``policy(env)`` or a factory ``env -> agent with predict`` marked by
-    :func:`with_env`) on the same episodes; one :class:`QueueResult` each, in ``policies`` order."""
+    """Every policy (a scripted ``policy(env)`` or anything with SB3's ``predict``) on the same episodes;
+    one :class:`QueueResult` each, in ``policies`` order."""
     seeds = list(seeds)
     results = []
     for name, policy in policies.items():
         env = make_env()
-        agent = policy(env) if getattr(policy, "needs_env", False) else policy
-        episodes = []
-        for seed in _progress(seeds, f"{name:>16s}", progress):
-            episodes.append(play_episode(env, agent, seed, burn_in))
+        episodes = [play_episode(env, policy, seed, burn_in) for seed in _progress(seeds, f"{name:>16s}", progress)]
         env.close()
         results.append(QueueResult.of(name, episodes))
     return results
-
-
-def with_env(factory: Callable[[gym.Env], Any]) -> Callable[[gym.Env], Any]:
-    """Mark ``factory(env) -> agent`` (e.g. a trained model bound to the env) for :func:`evaluate_queue_policies`."""
-    factory.needs_env = True  # type: ignore[attr-defined]
-    return factory
 
 
 def _progress(items: list, desc: str, show: bool) -> Iterable:
@@ -115,4 +106,4 @@ def _progress(items: list, desc: str, show: bool) -> Iterable:
     return tqdm(items, desc=desc, leave=False)
 
 
-__all__ = ["QUEUE_METRICS", "QueueResult", "evaluate_queue_policies", "play_episode", "with_env"]
+__all__ = ["QUEUE_METRICS", "QueueResult", "evaluate_queue_policies", "play_episode"]

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from baselines.greedy import Backlog, edge_all, goa, min_delay
-from mec_env.model import GreedyState, join_delays
+from mec_env.model import GreedyState, edge_delay
 
 QueuePolicy = Callable[[object], np.ndarray]
 
@@ -100,10 +100,12 @@ class DriftPlusPenalty:
         state = GreedyState.empty(p)
         a = np.zeros(p.n_users, dtype=np.int64)
         must_offload = p.alpha > p.tau
+        es = np.arange(p.n_edge_servers)
         for i in np.flatnonzero(env.has_query):
             t_local = p.local_delay[i]
-            edge = join_delays(p, np.array([i]), state.es_users, state.interference)[0]  # (M,) uplink + service
-            t_comm = edge - p.workload_llm[i] / np.minimum(p.c_max, p.es_capacity / (state.es_users + 1))
+            # (M,) uplink and service if it joined each ES now, as join_delays sums them
+            t_comm, t_es = edge_delay(p, i, es, state.es_users + 1, state.interference)
+            edge = t_comm + t_es
             w_es = p.workload_llm[i] / p.es_capacity
             score_es = self.v * p.alpha[i] * edge / dt + (q_es / dt) * (w_es / dt) \
                 + z[i] * (p.tx_power_w * t_comm / e_bar)
