@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_FIND) "torch==2.13.0"
-	$(PY) -m pip install --quiet $(TORCH_FIND) -e ".[train,lm,ecosystem,multiagent,dev]"
+	$(PY) -m pip install --quiet $(TORCH_FIND) -e ".[train,lm,ecosystem,multiagent,ray,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

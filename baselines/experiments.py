@@ -170,6 +170,8 @@ def run_draws(
     progress: bool = True,
     desc: str = "draws",
     partial: str | Path | None = None,
+    backend: str = "process",
+    placement: list[dict] | None = None,
 ) -> list[dict]:
     """The rows of ``fn(*args)`` for every job ``(job_key, args)``, computed in worker processes, unsorted.
 
@@ -179,7 +181,12 @@ def run_draws(
     :param partial: a JSON-lines file that keeps every finished draw; a rerun with the same
         fingerprint skips those draws (an interrupted sweep resumes), a rerun with another
         starts the file afresh. The caller deletes it once its outputs are written.
+    :param backend: ``"process"``, a pool of ``workers`` processes here, or ``"ray"``, a Ray task per chunk
+        on the runtime :func:`ray_runtime` started (every node of a cluster); the rows are the same.
+    :param placement: with ``"ray"``, gets a ``{"node_id", "draws"}`` entry per chunk: where it ran.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     total = len(jobs)
     rows: list[dict] = []
     log = None
@@ -189,6 +196,11 @@ def run_draws(
         rows = [r for r in kept if key(r) in wanted]  # not draws of another sweep size
         jobs = [(k, a) for k, a in jobs if k not in done]
         log = _open_partial(Path(partial), fingerprint)
+    if backend == "ray":
+        import ray
+
+        ray_runtime(None, workers)
+        workers = int(ray.cluster_resources().get("CPU", 1))  # the chunks spread over the whole cluster
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     chunk = chunk or max(1, min(25, math.ceil(len(jobs) / (4 * workers))))
     chunks = [(fn, [a for _, a in jobs[k:k + chunk]]) for k in range(0, len(jobs), chunk)]
@@ -204,7 +216,12 @@ def run_draws(
         bar.update(len(c[1]))
 
     try:
-        if workers == 1:
+        if backend == "ray":
+            for c, (res, node) in _ray_map(chunks):
+                keep(c, res)
+                if placement is not None:
+                    placement.append({"node_id": node, "draws": len(c[1])})
+        elif workers == 1:
             for c in chunks:
                 keep(c, _run_chunk(c))
         else:
@@ -216,6 +233,47 @@ def run_draws(
         if log is not None:
             log.close()
     return rows
+
+
+BACKENDS = ("process", "ray")
+
+
+def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at ``address`` ("auto", HOST:PORT of ``ray start --head``), or start a local
+    runtime of ``num_cpus`` (default all cores); nothing if Ray is already initialised in this process."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def _run_chunk_where(args: tuple) -> tuple[list[list[dict]], str]:
+    import ray
+
+    return _run_chunk(args), ray.get_runtime_context().get_node_id()
+
+
+def _ray_map(chunks: list[tuple]) -> Iterator[tuple[tuple, tuple[list[list[dict]], str]]]:
+    """``(chunk, (rows, node id))`` as the Ray tasks finish (the caller sorts the rows); a failed task raises
+    its error here, and the ones still pending are cancelled."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=1)(_run_chunk_where)
+    pending = {task.remote(c): c for c in chunks}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
 
 
 def _draw_key(row: dict) -> tuple:
@@ -232,6 +290,8 @@ def monte_carlo(
     progress: bool = True,
     desc: str = "draws",
     partial: str | Path | None = None,
+    backend: str = "process",
+    placement: list[dict] | None = None,
 ) -> list[dict]:
     """Per-draw results for every point x draw x strategy, sorted by (N, tau, strategy, seed).
 
@@ -242,7 +302,7 @@ def monte_carlo(
     strategies = tuple(strategies)
     jobs = [((p.n_users, p.tau, seed0 + i), (cfg, p, seed0 + i, strategies)) for p in points for i in range(runs)]
     rows = run_draws(run_draw, jobs, _draw_key, _fingerprint(cfg, strategies, seed0), workers=workers,
-                     progress=progress, desc=desc, partial=partial)
+                     progress=progress, desc=desc, partial=partial, backend=backend, placement=placement)
     order = {s: k for k, s in enumerate(strategies)}
     rows.sort(key=lambda r: (r["n_users"], r["tau"], order[r["strategy"]], r["seed"]))
     return rows

@@ -144,11 +144,7 @@ class MECOffloadParallelEnv(ParallelEnv):
     # --- helpers -------------------------------------------------------------------------------
 
     def _observations(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        es = [np.asarray(obs[k], dtype=np.float32).ravel() for k in self._es_keys]
-        user = np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(self._n, -1) for k in self._user_keys],
-                              axis=1)
-        flat = np.concatenate([user, np.broadcast_to(np.concatenate(es), (self._n, sum(e.size for e in es)))],
-                              axis=1)
+        flat = agent_observations(self.inner, obs)
         return {a: flat[i] for i, a in enumerate(self.agents)}
 
     def _shares(self, problem, joint: np.ndarray, has_query: np.ndarray) -> np.ndarray:
@@ -173,6 +169,19 @@ class MECOffloadParallelEnv(ParallelEnv):
         return -(self._n * own / inner.delay_scale + o.penalty_weight * pen + energy)
 
 
+def agent_observations(env: gym.Env, observation: Any) -> np.ndarray:
+    """``(N, d)`` float32: every user's agent observation (row i is ``user_i``'s) from the single-agent
+    env's observation, dict or flat; how a policy trained on the ``ParallelEnv`` acts in ``env`` itself
+    (one batch for all users, e.g. under the project's evaluator)."""
+    inner = env.unwrapped
+    space = inner.dict_observation_space
+    obs = observation if isinstance(observation, dict) else spaces.unflatten(space, np.asarray(observation))
+    n = inner.cfg.n_users
+    user = [np.asarray(obs[k], dtype=np.float32).reshape(n, -1) for k in space.keys() if not k.startswith("es_")]
+    es = np.concatenate([np.asarray(obs[k], dtype=np.float32).ravel() for k in space.keys() if k.startswith("es_")])
+    return np.concatenate(user + [np.broadcast_to(es, (n, es.size))], axis=1)
+
+
 def parallel_env(env_id: str = "MECOffload-v0", **kwargs: Any) -> MECOffloadParallelEnv:
     """The PettingZoo ``ParallelEnv`` of ``env_id`` (``MECOffload-v0`` or ``MECOffloadQueue-v0``)."""
     return MECOffloadParallelEnv(env_id, **kwargs)
@@ -183,4 +192,4 @@ def env(env_id: str = "MECOffload-v0", **kwargs: Any):
     return parallel_to_aec(parallel_env(env_id, **kwargs))
 
 
-__all__ = ["MECOffloadParallelEnv", "parallel_env", "env", "ENV_IDS"]
+__all__ = ["MECOffloadParallelEnv", "agent_observations", "parallel_env", "env", "ENV_IDS"]

@@ -15,10 +15,12 @@ the same command to resume. Bad arguments exit with status 2 before any draw is 
 from __future__ import annotations
 
 import argparse
+import collections
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from mec_env.errors import ConfigError  # noqa: E402
 from mec_env.config import ScenarioConfig, load_scenario, parse_key_values  # noqa: E402
 from baselines.exact import MAX_EXACT_ASSIGNMENTS  # noqa: E402
-from baselines.experiments import PAPER_N120, Point, gap_configs, monte_carlo, optimality_gaps, summarize  # noqa: E402
+from baselines.experiments import BACKENDS, PAPER_N120, Point, gap_configs, monte_carlo, optimality_gaps, summarize  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
 
@@ -91,15 +93,28 @@ def plot_accuracy_and_delay(summary: list[dict], group: str, out: Path, figure: 
               f"Fig. {figure}b: delay vs N{by} ({tag})", paper and {k: v[0] for k, v in paper.items()})
 
 
+@dataclass
+class Runner:
+    """Where the draws run: ``workers`` processes here, or Ray tasks on every node of a cluster
+    (``backend="ray"``); ``placement`` collects the node of every chunk of draws."""
+
+    workers: int | None = None
+    backend: str = "process"
+    placement: list[dict] = field(default_factory=list)
+
+    def kwargs(self) -> dict:
+        return {"workers": self.workers, "backend": self.backend, "placement": self.placement}
+
+
 def partial(out: Path, name: str) -> Path:
     """Where a sweep keeps its finished draws until its CSV is written (rerun to resume)."""
     return out / f".{name}.partial.jsonl"
 
 
-def fig3(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_values: Sequence[int],
+def fig3(cfg: ScenarioConfig, runs: int, out: Path, runner: Runner, n_values: Sequence[int],
          strategies: Sequence[str]) -> list[dict]:
     points = [Point(n, cfg.tau) for n in n_values]
-    rows = monte_carlo(cfg, points, strategies, runs=runs, workers=workers, desc="fig3", partial=partial(out, "fig3"))
+    rows = monte_carlo(cfg, points, strategies, runs=runs, **runner.kwargs(), desc="fig3", partial=partial(out, "fig3"))
     summary = summarize(rows)
     write_csv(out / "fig3.csv", summary)
     partial(out, "fig3").unlink(missing_ok=True)
@@ -108,10 +123,10 @@ def fig3(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_value
     return summary
 
 
-def fig4(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_values: Sequence[int],
+def fig4(cfg: ScenarioConfig, runs: int, out: Path, runner: Runner, n_values: Sequence[int],
          taus: Sequence[float]) -> list[dict]:
     points = [Point(n, t) for t in taus for n in n_values]
-    rows = monte_carlo(cfg, points, ["GOA"], runs=runs, workers=workers, desc="fig4", partial=partial(out, "fig4"))
+    rows = monte_carlo(cfg, points, ["GOA"], runs=runs, **runner.kwargs(), desc="fig4", partial=partial(out, "fig4"))
     summary = summarize(rows)
     write_csv(out / "fig4.csv", summary)
     partial(out, "fig4").unlink(missing_ok=True)
@@ -169,12 +184,12 @@ def fig2(cfg: ScenarioConfig, out: Path, bins: int = 10) -> list[dict]:
     return rows
 
 
-def fig5(cfg: ScenarioConfig, runs: int, out: Path, workers: int | None, n_values: Sequence[int]) -> list[dict]:
+def fig5(cfg: ScenarioConfig, runs: int, out: Path, runner: Runner, n_values: Sequence[int]) -> list[dict]:
     """GOA under the margin, entropy and perplexity uncertainty metrics."""
     summary = []
     for metric in ("margin", "entropy", "perplexity"):
         c = cfg.replace(**{"queries.metric": metric})
-        rows = monte_carlo(c, [Point(n, cfg.tau) for n in n_values], ["GOA"], runs=runs, workers=workers,
+        rows = monte_carlo(c, [Point(n, cfg.tau) for n in n_values], ["GOA"], runs=runs, **runner.kwargs(),
                            desc=f"fig5 {metric}", partial=partial(out, f"fig5-{metric}"))
         summary.extend({"metric": metric, **r} for r in summarize(rows))
     write_csv(out / "fig5.csv", summary)
@@ -254,6 +269,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     ap.add_argument("--workers", type=int, default=None,
                     help="worker processes (default: all cores; gap: 1, so its run times are measured alone)")
+    ap.add_argument("--backend", choices=BACKENDS, default="process",
+                    help="process: a pool of --workers processes here; ray: Ray tasks on a local runtime or, with "
+                         "--address, on every node of a running cluster (fig3, fig4, fig5; the same rows)")
+    ap.add_argument("--address", default=None,
+                    help="with --backend ray: the cluster to join ('auto' or HOST:PORT of `ray start --head`)")
     ap.add_argument("--n", type=int, nargs="+", default=None, help="values of N (default: 60..120 step 10; gap: 6..10)")
     ap.add_argument("--taus", type=float, nargs="+", default=list(FIG4_TAUS), help="fig4 thresholds")
     ap.add_argument("--strategies", nargs="+", default=list(PAPER_STRATEGIES), help="fig3 strategies")
@@ -263,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         ap.error(f"--runs must be >= 2 for a confidence interval, got {args.runs}")
     if args.workers is not None and args.workers < 1:
         ap.error(f"--workers must be >= 1, got {args.workers}")
+    if args.backend == "ray" and args.figure not in ("fig3", "fig4", "fig5"):
+        ap.error(f"--backend ray runs the Monte Carlo sweeps fig3, fig4 and fig5, not {args.figure}")
+    if args.address and args.backend != "ray":
+        ap.error("--address joins a Ray cluster: use it with --backend ray")
     from baselines import STRATEGIES
 
     unknown = [s for s in args.strategies if s not in STRATEGIES]
@@ -286,21 +310,26 @@ def run(args: argparse.Namespace) -> None:
     n_values = args.n or (list(range(6, 11)) if args.figure == "gap" else FIG3_N)
     check_points(cfg, args.figure, n_values, args.taus)
     t0 = time.perf_counter()
+    runner = Runner(args.workers, args.backend)
+    if args.backend == "ray":
+        from baselines.experiments import ray_runtime
+
+        ray_runtime(args.address, args.workers)
     if args.figure == "fig3":
-        summary = fig3(cfg, args.runs, args.out, args.workers, n_values, args.strategies)
+        summary = fig3(cfg, args.runs, args.out, runner, n_values, args.strategies)
         print_table(summary, max(r["n_users"] for r in summary))
     elif args.figure == "fig2":
         for r in fig2(cfg, args.out):
             print(f"  alpha in [{r['bin_low']:.1f}, {r['bin_high']:.1f}): {r['count']:4d} questions, "
                   f"SLM {r['slm_accuracy_pct']:5.1f} %, LLM {r['llm_accuracy_pct']:5.1f} %")
     elif args.figure == "fig5":
-        summary = fig5(cfg, args.runs, args.out, args.workers, n_values)
+        summary = fig5(cfg, args.runs, args.out, runner, n_values)
         for r in summary:
             if r["n_users"] == max(x["n_users"] for x in summary):
                 print(f"  {r['metric']:10s} N={r['n_users']} delay {r['delay_ms_mean']:.2f} ms, "
                       f"accuracy {r['accuracy_pct_mean']:.2f} %, offloaded {r['offloaded_mean']:.1f}")
     elif args.figure == "fig4":
-        summary = fig4(cfg, args.runs, args.out, args.workers, n_values, args.taus)
+        summary = fig4(cfg, args.runs, args.out, runner, n_values, args.taus)
         print_table(summary, max(r["n_users"] for r in summary))
     else:
         for r in gap(cfg, args.runs, args.out, n_values, args.workers or 1):
@@ -308,6 +337,13 @@ def run(args: argparse.Namespace) -> None:
                   f"max {r['goa_gap_pct_max']:6.2f} % optimal {100 * r['goa_optimal_fraction']:5.1f} % | "
                   f"GOA+LS gap mean {r['goa_ls_gap_pct_mean']:5.2f} % | GOA+ILS {r['goa_ils_gap_pct_mean']:5.2f} % | "
                   f"exact {r['exact_runtime_s_mean']:.2f} s")
+    if runner.placement:  # where Ray ran the draws: one row per node
+        draws = collections.Counter()
+        for p in runner.placement:
+            draws[p["node_id"]] += p["draws"]
+        nodes = [{"node_id": k, "draws": v} for k, v in sorted(draws.items())]
+        write_csv(args.out / f"{args.figure}_ray_nodes.csv", nodes)
+        print("draws per Ray node: " + ", ".join(f"{r['node_id'][:12]}.. {r['draws']}" for r in nodes))
     print(f"\nwrote {args.figure} results to {args.out}/ in {time.perf_counter() - t0:.1f} s")
 
 

@@ -1,0 +1,122 @@
+"""Ray (the ``ray`` extra): the Monte Carlo backend gives the process pool's rows, RLlib PPO with one
+shared policy trains on the PettingZoo env, checkpoints, resumes and is scored by the project's
+evaluator, and ``import mec_env`` / the baselines leave Ray out."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import ray  # the ray extra: make test installs it
+
+from agents.rllib import RLlibAgent, load_module, load_rllib_config, train
+from baselines.experiments import Point, monte_carlo
+from mec_env.config import load_scenario
+from mec_env.errors import ConfigError
+
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray runtime, on one worker
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_backend_gives_the_process_pools_rows_and_says_where_they_ran(ray_runtime):
+    cfg = load_scenario("paper")
+    points = [Point(30, 0.6), Point(60, 0.8)]
+    strategies = ("GOA", "Min delay", "Random")
+    local = monte_carlo(cfg, points, strategies, runs=6, workers=2, progress=False)
+    placement: list[dict] = []
+    remote = monte_carlo(cfg, points, strategies, runs=6, backend="ray", placement=placement, progress=False)
+    # every column but the measured solve time, which differs between any two runs
+    drop = [{k: v for k, v in r.items() if k != "runtime_ms"} for r in local]
+    assert [{k: v for k, v in r.items() if k != "runtime_ms"} for r in remote] == drop
+    assert len(remote) == 2 * 6 * 3
+    assert sum(p["draws"] for p in placement) == 12
+    assert {p["node_id"] for p in placement} == {ray.get_runtime_context().get_node_id()}
+    with pytest.raises(ValueError, match="backend"):
+        monte_carlo(cfg, points, strategies, runs=2, backend="dask", progress=False)
+
+
+def _script(name: str):
+    path = Path(__file__).resolve().parents[1] / "train" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rllib_ppo_trains_resumes_and_is_scored_by_the_evaluator(ray_runtime, tmp_path):
+    over = ["iterations=2", "train_batch_size=60", "minibatch_size=32", "num_epochs=1", "num_env_runners=1",
+            "hidden=[16]", "env_kwargs.scenario=small", "env_kwargs.episode_length=20", f"run_dir={tmp_path}",
+            "progress_bar=false", "final_eval_seeds=2", "eval_envs=[{}, {n_users: 7}]"]
+    rows = _script("rllib_ppo").main(["--set", *over, "--agents", "GOA", "Local all"])
+    by = {r["agent"]: r for r in rows}
+    assert set(by) == {"GOA", "Local all", "RLlib PPO"} and len(rows) == 6  # at the training N and at N = 7
+    assert sorted({r["n_users"] for r in rows}) == sorted({7, gym.make("MECOffload-v0", scenario="small")
+                                                           .unwrapped.cfg.n_users})
+    assert all(math.isfinite(r["penalised_objective"]) for r in rows)
+    assert by["GOA"]["j_vs_goa_pct"] == 0.0 and by["RLlib PPO"]["slots"] == 2 * 20
+    with open(tmp_path / "comparison.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 6
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["iterations"] == 2 and summary["env_steps"] >= 120
+    assert summary["env_runner_nodes"] == [ray.get_runtime_context().get_node_id()]
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+    # resume: the checkpoint's iteration and history carry on
+    messages: list[str] = []
+    algo, state = train(load_rllib_config("rllib_ppo", over[1:] + ["iterations=3"]), log=messages.append)
+    assert state["iteration"] == 3 and len(state["history"]) == 3 and "resumed" in messages[0]
+    assert all(math.isfinite(h["train/policy_loss"]) for h in state["history"])
+    trained = algo.get_module("shared")
+    algo.stop()
+
+    # the module saved in the checkpoint acts as the trained one does, for every user of the single-agent env
+    env = gym.make("MECOffload-v0", scenario="small", episode_length=20, flat_obs=True)
+    obs, _ = env.reset(seed=5)
+    a = RLlibAgent(load_module(tmp_path / "checkpoint"), env).predict(obs)[0]
+    assert a.shape == (env.unwrapped.cfg.n_users,) and env.action_space.contains(a)
+    np.testing.assert_array_equal(a, RLlibAgent(trained, env).predict(obs)[0])
+
+
+def test_rllib_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="minibatch_size"):
+        load_rllib_config("rllib_ppo", ["train_batch_size=100", "minibatch_size=200"])
+    with pytest.raises(ConfigError, match="hidden"):
+        load_rllib_config("rllib_ppo", ["hidden=[0]"])
+    with pytest.raises(ConfigError, match=r"eval_envs\[1\].*M = 4"):
+        load_rllib_config("rllib_ppo", ["eval_envs=[{}, {n_edge_servers: 2}]"])
+    with pytest.raises(ConfigError, match="env_id"):
+        load_rllib_config("rllib_ppo", ["env_id=CartPole-v1"])
+
+
+def test_the_per_user_observations_are_the_parallel_envs():
+    from mec_env.multiagent import agent_observations, parallel_env
+
+    par = parallel_env("MECOffload-v0", scenario="small")
+    obs, _ = par.reset(seed=2)
+    for flat in (False, True):
+        env = gym.make("MECOffload-v0", scenario="small", flat_obs=flat)
+        single, _ = env.reset(seed=2)
+        rows = agent_observations(env, single)
+        np.testing.assert_array_equal(rows, np.stack([obs[a] for a in par.agents]))
+
+
+def test_import_of_the_package_and_baselines_leaves_ray_out():
+    code = ("import sys, mec_env, baselines.experiments, agents.evaluation, gymnasium as gym; "
+            "gym.make('MECOffload-v0').reset(seed=0); print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

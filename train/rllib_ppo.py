@@ -1,0 +1,118 @@
+"""RLlib PPO with parameter sharing on the PettingZoo env (every user an agent), then the project's evaluator.
+
+    python train/rllib_ppo.py                                   # configs/train/rllib_ppo.yaml, local Ray (2 CPUs)
+    python train/rllib_ppo.py --set iterations=60 team_reward=true run_dir=runs/rllib_team
+    python train/rllib_ppo.py --address auto                    # join a running cluster (ray start --head ...)
+    python train/rllib_ppo.py --evaluate runs/rllib_ppo/checkpoint --agents GOA ppo=runs/ppo/final_model.zip
+
+One module (``"shared"``) decides for every user from its own observation (its channel gains, its
+query's uncertainty, its device, the broadcast ES entries); RLlib's env runners sample on the Ray
+cluster (``num_env_runners`` actors, placed on any node), the learner runs in this process.
+
+Writes into ``run_dir``: ``checkpoint/`` (the algorithm, every ``checkpoint_every`` iterations and
+at the end; rerunning the same command resumes there), ``tb/`` (TensorBoard: ``rollout/*``,
+``train/*``, ``time/*`` per iteration), ``comparison.csv`` (the module, the scripted baselines and
+any SB3 models given with ``--agents``, on ``final_eval_seeds`` held-out episodes of every env of
+``eval_envs``: the evaluator's metrics with 95 % CIs) and ``summary.json`` (wall time, steps, the
+nodes the runners ran on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
+import mec_env  # noqa: E402,F401
+from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
+from agents.rllib import (POLICY, RLlibAgent, RLlibPPOConfig, load_module, load_rllib_config,  # noqa: E402
+                          start_ray, train)
+from agents.scripted import ScriptedAgent  # noqa: E402
+from agents.training import print_results  # noqa: E402
+from baselines import STRATEGIES  # noqa: E402
+from mec_env.errors import MECOffloadError  # noqa: E402
+from mec_env.io import atomic_write_csv, atomic_write_text  # noqa: E402
+from train.evaluate import model_factory  # noqa: E402
+
+DEFAULT_AGENTS = ("GOA", "Min delay", "Local all")
+
+
+def compare(cfg: RLlibPPOConfig, module: object, agent_specs: list[str], name: str = "RLlib PPO") -> list[dict]:
+    """The module, the scripted baselines and SB3 models on the same held-out episodes of every eval env."""
+    rows = []
+    for extra in cfg.eval_envs:
+        kwargs = {**cfg.env_kwargs, **extra}
+        agents = {}
+        for spec in agent_specs:
+            label, sep, path = spec.partition("=")
+            if sep:
+                agents[label] = model_factory(label, path)
+            elif spec in STRATEGIES:
+                agents[spec] = lambda env, s=spec: ScriptedAgent(env, s)
+            else:
+                raise SystemExit(f"rllib_ppo.py: error: --agents {spec!r} is neither a strategy "
+                                 f"({', '.join(STRATEGIES)}) nor NAME=PATH of a saved SB3 model")
+        agents[name] = lambda env: RLlibAgent(module, env, name)
+        results = evaluate_agents(lambda: gym.make(cfg.env_id, **kwargs), agents,
+                                  held_out_seeds(cfg.final_eval_seeds))
+        env = gym.make(cfg.env_id, **kwargs)
+        n = env.unwrapped.cfg.n_users
+        env.close()
+        print_results(results, f"{cfg.env_id} {kwargs}, {cfg.final_eval_seeds} held-out episodes")
+        rows += [{"env": json.dumps(extra, sort_keys=True), "n_users": n, **r.row()} for r in results]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="rllib_ppo", help="YAML under configs/train or a path")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    ap.add_argument("--address", default=None,
+                    help="a running Ray cluster to join ('auto', or HOST:PORT of `ray start --head`); "
+                         "default: a local runtime of num_cpus CPUs")
+    ap.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
+                    help="skip training: score the module of this checkpoint (run_dir/checkpoint)")
+    ap.add_argument("--agents", nargs="*", default=list(DEFAULT_AGENTS),
+                    help="what the module is compared with: strategies and NAME=PATH of saved SB3 models")
+    args = ap.parse_args(argv)
+    cfg = load_rllib_config(args.config, args.set)
+    run_dir = Path(cfg.run_dir)
+    summary: dict = {"config": args.config, "overrides": args.set}
+    t0 = time.perf_counter()
+    if args.evaluate:
+        module = load_module(args.evaluate)
+    else:
+        start_ray(args.address, cfg.num_cpus)
+        import ray
+
+        algo, state = train(cfg)
+        module = algo.get_module(POLICY)
+        summary.update(iterations=state["iteration"], env_steps=state["env_steps"],
+                       agent_steps=state["env_steps"] * gym.make(cfg.env_id, **cfg.env_kwargs).unwrapped.cfg.n_users,
+                       train_minutes=state["train_seconds"] / 60, env_runner_nodes=state["env_runner_nodes"],
+                       driver_node=ray.get_runtime_context().get_node_id(),
+                       cluster_nodes=[n["NodeID"] for n in ray.nodes() if n.get("Alive")])
+        algo.stop()
+        print(f"trained {state['iteration']} iterations ({state['env_steps']:,} slots) in "
+              f"{state['train_seconds'] / 60:.1f} min; env runners on nodes {state['env_runner_nodes']}")
+    rows = compare(cfg, module, args.agents)
+    summary["evaluation_minutes"] = (time.perf_counter() - t0) / 60 - summary.get("train_minutes", 0.0)
+    out = run_dir if not args.evaluate else Path(args.evaluate).resolve().parent
+    atomic_write_csv(out / "comparison.csv", rows, float_format=".6g")
+    atomic_write_text(out / ("summary.json" if not args.evaluate else "evaluation.json"),
+                      json.dumps(summary, indent=1, default=str))
+    print(f"wrote {out / 'comparison.csv'}; TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except MECOffloadError as err:  # bad settings: one line naming the field, not a traceback
+        sys.exit(f"rllib_ppo.py: error: {err}")
