@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 import mec_env  # noqa: F401  (registers the environments)
-from mec_env.config import INF, build_config, config_field, parse_key_values, read_config_file
+from mec_env.config import INF, build_config, config_data, config_field
 from mec_env.errors import ConfigError
 from mec_env.io import atomic_write_text
 from mec_env.multiagent import ENV_IDS, agent_observations, parallel_env
@@ -89,16 +89,7 @@ def load_rllib_config(path: str | Path | None = None, overrides: list[str] | tup
     """The config from YAML (a path, or a name under the shipped configs/train) plus ``key=value`` overrides;
     bad values raise :class:`~mec_env.errors.ConfigError` naming the key and what is allowed, and the env
     arguments are checked by building the env."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        data, where = read_config_file(path, "train")
-        if not isinstance(data, Mapping):
-            raise ConfigError(where, type(data).__name__, "a YAML mapping")
-    for key, value in parse_key_values(overrides).items():
-        if key.startswith("env_kwargs."):
-            data["env_kwargs"] = {**data.get("env_kwargs", RLlibPPOConfig().env_kwargs), key.split(".", 1)[1]: value}
-        else:
-            data[key] = value
+    data = config_data(RLlibPPOConfig, path, overrides)
     cfg = build_config(RLlibPPOConfig, data)
     if cfg.minibatch_size > cfg.train_batch_size:  # RLlib's own check, made before anything starts
         raise ConfigError("minibatch_size", cfg.minibatch_size, f"1 .. train_batch_size = {cfg.train_batch_size}")
@@ -159,20 +150,6 @@ def algorithm_config(cfg: RLlibPPOConfig) -> Any:
     )
 
 
-def start_ray(address: str | None, num_cpus: int) -> None:
-    """Join the cluster at ``address`` ("auto", host:port), or start a local runtime of ``num_cpus``."""
-    import logging
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-
-
 # --- acting in the single-agent env --------------------------------------------------------------
 
 class RLlibAgent:
@@ -221,6 +198,7 @@ def settings_fingerprint(cfg: RLlibPPOConfig) -> str:
     keep = {k: v for k, v in dataclasses.asdict(cfg).items()
             if k not in ("iterations", "checkpoint_every", "eval_envs", "final_eval_seeds", "run_dir", "wandb",
                          "wandb_project", "progress_bar", "resume", "num_env_runners", "num_cpus")}
+    keep["env_kwargs"] = {k: v for k, v in cfg.env_kwargs.items() if k != "flat_obs"}  # the agents' view is the same
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -346,4 +324,4 @@ def _start_wandb(cfg: RLlibPPOConfig, run_dir: Path) -> bool:
 
 
 __all__ = ["RLlibPPOConfig", "RLlibAgent", "algorithm_config", "load_module", "load_rllib_config", "make_rllib_env",
-           "start_ray", "train"]
+           "train"]

@@ -24,7 +24,7 @@ import mec_env  # noqa: F401  (registers the environments)
 from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, save_model, unlock_run
 from agents.evaluation import evaluate_agents
 from agents.scripted import ModelAgent, ScriptedAgent
-from mec_env.config import INF, build_config, config_field, parse_key_values, read_config_file
+from mec_env.config import INF, build_config, config_data, config_field
 from mec_env.errors import ConfigError
 from mec_env.registration import ENV_IDS
 
@@ -151,19 +151,7 @@ def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[s
     :class:`~mec_env.errors.ConfigError` naming the key, the value and what is allowed; the
     environment arguments (``env_kwargs``) are checked by building one environment.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        data, where = read_config_file(path, "train")
-        if not isinstance(data, Mapping):
-            raise ConfigError(where, type(data).__name__, "a YAML mapping")
-    for key, value in parse_key_values(overrides).items():
-        if key.startswith("env_kwargs."):
-            base = data.get("env_kwargs", cls().env_kwargs)
-            if not isinstance(base, Mapping):
-                raise ConfigError("env_kwargs", base, "a mapping of environment arguments")
-            data["env_kwargs"] = {**base, key.split(".", 1)[1]: value}
-        else:
-            data[key] = value
+    data = config_data(cls, path, overrides)
     cfg = build_config(cls, data)
     # the environment checks its own arguments (ConfigError naming the argument)
     if getattr(cfg, "batched_env", False):

@@ -240,7 +240,8 @@ BACKENDS = ("process", "ray")
 
 def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the Ray cluster at ``address`` ("auto", HOST:PORT of ``ray start --head``), or start a local
-    runtime of ``num_cpus`` (default all cores); nothing if Ray is already initialised in this process."""
+    runtime of ``num_cpus`` (default all cores) of this process's own, even where a cluster runs on this
+    machine (which ``ray.init()`` would join); nothing if Ray is already initialised in this process."""
     import logging
 
     import ray
@@ -250,7 +251,8 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> None
     if address:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)
 
 
 def _run_chunk_where(args: tuple) -> tuple[list[list[dict]], str]:

@@ -50,6 +50,25 @@ def read_config_file(name_or_path: str | Path, kind: str) -> tuple[Any, str]:
         return read_yaml(packaged), f"{name_or_path} (mec_env/configs/{kind})"
 
 
+def config_data(cls: type, path: str | Path | None, overrides: Iterable[str], kind: str = "train") -> dict[str, Any]:
+    """The mapping a ``cls`` config is built from: a YAML document (:func:`read_config_file`) with
+    ``key=value`` overrides on top; ``env_kwargs.NAME=VALUE`` changes one environment argument."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data, where = read_config_file(path, kind)
+        if not isinstance(data, Mapping):
+            raise ConfigError(where, type(data).__name__, "a YAML mapping")
+    for key, value in parse_key_values(overrides).items():
+        if key.startswith("env_kwargs."):
+            base = data.get("env_kwargs", cls().env_kwargs)
+            if not isinstance(base, Mapping):
+                raise ConfigError("env_kwargs", base, "a mapping of environment arguments")
+            data["env_kwargs"] = {**base, key.split(".", 1)[1]: value}
+        else:
+            data[key] = value
+    return data
+
+
 def config_field(default: Any = dataclasses.MISSING, help: str = "", range: tuple[float, float] | None = None,
                  choices: tuple | None = None, open_low: bool = False, check: Callable[[Any], str | None] | None = None,
                  default_factory: Callable[[], Any] | None = None, nested: type | None = None):

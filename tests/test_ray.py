@@ -28,7 +28,7 @@ pytestmark = pytest.mark.xdist_group("ray")  # one local Ray runtime, on one wor
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # not a cluster of this machine
     yield
     ray.shutdown()
 

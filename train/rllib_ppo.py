@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import mec_env  # noqa: E402,F401
 from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
-from agents.rllib import (POLICY, RLlibAgent, RLlibPPOConfig, load_module, load_rllib_config,  # noqa: E402
-                          start_ray, train)
+from agents.rllib import POLICY, RLlibAgent, RLlibPPOConfig, load_module, load_rllib_config, train  # noqa: E402
 from agents.scripted import ScriptedAgent  # noqa: E402
 from agents.training import print_results  # noqa: E402
 from baselines import STRATEGIES  # noqa: E402
+from baselines.experiments import ray_runtime  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv, atomic_write_text  # noqa: E402
 from train.evaluate import model_factory  # noqa: E402
@@ -84,11 +84,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cfg = load_rllib_config(args.config, args.set)
     run_dir = Path(cfg.run_dir)
     summary: dict = {"config": args.config, "overrides": args.set}
-    t0 = time.perf_counter()
     if args.evaluate:
         module = load_module(args.evaluate)
     else:
-        start_ray(args.address, cfg.num_cpus)
+        ray_runtime(args.address, cfg.num_cpus)
         import ray
 
         algo, state = train(cfg)
@@ -101,8 +100,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         algo.stop()
         print(f"trained {state['iteration']} iterations ({state['env_steps']:,} slots) in "
               f"{state['train_seconds'] / 60:.1f} min; env runners on nodes {state['env_runner_nodes']}")
+    t0 = time.perf_counter()
     rows = compare(cfg, module, args.agents)
-    summary["evaluation_minutes"] = (time.perf_counter() - t0) / 60 - summary.get("train_minutes", 0.0)
+    summary["evaluation_minutes"] = (time.perf_counter() - t0) / 60
     out = run_dir if not args.evaluate else Path(args.evaluate).resolve().parent
     atomic_write_csv(out / "comparison.csv", rows, float_format=".6g")
     atomic_write_text(out / ("summary.json" if not args.evaluate else "evaluation.json"),
