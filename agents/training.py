@@ -174,6 +174,24 @@ def make_env(cfg: CommonConfig, **changes: Any) -> gym.Env:
     return gym.make(cfg.env_id, **{**cfg.env_kwargs, **changes})
 
 
+def ppo_model(cfg: PPOConfig, env: Any, tensorboard_log: str | None = None,
+              equivariant: Mapping[str, Any] | None = None) -> Any:
+    """A fresh SB3 PPO of ``cfg``: the permutation-equivariant per-user policy of width ``hidden`` (or of the
+    ``equivariant`` keyword arguments, e.g. a warm start's ``hidden`` and ``rounds``), or SB3's MLP."""
+    from stable_baselines3 import PPO
+
+    from agents.policies import EquivariantPolicy
+
+    if equivariant is not None or cfg.policy == "equivariant":
+        policy, policy_kwargs = EquivariantPolicy, dict(equivariant or {"hidden": cfg.hidden})
+    else:
+        policy, policy_kwargs = "MultiInputPolicy" if not cfg.env_kwargs.get("flat_obs") else "MlpPolicy", {}
+    return PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+               n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+               ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm, policy_kwargs=policy_kwargs,
+               tensorboard_log=tensorboard_log, seed=cfg.seed, device="cpu", verbose=0)
+
+
 def baseline_agents(names: Iterable[str] = ("GOA", "Min delay", "Local all")) -> dict[str, Any]:
     return {name: (lambda env, name=name: ScriptedAgent(env, name)) for name in names}
 

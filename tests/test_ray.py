@@ -120,3 +120,40 @@ def test_import_of_the_package_and_baselines_leaves_ray_out():
             "gym.make('MECOffload-v0').reset(seed=0); print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tune_sweep_stops_laggards_and_scores_the_best_trial(ray_runtime, tmp_path):
+    over = ["num_samples=3", "timesteps=512", "report_every=256", "eval_seeds=1", "final_eval_seeds=2",
+            "grace_period=1", "base_set=[env_kwargs.scenario=small, n_envs=1, n_steps=64, batch_size=64, n_epochs=1]"]
+    rows = _script("tune").main(["--set", *over, "--out", str(tmp_path), "--quiet"])
+    with open(tmp_path / "trials.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == len(rows) == 3
+    assert len({(r["learning_rate"], r["ent_coef"], r["hidden"], r["seed"]) for r in table}) == 3  # distinct
+    assert [float(r["best_j_vs_goa_pct"]) for r in table] == sorted(float(r["best_j_vs_goa_pct"]) for r in table)
+    node = ray.get_runtime_context().get_node_id()
+    assert all(r["node_id"] == node and math.isfinite(float(r["best_j_vs_goa_pct"])) for r in table)
+    assert all(1 <= int(r["reports"]) <= 2 and (int(r["reports"]) < 2) == (r["stopped_early"] == "True")
+               for r in table)
+    assert (tmp_path / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    first = table[0]
+    assert summary["best_config"] == {"learning_rate": float(first["learning_rate"]),
+                                      "ent_coef": float(first["ent_coef"]), "hidden": int(first["hidden"]),
+                                      "seed": int(first["seed"])}
+    with open(tmp_path / "best.csv") as fh:
+        assert {r["agent"] for r in csv.DictReader(fh)} >= {"GOA", "Local all", "PPO (best trial)"}
+    assert (tmp_path / "best_model.zip").read_bytes()[:2] == b"PK"  # the SB3 zip
+
+
+def test_tune_config_errors_name_the_field():
+    from agents.tuning import load_tune_config
+
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_tune_config("tune", ["learning_rate=[-0.1]"])
+    with pytest.raises(ConfigError, match="num_samples"):
+        load_tune_config("tune", ["num_samples=0"])
+    with pytest.raises(ConfigError, match="report_every"):
+        load_tune_config("tune", ["timesteps=100", "report_every=200"])
+    with pytest.raises(ConfigError, match="n_envs"):  # the base PPO config is checked too
+        load_tune_config("tune", ["base_set=[n_envs=0]"])

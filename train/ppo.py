@@ -32,7 +32,7 @@ from mec_env.errors import ConfigError  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from agents.policies import EquivariantPolicy  # noqa: E402
 from agents.vector import SB3VecEnv  # noqa: E402
-from agents.training import PPOConfig, load_config, train_and_finish  # noqa: E402
+from agents.training import PPOConfig, load_config, ppo_model, train_and_finish  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> PPO:
@@ -59,16 +59,9 @@ def main(argv: list[str] | None = None) -> PPO:
         start = None
         if cfg.init_model:  # a warm start (an imitation run's model): its architecture and weights
             start = load_model(cfg.init_model, algorithm="PPO", reference_env=make_env_for_spaces())
-        if start is not None and isinstance(start.policy, EquivariantPolicy):
-            policy, policy_kwargs = EquivariantPolicy, {"hidden": start.policy.hidden, "rounds": start.policy.rounds}
-        elif cfg.policy == "equivariant":
-            policy, policy_kwargs = EquivariantPolicy, {"hidden": cfg.hidden}
-        else:
-            policy, policy_kwargs = "MultiInputPolicy" if not cfg.env_kwargs.get("flat_obs") else "MlpPolicy", {}
-        model = PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                    n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                    ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
-                    policy_kwargs=policy_kwargs, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+        warm = start is not None and isinstance(start.policy, EquivariantPolicy)  # keep its architecture
+        model = ppo_model(cfg, env, tensorboard_log=str(run_dir),
+                          equivariant={"hidden": start.policy.hidden, "rounds": start.policy.rounds} if warm else None)
         if start is not None:
             try:
                 model.policy.load_state_dict(start.policy.state_dict())
