@@ -61,7 +61,7 @@ class TuneConfig:
     timesteps: int = config_field(30_000, "environment steps of a trial that is never stopped", range=(1, INF))
     report_every: int = config_field(5_000, "environment steps between a trial's evaluations (ASHA's time unit)",
                                      range=(1, INF))
-    eval_seeds: int = config_field(5, "tuning episodes per evaluation, seeds 10_000 + k", range=(1, 10_000))
+    eval_seeds: int = config_field(20, "tuning episodes per evaluation, seeds 10_000 + k", range=(1, 10_000))
     grace_period: int = config_field(2, "reports before ASHA may stop a trial", range=(1, INF))
     reduction_factor: int = config_field(2, "ASHA keeps the best 1 / reduction_factor at each rung", range=(2, 100))
     cpus_per_trial: float = config_field(1.0, "CPUs Ray reserves for a trial", range=(0.0, 64.0), open_low=True)
@@ -80,12 +80,13 @@ def load_tune_config(path: str | Path | None = "tune", overrides: Iterable[str] 
 
 
 def trial_config(cfg: TuneConfig, values: dict[str, Any]) -> Any:
-    """The PPO config of one trial: the base config with the trial's ``values``."""
+    """The PPO config of one trial: the base config with the trial's ``values`` and the sweep's
+    ``eval_seeds`` (the tuning episodes of every report)."""
     from agents.training import PPOConfig, load_config
 
     return load_config(PPOConfig, cfg.base_config,
-                       list(cfg.base_set) + [f"{k}={values[k]}" for k in SEARCH] + ["policy=equivariant",
-                                                                                   "progress_bar=false"])
+                       list(cfg.base_set) + [f"{k}={values[k]}" for k in SEARCH]
+                       + ["policy=equivariant", "progress_bar=false", f"eval_seeds={cfg.eval_seeds}"])
 
 
 def evaluate_against_goa(model: Any, ppo_cfg: Any, seeds: list[int]) -> dict[str, float]:
@@ -138,20 +139,25 @@ def trial_values(cfg: TuneConfig) -> list[dict[str, Any]]:
     return [grid[i] for i in order[:cfg.num_samples]]
 
 
-def run_sweep(cfg: TuneConfig, out: Path, progress: bool = True) -> Any:
-    """Run the sweep on the Ray runtime already started (local or a cluster); Tune's files go to ``out/tune``."""
-    from ray import tune
+def scheduler(cfg: TuneConfig) -> Any:
+    """ASHA on ``METRIC``, its time unit a trial's report: a trial may be stopped after ``grace_period``,
+    ``grace_period * reduction_factor``, ... reports, and runs at most ``timesteps / report_every`` of them."""
     from ray.tune.schedulers import ASHAScheduler
 
     rungs = math.ceil(cfg.timesteps / cfg.report_every)
+    return ASHAScheduler(time_attr="training_iteration", max_t=rungs, grace_period=min(cfg.grace_period, rungs),
+                         reduction_factor=cfg.reduction_factor)
+
+
+def run_sweep(cfg: TuneConfig, out: Path, progress: bool = True) -> Any:
+    """Run the sweep on the Ray runtime already started (local or a cluster); Tune's files go to ``out/tune``."""
+    from ray import tune
+
     space = {"values": tune.grid_search(trial_values(cfg))}  # the drawn configurations, each once
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(ppo_trial, sweep=cfg), {"cpu": cfg.cpus_per_trial}),
         param_space=space,
-        tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE,
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=rungs, grace_period=min(cfg.grace_period,
-                                    rungs), reduction_factor=cfg.reduction_factor)),
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler(cfg)),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(out.resolve()), verbose=1 if progress else 0,
             # a trial keeps its best checkpoint only
@@ -162,8 +168,8 @@ def run_sweep(cfg: TuneConfig, out: Path, progress: bool = True) -> Any:
 
 
 def trial_rows(results: Any, cfg: TuneConfig) -> list[dict[str, Any]]:
-    """One row per trial: its values, best and last J vs GOA, reports made, stopped early, node, wall time."""
-    rungs = math.ceil(cfg.timesteps / cfg.report_every)
+    """One row per trial: its values, best and last J vs GOA, reports made, stopped early (by ASHA, before
+    ``timesteps``), node and host, wall time."""
     rows = []
     for r in results:
         if r.error is not None:
@@ -174,8 +180,9 @@ def trial_rows(results: Any, cfg: TuneConfig) -> list[dict[str, Any]]:
             "trial_id": r.metrics["trial_id"], **r.config["values"],
             "best_j_vs_goa_pct": float(best[METRIC]), "best_at_timesteps": int(best["timesteps"]),
             "last_j_vs_goa_pct": float(r.metrics[METRIC]), "normalised_score": float(best["normalised_score"]),
-            "reports": len(history), "stopped_early": len(history) < rungs, "timesteps": int(r.metrics["timesteps"]),
-            "node_id": r.metrics["node_id"], "wall_s": float(r.metrics["time_total_s"]),
+            "reports": len(history), "stopped_early": int(r.metrics["timesteps"]) < cfg.timesteps,
+            "timesteps": int(r.metrics["timesteps"]), "node_id": r.metrics["node_id"],
+            "hostname": r.metrics.get("hostname", ""), "wall_s": float(r.metrics["time_total_s"]),
         })
     rows.sort(key=lambda row: row["best_j_vs_goa_pct"])
     return rows
@@ -190,4 +197,5 @@ def curves(results: Any) -> list[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
     return out
 
 
-__all__ = ["TuneConfig", "load_tune_config", "run_sweep", "trial_rows", "curves", "evaluate_against_goa", "METRIC"]
+__all__ = ["TuneConfig", "load_tune_config", "scheduler", "run_sweep", "trial_rows", "curves", "evaluate_against_goa",
+           "METRIC"]

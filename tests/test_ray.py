@@ -122,21 +122,25 @@ def test_import_of_the_package_and_baselines_leaves_ray_out():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow  # 20 s: three SB3 trainings under Tune, end to end (make test-slow, CI)
 def test_tune_sweep_stops_laggards_and_scores_the_best_trial(ray_runtime, tmp_path):
-    over = ["num_samples=3", "timesteps=512", "report_every=256", "eval_seeds=1", "final_eval_seeds=2",
-            "grace_period=1", "base_set=[env_kwargs.scenario=small, n_envs=1, n_steps=64, batch_size=64, n_epochs=1]"]
-    rows = _script("tune").main(["--set", *over, "--out", str(tmp_path), "--quiet"])
+    over = ["timesteps=512", "report_every=256", "eval_seeds=1", "final_eval_seeds=2", "grace_period=1",
+            "base_set=[env_kwargs.scenario=small, n_envs=1, n_steps=64, batch_size=64, n_epochs=1]"]
+    rows = _script("tune").main(["--samples", "3", "--set", *over, "--out", str(tmp_path), "--quiet"])
     with open(tmp_path / "trials.csv") as fh:
         table = list(csv.DictReader(fh))
     assert len(table) == len(rows) == 3
     assert len({(r["learning_rate"], r["ent_coef"], r["hidden"], r["seed"]) for r in table}) == 3  # distinct
     assert [float(r["best_j_vs_goa_pct"]) for r in table] == sorted(float(r["best_j_vs_goa_pct"]) for r in table)
     node = ray.get_runtime_context().get_node_id()
-    assert all(r["node_id"] == node and math.isfinite(float(r["best_j_vs_goa_pct"])) for r in table)
-    assert all(1 <= int(r["reports"]) <= 2 and (int(r["reports"]) < 2) == (r["stopped_early"] == "True")
+    assert all(r["node_id"] == node and r["hostname"] and math.isfinite(float(r["best_j_vs_goa_pct"]))
                for r in table)
+    assert all(1 <= int(r["reports"]) <= 2 and (int(r["reports"]) < 2) == (r["stopped_early"] == "True")
+               == (int(r["timesteps"]) < 512) for r in table)
     assert (tmp_path / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["scheduler"]["name"] == "AsyncHyperBandScheduler"  # ASHA stops the laggards
+    assert summary["scheduler"]["max_reports"] == 2 and summary["nodes"] == [node]
     first = table[0]
     assert summary["best_config"] == {"learning_rate": float(first["learning_rate"]),
                                       "ent_coef": float(first["ent_coef"]), "hidden": int(first["hidden"]),
@@ -147,12 +151,19 @@ def test_tune_sweep_stops_laggards_and_scores_the_best_trial(ray_runtime, tmp_pa
 
 
 def test_tune_config_errors_name_the_field():
-    from agents.tuning import load_tune_config
+    from ray.tune.schedulers import ASHAScheduler
+
+    from agents.tuning import SEARCH, load_tune_config, scheduler, trial_config
+
+    cfg = load_tune_config("tune", ["eval_seeds=3"])
+    assert isinstance(scheduler(cfg), ASHAScheduler)
+    ppo = trial_config(cfg, {k: getattr(cfg, k)[-1] for k in SEARCH})  # the trial's values, the sweep's episodes
+    assert (ppo.learning_rate, ppo.hidden, ppo.eval_seeds) == (cfg.learning_rate[-1], cfg.hidden[-1], 3)
 
     with pytest.raises(ConfigError, match="learning_rate"):
         load_tune_config("tune", ["learning_rate=[-0.1]"])
     with pytest.raises(ConfigError, match="num_samples"):
-        load_tune_config("tune", ["num_samples=0"])
+        _script("tune").main(["--samples", "0"])  # before any Ray runtime starts
     with pytest.raises(ConfigError, match="report_every"):
         load_tune_config("tune", ["timesteps=100", "report_every=200"])
     with pytest.raises(ConfigError, match="n_envs"):  # the base PPO config is checked too

@@ -1,7 +1,7 @@
 """A Ray Tune sweep of the SB3 PPO training, with ASHA stopping the trials that lag.
 
     python train/tune.py                                     # configs/train/tune.yaml on a local Ray runtime
-    python train/tune.py --set num_samples=16 timesteps=60000
+    python train/tune.py --samples 16 --set timesteps=60000 seed=[0,1,2]
     python train/tune.py --address auto                      # on a running cluster (ray start --head ...)
 
 Trials (``agents/tuning.py``) sample learning rate, entropy bonus, network width and seed from the
@@ -9,17 +9,19 @@ config's lists, train ``train/ppo.py``'s model and report J vs GOA (paired, on t
 10,000 + k) every ``report_every`` steps; each holds ``cpus_per_trial`` CPUs on any node.
 
 Writes into ``--out``: ``trials.csv`` (one row per trial, best first: its values, best and last J vs
-GOA, reports, stopped early or not, the Ray node it ran on, wall time), ``tune.png`` (J vs GOA over
-training steps, every trial), ``best.csv`` (the best trial's best checkpoint against GOA, Min delay
-and Local all on held-out seeds 20,000 + k), ``best_model.zip`` (that checkpoint's SB3 model),
-``summary.json`` and ``tune/`` (Tune's own files: each trial's ``progress.csv``, ``result.json``,
-TensorBoard events and best checkpoint).
+GOA, reports, stopped early or not, the Ray node id and host it ran on, wall time), ``tune.png`` (J vs
+GOA over training steps, every trial), ``best.csv`` (the best trial's best checkpoint against GOA, Min
+delay and Local all on held-out seeds 20,000 + k), ``best_model.zip`` (that checkpoint's SB3 model),
+``summary.json`` (best configuration, scheduler, nodes, held-out scores) and ``tune/`` (Tune's own
+files: each trial's ``progress.csv``, ``result.json``, TensorBoard events and best checkpoint;
+``tensorboard --logdir {out}/tune``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
 from agents.scripted import ModelAgent, load_model  # noqa: E402
 from agents.training import baseline_agents, make_env, print_results  # noqa: E402
 from agents.tuning import METRIC, MODE, TuneConfig, curves, load_tune_config, run_sweep, trial_config  # noqa: E402
-from agents.tuning import trial_rows  # noqa: E402
+from agents.tuning import scheduler, trial_rows  # noqa: E402
 from baselines.experiments import ray_runtime  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_csv, atomic_write_text  # noqa: E402
@@ -87,12 +89,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="a running Ray cluster to join ('auto', or HOST:PORT of `ray start --head`); "
                          "default: a local runtime of --num-cpus CPUs")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local runtime (default: all cores)")
+    ap.add_argument("--samples", type=int, default=None, help="trials (same as --set num_samples=...)")
     ap.add_argument("--out", type=Path, default=Path("results/tune"), help="output folder")
     ap.add_argument("--quiet", action="store_true", help="no Tune status tables")
     args = ap.parse_args(argv)
     if args.num_cpus is not None and args.num_cpus < 1:
         ap.error(f"--num-cpus must be >= 1, got {args.num_cpus}")
-    cfg = load_tune_config(args.config, args.set)
+    samples = [] if args.samples is None else [f"num_samples={args.samples}"]
+    cfg = load_tune_config(args.config, args.set + samples)
     ray_runtime(args.address, args.num_cpus)
     import ray
 
@@ -112,7 +116,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"seed {r['seed']}  best J vs GOA {r['best_j_vs_goa_pct']:+7.2f} % at {r['best_at_timesteps']:>6d} "
               f"steps, {r['reports']} reports{' (stopped)' if r['stopped_early'] else ''}  node {r['node_id'][:12]}")
     final = score_best(cfg, best, args.out)
+    asha = scheduler(cfg)
     summary = {"best_config": best.config["values"], "wall_minutes": wall / 60, "trials": len(rows),
+               "scheduler": {"name": type(asha).__name__, "metric": METRIC, "mode": MODE,
+                             "time_attr": "training_iteration (one report = report_every steps)",
+                             "max_reports": math.ceil(cfg.timesteps / cfg.report_every),
+                             "grace_period": cfg.grace_period, "reduction_factor": cfg.reduction_factor},
                "stopped_early": sum(r["stopped_early"] for r in rows), "nodes": nodes,
                "cluster_nodes": [n["NodeID"] for n in ray.nodes() if n.get("Alive")],
                "best_tuning_j_vs_goa_pct": rows[0]["best_j_vs_goa_pct"],
