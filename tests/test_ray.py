@@ -50,10 +50,32 @@ def test_ray_backend_gives_the_process_pools_rows_and_says_where_they_ran(ray_ru
         monte_carlo(cfg, points, strategies, runs=2, backend="dask", progress=False)
 
 
+def test_reproduce_backend_ray_writes_the_process_pools_figure_and_where_it_ran(ray_runtime, tmp_path):
+    reproduce = _script("reproduce")
+    common = ["fig4", "--runs", "3", "--n", "20", "40", "--taus", "0.6", "0.9"]
+    reproduce.main(common + ["--out", str(tmp_path / "pool"), "--workers", "2"])
+    reproduce.main(common + ["--out", str(tmp_path / "ray"), "--backend", "ray"])
+    timing = ("runtime_ms_mean", "runtime_ms_ci95")
+    tables = []
+    for name in ("pool", "ray"):
+        with open(tmp_path / name / "fig4.csv") as fh:
+            tables.append([{k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(fh)])
+    assert tables[0] == tables[1] and len(tables[0]) == 4  # the CSV's text, cell for cell, the timing aside
+    with open(tmp_path / "ray" / "fig4_ray_nodes.csv") as fh:
+        nodes = list(csv.DictReader(fh))
+    assert nodes == [{"node_id": ray.get_runtime_context().get_node_id(), "draws": "12"}]
+    assert not (tmp_path / "pool" / "fig4_ray_nodes.csv").exists()
+    for bad in (["gap", "--backend", "ray"], ["fig3", "--address", "auto"]):
+        with pytest.raises(SystemExit) as err:
+            reproduce.main(bad + ["--out", str(tmp_path / "bad")])
+        assert err.value.code == 2
+
+
 def _script(name: str):
     path = Path(__file__).resolve().parents[1] / "train" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"{name}_script", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
