@@ -190,3 +190,15 @@ def test_tune_config_errors_name_the_field():
         load_tune_config("tune", ["timesteps=100", "report_every=200"])
     with pytest.raises(ConfigError, match="n_envs"):  # the base PPO config is checked too
         load_tune_config("tune", ["base_set=[n_envs=0]"])
+
+
+@pytest.mark.slow  # 12 s: a second RLlib run, on the queueing env and its evaluator (make test-slow, CI)
+def test_rllib_ppo_on_the_queueing_env_is_scored_against_the_queue_aware_policies(ray_runtime, tmp_path):
+    over = ["iterations=1", "train_batch_size=40", "minibatch_size=40", "num_epochs=1", "num_env_runners=1",
+            "hidden=[8]", "env_kwargs.n_users=6", "env_kwargs.offered_load=0.3", "env_kwargs.episode_length=20",
+            f"run_dir={tmp_path}", "progress_bar=false", "final_eval_seeds=2"]
+    rows = _script("rllib_ppo").main(["--config", "rllib_queue", "--set", *over, "--agents", "GOA", "DPP (V=0.1)"])
+    by = {r["policy"]: r for r in rows}
+    assert set(by) == {"GOA", "DPP (V=0.1)", "RLlib PPO"}
+    assert all(math.isfinite(r["objective_ms"]) and 0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    assert by["RLlib PPO"]["episodes"] == 2 and by["RLlib PPO"]["n_users"] == 6

@@ -31,10 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import mec_env  # noqa: E402,F401
 from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
+from agents.queue_evaluation import evaluate_queue_policies  # noqa: E402
 from agents.rllib import POLICY, RLlibAgent, RLlibPPOConfig, load_module, load_rllib_config, train  # noqa: E402
 from agents.scripted import ScriptedAgent  # noqa: E402
 from agents.training import print_results  # noqa: E402
 from baselines import STRATEGIES  # noqa: E402
+from baselines.queue import QUEUE_POLICIES  # noqa: E402
 from baselines.experiments import ray_runtime  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv, atomic_write_text  # noqa: E402
@@ -44,29 +46,50 @@ DEFAULT_AGENTS = ("GOA", "Min delay", "Local all")
 
 
 def compare(cfg: RLlibPPOConfig, module: object, agent_specs: list[str], name: str = "RLlib PPO") -> list[dict]:
-    """The module, the scripted baselines and SB3 models on the same held-out episodes of every eval env."""
+    """The module, the scripted baselines and SB3 models on the same held-out episodes of every eval env:
+    per slot by :func:`agents.evaluation.evaluate_agents` in ``MECOffload-v0``, per episode (long-run
+    objective, energy, backlog) by :func:`agents.queue_evaluation.evaluate_queue_policies` in the
+    queueing env, whose scripted policies are the queue-aware ones of :mod:`baselines.queue`."""
+    queueing = cfg.env_id == "MECOffloadQueue-v0"
+    strategies = QUEUE_POLICIES if queueing else STRATEGIES
     rows = []
     for extra in cfg.eval_envs:
         kwargs = {**cfg.env_kwargs, **extra}
+        make = lambda kwargs=kwargs: gym.make(cfg.env_id, **kwargs)  # noqa: E731
         agents = {}
         for spec in agent_specs:
             label, sep, path = spec.partition("=")
-            if sep:
+            if spec in strategies:  # before NAME=PATH: "DPP (V=0.1)" is a strategy
+                agents[spec] = (lambda env, s=spec: QUEUE_POLICIES[s]) if queueing else \
+                    (lambda env, s=spec: ScriptedAgent(env, s))
+            elif sep:
                 agents[label] = model_factory(label, path)
-            elif spec in STRATEGIES:
-                agents[spec] = lambda env, s=spec: ScriptedAgent(env, s)
             else:
-                raise SystemExit(f"rllib_ppo.py: error: --agents {spec!r} is neither a strategy "
-                                 f"({', '.join(STRATEGIES)}) nor NAME=PATH of a saved SB3 model")
+                raise SystemExit(f"rllib_ppo.py: error: --agents {spec!r} is neither a strategy of {cfg.env_id} "
+                                 f"({', '.join(strategies)}) nor NAME=PATH of a saved SB3 model")
         agents[name] = lambda env: RLlibAgent(module, env, name)
-        results = evaluate_agents(lambda: gym.make(cfg.env_id, **kwargs), agents,
-                                  held_out_seeds(cfg.final_eval_seeds))
-        env = gym.make(cfg.env_id, **kwargs)
+        env = make()
         n = env.unwrapped.cfg.n_users
+        title = f"{cfg.env_id} {kwargs}, {cfg.final_eval_seeds} held-out episodes"
+        if queueing:  # a policy object each (the scripted ones are functions of the env)
+            policies = {label: factory(env) for label, factory in agents.items()}
+            results = evaluate_queue_policies(make, policies, held_out_seeds(cfg.final_eval_seeds))
+            print_queue_results(results, title)
+        else:
+            results = evaluate_agents(make, agents, held_out_seeds(cfg.final_eval_seeds))
+            print_results(results, title)
         env.close()
-        print_results(results, f"{cfg.env_id} {kwargs}, {cfg.final_eval_seeds} held-out episodes")
         rows += [{"env": json.dumps(extra, sort_keys=True), "n_users": n, **r.row()} for r in results]
     return rows
+
+
+def print_queue_results(results: list, title: str) -> None:
+    print(f"\n{title}")
+    print(f"  {'policy':14s} {'objective ms':>16s} {'accuracy':>9s} {'energy/budget':>14s} {'in system':>10s}")
+    for r in results:
+        m, c = r.mean, r.ci95
+        print(f"  {r.name:14s} {m['objective_ms']:9.2f} +- {c['objective_ms']:4.2f} {m['accuracy']:9.3f} "
+              f"{m['energy_vs_budget']:14.2f} {m['in_system']:10.1f}")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
