@@ -138,7 +138,7 @@ def algorithm_config(cfg: RLlibPPOConfig) -> Any:
         PPOConfig()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .environment(ENV_NAME, env_config=env_config(cfg))
-        # long episodes: RLlib's per-episode bookkeeping costs more than a slot of the env
+        # a CPU per runner, which Ray places on any node of the cluster
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1, num_cpus_per_env_runner=1)
         .multi_agent(policies={POLICY}, policy_mapping_fn=_shared_policy)
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs={

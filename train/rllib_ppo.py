@@ -4,6 +4,7 @@
     python train/rllib_ppo.py --set iterations=60 team_reward=true run_dir=runs/rllib_team
     python train/rllib_ppo.py --address auto                    # join a running cluster (ray start --head ...)
     python train/rllib_ppo.py --evaluate runs/rllib_ppo/checkpoint --agents GOA ppo=runs/ppo/final_model.zip
+    python train/rllib_ppo.py --config rllib_queue              # the queueing env, its queue-aware baselines
 
 One module (``"shared"``) decides for every user from its own observation (its channel gains, its
 query's uncertainty, its device, the broadcast ES entries); RLlib's env runners sample on the Ray
