@@ -1,8 +1,11 @@
-"""Test helpers: hand-built problems and a literal reference of Algorithm 1."""
+"""Test helpers: hand-built problems, a literal reference of Algorithm 1, the train/ scripts as modules."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -10,6 +13,7 @@ from mec_env.model import evaluate
 from mec_env.problem import Problem
 
 
+ROOT = Path(__file__).resolve().parent.parent
 BABI = Path(__file__).resolve().parent / "fixtures" / "babi"  # excerpts shipped with the tests (README there)
 
 
@@ -76,3 +80,12 @@ def reference_goa(problem: Problem, tau: float | None = None) -> np.ndarray:
         x[i] = j + 1
         i_rem.remove(i)
     return x
+
+
+def train_script(name: str) -> ModuleType:
+    """``train/{name}.py`` loaded as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"train_{name}", ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

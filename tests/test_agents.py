@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import gymnasium as gym
@@ -12,6 +11,7 @@ import torch
 
 import mec_env  # noqa: F401
 from agents.evaluation import evaluate_agents
+from helpers import train_script
 from agents.policies import EquivariantPolicy, flat_obs_layout, transfer_policy
 from agents.scripted import ModelAgent, ScriptedAgent, load_model
 from agents.training import DQNConfig, PPOConfig, load_config
@@ -21,13 +21,6 @@ from mec_env.model import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["env_kwargs.scenario=small", "progress_bar=false", "threads=1", "eval_seeds=2", "n_envs=2"]
-
-
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"train_{name}", ROOT / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def scalar_tags(run_dir: Path) -> set[str]:
@@ -107,7 +100,7 @@ def test_equivariant_policy_permutes_with_users_and_ess_masks_local_above_tau_an
 def test_ppo_script_trains_saves_reloads_and_logs(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     run = tmp_path / "ppo"
-    model = script("ppo").main(["--set", *SMALL, "total_timesteps=256", "n_steps=64", "batch_size=64",
+    model = train_script("ppo").main(["--set", *SMALL, "total_timesteps=256", "n_steps=64", "batch_size=64",
                                 "eval_freq=128", f"run_dir={run}", "wandb=true"])
     assert (run / "final_model.zip").exists() and (run / "best_model.zip").exists()
     reloaded = load_model(run / "final_model.zip")
@@ -128,7 +121,7 @@ def test_ppo_script_trains_saves_reloads_and_logs(tmp_path, monkeypatch):
 
 def test_dqn_script_trains_on_the_sequential_env(tmp_path):
     run = tmp_path / "dqn"
-    script("dqn").main(["--set", *SMALL, "total_timesteps=400", "learning_starts=100", "eval_freq=200",
+    train_script("dqn").main(["--set", *SMALL, "total_timesteps=400", "learning_starts=100", "eval_freq=200",
                         f"run_dir={run}"])
     model = load_model(run / "final_model")
     assert type(model).__name__ == "DQN"
@@ -166,7 +159,7 @@ def test_evaluate_cli_scores_maskable_ppo_and_a2c_with_vecnormalize_next_to_the_
     venv.save(str(tmp_path / "a2c_vecnormalize.pkl"))
     assert detect_algorithm(tmp_path / "mppo.zip") == "MaskablePPO" and detect_algorithm(tmp_path / "a2c.zip") == "A2C"
 
-    results = script("evaluate").main([
+    results = train_script("evaluate").main([
         "--set", "scenario=small", "enforce_constraint=true", "--seeds", "3", "--out", str(tmp_path / "eval"),
         "--agents", "Min delay", f"mppo={tmp_path / 'mppo.zip'}", f"a2c=A2C:{tmp_path / 'a2c.zip'}",
         "--vecnormalize", f"a2c={tmp_path / 'a2c_vecnormalize.pkl'}"])

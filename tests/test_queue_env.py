@@ -10,6 +10,7 @@ import pytest
 import mec_env  # noqa: F401
 from baselines import goa
 from baselines.queue import QUEUE_POLICIES, DriftPlusPenalty, queue_edge_all, queue_goa
+from helpers import train_script
 from mec_env.errors import ConfigError
 from mec_env.model import evaluate
 from mec_env.problem import path_gain, user_es_distance
@@ -274,13 +275,7 @@ def test_queue_policy_is_equivariant_forces_idle_users_and_masks_local_above_tau
 
 
 def test_queue_ppo_script_trains_and_compares_with_the_scripted_policies(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "train" / "queue_ppo.py"
-    spec = importlib.util.spec_from_file_location("queue_ppo_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = train_script("queue_ppo")
     run = tmp_path / "queue"
     results = script.main(["--set", "total_timesteps=256", "n_envs=2", "n_steps=64", "batch_size=64", "n_epochs=1",
                            "eval_freq=128", "eval_seeds=1", "final_eval_seeds=2", "env_kwargs.episode_length=40",
@@ -297,13 +292,7 @@ def test_queue_ppo_script_trains_and_compares_with_the_scripted_policies(tmp_pat
 
 def test_queue_compare_writes_the_stability_table_and_the_v_sweep(tmp_path):
     import csv
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "train" / "queue_compare.py"
-    spec = importlib.util.spec_from_file_location("queue_compare_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = train_script("queue_compare")
     script.main(["--episodes", "1", "--slots", "40", "--loads", "0.5", "1.1", "--v", "0.1", "10",
                  "--set", "n_users=30", "n_edge_servers=2", "slot_seconds=0.01", "--out", str(tmp_path)])
     rows = list(csv.DictReader(open(tmp_path / "queue_stability.csv")))

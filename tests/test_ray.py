@@ -5,12 +5,10 @@ evaluator, and ``import mec_env`` / the baselines leave Ray out."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 import ray  # the ray extra: make test installs it
 
 from agents.rllib import RLlibAgent, load_module, load_rllib_config, train
+from helpers import train_script
 from baselines.experiments import Point, monte_carlo
 from mec_env.config import load_scenario
 from mec_env.errors import ConfigError
@@ -51,7 +50,7 @@ def test_ray_backend_gives_the_process_pools_rows_and_says_where_they_ran(ray_ru
 
 
 def test_reproduce_backend_ray_writes_the_process_pools_figure_and_where_it_ran(ray_runtime, tmp_path):
-    reproduce = _script("reproduce")
+    reproduce = train_script("reproduce")
     common = ["fig4", "--runs", "3", "--n", "20", "40", "--taus", "0.6", "0.9"]
     reproduce.main(common + ["--out", str(tmp_path / "pool"), "--workers", "2"])
     reproduce.main(common + ["--out", str(tmp_path / "ray"), "--backend", "ray"])
@@ -71,20 +70,11 @@ def test_reproduce_backend_ray_writes_the_process_pools_figure_and_where_it_ran(
         assert err.value.code == 2
 
 
-def _script(name: str):
-    path = Path(__file__).resolve().parents[1] / "train" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_rllib_ppo_trains_resumes_and_is_scored_by_the_evaluator(ray_runtime, tmp_path):
     over = ["iterations=2", "train_batch_size=60", "minibatch_size=32", "num_epochs=1", "num_env_runners=1",
             "hidden=[16]", "env_kwargs.scenario=small", "env_kwargs.episode_length=20", f"run_dir={tmp_path}",
             "progress_bar=false", "final_eval_seeds=2", "eval_envs=[{}, {n_users: 7}]"]
-    rows = _script("rllib_ppo").main(["--set", *over, "--agents", "GOA", "Local all"])
+    rows = train_script("rllib_ppo").main(["--set", *over, "--agents", "GOA", "Local all"])
     by = {r["agent"]: r for r in rows}
     assert set(by) == {"GOA", "Local all", "RLlib PPO"} and len(rows) == 6  # at the training N and at N = 7
     assert sorted({r["n_users"] for r in rows}) == sorted({7, gym.make("MECOffload-v0", scenario="small")
@@ -148,7 +138,7 @@ def test_import_of_the_package_and_baselines_leaves_ray_out():
 def test_tune_sweep_stops_laggards_and_scores_the_best_trial(ray_runtime, tmp_path):
     over = ["timesteps=512", "report_every=256", "eval_seeds=1", "final_eval_seeds=2", "grace_period=1",
             "base_set=[env_kwargs.scenario=small, n_envs=1, n_steps=64, batch_size=64, n_epochs=1]"]
-    rows = _script("tune").main(["--samples", "3", "--set", *over, "--out", str(tmp_path), "--quiet"])
+    rows = train_script("tune").main(["--samples", "3", "--set", *over, "--out", str(tmp_path), "--quiet"])
     with open(tmp_path / "trials.csv") as fh:
         table = list(csv.DictReader(fh))
     assert len(table) == len(rows) == 3
@@ -185,7 +175,7 @@ def test_tune_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="learning_rate"):
         load_tune_config("tune", ["learning_rate=[-0.1]"])
     with pytest.raises(ConfigError, match="num_samples"):
-        _script("tune").main(["--samples", "0"])  # before any Ray runtime starts
+        train_script("tune").main(["--samples", "0"])  # before any Ray runtime starts
     with pytest.raises(ConfigError, match="report_every"):
         load_tune_config("tune", ["timesteps=100", "report_every=200"])
     with pytest.raises(ConfigError, match="n_envs"):  # the base PPO config is checked too
@@ -197,7 +187,7 @@ def test_rllib_ppo_on_the_queueing_env_is_scored_against_the_queue_aware_policie
     over = ["iterations=1", "train_batch_size=40", "minibatch_size=40", "num_epochs=1", "num_env_runners=1",
             "hidden=[8]", "env_kwargs.n_users=6", "env_kwargs.offered_load=0.3", "env_kwargs.episode_length=20",
             f"run_dir={tmp_path}", "progress_bar=false", "final_eval_seeds=2"]
-    rows = _script("rllib_ppo").main(["--config", "rllib_queue", "--set", *over, "--agents", "GOA", "DPP (V=0.1)"])
+    rows = train_script("rllib_ppo").main(["--config", "rllib_queue", "--set", *over, "--agents", "GOA", "DPP (V=0.1)"])
     by = {r["policy"]: r for r in rows}
     assert set(by) == {"GOA", "DPP (V=0.1)", "RLlib PPO"}
     assert all(math.isfinite(r["objective_ms"]) and 0.0 <= r["accuracy"] <= 1.0 for r in rows)

@@ -3,7 +3,6 @@ their last committed checkpoint and finish with a continuous step counter."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -18,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents.checkpoint import read_state, save_checkpoint
 from mec_env.errors import ConfigError
-from helpers import babi_subset
+from helpers import babi_subset, train_script
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,19 +142,12 @@ def test_training_resumes_after_interruption(tmp_path, script, how, capsys):
 
     # the finished run again, in this process (a subprocess proves nothing more here): nothing to
     # train, it evaluates and returns; other settings refuse the checkpoint instead of training it on
-    main = script_main(script)
+    main = train_script(script).main
     main(command(script, run_dir)[2:])
     assert f"resuming from step {read_state(run_dir)['num_timesteps']}" in capsys.readouterr().out
     increasing_steps(run_dir / f"{script}_1")  # its final evaluation, logged again, replaces the first one
     with pytest.raises(ConfigError, match="run_dir.*seed"):
         main(command(script, run_dir)[2:] + ["seed=1"])
-
-
-def script_main(name: str):
-    spec = importlib.util.spec_from_file_location(f"train_{name}", ROOT / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def test_checkpoint_commit_is_atomic_and_keeps_one(tmp_path):

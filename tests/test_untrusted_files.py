@@ -9,12 +9,10 @@ does not: the marker never appears.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import pickle
 import random
-import sys
 import zipfile
 from pathlib import Path
 
@@ -27,19 +25,12 @@ from stable_baselines3.common.save_util import json_to_data
 
 import mec_env  # noqa: F401
 from agents.policies import EquivariantPolicy, transfer_policy
+from helpers import train_script
 from agents.scripted import ModelLoadError, detect_algorithm, load_model
 from mec_env.errors import MECOffloadError
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"scenario": "small", "flat_obs": True}  # N = 8 users, M = 2 edge servers
-
-
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"train_{name}", ROOT / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 class OpensMarker:
@@ -170,13 +161,13 @@ def test_the_evaluate_cli_runs_no_code_from_a_crafted_zip(saved, tmp_path):
     folder, _, _ = saved
     marker = tmp_path / "pwned"
     evil = rewrite(folder / "ppo.zip", tmp_path / "evil.zip", poison(serialized_keys(folder / "ppo.zip"), marker))
-    results = script("evaluate").main(["--set", "scenario=small", "n_users=8", "--seeds", "1",
+    results = train_script("evaluate").main(["--set", "scenario=small", "n_users=8", "--seeds", "1",
                                        "--out", str(tmp_path / "eval"), "--agents", f"evil={evil}"])
     assert not marker.exists()
     assert "evil" in {r.name for r in results}
     bad = rewrite(folder / "ppo.zip", tmp_path / "bad.zip", poison(["policy_class"], marker, keep_description=False))
     with pytest.raises(ModelLoadError, match="'policy_class' entry .* not on the allowlist"):
-        script("evaluate").main(["--set", "scenario=small", "n_users=8", "--seeds", "1",
+        train_script("evaluate").main(["--set", "scenario=small", "n_users=8", "--seeds", "1",
                                  "--out", str(tmp_path / "eval"), "--agents", f"bad={bad}"])
     assert not marker.exists()
 
@@ -306,7 +297,7 @@ def test_only_the_equivariant_policy_moves_to_another_size(tmp_path):
 
     equivariant.save(tmp_path / "eq.zip")
     PPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, device="cpu").save(tmp_path / "mlp.zip")
-    evaluate = script("evaluate")
+    evaluate = train_script("evaluate")
     base = ["--seeds", "1", "--out", str(tmp_path / "eval"), "--set", "scenario=small"]
     results = evaluate.main(base + ["n_users=8", "n_edge_servers=4", "--agents", f"eq={tmp_path / 'eq.zip'}"])
     assert "eq" in {r.name for r in results}  # the equivariant policy runs at another M
@@ -322,7 +313,7 @@ def test_only_the_equivariant_policy_moves_to_another_size(tmp_path):
 # --- bAbI LM checkpoints: weights only ------------------------------------------------------------
 
 def test_babi_lm_checkpoints_load_weights_only(tmp_path):
-    lm = script("train_babi_lm")
+    lm = train_script("train_babi_lm")
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt.pt"
     torch.save({"model": OpensMarker(marker), "config": {}}, evil)
