@@ -98,6 +98,16 @@ def evaluate_queue_policies(make_env: Callable[[], gym.Env], policies: Mapping[s
     return results
 
 
+def print_queue_results(results: list[QueueResult], title: str) -> None:
+    """The comparison table: objective (ms a query, 95 % CI), accuracy, energy over budget, queries in the system."""
+    print(f"\n{title}")
+    print(f"{'policy':>14s} {'objective ms':>16s} {'accuracy':>16s} {'energy/budget':>14s} {'in system':>10s}")
+    for r in results:
+        m, c = r.mean, r.ci95
+        print(f"{r.name:>14s} {m['objective_ms']:9.2f} ± {c['objective_ms']:4.2f} {m['accuracy']:9.3f} ± "
+              f"{c['accuracy']:.3f} {m['energy_vs_budget']:14.2f} {m['in_system']:10.1f}")
+
+
 def _progress(items: list, desc: str, show: bool) -> Iterable:
     if not show:
         return items
@@ -106,4 +116,4 @@ def _progress(items: list, desc: str, show: bool) -> Iterable:
     return tqdm(items, desc=desc, leave=False)
 
 
-__all__ = ["QUEUE_METRICS", "QueueResult", "evaluate_queue_policies", "play_episode"]
+__all__ = ["QUEUE_METRICS", "QueueResult", "evaluate_queue_policies", "play_episode", "print_queue_results"]

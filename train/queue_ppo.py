@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from agents.checkpoint import open_run, unlock_run  # noqa: E402
 from agents.evaluation import held_out_seeds  # noqa: E402
-from agents.queue_evaluation import QueueResult, evaluate_queue_policies  # noqa: E402
+from agents.queue_evaluation import QueueResult, evaluate_queue_policies, print_queue_results  # noqa: E402
 from agents.queue_policy import QueueEquivariantPolicy  # noqa: E402
 from agents.scripted import load_model  # noqa: E402
 from agents.training import (PeriodicEvaluation, QueuePPOConfig, finish_wandb, learn_with_evaluation,  # noqa: E402
@@ -58,15 +58,6 @@ def compare(model: PPO, cfg: QueuePPOConfig, seeds: list[int], progress: bool = 
     policies["PPO"] = model
     return evaluate_queue_policies(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), policies, seeds,
                                    progress=progress)
-
-
-def print_results(results: list[QueueResult], title: str) -> None:
-    print(f"\n{title}")
-    print(f"{'policy':>14s} {'objective ms':>16s} {'accuracy':>16s} {'energy/budget':>14s} {'in system':>10s}")
-    for r in results:
-        m, c = r.mean, r.ci95
-        print(f"{r.name:>14s} {m['objective_ms']:9.2f} ± {c['objective_ms']:4.2f} {m['accuracy']:9.3f} ± "
-              f"{c['accuracy']:.3f} {m['energy_vs_budget']:14.2f} {m['in_system']:10.1f}")
 
 
 class QueueComparisonCallback(PeriodicEvaluation):
@@ -95,7 +86,7 @@ def final_comparison(model: PPO, cfg: QueuePPOConfig, out_dir: Path, what: str) 
     """PPO and the scripted policies on ``final_eval_seeds`` held-out episodes (seeds 20_000 + k): the
     table, PPO's paired relative difference in objective to each, and ``{out_dir}/comparison.csv``."""
     results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True)
-    print_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes ({what})")
+    print_queue_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes ({what})")
     ppo = next(r for r in results if r.name == "PPO")
     for r in results:
         if r.name != "PPO":

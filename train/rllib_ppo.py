@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import mec_env  # noqa: E402,F401
 from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
-from agents.queue_evaluation import evaluate_queue_policies  # noqa: E402
+from agents.queue_evaluation import evaluate_queue_policies, print_queue_results  # noqa: E402
 from agents.rllib import POLICY, RLlibAgent, RLlibPPOConfig, load_module, load_rllib_config, train  # noqa: E402
 from agents.scripted import ScriptedAgent  # noqa: E402
 from agents.training import print_results  # noqa: E402
@@ -82,15 +82,6 @@ def compare(cfg: RLlibPPOConfig, module: object, agent_specs: list[str], name: s
         env.close()
         rows += [{"env": json.dumps(extra, sort_keys=True), "n_users": n, **r.row()} for r in results]
     return rows
-
-
-def print_queue_results(results: list, title: str) -> None:
-    print(f"\n{title}")
-    print(f"  {'policy':14s} {'objective ms':>16s} {'accuracy':>9s} {'energy/budget':>14s} {'in system':>10s}")
-    for r in results:
-        m, c = r.mean, r.ci95
-        print(f"  {r.name:14s} {m['objective_ms']:9.2f} +- {c['objective_ms']:4.2f} {m['accuracy']:9.3f} "
-              f"{m['energy_vs_budget']:14.2f} {m['in_system']:10.1f}")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
