@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -266,6 +265,8 @@ def train(cfg: RLlibPPOConfig, log: Callable[[str], None] = print) -> tuple[Any,
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
+    from agents.training import finish_wandb, start_wandb
+
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     algo = algorithm_config(cfg).build_algo()
@@ -280,7 +281,7 @@ def train(cfg: RLlibPPOConfig, log: Callable[[str], None] = print) -> tuple[Any,
         log(f"{run_dir / 'checkpoint'} has other settings; starting afresh (set run_dir to keep both)")
     state["env_runner_nodes"] = runner_nodes(algo)
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["iteration"] + 1)
-    use_wandb = _start_wandb(cfg, run_dir)
+    use_wandb = start_wandb(cfg, "rllib_ppo", run_dir)
     bar = tqdm(total=cfg.iterations, initial=state["iteration"], desc="RLlib PPO", unit="iter",
                disable=not cfg.progress_bar)
     try:
@@ -306,21 +307,8 @@ def train(cfg: RLlibPPOConfig, log: Callable[[str], None] = print) -> tuple[Any,
     finally:
         bar.close()
         writer.close()
-        if use_wandb:
-            import wandb
-
-            wandb.finish()
+        finish_wandb(use_wandb)
     return algo, state
-
-
-def _start_wandb(cfg: RLlibPPOConfig, run_dir: Path) -> bool:
-    if not cfg.wandb:
-        return False
-    import wandb
-
-    wandb.init(project=cfg.wandb_project, name=f"rllib_ppo-{run_dir.name}", config=dataclasses.asdict(cfg),
-               dir=str(run_dir), mode=os.environ.get("WANDB_MODE", "offline"), reinit=True)
-    return True
 
 
 __all__ = ["RLlibPPOConfig", "RLlibAgent", "algorithm_config", "load_module", "load_rllib_config", "make_rllib_env",
