@@ -16,7 +16,7 @@ from agents.policies import EquivariantPolicy
 from agents.scripted import load_model
 from baselines import goa_local_search
 from mec_env.errors import ConfigError
-from test_agents import script
+from helpers import train_script
 
 SMALL = {"scenario": "small", "n_users": 8}
 
@@ -54,7 +54,7 @@ def test_imitate_script_writes_the_model_and_curve_and_resumes(tmp_path):
     run = tmp_path / "imitate"
     base = ["--set", "env_kwargs.scenario=small", "env_kwargs.n_users=8", "train_episodes=2", "slots_per_episode=4",
             "valid_episodes=1", "workers=1", "threads=1", "progress_bar=false", f"run_dir={run}"]
-    imitate = script("imitate")
+    imitate = train_script("imitate")
     imitate.main(base + ["epochs=1"])
     state = json.loads((run / "checkpoints" / "imitation.json").read_text())
     assert state["epoch"] == 0 and len(state["curve"]) == 2
@@ -78,13 +78,13 @@ def test_imitate_script_writes_the_model_and_curve_and_resumes(tmp_path):
 def test_ppo_fine_tunes_from_the_clone(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     run = tmp_path / "imitate"
-    clone_model = script("imitate").main(["--set", "env_kwargs.scenario=small", "env_kwargs.n_users=8",
+    clone_model = train_script("imitate").main(["--set", "env_kwargs.scenario=small", "env_kwargs.n_users=8",
                                           "train_episodes=1", "slots_per_episode=4", "valid_episodes=1", "epochs=1",
                                           "workers=1", "threads=1", "hidden=16", "progress_bar=false",
                                           f"run_dir={run}"])
     common = ["env_kwargs.scenario=small", "env_kwargs.n_users=8", "progress_bar=false", "threads=1", "eval_seeds=1",
               "n_envs=1", "total_timesteps=32", "n_steps=32", "batch_size=32", "n_epochs=1", "eval_freq=1000"]
-    tuned = script("ppo").main(["--set", *common, f"init_model={run / 'final_model.zip'}", "learning_rate=1e-12",
+    tuned = train_script("ppo").main(["--set", *common, f"init_model={run / 'final_model.zip'}", "learning_rate=1e-12",
                                 f"run_dir={tmp_path / 'ppo'}"])
     assert tuned.policy.hidden == 16
     for name, weight in clone_model.policy.state_dict().items():  # one update of size ~1e-12: still the clone

@@ -173,10 +173,10 @@ def test_uhlm_skips_uploads_and_beats_hlms_throughput_and_gelato_spends_less_ene
 
 
 def test_spec_compare_scores_every_strategy_on_the_same_episodes(tmp_path):
-    from test_agents import script
+    from helpers import train_script
 
-    rows = script("spec_compare").main(["--set", "scenario=small", "n_users=4", "tokens=synthetic", "--episodes", "3",
-                                        "--out", str(tmp_path)])
+    rows = train_script("spec_compare").main(["--set", "scenario=small", "n_users=4", "tokens=synthetic",
+                                              "--episodes", "3", "--out", str(tmp_path)])
     by = {r["agent"]: r for r in rows}
     assert list(by) == ["SLM only", "HLM", "U-HLM risk 0", "U-HLM risk 0.1", "U-HLM at budget", "GELATO"]
     assert by["HLM"]["vs_hlm"] == 1.0 and by["HLM"]["skip_fraction"] == 0.0 and by["HLM"]["accuracy_vs_llm"] == 1.0
@@ -186,9 +186,9 @@ def test_spec_compare_scores_every_strategy_on_the_same_episodes(tmp_path):
 
 
 def test_spec_ppo_trains_saves_and_compares_on_held_out_episodes(tmp_path):
-    from test_agents import script
+    from helpers import train_script
 
-    results = script("spec_ppo").main(["--set", "total_timesteps=256", "n_envs=2", "n_steps=64", "batch_size=64",
+    results = train_script("spec_ppo").main(["--set", "total_timesteps=256", "n_envs=2", "n_steps=64", "batch_size=64",
                                        "n_epochs=1", "eval_freq=128", "eval_seeds=1", "final_eval_seeds=2",
                                        "env_kwargs.tokens=synthetic", "env_kwargs.n_users=4",
                                        "env_kwargs.scenario=small", f"run_dir={tmp_path}", "progress_bar=false",
@@ -202,9 +202,9 @@ def test_spec_ppo_trains_saves_and_compares_on_held_out_episodes(tmp_path):
 
 
 def test_spec_figures_write_their_tables_and_plots(tmp_path):
-    from test_agents import script
+    from helpers import train_script
 
-    script("spec_figures").main(["--only", "threshold", "budget", "--set", "scenario=small", "n_users=4",
+    train_script("spec_figures").main(["--only", "threshold", "budget", "--set", "scenario=small", "n_users=4",
                                  "tokens=synthetic", "draft_length=3", "threshold_levels=4", "--episodes", "2",
                                  "--budget-episodes", "1", "--budgets", "0.2", "0.4", "--out", str(tmp_path)])
     for name in ("uhlm_threshold", "gelato_budget"):
