@@ -17,8 +17,8 @@
    actions, no rendering), of the batched twin at B = 64 and of ``SyncVectorEnv`` over 64
    single environments; the batched/sync ratio.
 4. ``MECSpecDecode-v0`` (token-level offloading) at N = 20 on the shipped token traces: steps/s
-   of one environment (``gymnasium.make``, random actions), with the compiled round and with the
-   numpy reference round (``MECOFFLOAD_NUMBA=0``'s path), side by side.
+   of one environment (``gymnasium.make``, random actions), with the fused compiled step and with
+   the numpy reference step (``MECOFFLOAD_NUMBA=0``'s path), side by side.
 5. The full Fig. 3 sweep (N = 60..120 step 10, 500 draws, 5 strategies) wall time.
 6. Peak resident memory of this process and of the sweep's workers.
 
@@ -167,9 +167,7 @@ def bench_envs(n_users: int, batch: int, seconds: float) -> dict:
 
 
 def bench_spec_env(n_users: int, seconds: float) -> dict:
-    """One MECSpecDecode-v0 through gym.make: steps/s with the compiled round and the numpy round."""
-    from mec_env.spec import model as spec_model
-
+    """One MECSpecDecode-v0 through gym.make: steps/s with the fused compiled step and the numpy step."""
     env = gym.make("MECSpecDecode-v0", n_users=n_users, max_rounds=10**6, session_tokens=400)
     env.reset(seed=0)
     acts = [env.action_space.sample() for _ in range(256)]
@@ -180,20 +178,13 @@ def bench_spec_env(n_users: int, seconds: float) -> dict:
 
     out = {"n_users": n_users}
     for name, compiled in (("compiled", True), ("numpy", False)):
-        original = spec_model.evaluate_round
-        spec_model_round = lambda *a, **k: original(*a, **{**k, "compiled": compiled})  # noqa: E731
-        import mec_env.envs.spec_decode as spec_env
-
-        spec_env.evaluate_round = spec_model_round
-        try:
-            steps_per_second(step, acts[:32], 0.2)  # warm up (and compile)
-            out[f"{name}_steps_per_s"], _ = steps_per_second(step, acts, seconds)
-        finally:
-            spec_env.evaluate_round = original
+        env.unwrapped.compiled = compiled
+        steps_per_second(step, acts[:32], 0.2)  # warm up (and compile)
+        out[f"{name}_steps_per_s"], _ = steps_per_second(step, acts, seconds)
     out["compiled_over_numpy"] = out["compiled_steps_per_s"] / out["numpy_steps_per_s"]
-    print(f"  single env, compiled round: {out['compiled_steps_per_s']:10,.0f} steps/s (target 10,000)")
-    print(f"  single env, numpy round:    {out['numpy_steps_per_s']:10,.0f} steps/s")
-    print(f"  compiled / numpy:           {out['compiled_over_numpy']:10.2f}x", flush=True)
+    print(f"  single env, compiled step: {out['compiled_steps_per_s']:10,.0f} steps/s (target 10,000)")
+    print(f"  single env, numpy step:    {out['numpy_steps_per_s']:10,.0f} steps/s")
+    print(f"  compiled / numpy:          {out['compiled_over_numpy']:10.2f}x", flush=True)
     return out
 
 

@@ -232,5 +232,127 @@ def spec_round_kernel(gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx
     return emitted, n_sent, unverified, draft_time, comm_time, verify_time, energy, load
 
 
+@_jit
+def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, answer_end, width, draft_length,
+                     gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps,
+                     mode, token_bits, slm_flops_per_token, llm_flops_per_token, verify_block_cost, joule_per_flop,
+                     round_trip_s, energy_budget, hybrid_correct, llm_correct, slm_correct,
+                     position, queue, energy_sum, last_uncertainty, tainted, answer_counts,
+                     drafted, es, emitted, n_sent, unverified, draft_time, comm_time, verify_time, energy, delay,
+                     load, stats):
+    """One step of ``MECSpecDecode-v0`` fused, as the env's numpy path (``compiled=False``) computes it.
+
+    From the (N, 3) actions (draft budget, upload and exit levels) and the flat (N x width) token
+    streams: the drafted tokens with the early exit, each user's strongest ES, the round of
+    :func:`spec_round_kernel` (its code, inline), the answers scored, and the state updated in place
+    (``position``, energy ``queue`` and ``energy_sum``, ``last_uncertainty``, ``tainted``,
+    ``answer_counts``: answers, right, LLM right, SLM right). The round's per-user arrays go to the
+    output buffers; ``stats`` gets ``(tokens, errors, energy J, uploaded, drafted, round time s,
+    sum of queues, sum of energy_sum)``.
+    """
+    n, m = gain.shape
+    total_drafted = 0
+    for i in range(n):
+        row = i * width
+        d = min(action[i, 0], max(length[i] - position[i], 0))
+        exit_at = thresholds[action[i, 2]]
+        for t in range(d):
+            if uncertainty[row + min(position[i] + t, width - 1)] > exit_at:
+                d = t + 1  # GELATO's early exit: stop after the first token above the threshold
+                break
+        drafted[i] = d
+        total_drafted += d
+        best = 0
+        for j in range(1, m):
+            if gain[i, j] > gain[i, best]:
+                best = j
+        es[i] = best
+    # the round: speculative acceptance, then eqs. 2-7 among the users that upload
+    for i in range(n):
+        row = i * width
+        d = drafted[i]
+        upload_at = thresholds[action[i, 1]]
+        first = d
+        n_sent[i] = 0
+        for t in range(d):
+            k = row + min(position[i] + t, width - 1)
+            if uncertainty[k] > upload_at:
+                n_sent[i] += 1
+                if not accepted[k] and first == d:
+                    first = t + 1  # the LLM's resample ends the round's output here
+        emitted[i] = first
+        for t in range(draft_length):
+            unverified[i, t] = False
+        for t in range(first):
+            k = row + min(position[i] + t, width - 1)
+            if not uncertainty[k] > upload_at and not accepted[k]:
+                unverified[i, t] = True
+    assignment = np.zeros(n, dtype=np.int64)
+    query_bits = np.empty(n)
+    workload = np.empty(n)
+    for i in range(n):
+        if n_sent[i] > 0:
+            assignment[i] = es[i] + 1
+        query_bits[i] = token_bits * n_sent[i]
+        block = 1.0 + verify_block_cost * (n_sent[i] - 1) if n_sent[i] > 0 else 0.0
+        workload[i] = llm_flops_per_token * block
+    for j in range(m):
+        load[j] = 0
+    for i in range(n):
+        comm_time[i] = 0.0
+    _delays_into(gain, query_bits, workload, np.zeros(n), es_capacity, c_max, bandwidth_hz, tx_power_w,
+                 noise_power_w, min_rate_bps, mode, assignment, comm_time, verify_time, load)
+    tokens = 0
+    errors = 0
+    uploaded = 0
+    energy_total = 0.0
+    round_time = 0.0
+    queue_total = 0.0
+    energy_sum_total = 0.0
+    for i in range(n):
+        draft_flops = slm_flops_per_token * drafted[i]
+        draft_time[i] = draft_flops / local_capacity[i]
+        energy[i] = joule_per_flop * draft_flops + tx_power_w * comm_time[i]
+        wait = round_trip_s if n_sent[i] > 0 else 0.0
+        delay[i] = draft_time[i] + comm_time[i] + verify_time[i] + wait
+        if drafted[i] > 0:
+            round_time = max(round_time, delay[i])  # the slot lasts until its slowest user is done
+            k = i * width + min(position[i] + drafted[i] - 1, width - 1)
+            last_uncertainty[i] = uncertainty[k]
+        # answers: a skipped token the LLM would have rejected taints its answer, then score those ended
+        row = i * width
+        for t in range(emitted[i]):
+            if unverified[i, t]:
+                tainted[i, answer[row + min(position[i] + t, width - 1)]] = True
+                errors += 1
+        for t in range(emitted[i]):
+            k = row + min(position[i] + t, width - 1)
+            if answer_end[k]:
+                a = answer[k]
+                answer_counts[0] += 1
+                if hybrid_correct[i, a] and not tainted[i, a]:
+                    answer_counts[1] += 1
+                if llm_correct[i, a]:
+                    answer_counts[2] += 1
+                if slm_correct[i, a]:
+                    answer_counts[3] += 1
+        position[i] += emitted[i]
+        queue[i] = max(queue[i] + energy[i] - energy_budget, 0.0)
+        energy_sum[i] += energy[i]
+        tokens += emitted[i]
+        uploaded += n_sent[i]
+        energy_total += energy[i]
+        queue_total += queue[i]
+        energy_sum_total += energy_sum[i]
+    stats[0] = tokens
+    stats[1] = errors
+    stats[2] = energy_total
+    stats[3] = uploaded
+    stats[4] = total_drafted
+    stats[5] = round_time
+    stats[6] = queue_total
+    stats[7] = energy_sum_total
+
+
 __all__ = ["numba_enabled", "greedy_kernel", "delays_kernel", "delays_batch_kernel", "free_space_gain_kernel",
-           "spec_round_kernel", "INTERFERENCE_CODES"]
+           "spec_round_kernel", "spec_step_kernel", "INTERFERENCE_CODES"]

@@ -66,6 +66,35 @@ def test_seeded_episodes_repeat_and_end_when_every_answer_is_complete():
     assert sum(t for _, t in a) == int(env.streams.length.sum())  # every token of every answer, once
 
 
+@pytest.mark.parametrize("kwargs", [{"n_users": 20}, {**SMALL, "interference": "paper"},
+                                    {**SMALL, "tokens": "babi", "uncertainty_metric": "slm_entropy"}])
+def test_the_fused_compiled_step_equals_the_numpy_step(kwargs):
+    """Random actions (every budget, upload and exit level) through both paths of the step: the same
+    rewards, ends, info, observations and last round, episode after episode (the sum orders differ)."""
+    from mec_env import kernels
+
+    if not kernels.numba_enabled():
+        pytest.skip("numba is off: only the numpy step runs")
+    fused, reference = (gym.make("MECSpecDecode-v0", **kwargs).unwrapped for _ in range(2))
+    reference.compiled = False
+    steps = 0
+    for seed in range(3):
+        fused.reset(seed=seed), reference.reset(seed=seed)
+        done = False
+        while not done:
+            action = fused.action_space.sample()
+            (o0, r0, t0, u0, i0), (o1, r1, t1, u1, i1) = fused.step(action), reference.step(action)
+            assert r0 == pytest.approx(r1, rel=1e-12, abs=1e-12) and (t0, u0) == (t1, u1)
+            assert i0 == pytest.approx(i1, rel=1e-12)
+            assert all(np.array_equal(o0[k], o1[k]) or np.allclose(o0[k], o1[k], rtol=1e-6) for k in o0)
+            for field in ("emitted", "uploaded", "unverified", "delay", "energy", "es_users", "wait_time"):
+                assert np.allclose(getattr(fused.last, field), getattr(reference.last, field), rtol=1e-12, atol=0)
+            assert np.array_equal(fused.last_round[1], reference.last_round[1])
+            done, steps = t0 or u0, steps + 1
+    assert (fused.position == reference.position).all() and (fused.tainted == reference.tainted).all()
+    assert i0["answers"] > 0 and steps > 20
+
+
 def test_hlm_verifies_everything_and_slm_only_uploads_nothing():
     env = gym.make("MECSpecDecode-v0", **SMALL)
     env.reset(seed=0)

@@ -11,6 +11,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
+from mec_env import kernels
 from mec_env.config import INF, config_field
 from mec_env.envs.common import RENDER_MODES, Picture, Scenario, build_env_config, check_render_mode
 from mec_env.errors import AssignmentError
@@ -150,8 +151,19 @@ class MECSpecDecodeEnv(gym.Env):
         self._users = np.arange(n)
         self.r0 = self.cfg.local_capacity_flops / (self.cfg.flops_per_param_token * self.cfg.slm_params)
         self.streams: TokenStreams | None = None
-        self.last: RoundEvaluation | None = None
-        self.last_round: tuple[Any, np.ndarray, np.ndarray] | None = None  # (problem, ES, tokens uploaded)
+        self.rounds, self._last, self._last_es, self._round_problem = 0, None, None, None
+        # the fused compiled step (numba) or the numpy reference; tests hold the two equal
+        self.compiled = kernels.numba_enabled()
+        self._interference_code = kernels.INTERFERENCE_CODES[self.cfg.interference]
+        self._token_bits = o.token_bits()
+        self._slm_flops = self.cfg.flops_per_param_token * self.cfg.slm_params
+        self._llm_flops = self.cfg.flops_per_param_token * self.cfg.llm_params
+        self._stats = np.zeros(8)
+        self._buffers = {name: np.zeros(n, dtype=np.int64) for name in ("drafted", "es", "emitted", "uploaded")}
+        self._buffers.update({name: np.zeros(n) for name in ("draft_time", "comm_time", "verify_time", "energy",
+                                                               "delay")})
+        self._buffers["unverified"] = np.zeros((n, o.draft_length), dtype=bool)
+        self._buffers["es_users"] = np.zeros(m, dtype=np.int64)
         self._picture = Picture(self.render_mode, self.cfg.area_side_m, m, ENV_ID, self.metadata["render_fps"])
 
     # --- gymnasium API ---------------------------------------------------------------------
@@ -167,13 +179,13 @@ class MECSpecDecodeEnv(gym.Env):
         self.position = np.zeros(n, dtype=np.int64)
         self.queue = np.zeros(n)
         self.last_uncertainty = np.zeros(n)
-        self.energy_sum, self.rounds, self.last, self.last_round = np.zeros(n), 0, None, None
+        self.energy_sum, self.rounds, self._last, self._round_problem = np.zeros(n), 0, None, None
         self.tainted = np.zeros(self.streams.hybrid_correct.shape, dtype=bool)  # an unverified reject in the answer
         self._width = self.streams.uncertainty.shape[1]
         self._row_start = (np.arange(n) * self._width)[:, None]
         self._uncertainty, self._accepted = self.uncertainty.ravel(), self.streams.accepted.ravel()
         self._answer, self._answer_end = self.streams.answer.ravel(), self.streams.answer_end.ravel()
-        self.answers = dict.fromkeys(("answers", "answers_correct", "answers_llm_correct", "answers_slm_correct"), 0)
+        self._answer_counts = np.zeros(4, dtype=np.int64)  # answers, right, the LLM's right, the SLM's right
         return self._observation(), {"round": 0}
 
     def step(self, action: np.ndarray):
@@ -187,6 +199,51 @@ class MECSpecDecodeEnv(gym.Env):
         if not ((a >= 0) & (a < self._nvec)).all():
             self._bad_action(a)
         a = a.reshape(n, 3)
+        problem = self.problem
+        self._round_problem, self._last = problem, None
+        if self.compiled:
+            tokens, errors, energy, uploaded, drafted, round_time, queue_total, energy_total = self._step_compiled(
+                a, problem)
+        else:
+            tokens, errors, energy, uploaded, drafted, round_time, queue_total, energy_total = self._step_numpy(
+                a, problem)
+        self.rounds += 1
+        # a wrong unverified token is not an accepted one, and it spoils its answer: 1 + mu tokens off
+        counted = tokens - (1.0 + o.error_weight) * errors
+        rate = counted / (round_time * n * self.r0) if round_time > 0 else 0.0
+        reward = rate - o.energy_weight * energy / (n * o.energy_budget_j)
+        terminated = bool((self.position >= self.streams.length).all())
+        truncated = not terminated and self.rounds >= o.max_rounds
+        c = self._answer_counts
+        info = {"round": self.rounds, "tokens": tokens, "round_time_s": round_time,
+                "tokens_per_s": tokens / round_time if round_time > 0 else 0.0,
+                "uploaded": uploaded, "drafted": drafted, "unverified_rejects": errors, "energy_j": energy,
+                "mean_energy_per_round_j": energy_total / (n * self.rounds), "energy_queue": queue_total / n,
+                "answers": int(c[0]), "answers_correct": int(c[1]), "answers_llm_correct": int(c[2]),
+                "answers_slm_correct": int(c[3])}
+        self.core.advance(self.np_random)
+        return self._observation(), reward, terminated, truncated, info
+
+    def _step_compiled(self, a: np.ndarray, problem: Any) -> tuple:
+        """The round and the state updates in one compiled call (:func:`mec_env.kernels.spec_step_kernel`)."""
+        o, s, b = self.options, self.streams, self._buffers
+        kernels.spec_step_kernel(
+            a, self.thresholds, s.length, self._uncertainty, self._accepted, self._answer, self._answer_end,
+            self._width, o.draft_length, problem.gain, problem.es_capacity, problem.local_capacity,
+            float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
+            float(problem.noise_power_w), float(problem.min_rate_bps), self._interference_code, self._token_bits,
+            self._slm_flops, self._llm_flops, o.verify_block_cost, o.joule_per_flop, o.round_trip_s,
+            o.energy_budget_j, s.hybrid_correct, s.llm_correct, s.slm_correct, self.position, self.queue,
+            self.energy_sum, self.last_uncertainty, self.tainted, self._answer_counts, b["drafted"], b["es"],
+            b["emitted"], b["uploaded"], b["unverified"], b["draft_time"], b["comm_time"], b["verify_time"],
+            b["energy"], b["delay"], b["es_users"], self._stats)
+        st = self._stats
+        return (int(st[0]), int(st[1]), float(st[2]), int(st[3]), int(st[4]), float(st[5]), float(st[6]),
+                float(st[7]))
+
+    def _step_numpy(self, a: np.ndarray, problem: Any) -> tuple:
+        """The reference path: the same step in numpy over :func:`~mec_env.spec.model.evaluate_round`."""
+        o = self.options
         budget, upload_at, exit_at = a[:, 0], self.thresholds[a[:, 1]], self.thresholds[a[:, 2]]
         remaining = self.streams.length - self.position
         # flat indices of the next L tokens of each session (clipped at its end: those are never drafted)
@@ -196,7 +253,6 @@ class MECSpecDecodeEnv(gym.Env):
         # GELATO's early exit: stop after the first drafted token above the exit threshold
         above = (u > exit_at[:, None]) & (self._offsets < drafted[:, None])
         drafted = np.where(above.any(axis=1), np.minimum(drafted, above.argmax(axis=1) + 1), drafted)
-        problem = self.problem
         es = problem.gain.argmax(axis=1)  # each user uploads to its strongest ES this round
         ev = evaluate_round(problem, self.spec_config, drafted, u > upload_at[:, None], self._accepted.take(idx), es,
                             self.cfg.flops_per_param_token, self.cfg.slm_params, self.cfg.llm_params, check=False)
@@ -206,27 +262,28 @@ class MECSpecDecodeEnv(gym.Env):
         self.position += ev.emitted
         self.queue = np.maximum(self.queue + ev.energy - o.energy_budget_j, 0.0)
         self.energy_sum += ev.energy
-        self.rounds += 1
-        self.last = ev
-        self.last_round = (problem, es, ev.uploaded)
+        self._last, self._last_es = ev, es
         round_time = float(ev.delay.max()) if took.any() else 0.0  # the slot lasts until its slowest user is done
-        tokens = int(ev.emitted.sum())
-        errors = int(ev.unverified.sum())
-        energy = float(ev.energy.sum())
-        # a wrong unverified token is not an accepted one, and it spoils its answer: 1 + mu tokens off
-        counted = tokens - (1.0 + o.error_weight) * errors
-        rate = counted / (round_time * n * self.r0) if round_time > 0 else 0.0
-        reward = rate - o.energy_weight * energy / (n * o.energy_budget_j)
-        terminated = bool((self.position >= self.streams.length).all())
-        truncated = not terminated and self.rounds >= o.max_rounds
-        info = {"round": self.rounds, "tokens": tokens, "round_time_s": round_time,
-                "tokens_per_s": tokens / round_time if round_time > 0 else 0.0,
-                "uploaded": int(ev.uploaded.sum()), "drafted": int(drafted.sum()),
-                "unverified_rejects": errors, "energy_j": energy,
-                "mean_energy_per_round_j": float(self.energy_sum.sum()) / (n * self.rounds),
-                "energy_queue": float(self.queue.sum()) / n, **self.answers}
-        self.core.advance(self.np_random)
-        return self._observation(), reward, terminated, truncated, info
+        return (int(ev.emitted.sum()), int(ev.unverified.sum()), float(ev.energy.sum()), int(ev.uploaded.sum()),
+                int(drafted.sum()), round_time, float(self.queue.sum()), float(self.energy_sum.sum()))
+
+    @property
+    def last(self) -> RoundEvaluation | None:
+        """What the last round did (:class:`~mec_env.spec.model.RoundEvaluation`); None before the first step."""
+        if self._last is None and self.rounds > 0 and self.compiled:  # copied from the kernel's buffers when asked
+            b = self._buffers
+            wait = np.where(b["uploaded"] > 0, self.options.round_trip_s, 0.0)
+            self._last = RoundEvaluation(**{k: b[k].copy() for k in (
+                "emitted", "uploaded", "unverified", "draft_time", "comm_time", "verify_time", "delay", "energy",
+                "es_users")}, wait_time=wait)
+            self._last_es = b["es"].copy()
+        return self._last
+
+    @property
+    def last_round(self) -> tuple[Any, np.ndarray, np.ndarray] | None:
+        """``(problem, ES of each user, tokens each uploaded)`` of the last round, for rendering."""
+        last = self.last
+        return None if last is None else (self._round_problem, self._last_es, last.uploaded)
 
     def _bad_action(self, a: np.ndarray):
         levels = self.options.threshold_levels - 1
@@ -280,10 +337,8 @@ class MECSpecDecodeEnv(gym.Env):
             return
         u, cols = np.nonzero(ends)
         a = self._answer[idx[u, cols]]
-        self.answers["answers"] += int(u.size)
-        self.answers["answers_correct"] += int((s.hybrid_correct[u, a] & ~self.tainted[u, a]).sum())
-        self.answers["answers_llm_correct"] += int(s.llm_correct[u, a].sum())
-        self.answers["answers_slm_correct"] += int(s.slm_correct[u, a].sum())
+        self._answer_counts += (u.size, (s.hybrid_correct[u, a] & ~self.tainted[u, a]).sum(),
+                                s.llm_correct[u, a].sum(), s.slm_correct[u, a].sum())
 
     def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
         p, o = self.problem, self.options
