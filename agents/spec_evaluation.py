@@ -4,8 +4,9 @@ Each agent plays the same held-out episodes (same seeds: the same sessions and c
 which no action changes), so differences are paired. Per episode:
 
 * ``return``: the sum of the env's rewards;
-* ``tokens_per_s``: all users' tokens over the summed round times (rounds are slots that last
-  until their slowest user is done);
+* ``tokens_per_s``: the env's throughput over the episode (``info["throughput_tokens_per_s"]``):
+  the sum over users of each user's tokens over its own elapsed time (``timing="user"``), or all
+  users' tokens over the summed slots (``timing="slot"``, slots last until their slowest user is done);
 * ``accepted_per_s``: the same without the errors (skipped tokens the LLM would have rejected);
 * ``vs_hlm``: ``tokens_per_s`` over HLM's on the same episode (paired; needs an ``"HLM"`` agent);
 * ``skip_fraction``: drafted tokens not uploaded (U-HLM's saving in uplinks and LLM work);
@@ -42,7 +43,7 @@ def play_episode(env: gym.Env, agent: Any, seed: int, burn_in: float = 0.2) -> d
     """One episode of ``agent`` (anything with SB3's ``predict``) from ``reset(seed=seed)``: its totals."""
     obs, _ = env.reset(seed=seed)
     n, budget = env.unwrapped.cfg.n_users, env.unwrapped.options.energy_budget_j
-    total = {"return": 0.0, "tokens": 0, "time": 0.0, "drafted": 0, "uploaded": 0, "unverified": 0, "decide": 0.0}
+    total = {"return": 0.0, "tokens": 0, "drafted": 0, "uploaded": 0, "unverified": 0, "decide": 0.0}
     energy: list[float] = []
     done = False
     while not done:
@@ -52,7 +53,6 @@ def play_episode(env: gym.Env, agent: Any, seed: int, burn_in: float = 0.2) -> d
         obs, reward, terminated, truncated, info = env.step(action)
         total["return"] += float(reward)
         total["tokens"] += info["tokens"]
-        total["time"] += info["round_time_s"]
         total["drafted"] += info["drafted"]
         total["uploaded"] += info["uploaded"]
         total["unverified"] += info["unverified_rejects"]
@@ -61,8 +61,8 @@ def play_episode(env: gym.Env, agent: Any, seed: int, burn_in: float = 0.2) -> d
     rounds = len(energy)
     after = np.asarray(energy[int(burn_in * rounds):] or energy)
     return {
-        "return": total["return"], "tokens_per_s": total["tokens"] / total["time"] if total["time"] > 0 else 0.0,
-        "accepted_per_s": (total["tokens"] - total["unverified"]) / total["time"] if total["time"] > 0 else 0.0,
+        "return": total["return"], "tokens_per_s": info["throughput_tokens_per_s"],
+        "accepted_per_s": info["accepted_tokens_per_s"],
         "skip_fraction": 1.0 - total["uploaded"] / max(1, total["drafted"]),
         "accuracy": info["answers_correct"] / info["answers"] if info["answers"] else float("nan"),
         "accuracy_vs_llm": info["answers_correct"] / info["answers_llm_correct"] if info["answers_llm_correct"]

@@ -11,7 +11,9 @@
   its expected tokens from the token source's mean acceptance; every drafted token is uploaded
   and drafting stops after the first token whose uncertainty exceeds the exit threshold (the
   env's metric: temperature perturbation by default, GELATO's entropy with
-  ``uncertainty_metric="slm_entropy"``).
+  ``uncertainty_metric="slm_entropy"``). The default exit threshold is U-HLM's skip threshold
+  read from the same fitted line at the same risk: drafting goes on while the SLM is as sure as
+  U-HLM needs to keep a token unverified, and stops after the first token it is not.
 
 The uncertainty-rejection line defaults to the env's token source's: the synthetic source's
 parameters, or the least-squares line over the replayed token table (in the env's normalised
@@ -40,9 +42,10 @@ class SpecRuleAgent:
     :param strategy: ``"SLM only"``, ``"HLM"``, ``"U-HLM"`` or ``"GELATO"``.
     :param slope, intercept: the uncertainty-rejection line U-HLM's threshold is read from; default
         the env's token source's, in normalised uncertainty.
-    :param risk: U-HLM's tolerated rejection probability of a skipped token.
+    :param risk: U-HLM's tolerated rejection probability of a skipped token (and GELATO's exit: after the
+        first token whose predicted rejection exceeds it).
     :param tradeoff: GELATO's V (throughput in units of ``r0`` against the energy backlog in units of the budget).
-    :param exit_level: GELATO's early-exit level (uncertainty threshold index).
+    :param exit_level: GELATO's early-exit level (uncertainty threshold index); default U-HLM's skip level at ``risk``.
     :param budget: tokens drafted a round by SLM only, HLM and U-HLM (default L, the most).
     """
 
@@ -65,8 +68,11 @@ class SpecRuleAgent:
         self.budget = length if budget is None else int(budget)
         self.slope, self.intercept, self.tradeoff = slope, intercept, tradeoff
         k = self.env.options.threshold_levels
-        self.exit_level = k - 3 if exit_level is None else exit_level
-        self.threshold = uhlm_threshold(slope, intercept, risk) if strategy == "U-HLM" else None
+        threshold = uhlm_threshold(slope, intercept, risk)
+        self.exit_level = _level(self.env, threshold) if exit_level is None else exit_level
+        if not 0 <= self.exit_level < k:
+            raise ValueError(f"exit_level must be in 0..K-1 = {k - 1}, got {self.exit_level}")
+        self.threshold = threshold if strategy == "U-HLM" else None
         self.upload_level = {"SLM only": k - 1, "HLM": 0, "GELATO": 0}.get(strategy) if self.threshold is None \
             else _level(self.env, self.threshold)
 
@@ -83,35 +89,40 @@ class SpecRuleAgent:
         return action.reshape(-1).astype(np.int64), state
 
     def _gelato_budgets(self) -> np.ndarray:
-        """The drafting budget minimising the drift-plus-penalty bound of the round.
+        """The drafting budgets minimising the drift-plus-penalty bound of the round.
 
-        Rounds are slots shared by all users, so the outer loop picks one budget b for the round:
-        for each candidate the round evaluator prices the round in which every unfinished user
-        drafts b tokens and uploads them all (this round's channel and ES sharing), and the bound
-        is ``-V x expected tokens / (round time x N x r0) + mean_i Z_i (e_i - e_bar)`` (queues and
-        energy in units of the budget). Expected tokens per user come from the token source's
-        mean acceptance ``a``: ``(1 - a^b) / (1 - a)`` (a user's last uncertainty predicts its
-        next token too weakly to help: measured on the traces). Our reading for N users in slots;
-        GELATO's paper plans one device.
+        For each candidate b the round evaluator prices the round in which every unfinished user
+        drafts b tokens and uploads them all (this round's channel and ES sharing); a user's expected
+        tokens come from the token source's mean acceptance ``a``: ``(1 - a^b) / (1 - a)`` (a user's
+        last uncertainty predicts its next token too weakly to help: measured on the traces).
+        Queues and energy are in units of the budget, rates in units of ``r0``.
+
+        * ``timing="user"`` (each user on its own clock, as a GELATO device): every user picks its own
+          b minimising ``-V x tokens_i / (delay_i x r0) + Z_i (e_i - e_bar)``.
+        * ``timing="slot"`` (a round lasts until its slowest user is done): one b for the round,
+          minimising ``-V x tokens / (round time x N x r0) + mean_i Z_i (e_i - e_bar)``, since a user
+          drafting longer than the others makes them all wait.
         """
         env, o, cfg = self.env, self.env.options, self.env.cfg
         n, length = cfg.n_users, o.draft_length
-        accept = np.full(n, self.mean_accept)
         active = env.position < env.streams.length
         es = env.problem.gain.argmax(axis=1)
         upload = np.ones((n, length), dtype=bool)
-        best, best_value = 1, np.inf
+        tokens, delay, excess = np.empty((length, n)), np.empty((length, n)), np.empty((length, n))
         for b in range(1, length + 1):
             ev = evaluate_round(env.problem, env.spec_config, np.where(active, b, 0), upload, upload, es,
                                 cfg.flops_per_param_token, cfg.slm_params, cfg.llm_params, check=False)
-            tokens = float(np.where(active, (1.0 - accept ** b) / (1.0 - accept), 0.0).sum())
-            rate = tokens / (max(float(ev.delay.max()), 1e-12) * n * env.r0)
-            excess = np.where(active, ev.energy / o.energy_budget_j - 1.0, 0.0)
-            value = drift_plus_penalty(float(np.mean(env.queue / o.energy_budget_j * excess)), self.tradeoff, rate,
-                                       1.0)
-            if value < best_value:
-                best, best_value = b, value
-        return np.where(active, best, 0)
+            tokens[b - 1] = np.where(active, (1.0 - self.mean_accept ** b) / (1.0 - self.mean_accept), 0.0)
+            delay[b - 1] = ev.delay
+            excess[b - 1] = np.where(active, ev.energy / o.energy_budget_j - 1.0, 0.0)
+        backlog = env.queue / o.energy_budget_j
+        if o.timing == "user":
+            rate = tokens / (np.maximum(delay, 1e-12) * env.r0)
+            best = drift_plus_penalty(backlog, self.tradeoff, rate, excess).argmin(axis=0) + 1
+            return np.where(active, best, 0)
+        rate = tokens.sum(axis=1) / (np.maximum(delay.max(axis=1), 1e-12) * n * env.r0)
+        value = drift_plus_penalty(1.0, self.tradeoff, rate, (backlog * excess).mean(axis=1))
+        return np.where(active, int(value.argmin()) + 1, 0)
 
 
 def budget_draft(env: Any) -> int:

@@ -236,8 +236,8 @@ def spec_round_kernel(gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx
 def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, answer_end, width, draft_length,
                      gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps,
                      mode, token_bits, slm_flops_per_token, llm_flops_per_token, verify_block_cost, joule_per_flop,
-                     round_trip_s, energy_budget, hybrid_correct, llm_correct, slm_correct,
-                     position, queue, energy_sum, last_uncertainty, tainted, answer_counts,
+                     round_trip_s, energy_budget, per_user_time, hybrid_correct, llm_correct, slm_correct,
+                     position, queue, energy_sum, last_uncertainty, tainted, answer_counts, user_time, user_errors,
                      drafted, es, emitted, n_sent, unverified, draft_time, comm_time, verify_time, energy, delay,
                      load, stats):
     """One step of ``MECSpecDecode-v0`` fused, as the env's numpy path (``compiled=False``) computes it.
@@ -246,9 +246,11 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
     streams: the drafted tokens with the early exit, each user's strongest ES, the round of
     :func:`spec_round_kernel` (its code, inline), the answers scored, and the state updated in place
     (``position``, energy ``queue`` and ``energy_sum``, ``last_uncertainty``, ``tainted``,
-    ``answer_counts``: answers, right, LLM right, SLM right). The round's per-user arrays go to the
-    output buffers; ``stats`` gets ``(tokens, errors, energy J, uploaded, drafted, round time s,
-    sum of queues, sum of energy_sum)``.
+    ``answer_counts``: answers, right, LLM right, SLM right; each user's elapsed ``user_time``, its
+    own delay with ``per_user_time``, else the slot's, and ``user_errors``). The round's per-user
+    arrays go to the output buffers; ``stats`` gets ``(tokens, errors, energy J, uploaded, drafted,
+    round time s, sum of queues, sum of energy_sum, sum_i tokens_i / delay_i, sum_i errors_i /
+    delay_i, sum_i position_i / user_time_i, sum_i (position_i - user_errors_i) / user_time_i)``.
     """
     n, m = gain.shape
     total_drafted = 0
@@ -309,6 +311,8 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
     round_time = 0.0
     queue_total = 0.0
     energy_sum_total = 0.0
+    token_rate = 0.0
+    error_rate = 0.0
     for i in range(n):
         draft_flops = slm_flops_per_token * drafted[i]
         draft_time[i] = draft_flops / local_capacity[i]
@@ -321,10 +325,16 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
             last_uncertainty[i] = uncertainty[k]
         # answers: a skipped token the LLM would have rejected taints its answer, then score those ended
         row = i * width
+        own_errors = 0
         for t in range(emitted[i]):
             if unverified[i, t]:
                 tainted[i, answer[row + min(position[i] + t, width - 1)]] = True
-                errors += 1
+                own_errors += 1
+        errors += own_errors
+        user_errors[i] += own_errors
+        if delay[i] > 0:
+            token_rate += emitted[i] / delay[i]
+            error_rate += own_errors / delay[i]
         for t in range(emitted[i]):
             k = row + min(position[i] + t, width - 1)
             if answer_end[k]:
@@ -344,6 +354,13 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
         energy_total += energy[i]
         queue_total += queue[i]
         energy_sum_total += energy_sum[i]
+    throughput = 0.0
+    accepted_throughput = 0.0
+    for i in range(n):
+        user_time[i] += delay[i] if per_user_time else round_time
+        if user_time[i] > 0:
+            throughput += position[i] / user_time[i]
+            accepted_throughput += (position[i] - user_errors[i]) / user_time[i]
     stats[0] = tokens
     stats[1] = errors
     stats[2] = energy_total
@@ -352,6 +369,10 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
     stats[5] = round_time
     stats[6] = queue_total
     stats[7] = energy_sum_total
+    stats[8] = token_rate
+    stats[9] = error_rate
+    stats[10] = throughput
+    stats[11] = accepted_throughput
 
 
 __all__ = ["numba_enabled", "greedy_kernel", "delays_kernel", "delays_batch_kernel", "free_space_gain_kernel",

@@ -45,6 +45,9 @@ class SpecEnvConfig(SpecConfig):
                                "trace CSV (train/build_token_traces.py)")
     uncertainty_metric: str = config_field("slm_temperature_uncertainty", "the SLM uncertainty the thresholds apply to",
                                            choices=UNCERTAINTIES)
+    timing: str = config_field("user", "'user': each user runs its rounds back to back at its own pace (a device "
+                               "does not wait for others); 'slot': a round is a slot that lasts until its slowest "
+                               "user is done", choices=("user", "slot"))
     flat_obs: bool = config_field(False, "one float32 Box instead of the Dict")
 
 
@@ -61,6 +64,15 @@ class MECSpecDecodeEnv(gym.Env):
     shared ES, speculative acceptance, device energy). The channel is redrawn every round (a slot
     of the query-level model); the tokens come from real traces or the synthetic source
     (:mod:`mec_env.spec.tokens`).
+
+    **Timing.** With ``timing="user"`` (default) each user runs its rounds back to back on its own
+    clock, as a device does in speculative decoding: its round takes its own drafting, uplink,
+    verification and round trip, and a user that finishes early starts its next round without
+    waiting for the others. Step k is every user's k-th round; the band and ES compute are shared
+    among the users uploading in their k-th round (our approximation: rounds of different users
+    overlap in time only roughly). With ``timing="slot"`` a round is a slot shared by all users:
+    it lasts until its slowest user has drafted, uploaded, been verified and heard back, and the
+    others wait it out.
 
     ## Action Space
 
@@ -91,13 +103,17 @@ class MECSpecDecodeEnv(gym.Env):
 
     ## Rewards
 
-    ``reward = (tokens - (1 + mu) x errors) / (round time x N x r0) - lambda x mean_i(e_i) / e_bar``:
+    ``reward = mean_i (tokens_i - (1 + mu) x errors_i) / (d_i x r0) - lambda x mean_i(e_i) / e_bar``:
     the round's accepted tokens per second per user, in units of ``r0`` (one SLM token per second
     at the nominal device: ``local_capacity_flops / (2 x slm_params)``), minus the energy spent
-    relative to the budget. ``errors`` are skipped tokens the LLM would have rejected: not
+    relative to the budget. ``d_i`` is user i's round time (``timing="user"``; a user that drafts
+    nothing adds 0) or the slot's, its slowest user's (``timing="slot"``: the rate is then all
+    users' tokens over the slot). ``errors`` are skipped tokens the LLM would have rejected: not
     accepted, and each spoils its answer, so it takes ``1 + mu`` tokens off the count.
-    Rounds are slots: one lasts until its slowest user has drafted, uploaded, been verified and
-    heard back, and a user that drafts nothing waits it out. Each user's virtual queue
+    ``info["throughput_tokens_per_s"]`` is the episode's throughput so far: the sum over users of
+    each user's tokens over its own elapsed time (with ``timing="slot"``, every user's elapsed
+    time is the slots', so it is all tokens over the slots); ``accepted_tokens_per_s`` counts
+    without the errors. Each user's virtual queue
     ``Z_i <- max(Z_i + e_i - e_bar, 0)`` is observed; ``info`` has the users' mean queue
     (``energy_queue``) and their mean energy per round so far (``mean_energy_per_round_j``): a
     policy meets the long-term budget when the queues stay bounded. ``info`` also counts the
@@ -158,7 +174,8 @@ class MECSpecDecodeEnv(gym.Env):
         self._token_bits = o.token_bits()
         self._slm_flops = self.cfg.flops_per_param_token * self.cfg.slm_params
         self._llm_flops = self.cfg.flops_per_param_token * self.cfg.llm_params
-        self._stats = np.zeros(8)
+        self._stats = np.zeros(12)
+        self._per_user_time = o.timing == "user"
         self._buffers = {name: np.zeros(n, dtype=np.int64) for name in ("drafted", "es", "emitted", "uploaded")}
         self._buffers.update({name: np.zeros(n) for name in ("draft_time", "comm_time", "verify_time", "energy",
                                                                "delay")})
@@ -186,6 +203,7 @@ class MECSpecDecodeEnv(gym.Env):
         self._uncertainty, self._accepted = self.uncertainty.ravel(), self.streams.accepted.ravel()
         self._answer, self._answer_end = self.streams.answer.ravel(), self.streams.answer_end.ravel()
         self._answer_counts = np.zeros(4, dtype=np.int64)  # answers, right, the LLM's right, the SLM's right
+        self.user_time, self.user_errors = np.zeros(n), np.zeros(n, dtype=np.int64)  # each user's clock, its errors
         return self._observation(), {"round": 0}
 
     def step(self, action: np.ndarray):
@@ -201,22 +219,22 @@ class MECSpecDecodeEnv(gym.Env):
         a = a.reshape(n, 3)
         problem = self.problem
         self._round_problem, self._last = problem, None
-        if self.compiled:
-            tokens, errors, energy, uploaded, drafted, round_time, queue_total, energy_total = self._step_compiled(
-                a, problem)
-        else:
-            tokens, errors, energy, uploaded, drafted, round_time, queue_total, energy_total = self._step_numpy(
-                a, problem)
+        (tokens, errors, energy, uploaded, drafted, round_time, queue_total, energy_total, token_rate, error_rate,
+         throughput, accepted_throughput) = (self._step_compiled if self.compiled else self._step_numpy)(a, problem)
         self.rounds += 1
         # a wrong unverified token is not an accepted one, and it spoils its answer: 1 + mu tokens off
-        counted = tokens - (1.0 + o.error_weight) * errors
-        rate = counted / (round_time * n * self.r0) if round_time > 0 else 0.0
+        if self._per_user_time:  # each user's tokens over its own round's time
+            rate = (token_rate - (1.0 + o.error_weight) * error_rate) / (n * self.r0)
+            round_rate = token_rate
+        else:  # everyone's tokens over the slot
+            rate = (tokens - (1.0 + o.error_weight) * errors) / (round_time * n * self.r0) if round_time > 0 else 0.0
+            round_rate = tokens / round_time if round_time > 0 else 0.0
         reward = rate - o.energy_weight * energy / (n * o.energy_budget_j)
         terminated = bool((self.position >= self.streams.length).all())
         truncated = not terminated and self.rounds >= o.max_rounds
         c = self._answer_counts
-        info = {"round": self.rounds, "tokens": tokens, "round_time_s": round_time,
-                "tokens_per_s": tokens / round_time if round_time > 0 else 0.0,
+        info = {"round": self.rounds, "tokens": tokens, "round_time_s": round_time, "tokens_per_s": round_rate,
+                "throughput_tokens_per_s": throughput, "accepted_tokens_per_s": accepted_throughput,
                 "uploaded": uploaded, "drafted": drafted, "unverified_rejects": errors, "energy_j": energy,
                 "mean_energy_per_round_j": energy_total / (n * self.rounds), "energy_queue": queue_total / n,
                 "answers": int(c[0]), "answers_correct": int(c[1]), "answers_llm_correct": int(c[2]),
@@ -233,13 +251,13 @@ class MECSpecDecodeEnv(gym.Env):
             float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
             float(problem.noise_power_w), float(problem.min_rate_bps), self._interference_code, self._token_bits,
             self._slm_flops, self._llm_flops, o.verify_block_cost, o.joule_per_flop, o.round_trip_s,
-            o.energy_budget_j, s.hybrid_correct, s.llm_correct, s.slm_correct, self.position, self.queue,
-            self.energy_sum, self.last_uncertainty, self.tainted, self._answer_counts, b["drafted"], b["es"],
+            o.energy_budget_j, self._per_user_time, s.hybrid_correct, s.llm_correct, s.slm_correct, self.position,
+            self.queue, self.energy_sum, self.last_uncertainty, self.tainted, self._answer_counts, self.user_time,
+            self.user_errors, b["drafted"], b["es"],
             b["emitted"], b["uploaded"], b["unverified"], b["draft_time"], b["comm_time"], b["verify_time"],
             b["energy"], b["delay"], b["es_users"], self._stats)
         st = self._stats
-        return (int(st[0]), int(st[1]), float(st[2]), int(st[3]), int(st[4]), float(st[5]), float(st[6]),
-                float(st[7]))
+        return (int(st[0]), int(st[1]), float(st[2]), int(st[3]), int(st[4]), *map(float, st[5:]))
 
     def _step_numpy(self, a: np.ndarray, problem: Any) -> tuple:
         """The reference path: the same step in numpy over :func:`~mec_env.spec.model.evaluate_round`."""
@@ -264,8 +282,15 @@ class MECSpecDecodeEnv(gym.Env):
         self.energy_sum += ev.energy
         self._last, self._last_es = ev, es
         round_time = float(ev.delay.max()) if took.any() else 0.0  # the slot lasts until its slowest user is done
-        return (int(ev.emitted.sum()), int(ev.unverified.sum()), float(ev.energy.sum()), int(ev.uploaded.sum()),
-                int(drafted.sum()), round_time, float(self.queue.sum()), float(self.energy_sum.sum()))
+        errors = ev.unverified.sum(axis=1)
+        self.user_errors += errors
+        self.user_time += ev.delay if self._per_user_time else round_time
+        own = np.where(took, ev.delay, np.inf)  # a user that drafts nothing adds no rate
+        elapsed = np.where(self.user_time > 0, self.user_time, np.inf)
+        return (int(ev.emitted.sum()), int(errors.sum()), float(ev.energy.sum()), int(ev.uploaded.sum()),
+                int(drafted.sum()), round_time, float(self.queue.sum()), float(self.energy_sum.sum()),
+                float((ev.emitted / own).sum()), float((errors / own).sum()), float((self.position / elapsed).sum()),
+                float(((self.position - self.user_errors) / elapsed).sum()))
 
     @property
     def last(self) -> RoundEvaluation | None:
