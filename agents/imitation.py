@@ -159,6 +159,66 @@ def clone(policy: Any, data: Dataset, epochs: int, batch_size: int, learning_rat
     return metrics
 
 
+def agent_rollouts(env: gym.Env, agent: Any, steps: int, seed: int, gamma: float) -> tuple[Dataset, np.ndarray]:
+    """``steps`` steps of ``agent`` (anything with ``predict``) in ``env`` from ``reset(seed=seed)``, episode
+    after episode (seeds seed, seed + 1, ...): the dataset of its observations and actions, and each
+    step's discounted return to the end of its episode (the value target of a warm-started critic)."""
+    xs, ys, rewards, ends = [], [], [], []
+    obs, _ = env.reset(seed=seed)
+    episode = 0
+    for t in range(steps):
+        action, _ = agent.predict(obs, deterministic=True)
+        xs.append(np.asarray(obs, dtype=np.float32))
+        ys.append(np.asarray(action, dtype=np.int64))
+        obs, reward, terminated, truncated, _ = env.step(action)
+        rewards.append(float(reward))
+        ends.append(terminated or truncated or t == steps - 1)
+        if terminated or truncated:
+            episode += 1
+            obs, _ = env.reset(seed=seed + episode)
+    returns, g = np.zeros(len(rewards)), 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        g = rewards[t] + (0.0 if ends[t] else gamma * g)
+        returns[t] = g
+    return Dataset(np.asarray(xs), np.asarray(ys)), returns
+
+
+def clone_into_sb3(model: Any, data: Dataset, returns: np.ndarray, epochs: int, batch_size: int = 256,
+                   learning_rate: float = 1e-3, seed: int = 0) -> dict:
+    """Behaviour cloning into any SB3 actor-critic (``model.policy.evaluate_actions``): maximise the
+    joint ``log pi(a | s)`` of the demonstrated actions and fit the critic to their returns, the
+    standard warm start before PPO fine-tuning.
+
+    :returns: the last epoch's ``nll`` (per step), ``value_mse`` and ``agree`` (the policy's mode is the
+        demonstrated action, per action component).
+    """
+    policy = model.policy
+    gen = th.Generator().manual_seed(seed)
+    obs, actions = th.as_tensor(data.obs, device=policy.device), th.as_tensor(data.actions, device=policy.device)
+    target = th.as_tensor(returns, dtype=th.float32, device=policy.device)
+    optimizer = th.optim.Adam(policy.parameters(), lr=learning_rate)
+    metrics: dict = {}
+    for _ in range(epochs):
+        policy.set_training_mode(True)
+        order = th.randperm(len(data), generator=gen)
+        nll_sum, mse_sum, batches = 0.0, 0.0, 0
+        for start in range(0, len(data), batch_size):
+            idx = order[start:start + batch_size]
+            values, log_prob, _ = policy.evaluate_actions(obs[idx], actions[idx])
+            nll, mse = -log_prob.mean(), th.nn.functional.mse_loss(values.flatten(), target[idx])
+            optimizer.zero_grad()
+            (nll + 0.5 * mse).backward()
+            th.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            optimizer.step()
+            nll_sum, mse_sum, batches = nll_sum + nll.item(), mse_sum + mse.item(), batches + 1
+        metrics = {"nll": nll_sum / batches, "value_mse": mse_sum / batches}
+    policy.set_training_mode(False)
+    with th.no_grad():
+        mode = policy.get_distribution(obs).mode()
+    metrics["agree"] = float((mode == actions).float().mean())
+    return metrics
+
+
 def validation_j(model: Any, cfg: ImitationConfig, strategies: Sequence[str] = ()) -> dict[str, float]:
     """Mean penalised objective J of the model (and of scripted ``strategies``) on the validation episodes."""
     from agents.evaluation import run_episodes
@@ -314,4 +374,4 @@ def write_curve(curve: list[dict], refs: dict[str, float], cfg: ImitationConfig,
 
 
 __all__ = ["Dataset", "ImitationConfig", "expert_dataset", "imitation_loss", "clone", "run_imitation",
-           "validation_j", "write_curve"]
+           "validation_j", "write_curve", "agent_rollouts", "clone_into_sb3"]

@@ -23,7 +23,7 @@ uncertainty). ``budget`` fixes the drafting budget of SLM only, HLM and U-HLM (d
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -133,4 +133,25 @@ def budget_draft(env: Any) -> int:
     return int(max(1, min(u.options.draft_length, math.floor(u.options.energy_budget_j / per_token))))
 
 
-__all__ = ["SpecRuleAgent", "budget_draft"]
+RULES = ("SLM only", "HLM", "U-HLM", "U-HLM risk 0", "U-HLM at budget", "GELATO", "HLM b=K", "U-HLM b=K")
+
+
+def rule_factory(name: str, risk: float = 0.1) -> Callable[[Any], SpecRuleAgent]:
+    """``env -> agent`` for a strategy by name (:data:`RULES`; ``K`` a fixed drafting budget, e.g. ``"U-HLM b=1"``,
+    U-HLM's own protocol of one token a round); U-HLM's risk is ``risk`` unless named ``"U-HLM risk 0"``.
+
+    :raises ValueError: naming the unknown strategy and the known ones.
+    """
+    if name.startswith(("U-HLM b=", "HLM b=")) and name.split("b=")[1].isdigit():
+        strategy, b = name.split(" b=")[0], int(name.split("b=")[1])
+        return lambda env: SpecRuleAgent(env, strategy, risk=risk, budget=b)
+    if name == "U-HLM at budget":
+        return lambda env: SpecRuleAgent(env, "U-HLM", risk=risk, budget=budget_draft(env))
+    if name == "U-HLM risk 0":
+        return lambda env: SpecRuleAgent(env, "U-HLM", risk=0.0)
+    if name in SpecRuleAgent.STRATEGIES:
+        return lambda env: SpecRuleAgent(env, name, risk=risk)
+    raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(RULES)} (K a drafting budget 0..L)")
+
+
+__all__ = ["SpecRuleAgent", "budget_draft", "rule_factory", "RULES"]

@@ -253,13 +253,51 @@ def test_spec_ppo_trains_saves_and_compares_on_held_out_episodes(tmp_path):
                                        "n_epochs=1", "eval_freq=128", "eval_seeds=1", "final_eval_seeds=2",
                                        "env_kwargs.tokens=synthetic", "env_kwargs.n_users=4",
                                        "env_kwargs.scenario=small", f"run_dir={tmp_path}", "progress_bar=false",
-                                       "threads=1"])
+                                       "threads=1", "warm_start=U-HLM b=1", "warm_start_steps=64",
+                                       "warm_start_epochs=1"])
     assert [r.name for r in results][:4] == ["HLM", "U-HLM", "U-HLM at budget", "GELATO"]
     assert results[4].name.startswith("U-HLM b=") and results[-1].name == "PPO"
     assert all(len(r.episodes) == 2 for r in results)
     for name in ("final_model.zip", "best_model.zip", "comparison.csv"):
         assert (tmp_path / name).exists()
     assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match="'warm_start': 'PPO'; expected empty or one of SLM only"):
+        train_script("spec_ppo").main(["--set", "warm_start=PPO", f"run_dir={tmp_path / 'bad'}"])
+
+
+def test_a_rule_cloned_into_ppo_acts_as_the_rule_on_new_episodes():
+    """Behaviour cloning (agents.imitation.clone_into_sb3) of U-HLM b=1 into SB3's MLP: on episodes it
+    never saw, the policy's deterministic action is the rule's, component for component."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents.imitation import agent_rollouts, clone_into_sb3
+    from baselines.spec import rule_factory
+
+    kwargs = {**SMALL, "tokens": "babi", "session_tokens": 600, "flat_obs": True}
+    model = PPO("MlpPolicy", make_vec_env("MECSpecDecode-v0", n_envs=1, env_kwargs=kwargs), seed=0, device="cpu")
+    env = gym.make("MECSpecDecode-v0", **kwargs)
+    rule = rule_factory("U-HLM b=1")(env)
+    data, returns = agent_rollouts(env, rule, 320, seed=30_000, gamma=0.9)
+    assert data.obs.shape == (320, env.observation_space.shape[0]) and (data.actions == data.actions[0]).all()
+    assert returns[-1] == pytest.approx(0.0, abs=5.0) and returns[0] > returns[-1]  # an episode's end, its start
+    metrics = clone_into_sb3(model, data, returns, epochs=10, batch_size=160, learning_rate=5e-3)
+    assert metrics["agree"] == 1.0 and metrics["nll"] < 0.5
+    obs, _ = env.reset(seed=7)
+    for _ in range(20):
+        action, _ = model.predict(obs, deterministic=True)
+        assert (action == rule.predict(obs)[0]).all()
+        obs, *_ = env.step(action)
+
+
+def test_strategies_by_name_and_a_bad_name_lists_the_known_ones():
+    from baselines.spec import rule_factory
+
+    env = gym.make("MECSpecDecode-v0", **SMALL)
+    assert rule_factory("U-HLM b=1")(env).budget == 1 and rule_factory("HLM b=3")(env).upload_level == 0
+    assert rule_factory("GELATO", risk=0.5)(env).exit_level > rule_factory("GELATO")(env).exit_level
+    with pytest.raises(ValueError, match="unknown strategy 'PPO'.*U-HLM b=K"):
+        rule_factory("PPO")
 
 
 def test_spec_figures_write_their_tables_and_plots(tmp_path):

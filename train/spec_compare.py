@@ -29,7 +29,7 @@ import mec_env  # noqa: E402,F401
 from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.scripted import ModelAgent, load_model  # noqa: E402
 from agents.spec_evaluation import evaluate_spec_agents, print_spec_results  # noqa: E402
-from baselines.spec import SpecRuleAgent, budget_draft  # noqa: E402
+from baselines.spec import SpecRuleAgent, rule_factory  # noqa: E402
 from mec_env.config import parse_key_values  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
@@ -37,30 +37,21 @@ from train.evaluate import positive_int  # noqa: E402
 
 
 def agent_factories(names: list[str], risk: float) -> dict:
-    rules = {
-        "SLM only": lambda env: SpecRuleAgent(env, "SLM only"),
-        "HLM": lambda env: SpecRuleAgent(env, "HLM"),
-        "U-HLM risk 0": lambda env: SpecRuleAgent(env, "U-HLM", risk=0.0),
-        f"U-HLM risk {risk:g}": lambda env: SpecRuleAgent(env, "U-HLM", risk=risk),
-        "U-HLM at budget": lambda env: SpecRuleAgent(env, "U-HLM", risk=risk, budget=budget_draft(env)),
-        "GELATO": lambda env: SpecRuleAgent(env, "GELATO"),
-    }
     out = {}
     for name in names:
-        if name.startswith(("U-HLM b=", "HLM b=")) and name.split("b=")[1].isdigit():  # a fixed drafting budget
-            strategy, b = name.split(" b=")[0], int(name.split("b=")[1])
-            out[name] = lambda env, s=strategy, b=b: SpecRuleAgent(env, s, risk=risk, budget=b)
-        elif "=" in name:  # a saved model: name=path
+        if "=" in name and not name.startswith(("U-HLM b=", "HLM b=")):  # a saved model: name=path
             label, path = name.split("=", 1)
             model = load_model(path)
             out[label] = lambda env, model=model, label=label: ModelAgent(model, label, env=env)
-        elif name == "U-HLM":
-            out["U-HLM risk 0"], out[f"U-HLM risk {risk:g}"] = rules["U-HLM risk 0"], rules[f"U-HLM risk {risk:g}"]
-        elif name in rules:
-            out[name] = rules[name]
+        elif name == "U-HLM":  # both thresholds: the risk-averse one and --risk's
+            out["U-HLM risk 0"], out[f"U-HLM risk {risk:g}"] = rule_factory("U-HLM risk 0"), rule_factory(name, risk)
+        elif name == f"U-HLM risk {risk:g}":
+            out[name] = rule_factory("U-HLM", risk)
         else:
-            raise MECOffloadError(f"--agents: unknown agent {name!r}; expected one of {sorted(rules)} or "
-                                  "'U-HLM b=K', 'HLM b=K' or name=model.zip")
+            try:
+                out[name] = rule_factory(name, risk)
+            except ValueError as err:
+                raise MECOffloadError(f"--agents: {err}, or name=model.zip") from None
     return out
 
 

@@ -15,6 +15,10 @@ uncertainties, device capacities, tokens left). The scripted strategies it is co
   rule tuned to this reward);
 * **GELATO** (drift-plus-penalty drafting budget against the energy queue, entropy exit).
 
+``warm_start="U-HLM b=1"`` clones a strategy into the new policy before PPO (behaviour cloning
+of its actions and returns, :func:`agents.imitation.clone_into_sb3`), so PPO starts from the rule
+and looks for what beats it.
+
 Every ``eval_freq`` steps, and at the end, all of them play the same ``eval_seeds`` episodes
 (:func:`agents.spec_evaluation.evaluate_spec_agents`); TensorBoard gets
 ``eval/{agent}/{return,tokens_per_s,accuracy_vs_llm,energy_vs_budget}`` and the best model by
@@ -45,8 +49,9 @@ from agents.scripted import ModelAgent  # noqa: E402
 from agents.spec_evaluation import SpecResult, evaluate_spec_agents, print_spec_results  # noqa: E402
 from agents.training import (PeriodicEvaluation, SpecPPOConfig, finish_wandb, learn_with_evaluation,  # noqa: E402
                              load_config, start_wandb)
-from baselines.spec import SpecRuleAgent, budget_draft  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.imitation import agent_rollouts, clone_into_sb3  # noqa: E402
+from baselines.spec import RULES, SpecRuleAgent, budget_draft, rule_factory  # noqa: E402
+from mec_env.errors import ConfigError, MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
 
 
@@ -99,6 +104,10 @@ def main(argv: list[str] | None = None) -> list[SpecResult]:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = ap.parse_args(argv)
     cfg = load_config(SpecPPOConfig, args.config, args.set)
+    try:
+        warm_start = rule_factory(cfg.warm_start) if cfg.warm_start else None
+    except ValueError:
+        raise ConfigError("warm_start", cfg.warm_start, f"empty or one of {', '.join(RULES)} (K in 0..L)") from None
     torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -107,10 +116,18 @@ def main(argv: list[str] | None = None) -> list[SpecResult]:
         return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs=cfg.env_kwargs)
 
     def new_model(env) -> PPO:
-        return PPO("MlpPolicy", env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                   n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                   ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
-                   tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+        model = PPO("MlpPolicy", env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+                    batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+                    clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
+                    max_grad_norm=cfg.max_grad_norm, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu",
+                    verbose=0)
+        if warm_start is not None:  # a new run only: a resumed one keeps what it learned
+            demo_env = gym.make(cfg.env_id, **cfg.env_kwargs)
+            data, returns = agent_rollouts(demo_env, warm_start(demo_env), cfg.warm_start_steps, 30_000, cfg.gamma)
+            m = clone_into_sb3(model, data, returns, cfg.warm_start_epochs, cfg.batch_size, seed=cfg.seed)
+            print(f"warm start: {cfg.warm_start} cloned from {len(data)} steps: -log pi {m['nll']:.3f}, "
+                  f"{100 * m['agree']:.1f} % of action components its mode")
+        return model
 
     model, state = open_run(PPO, cfg, make_env, new_model)
     try:
