@@ -5,8 +5,9 @@
 * **U-HLM**: draft ``L``, upload a token only when its uncertainty reaches the threshold of
   :func:`mec_env.spec.control.uhlm_threshold` (the fitted uncertainty-rejection line and a
   tolerated risk; ``risk=0`` is the risk-averse variant).
-* **GELATO**: each round, the drafting budget minimising the drift-plus-penalty bound
-  (:func:`mec_env.spec.control.drift_plus_penalty`) against the users' virtual energy queues,
+* **GELATO**: each round, each device's drafting budget minimising the drift-plus-penalty bound
+  (:func:`mec_env.spec.control.drift_plus_penalty`) against its virtual energy queue (one budget
+  for all against their mean with ``timing="slot"``),
   with each budget's time and energy priced by the round evaluator on the round's channel and
   its expected tokens from the token source's mean acceptance; every drafted token is uploaded
   and drafting stops after the first token whose uncertainty exceeds the exit threshold (the

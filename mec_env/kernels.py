@@ -187,6 +187,27 @@ def _delays_into(gain, query_bits, workload_llm, local_delay, es_capacity, c_max
 
 
 @_jit
+def _verification_into(gain, es_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode, n_sent,
+                       es, token_bits, llm_flops_per_token, verify_block_cost, comm_time, verify_time, load):
+    """Uplink and verification time of each user's uploaded block (eqs. 2-7 among the users that upload):
+    writes ``comm_time``, ``verify_time`` (0 for a user that uploads nothing) and ``load`` (users per ES)."""
+    n = gain.shape[0]
+    assignment = np.zeros(n, dtype=np.int64)
+    query_bits = np.empty(n)
+    workload = np.empty(n)
+    for i in range(n):
+        if n_sent[i] > 0:
+            assignment[i] = es[i] + 1
+        query_bits[i] = token_bits * n_sent[i]
+        block = 1.0 + verify_block_cost * (n_sent[i] - 1) if n_sent[i] > 0 else 0.0
+        workload[i] = llm_flops_per_token * block
+        comm_time[i] = 0.0
+    load[:] = 0
+    _delays_into(gain, query_bits, workload, np.zeros(n), es_capacity, c_max, bandwidth_hz, tx_power_w,
+                 noise_power_w, min_rate_bps, mode, assignment, comm_time, verify_time, load)
+
+
+@_jit
 def spec_round_kernel(gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w,
                       min_rate_bps, mode, drafted, upload, accepted, es, token_bits, slm_flops_per_token,
                       llm_flops_per_token, verify_block_cost, joule_per_flop):
@@ -209,20 +230,11 @@ def spec_round_kernel(gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx
         for t in range(emitted[i]):
             if not upload[i, t] and not accepted[i, t]:
                 unverified[i, t] = True
-    assignment = np.zeros(n, dtype=np.int64)
-    query_bits = np.empty(n)
-    workload = np.empty(n)
-    for i in range(n):
-        if n_sent[i] > 0:
-            assignment[i] = es[i] + 1
-        query_bits[i] = token_bits * n_sent[i]
-        block = 1.0 + verify_block_cost * (n_sent[i] - 1) if n_sent[i] > 0 else 0.0
-        workload[i] = llm_flops_per_token * block
-    comm_time = np.zeros(n)
+    comm_time = np.empty(n)
     verify_time = np.empty(n)
-    load = np.zeros(m, dtype=np.int64)
-    _delays_into(gain, query_bits, workload, np.zeros(n), es_capacity, c_max, bandwidth_hz, tx_power_w,
-                 noise_power_w, min_rate_bps, mode, assignment, comm_time, verify_time, load)
+    load = np.empty(m, dtype=np.int64)
+    _verification_into(gain, es_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode, n_sent,
+                       es, token_bits, llm_flops_per_token, verify_block_cost, comm_time, verify_time, load)
     draft_time = np.empty(n)
     energy = np.empty(n)
     for i in range(n):
@@ -289,21 +301,8 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
             k = row + min(position[i] + t, width - 1)
             if not uncertainty[k] > upload_at and not accepted[k]:
                 unverified[i, t] = True
-    assignment = np.zeros(n, dtype=np.int64)
-    query_bits = np.empty(n)
-    workload = np.empty(n)
-    for i in range(n):
-        if n_sent[i] > 0:
-            assignment[i] = es[i] + 1
-        query_bits[i] = token_bits * n_sent[i]
-        block = 1.0 + verify_block_cost * (n_sent[i] - 1) if n_sent[i] > 0 else 0.0
-        workload[i] = llm_flops_per_token * block
-    for j in range(m):
-        load[j] = 0
-    for i in range(n):
-        comm_time[i] = 0.0
-    _delays_into(gain, query_bits, workload, np.zeros(n), es_capacity, c_max, bandwidth_hz, tx_power_w,
-                 noise_power_w, min_rate_bps, mode, assignment, comm_time, verify_time, load)
+    _verification_into(gain, es_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode, n_sent,
+                       es, token_bits, llm_flops_per_token, verify_block_cost, comm_time, verify_time, load)
     tokens = 0
     errors = 0
     uploaded = 0
