@@ -259,7 +259,8 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
     :func:`spec_round_kernel` (its code, inline), the answers scored, and the state updated in place
     (``position``, energy ``queue`` and ``energy_sum``, ``last_uncertainty``, ``tainted``,
     ``answer_counts``: answers, right, LLM right, SLM right; each user's elapsed ``user_time``, its
-    own delay with ``per_user_time``, else the slot's, and ``user_errors``). The round's per-user
+    own delay with ``per_user_time`` (an idle, unfinished user's one token's drafting time), else
+    the slot's, and ``user_errors``). The round's per-user
     arrays go to the output buffers; ``stats`` gets ``(tokens, errors, energy J, uploaded, drafted,
     round time s, sum of queues, sum of energy_sum, sum_i tokens_i / delay_i, sum_i errors_i /
     delay_i, sum_i position_i / user_time_i, sum_i (position_i - user_errors_i) / user_time_i)``.
@@ -356,7 +357,12 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
     throughput = 0.0
     accepted_throughput = 0.0
     for i in range(n):
-        user_time[i] += delay[i] if per_user_time else round_time
+        if not per_user_time:
+            user_time[i] += round_time
+        elif drafted[i] > 0:
+            user_time[i] += delay[i]
+        elif position[i] < length[i]:  # an idle user sits out one token's drafting time
+            user_time[i] += slm_flops_per_token / local_capacity[i]
         if user_time[i] > 0:
             throughput += position[i] / user_time[i]
             accepted_throughput += (position[i] - user_errors[i]) / user_time[i]

@@ -127,7 +127,9 @@ def test_the_reward_counts_accepted_tokens_per_second_less_errors_and_energy(tim
         if timing == "user":
             took = last.delay > 0
             rate = (mine[took] / last.delay[took]).sum() / (n * u.r0)
-            clock += last.delay
+            # an idle user with work left sits out one token's drafting time; a finished one's clock stops
+            sit_out = u.cfg.flops_per_param_token * u.cfg.slm_params / u.last_round[0].local_capacity
+            clock += np.where(took, last.delay, np.where(u.position < u.streams.length, sit_out, 0.0))
         else:
             rate = mine.sum() / (last.delay.max() * n * u.r0)
             clock += last.delay.max()

@@ -68,7 +68,8 @@ class MECSpecDecodeEnv(gym.Env):
     **Timing.** With ``timing="user"`` (default) each user runs its rounds back to back on its own
     clock, as a device does in speculative decoding: its round takes its own drafting, uplink,
     verification and round trip, and a user that finishes early starts its next round without
-    waiting for the others. Step k is every user's k-th round; the band and ES compute are shared
+    waiting for the others; a user that drafts nothing sits out one token's drafting time (it
+    saves the energy, not the time). Step k is every user's k-th round; the band and ES compute are shared
     among the users uploading in their k-th round (our approximation: rounds of different users
     overlap in time only roughly). With ``timing="slot"`` a round is a slot shared by all users:
     it lasts until its slowest user has drafted, uploaded, been verified and heard back, and the
@@ -284,7 +285,11 @@ class MECSpecDecodeEnv(gym.Env):
         round_time = float(ev.delay.max()) if took.any() else 0.0  # the slot lasts until its slowest user is done
         errors = ev.unverified.sum(axis=1)
         self.user_errors += errors
-        self.user_time += ev.delay if self._per_user_time else round_time
+        if self._per_user_time:  # an idle user with work left sits out one token's drafting time
+            idle = ~took & (self.position < self.streams.length)
+            self.user_time += np.where(idle, self._slm_flops / problem.local_capacity, ev.delay)
+        else:
+            self.user_time += round_time
         own = np.where(took, ev.delay, np.inf)  # a user that drafts nothing adds no rate
         elapsed = np.where(self.user_time > 0, self.user_time, np.inf)
         return (int(ev.emitted.sum()), int(errors.sum()), float(ev.energy.sum()), int(ev.uploaded.sum()),
