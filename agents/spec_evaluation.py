@@ -110,4 +110,15 @@ def print_spec_results(results: list[SpecResult], title: str) -> None:
               f"{m['energy_vs_budget']:8.3f}")
 
 
-__all__ = ["SPEC_METRICS", "SpecResult", "play_episode", "evaluate_spec_agents", "print_spec_results"]
+def print_paired_returns(results: list[SpecResult], agent: str) -> None:
+    """``agent``'s return minus every other agent's, episode by episode (same seeds): mean and 95 % CI."""
+    mine = next(r for r in results if r.name == agent)
+    for r in results:
+        if r.name != agent:
+            diff = np.array([a["return"] - b["return"] for a, b in zip(mine.episodes, r.episodes)])
+            half = 1.96 * diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
+            print(f"  {agent} - {r.name}: return {diff.mean():+.3f} ± {half:.3f} (paired)")
+
+
+__all__ = ["SPEC_METRICS", "SpecResult", "play_episode", "evaluate_spec_agents", "print_spec_results",
+           "print_paired_returns"]

@@ -235,12 +235,18 @@ def test_gelato_meets_its_energy_budget_and_outruns_hlm_at_the_same_energy():
     assert r["GELATO"]["tokens_per_s"] > r["HLM b=2"]["tokens_per_s"] > r["HLM b=1"]["tokens_per_s"]
 
 
-def test_spec_compare_scores_every_strategy_on_the_same_episodes(tmp_path):
+def test_spec_compare_scores_every_strategy_on_the_same_episodes(tmp_path, capsys):
     from helpers import train_script
 
+    from mec_env.errors import MECOffloadError
+
     rows = train_script("spec_compare").main(["--set", "scenario=small", "n_users=4", "tokens=synthetic",
-                                              "--episodes", "3", "--out", str(tmp_path)])
+                                              "--episodes", "3", "--out", str(tmp_path), "--paired", "GELATO"])
     by = {r["agent"]: r for r in rows}
+    paired = [line for line in capsys.readouterr().out.splitlines() if "(paired)" in line]
+    assert len(paired) == 5 and paired[1].strip().startswith("GELATO - HLM: return ")
+    with pytest.raises(MECOffloadError, match="--agents: unknown strategy 'GOA'"):
+        train_script("spec_compare").main(["--agents", "GOA", "--out", str(tmp_path)])
     assert list(by) == ["SLM only", "HLM", "U-HLM risk 0", "U-HLM risk 0.1", "U-HLM at budget", "GELATO"]
     assert by["HLM"]["vs_hlm"] == 1.0 and by["HLM"]["skip_fraction"] == 0.0 and by["HLM"]["accuracy_vs_llm"] == 1.0
     assert by["SLM only"]["skip_fraction"] == 1.0 and by["SLM only"]["accuracy_vs_llm"] < 1.0

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import mec_env  # noqa: E402,F401
 from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.scripted import ModelAgent, load_model  # noqa: E402
-from agents.spec_evaluation import evaluate_spec_agents, print_spec_results  # noqa: E402
+from agents.spec_evaluation import evaluate_spec_agents, print_paired_returns, print_spec_results  # noqa: E402
 from baselines.spec import SpecRuleAgent, rule_factory  # noqa: E402
 from mec_env.config import parse_key_values  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--agents", nargs="*", default=["SLM only", "HLM", "U-HLM", "U-HLM at budget", "GELATO"])
     ap.add_argument("--risk", type=float, default=0.1, help="U-HLM's tolerated rejection probability of a skip")
     ap.add_argument("--out", type=Path, default=Path("results/spec"), help="CSV folder")
+    ap.add_argument("--paired", metavar="AGENT", help="also this agent's return minus each other's, paired by episode")
     args = ap.parse_args(argv)
     env_kwargs = {"n_users": 20, "tokens": "babi", **parse_key_values(args.set)}
     agents = agent_factories(args.agents, args.risk)
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = evaluate_spec_agents(lambda: gym.make("MECSpecDecode-v0", **env_kwargs), agents,
                                    held_out_seeds(args.episodes), progress=True)
     print_spec_results(results, f"MECSpecDecode-v0 {env_kwargs}, {args.episodes} held-out episodes (95 % CI)")
+    if args.paired:
+        print_paired_returns(results, args.paired)
     rows = [r.row() for r in results]
     atomic_write_csv(args.out / "spec_compare.csv", rows)
     print(f"wrote {args.out / 'spec_compare.csv'}")

@@ -30,13 +30,11 @@ the same command resumes.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
@@ -46,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from agents.checkpoint import open_run, unlock_run  # noqa: E402
 from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.scripted import ModelAgent  # noqa: E402
-from agents.spec_evaluation import SpecResult, evaluate_spec_agents, print_spec_results  # noqa: E402
+from agents.spec_evaluation import (SpecResult, evaluate_spec_agents, print_paired_returns,  # noqa: E402
+                                    print_spec_results)
 from agents.training import (PeriodicEvaluation, SpecPPOConfig, finish_wandb, learn_with_evaluation,  # noqa: E402
                              load_config, start_wandb)
 from agents.imitation import agent_rollouts, clone_into_sb3  # noqa: E402
@@ -138,12 +137,7 @@ def main(argv: list[str] | None = None) -> list[SpecResult]:
         results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True, tuned_budget=tuned)
         print_spec_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes "
                                     f"(PPO trained {model.num_timesteps} steps in {minutes:.1f} min)")
-        ppo = next(r for r in results if r.name == "PPO")
-        for r in results:
-            if r.name != "PPO":
-                diff = np.array([p["return"] - b["return"] for p, b in zip(ppo.episodes, r.episodes)])
-                half = 1.96 * diff.std(ddof=1) / math.sqrt(diff.size) if diff.size > 1 else float("nan")
-                print(f"  PPO - {r.name}: return {diff.mean():+.3f} ± {half:.3f} (paired)")
+        print_paired_returns(results, "PPO")
         atomic_write_csv(run_dir / "comparison.csv", [r.row() for r in results])
         finish_wandb(use_wandb)
         print(f"saved {run_dir / 'final_model.zip'} and {run_dir / 'comparison.csv'}; "
