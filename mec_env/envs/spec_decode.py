@@ -69,11 +69,11 @@ class MECSpecDecodeEnv(gym.Env):
     clock, as a device does in speculative decoding: its round takes its own drafting, uplink,
     verification and round trip, and a user that finishes early starts its next round without
     waiting for the others; a user that drafts nothing sits out one token's drafting time (it
-    saves the energy, not the time). Step k is every user's k-th round; the band and ES compute are shared
-    among the users uploading in their k-th round (our approximation: rounds of different users
-    overlap in time only roughly). With ``timing="slot"`` a round is a slot shared by all users:
-    it lasts until its slowest user has drafted, uploaded, been verified and heard back, and the
-    others wait it out.
+    saves the energy, not the time). Step k is every user's k-th round; the band and ES compute
+    are shared among the users uploading in their k-th round (our approximation: rounds of
+    different users overlap in time only roughly). With ``timing="slot"`` a round is a slot
+    shared by all users: it lasts until its slowest user has drafted, uploaded, been verified and
+    heard back, and the others wait it out.
 
     ## Action Space
 
