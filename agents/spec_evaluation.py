@@ -99,12 +99,13 @@ def evaluate_spec_agents(make_env: Callable[[], gym.Env], agents: Mapping[str, C
 
 
 def print_spec_results(results: list[SpecResult], title: str) -> None:
+    width = max([16] + [len(r.name) for r in results])
     print(f"\n{title}")
-    print(f"  {'agent':16s} {'return':>15s} {'tokens/s':>9s} {'vs HLM':>14s} {'skipped':>8s} {'acc/LLM':>15s} "
+    print(f"  {'agent':{width}s} {'return':>15s} {'tokens/s':>9s} {'vs HLM':>14s} {'skipped':>8s} {'acc/LLM':>15s} "
           f"{'J/user-round':>13s} {'/budget':>8s}")
     for r in results:
         m, c = r.mean, r.ci95
-        print(f"  {r.name:16s} {m['return']:7.2f} ± {c['return']:5.2f} {m['tokens_per_s']:9.1f} "
+        print(f"  {r.name:{width}s} {m['return']:7.2f} ± {c['return']:5.2f} {m['tokens_per_s']:9.1f} "
               f"{m['vs_hlm']:6.3f} ± {c['vs_hlm']:5.3f} {100 * m['skip_fraction']:7.1f}% "
               f"{100 * m['accuracy_vs_llm']:6.1f} ± {100 * c['accuracy_vs_llm']:4.1f}% {m['energy_j']:13.3f} "
               f"{m['energy_vs_budget']:8.3f}")

@@ -5,6 +5,12 @@
 * **U-HLM**: draft ``L``, upload a token only when its uncertainty reaches the threshold of
   :func:`mec_env.spec.control.uhlm_threshold` (the fitted uncertainty-rejection line and a
   tolerated risk; ``risk=0`` is the risk-averse variant).
+* **U-HLM opportunistic**: U-HLM's protocol (one token a round, skipped below the threshold), but
+  a device drafts in a round only when the round's expected reward is positive: its expected
+  rate (a skip takes the drafting time, an upload adds the uplink, verification and round trip
+  priced by the round evaluator; a skip the LLM would have rejected counts ``1 + mu`` tokens off)
+  against the energy price ``lambda x e / e_bar``. On a slow device in a round, drafting can
+  cost more reward than it earns (users on their own clocks, ``timing="user"``, only).
 * **GELATO**: each round, each device's drafting budget minimising the drift-plus-penalty bound
   (:func:`mec_env.spec.control.drift_plus_penalty`) against its virtual energy queue (one budget
   for all against their mean with ``timing="slot"``),
@@ -50,7 +56,7 @@ class SpecRuleAgent:
     :param budget: tokens drafted a round by SLM only, HLM and U-HLM (default L, the most).
     """
 
-    STRATEGIES = ("SLM only", "HLM", "U-HLM", "GELATO")
+    STRATEGIES = ("SLM only", "HLM", "U-HLM", "U-HLM opportunistic", "GELATO")
 
     def __init__(self, env: Any, strategy: str, slope: float | None = None, intercept: float | None = None,
                  risk: float = 0.1, tradeoff: float = 100.0, exit_level: int | None = None,
@@ -73,9 +79,14 @@ class SpecRuleAgent:
         self.exit_level = _level(self.env, threshold) if exit_level is None else exit_level
         if not 0 <= self.exit_level < k:
             raise ValueError(f"exit_level must be in 0..K-1 = {k - 1}, got {self.exit_level}")
-        self.threshold = threshold if strategy == "U-HLM" else None
+        self.threshold = threshold if strategy.startswith("U-HLM") else None
         self.upload_level = {"SLM only": k - 1, "HLM": 0, "GELATO": 0}.get(strategy) if self.threshold is None \
             else _level(self.env, self.threshold)
+        if strategy == "U-HLM opportunistic":
+            if self.env.options.timing != "user":
+                raise ValueError("U-HLM opportunistic prices each device's own round: it needs timing='user'")
+            self.budget = 1
+            self.skip, self.skip_error = self._skip_statistics()
 
     def predict(self, observation: Any = None, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
@@ -86,8 +97,38 @@ class SpecRuleAgent:
         if self.name == "GELATO":
             budget = self._gelato_budgets()
             exit_level[:] = self.exit_level
+        elif self.name == "U-HLM opportunistic":
+            budget = np.where(self._round_value() > 0, 1, 0)
         action = np.stack([budget, np.full(n, self.upload_level), exit_level], axis=1)
         return action.reshape(-1).astype(np.int64), state
+
+    def _skip_statistics(self) -> tuple[float, float]:
+        """``(fraction of drafted tokens skipped at the upload level, fraction of those the LLM rejects)``,
+        over 256 sessions of the env's token source (a fixed seed: the rule is deterministic)."""
+        env = self.env
+        streams = env.source.sample(np.random.default_rng(0), 256, 64)
+        valid = np.arange(streams.uncertainty.shape[1])[None, :] < streams.length[:, None]
+        u = np.clip(streams.uncertainty[valid] / env.uncertainty_scale, 0.0, 1.0)
+        skipped = u <= env.thresholds[self.upload_level]
+        rejected = ~streams.accepted[valid][skipped]
+        return float(skipped.mean()), float(rejected.mean()) if rejected.size else 0.0
+
+    def _round_value(self) -> np.ndarray:
+        """(N,) expected reward of drafting one token this round, per user, in the env's units."""
+        env, o, cfg = self.env, self.env.options, self.env.cfg
+        n = cfg.n_users
+        active = env.position < env.streams.length
+        draft_time = cfg.flops_per_param_token * cfg.slm_params / env.problem.local_capacity
+        upload = np.ones((n, 1), dtype=bool)
+        ev = evaluate_round(env.problem, env.spec_config, active.astype(np.int64), upload, upload,
+                            env.problem.gain.argmax(axis=1), cfg.flops_per_param_token, cfg.slm_params,
+                            cfg.llm_params, check=False)
+        s = self.skip
+        rate = s * (1.0 - (1.0 + o.error_weight) * self.skip_error) / draft_time + (1.0 - s) / np.maximum(ev.delay,
+                                                                                                         1e-12)
+        energy = o.joule_per_flop * cfg.flops_per_param_token * cfg.slm_params + (1.0 - s) * cfg.tx_power_w * \
+            ev.comm_time
+        return np.where(active, rate / env.r0 - o.energy_weight * energy / o.energy_budget_j, -np.inf)
 
     def _gelato_budgets(self) -> np.ndarray:
         """The drafting budgets minimising the drift-plus-penalty bound of the round.
@@ -134,7 +175,8 @@ def budget_draft(env: Any) -> int:
     return int(max(1, min(u.options.draft_length, math.floor(u.options.energy_budget_j / per_token))))
 
 
-RULES = ("SLM only", "HLM", "U-HLM", "U-HLM risk 0", "U-HLM at budget", "GELATO", "HLM b=K", "U-HLM b=K")
+RULES = ("SLM only", "HLM", "U-HLM", "U-HLM risk 0", "U-HLM at budget", "U-HLM opportunistic", "GELATO", "HLM b=K",
+         "U-HLM b=K")
 
 
 def rule_factory(name: str, risk: float = 0.1) -> Callable[[Any], SpecRuleAgent]:

@@ -235,6 +235,29 @@ def test_gelato_meets_its_energy_budget_and_outruns_hlm_at_the_same_energy():
     assert r["GELATO"]["tokens_per_s"] > r["HLM b=2"]["tokens_per_s"] > r["HLM b=1"]["tokens_per_s"]
 
 
+def test_opportunistic_uhlm_sits_out_slow_rounds_when_energy_is_dear_and_gains_reward():
+    """At a 0.2 J budget a token's energy costs more reward than a slow device's round earns: the rule
+    idles exactly the users whose expected round value is negative (the slower devices) and beats
+    U-HLM b=1 on every episode; with timing='slot' it refuses to run."""
+    from agents.spec_evaluation import evaluate_spec_agents
+    from baselines.spec import rule_factory
+
+    kwargs = {"n_users": 10, "max_rounds": 32, "energy_budget_j": 0.2}
+    env = gym.make("MECSpecDecode-v0", **kwargs)
+    env.reset(seed=0)
+    agent = rule_factory("U-HLM opportunistic")(env)
+    assert 0.4 < agent.skip < 0.7 and 0 < agent.skip_error < 0.05
+    budget = agent.predict()[0].reshape(-1, 3)[:, 0]
+    speed = env.unwrapped.problem.local_capacity
+    assert 0 < budget.sum() < 10 and speed[budget == 0].max() < speed[budget == 1].min()
+    agents = {name: rule_factory(name) for name in ("U-HLM b=1", "U-HLM opportunistic")}
+    uhlm, opportunistic = evaluate_spec_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), agents, range(3))
+    assert all(o["return"] > u["return"] for o, u in zip(opportunistic.episodes, uhlm.episodes))
+    assert opportunistic.mean["energy_j"] < uhlm.mean["energy_j"]
+    with pytest.raises(ValueError, match="timing='user'"):
+        rule_factory("U-HLM opportunistic")(gym.make("MECSpecDecode-v0", **kwargs, timing="slot"))
+
+
 def test_spec_compare_scores_every_strategy_on_the_same_episodes(tmp_path, capsys):
     from helpers import train_script
 
