@@ -121,7 +121,9 @@ class SpecPPOConfig(PPOConfig):
     env_id: str = _env_id("MECSpecDecode-v0")
     env_kwargs: dict = _env_kwargs(n_users=20, tokens="babi", flat_obs=True)
     run_dir: str = config_field("runs/spec_ppo", "folder of logs, checkpoints and models")
-    policy: str = config_field("mlp", "SB3's MLP (the token env has no equivariant policy yet)", choices=("mlp",))
+    policy: str = config_field("mlp", "SB3's MLP over all users, or the per-user policy (agents.spec_policy)",
+                               choices=("mlp", "per_user"))
+    hidden: int = config_field(64, "width of the per-user policy's networks", range=(1, INF))
     gamma: float = config_field(0.99, "discount", range=(0.0, 1.0))
     final_eval_seeds: int = config_field(200, "held-out episodes of the final comparison, seeds 20_000 + k",
                                          range=(1, 10**6))

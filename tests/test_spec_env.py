@@ -285,7 +285,7 @@ def test_spec_ppo_trains_saves_and_compares_on_held_out_episodes(tmp_path):
                                        "env_kwargs.tokens=synthetic", "env_kwargs.n_users=4",
                                        "env_kwargs.scenario=small", f"run_dir={tmp_path}", "progress_bar=false",
                                        "threads=1", "warm_start=U-HLM b=1", "warm_start_steps=64",
-                                       "warm_start_epochs=1"])
+                                       "warm_start_epochs=1", "policy=per_user", "hidden=16"])
     assert [r.name for r in results][:4] == ["HLM", "U-HLM", "U-HLM at budget", "GELATO"]
     assert results[4].name.startswith("U-HLM b=") and results[-1].name == "PPO"
     assert all(len(r.episodes) == 2 for r in results)
@@ -354,3 +354,39 @@ def test_sb3_ppo_trains_on_it_through_make_vec_env():
     model.learn(32)
     action, _ = model.predict(venv.reset(), deterministic=True)
     assert action.shape == (2, 18) and venv.action_space.contains(action[0])
+
+
+def test_the_per_user_policy_reads_the_flat_observation_is_equivariant_and_fits_any_n():
+    import torch as th
+    from gymnasium import spaces
+    from stable_baselines3 import PPO
+
+    from agents.spec_policy import SpecUserPolicy, spec_obs_layout
+
+    def make(n):
+        return gym.make("MECSpecDecode-v0", **{**SMALL, "n_users": n, "flat_obs": True})
+
+    env = make(6)
+    u = env.unwrapped
+    obs, _ = env.reset(seed=1)
+    for _ in range(3):
+        obs, *_ = env.step(env.action_space.sample())
+    raw = u.dict_observation_space
+    layout = spec_obs_layout(6, u.cfg.n_edge_servers)
+    as_dict = spaces.unflatten(raw, obs)
+    assert all(np.array_equal(obs[layout[k]], as_dict[k].reshape(-1)) for k in raw.spaces)  # the env's own order
+
+    policy = PPO(SpecUserPolicy, env, policy_kwargs={"hidden": 16}, device="cpu", seed=0).policy
+    perm = np.array([3, 0, 5, 1, 4, 2])
+    permuted = dict(as_dict, **{k: as_dict[k][perm] for k in raw.spaces if k != "es_capacity"})
+    x = th.as_tensor(np.stack([obs, spaces.flatten(raw, permuted)]))
+    with th.no_grad():
+        logits = policy.mlp_extractor.forward_actor(x).reshape(2, 6, -1)
+    assert th.allclose(logits[1], logits[0][perm], atol=1e-5)  # permuting the users permutes their logits
+    action, _ = policy.predict(obs, deterministic=True)
+    assert env.action_space.contains(action)
+
+    bigger = PPO(SpecUserPolicy, make(10), policy_kwargs={"hidden": 16}, device="cpu").policy
+    bigger.load_state_dict(policy.state_dict())  # no weight depends on N
+    with pytest.raises(ValueError, match="flat_obs=True"):
+        PPO(SpecUserPolicy, gym.make("MECSpecDecode-v0", **SMALL), device="cpu")

@@ -5,8 +5,10 @@
     WANDB_MODE=offline python train/spec_ppo.py --set wandb=true
 
 One policy decides, every round, each user's drafting budget, upload level and early-exit level
-(SB3's MLP over the flattened observation: channel gains, energy queues, ES capacities, last
-uncertainties, device capacities, tokens left). The scripted strategies it is compared with:
+from the flattened observation (channel gains, energy queues, ES capacities, last uncertainties,
+device capacities, tokens left): SB3's MLP over all users (``policy=mlp``) or the per-user policy
+of :mod:`agents.spec_policy` (``policy=per_user``: one network shared by the users, any N). The
+scripted strategies it is compared with:
 
 * **HLM** (draft L, verify every token) and **U-HLM** (skip uploads below the fitted threshold),
   drafting L tokens; U-HLM drafting the largest budget whose energy meets the long-term budget
@@ -49,6 +51,7 @@ from agents.spec_evaluation import (SpecResult, evaluate_spec_agents, print_pair
 from agents.training import (PeriodicEvaluation, SpecPPOConfig, finish_wandb, learn_with_evaluation,  # noqa: E402
                              load_config, start_wandb)
 from agents.imitation import agent_rollouts, clone_into_sb3  # noqa: E402
+from agents.spec_policy import SpecUserPolicy  # noqa: E402
 from baselines.spec import RULES, SpecRuleAgent, budget_draft, rule_factory  # noqa: E402
 from mec_env.errors import ConfigError, MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
@@ -115,7 +118,9 @@ def main(argv: list[str] | None = None) -> list[SpecResult]:
         return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs=cfg.env_kwargs)
 
     def new_model(env) -> PPO:
-        model = PPO("MlpPolicy", env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+        policy, policy_kwargs = (SpecUserPolicy, {"hidden": cfg.hidden}) if cfg.policy == "per_user" else \
+            ("MlpPolicy", {})
+        model = PPO(policy, env, policy_kwargs=policy_kwargs, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
                     batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
                     clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
                     max_grad_norm=cfg.max_grad_norm, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu",
