@@ -43,6 +43,7 @@ _ALLOWED_EXACT = {
     ("stable_baselines3.common.type_aliases", "TrainFrequencyUnit"),
     ("agents.policies", "EquivariantPolicy"),
     ("agents.queue_policy", "QueueEquivariantPolicy"),
+    ("agents.spec_policy", "SpecUserPolicy"),
 }
 _ALLOWED_MODULES = ("gymnasium.spaces", "numpy.dtypes", "torch.nn.modules.activation", "torch.optim")
 _POLICY_MODULES = ("stable_baselines3.", "sb3_contrib.")

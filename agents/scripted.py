@@ -219,14 +219,15 @@ def _serialized(value: Any) -> bool:
 
 
 def _policy_class(description: dict[str, Any], cls: type, name: str, path: Any) -> type:
-    """The policy class the zip names, if it is one ``cls`` ships (or one of the project's equivariant policies)."""
+    """The policy class the zip names, if it is one ``cls`` ships (or one of the project's per-user policies)."""
     allowed = set(cls.policy_aliases.values())
     base = cls.policy_aliases.get("MlpPolicy")
     try:
         from agents.policies import EquivariantPolicy
         from agents.queue_policy import QueueEquivariantPolicy
+        from agents.spec_policy import SpecUserPolicy
 
-        for ours in (EquivariantPolicy, QueueEquivariantPolicy):
+        for ours in (EquivariantPolicy, QueueEquivariantPolicy, SpecUserPolicy):
             if base is not None and issubclass(ours, base):
                 allowed.add(ours)
     except ImportError:  # pragma: no cover - torch is there whenever SB3 is

@@ -116,7 +116,8 @@ class DQNConfig(CommonConfig):
 
 @dataclass
 class SpecPPOConfig(PPOConfig):
-    """PPO on the token-level env: SB3's MLP policy; rounds shape later ones (queues, sessions), so gamma < 1."""
+    """PPO on the token-level env (SB3's MLP or the per-user policy); rounds shape later ones (queues, sessions), so
+    gamma < 1."""
 
     env_id: str = _env_id("MECSpecDecode-v0")
     env_kwargs: dict = _env_kwargs(n_users=20, tokens="babi", flat_obs=True)

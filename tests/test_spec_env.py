@@ -291,6 +291,10 @@ def test_spec_ppo_trains_saves_and_compares_on_held_out_episodes(tmp_path):
     assert all(len(r.episodes) == 2 for r in results)
     for name in ("final_model.zip", "best_model.zip", "comparison.csv"):
         assert (tmp_path / name).exists()
+    from agents.scripted import load_model
+    from agents.spec_policy import SpecUserPolicy
+
+    assert isinstance(load_model(tmp_path / "final_model.zip").policy, SpecUserPolicy)  # without unpickling
     assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.rglob("*"))
     with pytest.raises(ConfigError, match="'warm_start': 'PPO'; expected empty or one of SLM only"):
         train_script("spec_ppo").main(["--set", "warm_start=PPO", f"run_dir={tmp_path / 'bad'}"])
