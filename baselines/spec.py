@@ -46,7 +46,7 @@ def _level(env: Any, threshold: float) -> int:
 class SpecRuleAgent:
     """One of the strategies above, acting in a (single) ``MECSpecDecode-v0``.
 
-    :param strategy: ``"SLM only"``, ``"HLM"``, ``"U-HLM"`` or ``"GELATO"``.
+    :param strategy: ``"SLM only"``, ``"HLM"``, ``"U-HLM"``, ``"U-HLM opportunistic"`` or ``"GELATO"``.
     :param slope, intercept: the uncertainty-rejection line U-HLM's threshold is read from; default
         the env's token source's, in normalised uncertainty.
     :param risk: U-HLM's tolerated rejection probability of a skipped token (and GELATO's exit: after the
@@ -123,11 +123,11 @@ class SpecRuleAgent:
         ev = evaluate_round(env.problem, env.spec_config, active.astype(np.int64), upload, upload,
                             env.problem.gain.argmax(axis=1), cfg.flops_per_param_token, cfg.slm_params,
                             cfg.llm_params, check=False)
-        s = self.skip
-        rate = s * (1.0 - (1.0 + o.error_weight) * self.skip_error) / draft_time + (1.0 - s) / np.maximum(ev.delay,
-                                                                                                         1e-12)
-        energy = o.joule_per_flop * cfg.flops_per_param_token * cfg.slm_params + (1.0 - s) * cfg.tx_power_w * \
-            ev.comm_time
+        s = self.skip  # a skipped token: one token (or 1 + mu off) in the drafting time; an upload: one token
+        rate = s * (1.0 - (1.0 + o.error_weight) * self.skip_error) / draft_time \
+            + (1.0 - s) / np.maximum(ev.delay, 1e-12)
+        energy = o.joule_per_flop * cfg.flops_per_param_token * cfg.slm_params \
+            + (1.0 - s) * cfg.tx_power_w * ev.comm_time
         return np.where(active, rate / env.r0 - o.energy_weight * energy / o.energy_budget_j, -np.inf)
 
     def _gelato_budgets(self) -> np.ndarray:
