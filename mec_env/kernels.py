@@ -366,18 +366,8 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
         if user_time[i] > 0:
             throughput += position[i] / user_time[i]
             accepted_throughput += (position[i] - user_errors[i]) / user_time[i]
-    stats[0] = tokens
-    stats[1] = errors
-    stats[2] = energy_total
-    stats[3] = uploaded
-    stats[4] = total_drafted
-    stats[5] = round_time
-    stats[6] = queue_total
-    stats[7] = energy_sum_total
-    stats[8] = token_rate
-    stats[9] = error_rate
-    stats[10] = throughput
-    stats[11] = accepted_throughput
+    stats[:] = np.array([float(tokens), float(errors), energy_total, float(uploaded), float(total_drafted), round_time,
+                         queue_total, energy_sum_total, token_rate, error_rate, throughput, accepted_throughput])
 
 
 __all__ = ["numba_enabled", "greedy_kernel", "delays_kernel", "delays_batch_kernel", "free_space_gain_kernel",
