@@ -255,15 +255,16 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
     """One step of ``MECSpecDecode-v0`` fused, as the env's numpy path (``compiled=False``) computes it.
 
     From the (N, 3) actions (draft budget, upload and exit levels) and the flat (N x width) token
-    streams: the drafted tokens with the early exit, each user's strongest ES, the round of
-    :func:`spec_round_kernel` (its code, inline), the answers scored, and the state updated in place
-    (``position``, energy ``queue`` and ``energy_sum``, ``last_uncertainty``, ``tainted``,
-    ``answer_counts``: answers, right, LLM right, SLM right; each user's elapsed ``user_time``, its
-    own delay with ``per_user_time`` (an idle, unfinished user's one token's drafting time), else
-    the slot's, and ``user_errors``). The round's per-user
-    arrays go to the output buffers; ``stats`` gets ``(tokens, errors, energy J, uploaded, drafted,
-    round time s, sum of queues, sum of energy_sum, sum_i tokens_i / delay_i, sum_i errors_i /
-    delay_i, sum_i position_i / user_time_i, sum_i (position_i - user_errors_i) / user_time_i)``.
+    streams: the drafted tokens with the early exit, each user's strongest ES, the round as
+    :func:`spec_round_kernel` computes it (acceptance inline, uplink and verification through the
+    same helper), the answers scored, and the state updated in place (``position``, energy
+    ``queue`` and ``energy_sum``, ``last_uncertainty``, ``tainted``, ``answer_counts``: answers,
+    right, LLM right, SLM right; each user's elapsed ``user_time``, its own delay with
+    ``per_user_time`` (an idle, unfinished user's one token's drafting time), else the slot's, and
+    ``user_errors``). The round's per-user arrays go to the output buffers; ``stats`` gets
+    ``(tokens, errors, energy J, uploaded, drafted, round time s, sum of queues, sum of energy_sum,
+    sum_i tokens_i / delay_i, sum_i errors_i / delay_i, sum_i position_i / user_time_i,
+    sum_i (position_i - user_errors_i) / user_time_i)``.
     """
     n, m = gain.shape
     total_drafted = 0
