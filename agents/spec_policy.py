@@ -20,6 +20,8 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
+from mec_env.errors import MECOffloadError
+
 # MECSpecDecode-v0's observation keys in the order of its flattening (as its Dict space lists them)
 SPEC_OBS_KEYS = ("channel_gain_db", "energy_queue", "es_capacity", "last_uncertainty", "local_capacity", "remaining")
 
@@ -126,4 +128,22 @@ class SpecUserPolicy(ActorCriticPolicy):
         return data
 
 
-__all__ = ["SpecUserPolicy", "SpecUserExtractor", "spec_obs_layout", "SPEC_OBS_KEYS"]
+def sized_for(model: Any, env: Any) -> Any:
+    """``model`` itself when it was trained on ``env``'s spaces; else the same per-user policy rebuilt for
+    ``env``'s number of users, weights shared (none depends on N).
+
+    :raises MECOffloadError: (a ValueError) when the spaces differ and the policy is not per-user, naming both sizes.
+    """
+    if model.observation_space.shape == env.observation_space.shape and model.action_space == env.action_space:
+        return model
+    policy = model.policy
+    if not isinstance(policy, SpecUserPolicy):
+        raise MECOffloadError(f"the model was trained on observations of shape {model.observation_space.shape}, this "
+                              f"env has {env.observation_space.shape}; only the per-user policy "
+                              f"(train/spec_ppo.py policy=per_user) runs at another number of users")
+    new = type(model)(SpecUserPolicy, env, policy_kwargs={"hidden": policy.hidden}, device="cpu", seed=0)
+    new.policy.load_state_dict(policy.state_dict())
+    return new
+
+
+__all__ = ["SpecUserPolicy", "SpecUserExtractor", "spec_obs_layout", "SPEC_OBS_KEYS", "sized_for"]

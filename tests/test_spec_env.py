@@ -365,7 +365,8 @@ def test_the_per_user_policy_reads_the_flat_observation_is_equivariant_and_fits_
     from gymnasium import spaces
     from stable_baselines3 import PPO
 
-    from agents.spec_policy import SpecUserPolicy, spec_obs_layout
+    from agents.spec_policy import SpecUserPolicy, sized_for, spec_obs_layout
+    from mec_env.errors import MECOffloadError
 
     def make(n):
         return gym.make("MECSpecDecode-v0", **{**SMALL, "n_users": n, "flat_obs": True})
@@ -380,7 +381,8 @@ def test_the_per_user_policy_reads_the_flat_observation_is_equivariant_and_fits_
     as_dict = spaces.unflatten(raw, obs)
     assert all(np.array_equal(obs[layout[k]], as_dict[k].reshape(-1)) for k in raw.spaces)  # the env's own order
 
-    policy = PPO(SpecUserPolicy, env, policy_kwargs={"hidden": 16}, device="cpu", seed=0).policy
+    model = PPO(SpecUserPolicy, env, policy_kwargs={"hidden": 16}, device="cpu", seed=0)
+    policy = model.policy
     perm = np.array([3, 0, 5, 1, 4, 2])
     permuted = dict(as_dict, **{k: as_dict[k][perm] for k in raw.spaces if k != "es_capacity"})
     x = th.as_tensor(np.stack([obs, spaces.flatten(raw, permuted)]))
@@ -390,7 +392,12 @@ def test_the_per_user_policy_reads_the_flat_observation_is_equivariant_and_fits_
     action, _ = policy.predict(obs, deterministic=True)
     assert env.action_space.contains(action)
 
-    bigger = PPO(SpecUserPolicy, make(10), policy_kwargs={"hidden": 16}, device="cpu").policy
-    bigger.load_state_dict(policy.state_dict())  # no weight depends on N
+    bigger_env = make(10)
+    bigger = sized_for(model, bigger_env)  # the same weights at N = 10: none depends on N
+    assert sized_for(model, env) is model and bigger.policy.n_users == 10
+    assert all(th.equal(a, b) for a, b in zip(policy.state_dict().values(), bigger.policy.state_dict().values()))
+    assert bigger_env.action_space.contains(bigger.predict(bigger_env.reset(seed=0)[0], deterministic=True)[0])
+    with pytest.raises(MECOffloadError, match="only the per-user policy"):
+        sized_for(PPO("MlpPolicy", env, device="cpu"), bigger_env)
     with pytest.raises(ValueError, match="flat_obs=True"):
         PPO(SpecUserPolicy, gym.make("MECSpecDecode-v0", **SMALL), device="cpu")

@@ -3,12 +3,13 @@
     python train/spec_compare.py                                   # shipped bAbI token traces, N = 20, 200 episodes
     python train/spec_compare.py --set tokens=synthetic --episodes 20
     python train/spec_compare.py --agents HLM U-HLM policy=runs/spec_ppo/final_model.zip
+    python train/spec_compare.py --set n_users=40 flat_obs=true --agents "U-HLM b=1" PPO=runs/x/final_model.zip
 
 Strategies: SLM only, HLM (verify every token), U-HLM with the risk-averse threshold (risk 0:
 skip only where the fitted line predicts no rejection) and with ``--risk``, U-HLM drafting the
 largest budget that meets the energy budget (``U-HLM at budget``) or a given one (``"U-HLM b=2"``,
 ``"HLM b=1"``: U-HLM's own protocol is one token a round),
-GELATO, and any saved SB3 model (``name=path``).
+GELATO, and any saved SB3 model (``name=path``; the per-user policy runs at any number of users).
 Held-out seeds 20_000 + k; per agent the mean and 95 % CI of the episode return, tokens per
 second, throughput relative to HLM (paired), uploads skipped, accuracy relative to the LLM's own
 answers, energy per user and round against the budget (:mod:`agents.spec_evaluation`).
@@ -29,6 +30,7 @@ import mec_env  # noqa: E402,F401
 from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.scripted import ModelAgent, load_model  # noqa: E402
 from agents.spec_evaluation import evaluate_spec_agents, print_paired_returns, print_spec_results  # noqa: E402
+from agents.spec_policy import sized_for  # noqa: E402
 from baselines.spec import SpecRuleAgent, rule_factory  # noqa: E402
 from mec_env.config import parse_key_values  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
@@ -42,7 +44,7 @@ def agent_factories(names: list[str], risk: float) -> dict:
         if "=" in name and not name.startswith(("U-HLM b=", "HLM b=")):  # a saved model: name=path
             label, path = name.split("=", 1)
             model = load_model(path)
-            out[label] = lambda env, model=model, label=label: ModelAgent(model, label, env=env)
+            out[label] = lambda env, model=model, label=label: ModelAgent(sized_for(model, env), label, env=env)
         elif name == "U-HLM":  # both thresholds: the risk-averse one and --risk's
             out["U-HLM risk 0"], out[f"U-HLM risk {risk:g}"] = rule_factory("U-HLM risk 0"), rule_factory(name, risk)
         elif name == f"U-HLM risk {risk:g}":
