@@ -238,6 +238,14 @@ def run_draws(
 BACKENDS = ("process", "ray")
 
 
+def add_address_argument(ap: Any, local: str) -> None:
+    """The ``--address`` option of the scripts that run on Ray: the cluster :func:`ray_runtime` joins,
+    or (None) ``local``, said in the help."""
+    ap.add_argument("--address", default=None,
+                    help="a running Ray cluster to join ('auto', or HOST:PORT of `ray start --head`); "
+                         f"default: {local}")
+
+
 def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the Ray cluster at ``address`` ("auto", HOST:PORT of ``ray start --head``), or start a local
     runtime of ``num_cpus`` (default all cores) of this process's own, even where a cluster runs on this

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from mec_env.errors import ConfigError  # noqa: E402
 from mec_env.config import ScenarioConfig, load_scenario, parse_key_values  # noqa: E402
 from baselines.exact import MAX_EXACT_ASSIGNMENTS  # noqa: E402
-from baselines.experiments import BACKENDS, PAPER_N120, Point, gap_configs, monte_carlo, optimality_gaps, summarize  # noqa: E402
+from baselines.experiments import (BACKENDS, PAPER_N120, Point, add_address_argument, gap_configs, monte_carlo,  # noqa: E402
+                                   optimality_gaps, summarize)
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
 
@@ -272,8 +273,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--backend", choices=BACKENDS, default="process",
                     help="process: a pool of --workers processes here; ray: Ray tasks on a local runtime or, with "
                          "--address, on every node of a running cluster (fig3, fig4, fig5; the same rows)")
-    ap.add_argument("--address", default=None,
-                    help="with --backend ray: the cluster to join ('auto' or HOST:PORT of `ray start --head`)")
+    add_address_argument(ap, "with --backend ray, a local runtime")
     ap.add_argument("--n", type=int, nargs="+", default=None, help="values of N (default: 60..120 step 10; gap: 6..10)")
     ap.add_argument("--taus", type=float, nargs="+", default=list(FIG4_TAUS), help="fig4 thresholds")
     ap.add_argument("--strategies", nargs="+", default=list(PAPER_STRATEGIES), help="fig3 strategies")

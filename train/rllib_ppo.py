@@ -38,7 +38,7 @@ from agents.scripted import ScriptedAgent  # noqa: E402
 from agents.training import print_results  # noqa: E402
 from baselines import STRATEGIES  # noqa: E402
 from baselines.queue import QUEUE_POLICIES  # noqa: E402
-from baselines.experiments import ray_runtime  # noqa: E402
+from baselines.experiments import add_address_argument, ray_runtime  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv, atomic_write_text  # noqa: E402
 from train.evaluate import model_factory  # noqa: E402
@@ -88,9 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="rllib_ppo", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    ap.add_argument("--address", default=None,
-                    help="a running Ray cluster to join ('auto', or HOST:PORT of `ray start --head`); "
-                         "default: a local runtime of num_cpus CPUs")
+    add_address_argument(ap, "a local runtime of num_cpus CPUs")
     ap.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
                     help="skip training: score the module of this checkpoint (run_dir/checkpoint)")
     ap.add_argument("--agents", nargs="*", default=list(DEFAULT_AGENTS),

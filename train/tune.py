@@ -33,7 +33,7 @@ from agents.scripted import ModelAgent, load_model  # noqa: E402
 from agents.training import baseline_agents, make_env, print_results  # noqa: E402
 from agents.tuning import METRIC, MODE, TuneConfig, curves, load_tune_config, run_sweep, trial_config  # noqa: E402
 from agents.tuning import scheduler, trial_rows  # noqa: E402
-from baselines.experiments import ray_runtime  # noqa: E402
+from baselines.experiments import add_address_argument, ray_runtime  # noqa: E402
 from mec_env.errors import MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_csv, atomic_write_text  # noqa: E402
 
@@ -85,9 +85,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="tune", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    ap.add_argument("--address", default=None,
-                    help="a running Ray cluster to join ('auto', or HOST:PORT of `ray start --head`); "
-                         "default: a local runtime of --num-cpus CPUs")
+    add_address_argument(ap, "a local runtime of --num-cpus CPUs")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local runtime (default: all cores)")
     ap.add_argument("--samples", type=int, default=None, help="trials (same as --set num_samples=...)")
     ap.add_argument("--out", type=Path, default=Path("results/tune"), help="output folder")
