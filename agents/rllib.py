@@ -18,6 +18,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 import mec_env  # noqa: F401  (registers the environments)
+from agents.checkpoint import lock_run, sha256_file, unlock_run
 from mec_env.config import INF, build_config, config_data, config_field
 from mec_env.errors import ConfigError
 from mec_env.io import atomic_write_text
@@ -39,8 +42,10 @@ POLICY = "shared"  # the one module every agent maps to
 
 
 def _widths(value: Any) -> str | None:
-    ok = isinstance(value, list) and value and all(isinstance(w, int) and w >= 1 for w in value)
-    return None if ok else "a non-empty list of positive layer widths, e.g. [64, 64]"
+    from agents.cli import MAX_HIDDEN, WHY_HIDDEN
+
+    ok = isinstance(value, list) and value and all(isinstance(w, int) and 1 <= w <= MAX_HIDDEN for w in value)
+    return None if ok else f"a non-empty list of layer widths in [1, {MAX_HIDDEN}], e.g. [64, 64] ({WHY_HIDDEN})"
 
 
 def _eval_envs(value: Any) -> str | None:
@@ -69,7 +74,8 @@ class RLlibPPOConfig:
     hidden: list = config_field(help="layer widths of the policy and value networks",
                                 default_factory=lambda: [64, 64], check=_widths)
     num_env_runners: int = config_field(2, "Ray actors sampling the env (placed anywhere on the cluster); 0 samples "
-                                        "in the driver", range=(0, INF))
+                                        "in the driver; at most 1024 (each is a process with its own env)",
+                                        range=(0, 1024))
     num_cpus: int = config_field(2, "CPUs of the local Ray runtime (ignored with --address)", range=(1, INF))
     seed: int = config_field(0, "seed of the runners' envs and the module", range=(0, 2**31 - 1))
     checkpoint_every: int = config_field(5, "iterations between checkpoints", range=(1, INF))
@@ -176,16 +182,74 @@ def module_path(checkpoint: str | Path) -> Path:
     return Path(checkpoint) / "learner_group" / "learner" / "rl_module" / POLICY
 
 
-def load_module(checkpoint: str | Path) -> Any:
-    """The shared module of an algorithm checkpoint (``run_dir/checkpoint``) or of a module checkpoint."""
-    from ray.rllib.core.rl_module.rl_module import RLModule
+# what an RLlib state file of this project's runs holds: arrays, numbers, containers (windowed metrics keep a deque)
+_STATE_GLOBALS = frozenset({("collections", "OrderedDict"), ("collections", "deque"), ("numpy", "dtype"),
+                            ("numpy", "ndarray")}
+                           | {(f"numpy.{core}.multiarray", name) for core in ("core", "_core")
+                              for name in ("_reconstruct", "scalar")}
+                           | {(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")})
 
-    path = Path(checkpoint).resolve()
+
+class _StateUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _STATE_GLOBALS:
+            raise pickle.UnpicklingError(f"it needs {module}.{name}, which is not an array or plain data")
+        return super().find_class(module, name)
+
+
+def read_state_file(path: Path, field: str, value: Any) -> Any:
+    """An RLlib state pickle read by a restricted unpickler that builds only numpy arrays, numbers, strings and
+    containers: a crafted file runs no code; one that needs anything else raises ConfigError naming it."""
+    try:
+        with open(path, "rb") as fh:
+            return _StateUnpickler(fh).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, RecursionError, OSError) as err:
+        raise ConfigError(field, str(value), f"a checkpoint this project wrote: {path} is refused, {err}") from None
+
+
+def _hidden_widths(weights: Mapping[str, Any]) -> list[int]:
+    """The layer widths of the policy encoder, from the shapes of its weights (``encoder.actor_encoder.net.mlp.K``)."""
+    prefix = "encoder.actor_encoder.net.mlp."
+    layers = sorted((int(k[len(prefix):-len(".weight")]), v) for k, v in weights.items() if isinstance(k, str)
+                    and k.startswith(prefix) and k.endswith(".weight") and k[len(prefix):-len(".weight")].isdigit())
+    return [int(w.shape[0]) for _, w in layers if getattr(w, "ndim", 0) == 2]
+
+
+def load_module(checkpoint: str | Path, cfg: RLlibPPOConfig, field: str = "checkpoint") -> Any:
+    """The shared module of an algorithm checkpoint (``run_dir/checkpoint``) or of a module checkpoint.
+
+    Nothing of RLlib's pickles is unpickled: the module is rebuilt from this project's spec (the PPO
+    module of :func:`algorithm_config` for the agents of ``cfg``'s env, with the layer widths of the
+    saved weights), and only its weights (``module_state.pkl``) are read, by :func:`read_state_file`.
+    A checkpoint for another env (observation size, actions) raises ConfigError naming ``field``.
+    """
+    path = Path(checkpoint)
     if module_path(path).is_dir():
         path = module_path(path)
-    if not path.is_dir():
-        raise ConfigError("checkpoint", str(checkpoint), "a run's checkpoint folder (run_dir/checkpoint)")
-    module = RLModule.from_checkpoint(path)
+    weights_file = path / "module_state.pkl"
+    if not weights_file.is_file():
+        raise ConfigError(field, str(checkpoint), "a run's checkpoint folder (run_dir/checkpoint) or its module's "
+                          "(holding module_state.pkl)")
+    weights = read_state_file(weights_file, field, checkpoint)
+    hidden = _hidden_widths(weights) if isinstance(weights, Mapping) else []
+    if _widths(hidden) is not None:
+        raise ConfigError(field, str(checkpoint), f"a checkpoint of this project's PPO module ({weights_file} "
+                          f"holds a policy encoder of layer widths {hidden}, expected {_widths(hidden)})")
+    par = parallel_env(cfg.env_id, **cfg.env_kwargs)
+    agent = par.possible_agents[0]
+    spaces = {POLICY: (par.observation_space(agent), par.action_space(agent))}
+    par.close()
+    spec = algorithm_config(dataclasses.replace(cfg, hidden=hidden)).get_multi_rl_module_spec(spaces=spaces)
+    module = spec.rl_module_specs[POLICY].build()
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    saved = {k: tuple(getattr(v, "shape", ())) for k, v in weights.items()}
+    arrays = all(isinstance(v, np.ndarray) and v.dtype.kind in "fiub" for v in weights.values())
+    if saved != expected or not arrays:
+        raise ConfigError(field, str(checkpoint), f"a checkpoint of the module for {cfg.env_id} {cfg.env_kwargs} "
+                          f"(observation {spaces[POLICY][0].shape}, {spaces[POLICY][1]}): {weights_file} holds "
+                          f"arrays of other names or shapes")
+    module.set_state(weights)
     module.eval()
     return module
 
@@ -201,24 +265,86 @@ def settings_fingerprint(cfg: RLlibPPOConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+STATE_FILE = "mecoffload_state.json"  # the run's state and the sha256 of every file of the checkpoint
+
+
+def checkpoint_files(folder: Path) -> dict[str, str]:
+    """Every file of a checkpoint folder but its state file: relative path -> sha256. A checkpoint holds plain
+    files and folders only: a link (which could lead RLlib to another file) raises ValueError."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                raise ValueError(f"{path} is not a plain file or folder")
+            if path.is_file() and path.relative_to(folder).as_posix() != STATE_FILE:
+                out[path.relative_to(folder).as_posix()] = sha256_file(path)
+    return out
+
+
 def _save(algo: Any, run_dir: Path, state: dict) -> None:
-    """The checkpoint folder is swapped in whole (a kill leaves the old one or the new one), then its state."""
+    """The checkpoint folder is swapped in whole (a kill leaves the old one or the new one), its state file
+    recording the sha256 of every file RLlib wrote."""
     final, tmp, old = run_dir / "checkpoint", run_dir / ".checkpoint.tmp", run_dir / ".checkpoint.old"
     for p in (tmp, old):
         shutil.rmtree(p, ignore_errors=True)
     algo.save_to_path(str(tmp.resolve()))
-    atomic_write_text(tmp / "mecoffload_state.json", json.dumps(state, indent=1))
+    record = {**state, "sha256": checkpoint_files(tmp)}
+    atomic_write_text(tmp / STATE_FILE, json.dumps(record, indent=1))
     if final.exists():
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _refuse(run_dir: str | Path, why: str) -> ConfigError:
+    folder = Path(run_dir) / "checkpoint"
+    return ConfigError("run_dir", str(run_dir), f"a run directory whose checkpoint this project wrote: {why}; it "
+                       f"will not be loaded (RLlib's checkpoints are pickles): delete {folder}, or pass resume=false "
+                       "to start afresh")
+
+
 def read_checkpoint_state(run_dir: str | Path) -> dict | None:
-    path = Path(run_dir) / "checkpoint" / "mecoffload_state.json"
-    if not path.is_file():
+    """The state of the run's checkpoint (iteration, history, settings fingerprint, the sha256 record), read
+    from its JSON file (nothing is unpickled); None if there is no checkpoint."""
+    folder = Path(run_dir) / "checkpoint"
+    if not os.path.lexists(folder):
         return None
-    return json.loads(path.read_text())
+    path = folder / STATE_FILE
+    if folder.is_symlink() or not path.is_file() or path.is_symlink():
+        raise _refuse(run_dir, f"{folder} is not a folder with its {STATE_FILE}")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _refuse(run_dir, f"{path} is not valid JSON ({err})") from None
+    ok = (isinstance(state, dict) and isinstance(state.get("sha256"), dict) and isinstance(state.get("history"), list)
+          and all(isinstance(state.get(k), int) and not isinstance(state.get(k), bool) and state[k] >= 0
+                  for k in ("iteration", "env_steps"))
+          and isinstance(state.get("train_seconds"), (int, float)))
+    if not ok:
+        raise _refuse(run_dir, f"{path} is not a checkpoint record (iteration, env_steps, history, sha256)")
+    return state
+
+
+def verify_checkpoint(run_dir: str | Path, state: dict) -> None:
+    """Before RLlib opens a pickle of ``run_dir/checkpoint``: its files are exactly those recorded when the run
+    committed it, each with its sha256, and every state file RLlib reads on a restore holds only arrays and
+    plain data (:func:`read_state_file`); ConfigError naming the file otherwise. (RLlib's pickles of classes,
+    ``class_and_ctor_args.pkl``, are not read by a restore.)"""
+    folder = Path(run_dir) / "checkpoint"
+    try:
+        files = checkpoint_files(folder)
+    except (ValueError, OSError) as err:
+        raise _refuse(run_dir, str(err)) from None
+    recorded = state["sha256"]
+    for name in sorted(set(files) | set(recorded)):
+        if name not in recorded or name not in files or files[name] != recorded[name]:
+            why = ("was not written by the run" if name not in recorded else "is missing" if name not in files
+                   else "is not the file the run committed (its sha256 differs)")
+            raise _refuse(run_dir, f"{folder / name} {why}")
+    for name in files:
+        if name.endswith(".pkl") and Path(name).name != "class_and_ctor_args.pkl":
+            read_state_file(folder / name, "run_dir", run_dir)
 
 
 def iteration_scalars(result: Mapping[str, Any]) -> dict[str, float]:
@@ -268,14 +394,21 @@ def train(cfg: RLlibPPOConfig, log: Callable[[str], None] = print) -> tuple[Any,
     from agents.training import finish_wandb, start_wandb
 
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    algo = algorithm_config(cfg).build_algo()
-    fingerprint = settings_fingerprint(cfg)
-    state = {"fingerprint": fingerprint, "iteration": 0, "env_steps": 0, "train_seconds": 0.0, "history": []}
-    saved = read_checkpoint_state(run_dir) if cfg.resume else None
+    taken = lock_run(run_dir)  # a second process on this run dir fails here, before it touches anything
+    try:
+        fingerprint = settings_fingerprint(cfg)
+        state = {"fingerprint": fingerprint, "iteration": 0, "env_steps": 0, "train_seconds": 0.0, "history": []}
+        saved = read_checkpoint_state(run_dir) if cfg.resume else None
+        if saved is not None and saved.get("fingerprint") == fingerprint:
+            verify_checkpoint(run_dir, saved)  # before any of its pickles is opened
+        algo = algorithm_config(cfg).build_algo()
+    except BaseException:
+        if taken:  # a run that could not start leaves the run dir free (in-process callers retry)
+            unlock_run(run_dir)
+        raise
     if saved is not None and saved.get("fingerprint") == fingerprint:
         algo.restore_from_path(str((run_dir / "checkpoint").resolve()))
-        state = saved
+        state = {k: v for k, v in saved.items() if k != "sha256"}
         log(f"resumed {run_dir / 'checkpoint'} at iteration {state['iteration']}")
     elif saved is not None:
         log(f"{run_dir / 'checkpoint'} has other settings; starting afresh (set run_dir to keep both)")
@@ -312,4 +445,4 @@ def train(cfg: RLlibPPOConfig, log: Callable[[str], None] = print) -> tuple[Any,
 
 
 __all__ = ["RLlibPPOConfig", "RLlibAgent", "algorithm_config", "load_module", "load_rllib_config", "make_rllib_env",
-           "train"]
+           "train", "read_checkpoint_state", "verify_checkpoint", "read_state_file"]

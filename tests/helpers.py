@@ -89,3 +89,18 @@ def train_script(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+class _OpensMarker:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def payload_pickle(marker: Path) -> bytes:
+    """A pickle that creates the file ``marker`` when it is unpickled: the file appears iff the pickle was run."""
+    import pickle
+
+    return pickle.dumps(_OpensMarker(marker))

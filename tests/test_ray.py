@@ -17,7 +17,7 @@ import pytest
 import ray  # the ray extra: make test installs it
 
 from agents.rllib import RLlibAgent, load_module, load_rllib_config, train
-from helpers import train_script
+from helpers import payload_pickle, train_script
 from baselines.experiments import Point, monte_carlo
 from mec_env.config import load_scenario
 from mec_env.errors import ConfigError
@@ -96,12 +96,20 @@ def test_rllib_ppo_trains_resumes_and_is_scored_by_the_evaluator(ray_runtime, tm
     trained = algo.get_module("shared")
     algo.stop()
 
-    # the module saved in the checkpoint acts as the trained one does, for every user of the single-agent env
+    # the module saved in the checkpoint (rebuilt from the config, its weights read as arrays) acts as the trained
+    # one does, for every user of the single-agent env
     env = gym.make("MECOffload-v0", scenario="small", episode_length=20, flat_obs=True)
     obs, _ = env.reset(seed=5)
-    a = RLlibAgent(load_module(tmp_path / "checkpoint"), env).predict(obs)[0]
+    a = RLlibAgent(load_module(tmp_path / "checkpoint", load_rllib_config("rllib_ppo", over)), env).predict(obs)[0]
     assert a.shape == (env.unwrapped.cfg.n_users,) and env.action_space.contains(a)
     np.testing.assert_array_equal(a, RLlibAgent(trained, env).predict(obs)[0])
+
+    # the attack: a payload put in place of the committed algorithm state never runs; the resume is refused
+    marker = tmp_path / "payload-ran"
+    (tmp_path / "checkpoint" / "algorithm_state.pkl").write_bytes(payload_pickle(marker))
+    with pytest.raises(ConfigError, match=r"run_dir.*algorithm_state\.pkl is not the file the run committed"):
+        train(load_rllib_config("rllib_ppo", over[1:] + ["iterations=4"]), log=messages.append)
+    assert not marker.exists()
 
 
 def test_rllib_config_errors_name_the_field():

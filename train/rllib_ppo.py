@@ -15,12 +15,13 @@ at the end; rerunning the same command resumes there), ``tb/`` (TensorBoard: ``r
 ``train/*``, ``time/*`` per iteration), ``comparison.csv`` (the module, the scripted baselines and
 any SB3 models given with ``--agents``, on ``final_eval_seeds`` held-out episodes of every env of
 ``eval_envs``: the evaluator's metrics with 95 % CIs) and ``summary.json`` (wall time, steps, the
-nodes the runners ran on).
+nodes the runners ran on). One run at a time trains in a ``run_dir`` (a second fails at once, naming
+the first's process). A checkpoint is resumed only if its files are those the run recorded (sha256)
+and its state files hold only arrays; ``--evaluate`` reads only the module's weights, as arrays.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -31,6 +32,7 @@ import gymnasium as gym
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 import mec_env  # noqa: E402,F401
+from agents.checkpoint import lock_run  # noqa: E402
 from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
 from agents.queue_evaluation import evaluate_queue_policies, print_queue_results  # noqa: E402
 from agents.rllib import POLICY, RLlibAgent, RLlibPPOConfig, load_module, load_rllib_config, train  # noqa: E402
@@ -39,7 +41,7 @@ from agents.training import print_results  # noqa: E402
 from baselines import STRATEGIES  # noqa: E402
 from baselines.queue import QUEUE_POLICIES  # noqa: E402
 from baselines.experiments import add_address_argument, ray_runtime  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import check_run_config, existing_path, run_main, script_parser  # noqa: E402
 from mec_env.io import atomic_write_csv, atomic_write_text  # noqa: E402
 from train.evaluate import model_factory  # noqa: E402
 
@@ -85,21 +87,23 @@ def compare(cfg: RLlibPPOConfig, module: object, agent_specs: list[str], name: s
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--config", default="rllib_ppo", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     add_address_argument(ap, "a local runtime of num_cpus CPUs")
-    ap.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
+    ap.add_argument("--evaluate", type=existing_path, default=None, metavar="CHECKPOINT",
                     help="skip training: score the module of this checkpoint (run_dir/checkpoint)")
     ap.add_argument("--agents", nargs="*", default=list(DEFAULT_AGENTS),
                     help="what the module is compared with: strategies and NAME=PATH of saved SB3 models")
     args = ap.parse_args(argv)
     cfg = load_rllib_config(args.config, args.set)
+    check_run_config(cfg)  # run_dir writable, W&B credentials: before Ray starts
     run_dir = Path(cfg.run_dir)
     summary: dict = {"config": args.config, "overrides": args.set}
     if args.evaluate:
-        module = load_module(args.evaluate)
+        module = load_module(args.evaluate, cfg, "--evaluate")  # runs no code from the checkpoint's pickles
     else:
+        lock_run(run_dir)  # a second run of this run_dir fails here, before Ray starts
         ray_runtime(args.address, cfg.num_cpus)
         import ray
 
@@ -125,7 +129,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MECOffloadError as err:  # bad settings: one line naming the field, not a traceback
-        sys.exit(f"rllib_ppo.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

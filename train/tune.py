@@ -14,12 +14,12 @@ GOA over training steps, every trial), ``best.csv`` (the best trial's best check
 delay and Local all on held-out seeds 20,000 + k), ``best_model.zip`` (that checkpoint's SB3 model),
 ``summary.json`` (best configuration, scheduler, nodes, held-out scores) and ``tune/`` (Tune's own
 files: each trial's ``progress.csv``, ``result.json``, TensorBoard events and best checkpoint;
-``tensorboard --logdir {out}/tune``).
+``tensorboard --logdir {out}/tune``). One sweep at a time writes an ``--out`` folder (a second fails
+at once, naming the first's process).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -28,13 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from agents.checkpoint import lock_run  # noqa: E402
 from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
 from agents.scripted import ModelAgent, load_model  # noqa: E402
 from agents.training import baseline_agents, make_env, print_results  # noqa: E402
 from agents.tuning import METRIC, MODE, TuneConfig, curves, load_tune_config, run_sweep, trial_config  # noqa: E402
 from agents.tuning import scheduler, trial_rows  # noqa: E402
 from baselines.experiments import add_address_argument, ray_runtime  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import MAX_WORKERS, WHY_WORKERS, count, output_dir, run_main, script_parser  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_csv, atomic_write_text  # noqa: E402
 
 
@@ -82,19 +84,23 @@ def score_best(cfg: TuneConfig, best, out: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--config", default="tune", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     add_address_argument(ap, "a local runtime of --num-cpus CPUs")
-    ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local runtime (default: all cores)")
-    ap.add_argument("--samples", type=int, default=None, help="trials (same as --set num_samples=...)")
-    ap.add_argument("--out", type=Path, default=Path("results/tune"), help="output folder")
+    ap.add_argument("--num-cpus", type=count(1, MAX_WORKERS), default=None,
+                    help=f"CPUs of the local runtime (default: all cores; {WHY_WORKERS})")
+    ap.add_argument("--samples", type=int, default=None, help="trials (same as --set num_samples=..., 1 to 10,000)")
+    ap.add_argument("--out", type=output_dir, default="results/tune", help="output folder (writable)")
     ap.add_argument("--quiet", action="store_true", help="no Tune status tables")
     args = ap.parse_args(argv)
-    if args.num_cpus is not None and args.num_cpus < 1:
-        ap.error(f"--num-cpus must be >= 1, got {args.num_cpus}")
     samples = [] if args.samples is None else [f"num_samples={args.samples}"]
     cfg = load_tune_config(args.config, args.set + samples)
+    try:  # a second sweep into this --out fails here, before Ray starts, instead of replacing the first's results
+        lock_run(args.out)
+    except ConfigError as err:
+        raise ConfigError("--out", str(args.out), f"an output folder no other sweep is writing to ({err.allowed})"
+                          ) from None
     ray_runtime(args.address, args.num_cpus)
     import ray
 
@@ -133,7 +139,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MECOffloadError as err:  # bad settings: one line naming the field, not a traceback
-        sys.exit(f"tune.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2
