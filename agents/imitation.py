@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,6 +25,7 @@ import torch as th
 
 import mec_env  # noqa: F401  (registers the environments)
 from baselines import STRATEGIES
+from agents.cli import MAX_HIDDEN, MAX_THREADS, MAX_WORKERS, WHY_HIDDEN, WHY_THREADS, WHY_WORKERS
 from mec_env.config import INF, config_field
 from mec_env.io import atomic_write, atomic_write_csv, atomic_write_text
 
@@ -50,11 +52,11 @@ class ImitationConfig:
                                   range=(0.0, INF), open_low=True)
     batch_size: int = config_field(64, "slots per gradient step", range=(1, INF))
     learning_rate: float = config_field(1e-3, "Adam step size", range=(0.0, INF), open_low=True)
-    hidden: int = config_field(64, "width of the equivariant policy's networks", range=(1, INF))
+    hidden: int = config_field(64, f"width of the equivariant policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
     rounds: int = config_field(2, "message-passing rounds of the policy", range=(0, INF))
     seed: int = config_field(0, "seed of the expert episodes and of the model", range=(0, 2**32 - 1))
-    workers: int = config_field(2, "processes drawing expert slots", range=(1, INF))
-    threads: int = config_field(2, "torch threads", range=(1, INF))
+    workers: int = config_field(2, f"processes drawing expert slots ({WHY_WORKERS})", range=(1, MAX_WORKERS))
+    threads: int = config_field(2, f"torch threads ({WHY_THREADS})", range=(1, MAX_THREADS))
     run_dir: str = config_field("runs/imitate", "folder of the dataset, checkpoints, logs and models")
     progress_bar: bool = config_field(True, "progress bars (tqdm)")
     resume: bool = config_field(True, "reuse {run_dir}'s dataset and continue from its last epoch")
@@ -235,22 +237,72 @@ def validation_j(model: Any, cfg: ImitationConfig, strategies: Sequence[str] = (
 
 
 def _dataset(cfg: ImitationConfig, run_dir: Path, seeds: Sequence[int], slots: int, name: str) -> Dataset:
-    """The expert's slots for ``seeds``, read from ``{run_dir}/{name}.npz`` when made with the same settings."""
+    """The expert's slots for ``seeds``, read from ``{run_dir}/{name}.npz`` when ``{name}.json`` says it was made
+    with the same settings and the file is the one written (sha256, shapes, finite values); else drawn again."""
     settings = {"env_id": cfg.env_id, "env_kwargs": cfg.env_kwargs, "expert": cfg.expert, "seeds": list(seeds),
                 "slots": slots}
+    from agents.checkpoint import sha256_file
+
     path, meta = run_dir / f"{name}.npz", run_dir / f"{name}.json"
-    if cfg.resume and path.exists() and meta.exists() and json.loads(meta.read_text()) == json.loads(
-            json.dumps(settings)):
-        with np.load(path) as f:
-            return Dataset(f["obs"], f["actions"])
+    env = gym.make(cfg.env_id, **{**cfg.env_kwargs, "flat_obs": True})
+    shapes = {"obs": [len(seeds) * slots, *env.observation_space.shape], "actions": [len(seeds) * slots,
+                                                                                  len(env.action_space.nvec)]}
+    n_choices = env.action_space.nvec
+    env.close()
+    settings = json.loads(json.dumps(settings))
+    if cfg.resume and path.exists():
+        data, why = _cached_dataset(path, meta, settings, shapes, n_choices)
+        if data is not None:
+            return data
+        print(f"{path}: {why}; drawing the expert's slots again", flush=True)
     from tqdm import tqdm
 
     with tqdm(total=len(seeds) * slots, desc=f"{name} slots ({cfg.expert})", unit="slot",
               disable=not cfg.progress_bar) as bar:
         data = expert_dataset(cfg.env_kwargs, seeds, slots, cfg.expert, cfg.workers, cfg.env_id, bar.update)
     atomic_write(path, lambda tmp: np.savez(tmp, obs=data.obs, actions=data.actions))
-    atomic_write_text(meta, json.dumps(settings))
+    atomic_write_text(meta, json.dumps({**settings, "shapes": shapes, "sha256": sha256_file(path)}))
     return data
+
+
+_DTYPES = {"obs": np.dtype(np.float32), "actions": np.dtype(np.int64)}
+
+
+def _cached_dataset(path: Path, meta: Path, settings: dict, shapes: dict, n_choices: np.ndarray
+                    ) -> tuple[Dataset | None, str]:
+    """The dataset cached in ``path``, if ``meta`` records these settings, the arrays' shapes and the file's sha256,
+    and the file holds them (observations finite, actions in range); else ``(None, why not)``."""
+    from agents.checkpoint import sha256_file
+
+    try:
+        record = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, f"{meta} is missing or not JSON"
+    if not isinstance(record, dict) or {k: v for k, v in record.items() if k not in ("shapes", "sha256")} != settings:
+        return None, "made with other settings"
+    if record.get("shapes") != shapes or record.get("sha256") != sha256_file(path):
+        return None, f"not the file {meta} describes (its sha256 or shapes differ)"
+    try:
+        with zipfile.ZipFile(path) as archive:  # shapes and types from the headers, before any array is read
+            if sorted(archive.namelist()) != ["actions.npy", "obs.npy"]:
+                return None, "not an archive of the arrays obs and actions"
+            for key, shape in shapes.items():
+                with archive.open(f"{key}.npy") as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    header_shape, _, dtype = read_header(fh)
+                if list(header_shape) != shape or dtype != _DTYPES[key]:
+                    return None, f"its {key} are {dtype} of shape {header_shape}, not {_DTYPES[key]} of {tuple(shape)}"
+        with np.load(path, allow_pickle=False) as f:
+            obs, actions = f["obs"], f["actions"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        return None, f"unreadable ({err})"
+    if not np.isfinite(obs).all():
+        return None, "its observations are not all finite"
+    if actions.size and ((actions < 0) | (actions >= n_choices)).any():
+        return None, "its actions are not all ES indices of the environment"
+    return Dataset(obs, actions), ""
 
 
 def run_imitation(cfg: ImitationConfig) -> Any:
@@ -265,7 +317,7 @@ def run_imitation(cfg: ImitationConfig) -> Any:
     from stable_baselines3 import PPO
     from torch.utils.tensorboard import SummaryWriter
 
-    from agents.checkpoint import lock_run, save_model, unlock_run
+    from agents.checkpoint import commit_checkpoint, lock_run, save_model, unlock_run, verified
     from agents.policies import EquivariantPolicy
     from agents.scripted import load_model
 
@@ -291,18 +343,20 @@ def run_imitation(cfg: ImitationConfig) -> Any:
                                           if k not in ("epochs", "minutes", "progress_bar", "threads", "resume",
                                                        "workers", "run_dir")}))
         if cfg.resume and state_path.exists():
-            state = json.loads(state_path.read_text())
+            state = read_imitation_record(state_path)
             if state.get("settings") != settings:
                 from mec_env.errors import ConfigError
 
                 raise ConfigError("run_dir", cfg.run_dir, "a run dir of the same settings (its checkpoint was made "
                                   "with others); pass resume=false to start afresh")
-            saved = load_model(ckpt / state["model"], algorithm="PPO", reference_env=env)
+            # plain names inside checkpoints/, the files committed (sha256): a model zip is a pickle
+            saved = load_model(verified(run_dir, state, "model", RECORD), algorithm="PPO", reference_env=env)
             model.policy.load_state_dict(saved.policy.state_dict())
-            optimizer.load_state_dict(th.load(ckpt / state["optimizer"], weights_only=True))
-            curve, start_epoch = state["curve"], int(state["epoch"]) + 1
+            optimizer.load_state_dict(th.load(verified(run_dir, state, "optimizer", RECORD), weights_only=True))
+            curve, start_epoch = state["curve"], state["epoch"] + 1
             print(f"resuming after epoch {start_epoch} of {cfg.epochs}")
-        writer = SummaryWriter(str(run_dir / "imitation"), purge_step=start_epoch)
+        # epoch e is logged at step e + 1: what a killed run logged after the last committed epoch is purged
+        writer = SummaryWriter(str(run_dir / "imitation"), purge_step=start_epoch + 1)
         refs = validation_j(model, cfg, (cfg.expert, "GOA"))
         if not curve:
             curve.append({"epoch": 0, "minutes": data_minutes, "valid_j": refs["policy"]})
@@ -318,13 +372,10 @@ def run_imitation(cfg: ImitationConfig) -> Any:
                     writer.add_scalar(f"imitation/{k}", v, epoch + 1)
             writer.flush()
             model_name, opt_name = f"model_{epoch + 1}.zip", f"optimizer_{epoch + 1}.pt"
-            save_model(model, ckpt / model_name)
-            atomic_write(ckpt / opt_name, lambda tmp: th.save(optimizer.state_dict(), tmp))
-            atomic_write_text(state_path, json.dumps({"epoch": epoch, "model": model_name, "optimizer": opt_name,
-                                                      "curve": curve, "settings": settings}))
-            for old in [*ckpt.glob("model_*.zip"), *ckpt.glob("optimizer_*.pt")]:
-                if old.name not in (model_name, opt_name):  # superseded by the record just committed
-                    old.unlink()
+            # the files, then the record naming them with their sha256; then the superseded ones go
+            commit_checkpoint(ckpt, RECORD, {"epoch": epoch, "model": model_name, "optimizer": opt_name,
+                                             "curve": curve, "settings": settings},
+                              {model_name: model.save, opt_name: lambda tmp: th.save(optimizer.state_dict(), tmp)})
             print(f"epoch {epoch + 1}/{cfg.epochs}: valid nll {metrics['valid_nll']:.4f}, agreement with "
                   f"{cfg.expert} {100 * metrics['valid_agree']:.1f} %, valid J {j:.4f} ({cfg.expert} "
                   f"{refs[cfg.expert]:.4f}, GOA {refs['GOA']:.4f}), {row['minutes']:.1f} min", flush=True)
@@ -340,6 +391,28 @@ def run_imitation(cfg: ImitationConfig) -> Any:
         return model
     finally:
         unlock_run(run_dir)
+
+
+RECORD = "imitation.json"  # an imitation run's checkpoint record, in {run_dir}/checkpoints
+
+
+def read_imitation_record(path: Path) -> dict:
+    """The checkpoint record ``path`` (``imitation.json``), after checking its fields' types."""
+    from agents.checkpoint import CheckpointError
+
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); delete it (or pass resume=false) to start "
+                              "afresh") from None
+    ok = (isinstance(state, dict) and isinstance(state.get("epoch"), int) and not isinstance(state["epoch"], bool)
+          and 0 <= state["epoch"] < 2**31 and isinstance(state.get("curve"), list)
+          and all(isinstance(row, dict) and isinstance(row.get("minutes"), (int, float)) for row in state["curve"])
+          and state["curve"])
+    if not ok:
+        raise CheckpointError(f"{path} is not an imitation checkpoint record; delete it (or pass resume=false) to "
+                              "start afresh")
+    return state
 
 
 def write_curve(curve: list[dict], refs: dict[str, float], cfg: ImitationConfig, run_dir: Path) -> None:

@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping
 
 import gymnasium as gym
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import KVWriter
 
 import mec_env  # noqa: F401  (registers the environments)
+from agents.cli import MAX_ENVS, MAX_HIDDEN, MAX_THREADS, WHY_ENVS, WHY_HIDDEN, WHY_THREADS
 from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, save_model, unlock_run
 from agents.evaluation import evaluate_agents
 from agents.scripted import ModelAgent, ScriptedAgent
@@ -30,7 +33,8 @@ from mec_env.registration import ENV_IDS
 
 
 def _registered(env_id: str) -> str | None:
-    return None if env_id in gym.registry else "a registered environment id, e.g. " + ", ".join(ENV_IDS[:2])
+    # another package's env (CartPole-v1) takes none of the scenario arguments: refused here, by name
+    return None if env_id in ENV_IDS else "an environment id of this package: " + ", ".join(ENV_IDS)
 
 
 def _layer_widths(widths: list) -> str | None:
@@ -56,7 +60,7 @@ class CommonConfig:
     env_id: str = _env_id("MECOffload-v0")
     env_kwargs: dict = _env_kwargs(scenario="paper", n_users=20, flat_obs=True)
     total_timesteps: int = config_field(200_000, "environment steps to train for, summed over envs", range=(1, INF))
-    n_envs: int = config_field(4, "environments collecting rollouts", range=(1, INF))
+    n_envs: int = config_field(4, f"environments collecting rollouts ({WHY_ENVS})", range=(1, MAX_ENVS))
     seed: int = config_field(0, "seed of the model and of the training envs (seed + k)", range=(0, 2**32 - 1))
     eval_freq: int = config_field(10_000, "environment steps between evaluations (summed over envs)", range=(1, INF))
     eval_seeds: int = config_field(20, "held-out episodes per evaluation, seeds 10_000 + k", range=(1, INF))
@@ -65,7 +69,7 @@ class CommonConfig:
     wandb: bool = config_field(False, "log to Weights & Biases too (WANDB_MODE=offline works without network)")
     wandb_project: str = config_field("mecoffload", "W&B project")
     progress_bar: bool = config_field(True, "SB3's progress bar")
-    threads: int = config_field(2, "torch threads", range=(1, INF))
+    threads: int = config_field(2, f"torch threads ({WHY_THREADS})", range=(1, MAX_THREADS))
     resume: bool = config_field(True, "continue from {run_dir}/checkpoints if a committed checkpoint is there")
 
 
@@ -74,7 +78,7 @@ class PPOConfig(CommonConfig):
     ACTION_SPACES: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete, gym.spaces.MultiDiscrete)
     policy: str = config_field("equivariant", "the permutation-equivariant per-user policy (agents.policies) or "
                                "SB3's MLP", choices=("equivariant", "mlp"))
-    hidden: int = config_field(64, "width of the equivariant policy's networks", range=(1, INF))
+    hidden: int = config_field(64, f"width of the equivariant policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
     init_model: str = config_field("", "a saved model whose policy weights start a fresh run (e.g. train/imitate.py's "
                                    "final_model.zip: RL fine-tuning of an imitation warm start); '' for none")
     learning_rate: float = config_field(3e-4, "Adam step size", range=(0.0, INF), open_low=True)
@@ -124,7 +128,7 @@ class SpecPPOConfig(PPOConfig):
     run_dir: str = config_field("runs/spec_ppo", "folder of logs, checkpoints and models")
     policy: str = config_field("mlp", "SB3's MLP over all users, or the per-user policy (agents.spec_policy)",
                                choices=("mlp", "per_user"))
-    hidden: int = config_field(64, "width of the per-user policy's networks", range=(1, INF))
+    hidden: int = config_field(64, f"width of the per-user policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
     gamma: float = config_field(0.99, "discount", range=(0.0, 1.0))
     final_eval_seeds: int = config_field(200, "held-out episodes of the final comparison, seeds 20_000 + k",
                                          range=(1, 10**6))
@@ -144,7 +148,7 @@ class QueuePPOConfig(PPOConfig):
     run_dir: str = config_field("runs/queue_ppo", "folder of logs, checkpoints and models")
     policy: str = config_field("equivariant", "the queue-aware equivariant policy (agents.queue_policy) or SB3's MLP",
                                choices=("equivariant", "mlp"))
-    hidden: int = config_field(32, "width of the equivariant policy's networks", range=(1, INF))
+    hidden: int = config_field(32, f"width of the equivariant policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
     rounds: int = config_field(1, "message-passing rounds of the equivariant policy", range=(0, 8))
     gamma: float = config_field(0.97, "discount", range=(0.0, 1.0))
     final_eval_seeds: int = config_field(50, "held-out episodes of the final comparison, seeds 20_000 + k",
@@ -261,14 +265,14 @@ class PeriodicEvaluation(BaseCallback):
     def evaluate(self) -> Any:
         raise NotImplementedError
 
+    def _on_training_start(self) -> None:
+        if self.use_wandb:
+            log_to_wandb(self.logger)
+
     def publish(self, metrics: Mapping[str, float], score: float) -> None:
         for k, v in metrics.items():
             self.logger.record(k, v)
-        self.logger.dump(self.num_timesteps)
-        if self.use_wandb:
-            import wandb
-
-            wandb.log(dict(metrics), step=self.num_timesteps)
+        self.logger.dump(self.num_timesteps)  # to TensorBoard, and to W&B through log_to_wandb
         if score > self.best:
             self.best = score
             save_model(self.model, self.run_dir / "best_model")
@@ -281,7 +285,7 @@ def learn_with_evaluation(model: Any, state: dict | None, evaluation: PeriodicEv
     Returns the minutes it took."""
     cfg = evaluation.cfg
     evaluation.restore(state and state.get("evaluation"))
-    checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": evaluation.state()})
+    checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": evaluation.state()}, state=state)
     t0 = time.perf_counter()
     if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=CallbackList([evaluation, checkpoint]),
                            tb_log_name=name, progress_bar=cfg.progress_bar):
@@ -336,6 +340,10 @@ class ComparisonCallback(BaseCallback):
                 metrics["eval/normalised_score"] = r.normalised_score
         return metrics
 
+    def _on_training_start(self) -> None:
+        if self.use_wandb:
+            log_to_wandb(self.logger)
+
     def _on_step(self) -> bool:
         if self.num_timesteps - self._last_eval >= self.cfg.eval_freq:
             self._last_eval = self.num_timesteps
@@ -343,15 +351,12 @@ class ComparisonCallback(BaseCallback):
         return True
 
     def run_evaluation(self) -> dict[str, float]:
+        self._last_eval = self.num_timesteps
         metrics = self.evaluate()
         for k, v in metrics.items():
             if k != "time/total_timesteps":
                 self.logger.record(k, v)
-        self.logger.dump(self.num_timesteps)
-        if self.use_wandb:
-            import wandb
-
-            wandb.log(metrics, step=self.num_timesteps)
+        self.logger.dump(self.num_timesteps)  # to TensorBoard, and to W&B through log_to_wandb
         self.history.append(metrics)
         score = metrics["eval/normalised_score"]
         if score > self.best_score:
@@ -369,6 +374,28 @@ def start_wandb(cfg: CommonConfig, algo: str, run_dir: Path) -> bool:
     wandb.init(project=cfg.wandb_project, name=f"{algo}-{run_dir.name}", config=dataclasses.asdict(cfg),
                dir=str(run_dir), mode=os.environ.get("WANDB_MODE", "offline"), reinit=True)
     return True
+
+
+class WandbOutputFormat(KVWriter):
+    """An SB3 logger output writing each dump to the active W&B run at its step: W&B gets the scalars
+    TensorBoard gets (``rollout/*``, ``train/*``, ``time/*``, ``eval/*``)."""
+
+    def write(self, key_values: dict, key_excluded: dict, step: int = 0) -> None:
+        import wandb
+
+        scalars = {k: float(v) for k, v in key_values.items()
+                   if isinstance(v, (int, float, np.number)) and "tensorboard" not in (key_excluded.get(k) or ())}
+        if scalars and wandb.run is not None:
+            wandb.log(scalars, step=int(step))
+
+    def close(self) -> None:
+        pass
+
+
+def log_to_wandb(logger: Any) -> None:
+    """Add a :class:`WandbOutputFormat` to an SB3 logger (once)."""
+    if not any(isinstance(out, WandbOutputFormat) for out in logger.output_formats):
+        logger.output_formats.append(WandbOutputFormat())
 
 
 def finish_wandb(active: bool) -> None:
@@ -391,7 +418,7 @@ def train_and_finish(model: Any, state: dict | None, cfg: CommonConfig, algo: st
         use_wandb = start_wandb(cfg, algo.lower(), run_dir)
         comparison = ComparisonCallback(cfg, algo, run_dir, use_wandb)
         comparison.restore(state and state.get("evaluation"))
-        checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()})
+        checkpoint = ResumableCheckpoint(cfg, extra=lambda: {"evaluation": comparison.state()}, state=state)
         callbacks = CallbackList([InfoLoggerCallback(), comparison, checkpoint])
         t0 = time.perf_counter()
         if not learn_resumable(model, cfg.total_timesteps, checkpoint, callback=callbacks, tb_log_name=algo.lower(),
@@ -399,6 +426,8 @@ def train_and_finish(model: Any, state: dict | None, cfg: CommonConfig, algo: st
             sys.exit(exit_code_interrupted())
         print(f"trained to step {model.num_timesteps} in {(time.perf_counter() - t0) / 60:.1f} min "
               f"(evaluations included)")
+        checkpoint.hold_unwritten_logs()
+        final_evaluation(model, comparison)  # before the final commit: a rerun of the finished run does not repeat it
         checkpoint.save()
         finish_run(model, cfg, algo, comparison, run_dir, use_wandb)
     finally:
@@ -406,15 +435,21 @@ def train_and_finish(model: Any, state: dict | None, cfg: CommonConfig, algo: st
     return model
 
 
-def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "ComparisonCallback", run_dir: Path,
-               use_wandb: bool) -> list:
-    """Save the final model, evaluate it once more, print the comparison table, close W&B."""
-    save_model(model, run_dir / "final_model")
+def final_evaluation(model: Any, comparison: "ComparisonCallback") -> None:
+    """Evaluate the trained model at its last step, unless training did at that step (one point a step)."""
     # SB3 drops the last update's train/* values (they would be dumped at the next rollout); dumped
     # with the final evaluation they would log a second point at the last step's curves
     for pending in (model.logger.name_to_value, model.logger.name_to_count, model.logger.name_to_excluded):
         pending.clear()
-    comparison.run_evaluation()
+    if comparison._last_eval < model.num_timesteps:
+        comparison.run_evaluation()
+
+
+def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "ComparisonCallback", run_dir: Path,
+               use_wandb: bool) -> list:
+    """Save the final model, evaluate it once more, print the comparison table, close W&B."""
+    save_model(model, run_dir / "final_model")
+    final_evaluation(model, comparison)
     agents = baseline_agents()
     agents[algo] = lambda env: ModelAgent(model, algo, env=env)
     results = evaluate_agents(lambda: make_env(cfg), agents, eval_seeds(cfg))

@@ -20,6 +20,7 @@ from stable_baselines3 import PPO
 import mec_env  # noqa: F401
 from agents.checkpoint import (
     checkpoint_dir,
+    discard_checkpoint,
     fingerprint,
     lock_run,
     open_run,
@@ -98,19 +99,56 @@ def test_resume_false_starts_afresh_past_a_broken_checkpoint(tmp_path):
     (folder / "state.json").write_text("{ not json")
     (folder / "model_64.zip").write_bytes(b"half a zip")
     model, state = open_run(PPO, cfg, make_env(cfg), new_model)
-    assert state is None and model.num_timesteps == 0 and not any(folder.iterdir())
+    assert state is None and model.num_timesteps == 0
+    # the broken record is gone; a file no readable record names could be anyone's: it stays
+    assert [p.name for p in folder.iterdir()] == ["model_64.zip"]
     unlock_run(cfg.run_dir)
 
 
-def test_a_commit_removes_superseded_and_uncommitted_checkpoint_files(tmp_path):
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs."""
+
+
+def test_a_commit_removes_superseded_and_uncommitted_checkpoint_files(tmp_path, monkeypatch):
+    import agents.checkpoint as checkpoint
+
     cfg = config(tmp_path)
     committed(cfg, 100)
     folder = checkpoint_dir(cfg.run_dir)
-    (folder / "model_150.zip").write_bytes(b"written, then the process was killed before its commit")
-    (folder / ".model_160.zip.tmp").write_bytes(b"half")
+    commit = checkpoint.atomic_write_text
+
+    def killed_at_the_commit(path, text):
+        if Path(path).name == "state.json":
+            raise Killed
+        return commit(path, text)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_text", killed_at_the_commit)
+    with pytest.raises(Killed):
+        committed(cfg, 150)  # model_150.zip written, then killed before its commit
+    monkeypatch.undo()
+    (folder / ".model_150.zip.k2x9_q0a.zip").write_bytes(b"half: as a kill while writing model_150.zip leaves")
+    (folder / ".state.json.a1b2c3d4.json").write_bytes(b"half a record")
+    assert (folder / "model_150.zip").is_file() and read_state(cfg.run_dir)["num_timesteps"] == 100
     state = committed(cfg, 200)
     assert sorted(p.name for p in folder.iterdir()) == ["model_200.zip", "state.json"]
     assert set(state["sha256"]) == {"model_200.zip"}
+
+
+def test_a_first_commit_keeps_a_users_files_in_the_checkpoints_folder(tmp_path):
+    """The run deletes only the checkpoint files its records name: never a user's look-alikes."""
+    cfg = config(tmp_path)
+    folder = checkpoint_dir(cfg.run_dir)
+    folder.mkdir(parents=True)
+    mine = {"model_my_baseline.zip": b"a model I keep", ".gitignore": b"*\n", "replay_notes.pkl": b"notes",
+            "model_7.zip": b"named like a checkpoint, written by nobody's run", ".model_7.zip.tmp": b"mine too"}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+    committed(cfg, 100)
+    committed(cfg, 200)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name in mine} == mine
+    assert {p.name for p in folder.iterdir()} - set(mine) == {"model_200.zip", "state.json"}
+    discard_checkpoint(cfg.run_dir)  # resume=false
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == mine
 
 
 def test_an_edited_scenario_yaml_refuses_the_checkpoint_like_a_changed_setting(tmp_path):
@@ -241,3 +279,32 @@ def test_a_second_training_on_the_same_run_dir_fails_fast_and_the_first_finishes
     assert [p.name for p in run_dir.glob("ppo_*")] == ["ppo_1"]
     assert len(list((run_dir / "ppo_1").glob("events.out.tfevents.*"))) == 1
     assert scalar_steps(run_dir / "ppo_1")["rollout/accuracy"] == [128, 256, 384, 512]
+
+
+@pytest.mark.parametrize("link", ["symlink", "dangling symlink", "hard link", "fifo"])
+def test_a_lock_file_that_is_not_a_plain_file_of_its_own_is_refused_and_nothing_written_through_it(tmp_path, link):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    victim = tmp_path / "precious.txt"
+    lock = run_dir / ".lock"
+    if link == "fifo":
+        os.mkfifo(lock)
+    elif link == "hard link":
+        victim.write_bytes(b"a user's file")
+        os.link(victim, lock)
+    else:
+        if link == "symlink":
+            victim.write_bytes(b"a user's file")
+        lock.symlink_to(victim)
+    with pytest.raises(ConfigError, match=f"'run_dir'.*{lock}"):
+        lock_run(run_dir)
+    if link == "dangling symlink":
+        assert not victim.exists()  # not created through the link either
+    elif link != "fifo":
+        assert victim.read_bytes() == b"a user's file"
+    with pytest.raises(ConfigError, match="'run_dir'"):  # imitate.py takes the same lock
+        from agents.imitation import ImitationConfig, run_imitation
+
+        run_imitation(ImitationConfig(run_dir=str(run_dir)))
+    if link == "symlink":
+        assert victim.read_bytes() == b"a user's file"

@@ -84,6 +84,13 @@ def increasing_steps(folder: Path) -> set[int]:
     return out
 
 
+def scalar_steps(folder: Path, tag: str) -> list[int]:
+    """The steps of ``tag`` in ``folder``, read as TensorBoard does."""
+    whole = EventAccumulator(str(folder))
+    whole.Reload()
+    return [e.step for e in whole.Scalars(tag)]
+
+
 def stop_past_the_checkpoint(proc: subprocess.Popen, run_dir: Path, algo: str, tries: int = 400) -> None:
     """Freeze ``proc`` (SIGSTOP) at a moment it has logged a step past its last committed checkpoint."""
     for _ in range(tries):
@@ -131,6 +138,8 @@ def test_training_resumes_after_interruption(tmp_path, script, how, capsys):
     # read as TensorBoard reads the run: what the killed run logged past the checkpoint is purged,
     # so no curve zig-zags (every tag's steps strictly increase)
     kept = increasing_steps(run_dir / f"{script}_1")
+    if script == "ppo":  # every rollout but the first carries the previous update's train/*: none lost at the resume
+        assert scalar_steps(run_dir / "ppo_1", "train/loss") == list(range(256, TOTAL + 1, 128))
     first_steps, second_steps = event_steps(run_dir, script)
     # what it logged up to the checkpoint (its step included: logged before the commit) is kept
     assert {s for s in first_steps if s <= resumed} <= kept

@@ -15,7 +15,6 @@ learning curve (``learning_curve.csv``, ``learning_curve.png``) and TensorBoard 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from agents.imitation import ImitationConfig, run_imitation  # noqa: E402
 from mec_env.config import build_config, parse_key_values, read_config_file  # noqa: E402
-from mec_env.errors import ConfigError, MECOffloadError  # noqa: E402
+from agents.cli import check_run_config, run_main, script_parser  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
 
 
 def load_imitation_config(path: str | None, overrides: list[str]) -> ImitationConfig:
@@ -46,15 +46,14 @@ def load_imitation_config(path: str | None, overrides: list[str]) -> ImitationCo
 
 
 def main(argv: list[str] | None = None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--config", default="imitate", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = ap.parse_args(argv)
-    return run_imitation(load_imitation_config(args.config, args.set))
+    cfg = load_imitation_config(args.config, args.set)
+    check_run_config(cfg)  # run_dir writable: before the expert's slots are drawn
+    return run_imitation(cfg)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MECOffloadError as err:  # bad settings, a locked or mismatched run dir: one line, not a traceback
-        sys.exit(f"imitate.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2
