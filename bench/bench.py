@@ -27,7 +27,6 @@ Results are printed and written to ``bench/results.json`` with the machine they 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -52,6 +51,7 @@ from test_kernels import random_instances  # noqa: E402
 from mec_env import kernels, load_scenario, sample_problem  # noqa: E402
 from baselines.experiments import Point, monte_carlo  # noqa: E402
 from mec_env.io import atomic_write_text  # noqa: E402
+from agents.cli import output_file, run_main, script_parser  # noqa: E402
 
 
 def timed(fn, *args) -> float:
@@ -273,9 +273,10 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repeats; no reference above N = 240")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    ap.add_argument("--out", type=output_file, default=str(ROOT / "bench" / "results.json"),
+                    help="the JSON of results (checked writable before the run)")
     ap.add_argument("--ppo", action="store_true", help="also PPO steps/s, batched twin vs DummyVecEnv (~1 min)")
     args = ap.parse_args(argv)
     info = machine()
@@ -315,4 +316,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)  # bad input: one line on stderr, exit status 2

@@ -46,6 +46,17 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, _write)
 
 
+def _inert(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first; not a
+    number such as ``-0.5``) with a leading ``'``, which spreadsheets show as text (OWASP's CSV injection)."""
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
+
+
 def atomic_write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] | None = None,
                      float_format: str | None = None) -> Path:
     """``rows`` as a CSV (header from ``fieldnames``, default the first row's keys; missing cells empty),
@@ -57,6 +68,6 @@ def atomic_write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] |
     w = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (format(v, float_format) if float_format and isinstance(v, float) else v)
+        w.writerow({k: (format(v, float_format) if float_format and isinstance(v, float) else _inert(v))
                     for k, v in r.items()})
     return atomic_write_text(path, buf.getvalue())

@@ -8,22 +8,22 @@ follows the real bAbI prompts (the paper's template, tasks 7, 8 and 19 left out)
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 from pathlib import Path
 
+from agents.cli import existing_dir, output_file, run_main, script_parser
 from mec_env.babi import read_babi_dir
 from mec_env.io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent.parent / "mec_env" / "data" / "babi_prompt_sizes.csv"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--babi", type=Path, default=Path("../shared/data/babi"), help="bAbI v1.2 root")
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    ap = script_parser(__doc__)
+    ap.add_argument("--babi", type=existing_dir, default=Path("../shared/data/babi"), help="bAbI v1.2 root")
+    ap.add_argument("--out", type=output_file, default=str(OUT), help="the CSV written (writable)")
+    args = ap.parse_args(argv)
     questions = read_babi_dir(args.babi, split="test")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -35,4 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # bad input: one line on stderr, exit status 2

@@ -39,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "train")]
 
+from agents.cli import MAX_THREADS, WHY_THREADS, count, run_main, script_parser  # noqa: E402
 from build_traces import _rel, select_questions, smollm2_gguf  # noqa: E402
 from mec_env.babi import EXCLUDED_TASKS  # noqa: E402
 from mec_env.lm.profiler import cache_gguf_as_safetensors, load_causal_lm  # noqa: E402
@@ -47,7 +48,7 @@ from mec_env.spec.tokens import DEFAULT_TOKEN_TRACES, TokenTraceSource, rejectio
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--babi", type=Path, default=ROOT.parent / "shared" / "data" / "babi", help="bAbI v1.2 root")
     ap.add_argument("--work-dir", type=Path, default=ROOT / "models", help="models and traces")
     ap.add_argument("--drafter", type=Path, default=None, help="SLM directory (default: the short bAbI fine-tune)")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--top-k", type=int, default=8, help="SLM probabilities recorded per token (the upload)")
     ap.add_argument("--temperature", type=float, default=1.0, help="the hybrid's sampling temperature (both models)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=count(1, MAX_THREADS), default=2, help=f"torch threads ({WHY_THREADS})")
     ap.add_argument("--finetune-minutes", type=float, default=55.0, help="the verifier's training budget")
     ap.add_argument("--draft-minutes", type=float, default=7.0, help="the drafter's training budget")
     ap.add_argument("--ship", action="store_true", help="copy the tables into the package with a manifest")
@@ -184,4 +185,4 @@ def ship(tokens: list[dict], answers: list[dict], summary: dict, args: argparse.
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # bad input: one line on stderr, exit status 2

@@ -26,7 +26,6 @@ work dir is not trained again):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import importlib.util
@@ -40,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents.cli import MAX_THREADS, WHY_THREADS, count, run_main, script_parser  # noqa: E402
 from mec_env.babi import EXCLUDED_TASKS, read_babi_dir  # noqa: E402
 from mec_env.io import atomic_write_text  # noqa: E402
 from mec_env.traces import TRACE_COLUMNS, DEFAULT_TRACE_PATH, validate_trace_rows  # noqa: E402
@@ -118,8 +118,8 @@ def join(slm_csv: Path, llm_csv: Path, questions: list) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = script_parser(__doc__)
     ap.add_argument("--babi", type=Path, default=ROOT.parent / "shared" / "data" / "babi", help="bAbI v1.2 root")
     ap.add_argument("--work-dir", type=Path, default=ROOT / "models", help="models and per-model profiles")
     ap.add_argument("--slm", type=Path, default=None, help="SLM directory or GGUF (default: train the bAbI Llama)")
@@ -133,14 +133,14 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="at most this many questions in all (quick run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=count(1, MAX_THREADS), default=2, help=f"torch threads ({WHY_THREADS})")
     ap.add_argument("--train-minutes", type=float, default=30.0,
                     help="wall-clock budget of the SLM's second training stage, if it must be trained")
     ap.add_argument("--finetune-minutes", type=float, default=55.0,
                     help="wall-clock budget of the LLM's fine-tuning, if it must be fine-tuned")
     ap.add_argument("--out", type=Path, default=None,
                     help=f"trace table (default: {DEFAULT_TRACE_PATH.relative_to(ROOT)}; with --limit: work dir)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     t0 = time.time()
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
@@ -224,4 +224,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # bad input: one line on stderr, exit status 2

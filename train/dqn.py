@@ -10,7 +10,6 @@ penalised objective over all-local. Logs and outputs as ``train/ppo.py``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,16 +20,17 @@ from stable_baselines3.common.env_util import make_vec_env
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 from agents.checkpoint import open_run  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import check_run_config, run_main, script_parser  # noqa: E402
 from agents.training import DQNConfig, load_config, train_and_finish  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> DQN:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--config", default="dqn", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = ap.parse_args(argv)
     cfg = load_config(DQNConfig, args.config, args.set)
+    check_run_config(cfg)  # run_dir writable, W&B credentials: before any long work
     torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,4 @@ def main(argv: list[str] | None = None) -> DQN:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MECOffloadError as err:  # bad settings, a locked or mismatched run dir: one line, not a traceback
-        sys.exit(f"dqn.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

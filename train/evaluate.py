@@ -20,7 +20,6 @@ evaluated (the normalised score needs them). Seeds 20_000 + k, one episode each.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -34,7 +33,9 @@ from agents.evaluation import AgentResult, evaluate_agents, held_out_seeds  # no
 from agents.scripted import ALGORITHMS, ModelAgent, ScriptedAgent, load_model, load_vecnormalize  # noqa: E402
 from agents.training import print_results  # noqa: E402
 from baselines import STRATEGIES  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import (MAX_EPISODES, MAX_THREADS, WHY_EPISODES, WHY_THREADS, count, env_id,  # noqa: E402
+                        is_saved_model, output_dir, run_main, script_parser)
+from mec_env.errors import ConfigError  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
 
 
@@ -75,15 +76,23 @@ def model_factory(name: str, spec: str, vecnormalize: str | None = None):
     return factory
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (0 episodes would average nothing into an all-NaN table)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is out of range; expected an integer >= 1")
-    return value
+FORMULA_PREFIXES = ("=", "@", "+", "-", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
+
+
+def check_agent_name(name: str, taken: dict) -> str:
+    """``name`` as the label of an agent in the table and the CSV: not empty, not already ``taken``, and not
+    starting with a character a spreadsheet would run as a formula (``=``, ``@``, ``+``, ``-``).
+
+    :raises ConfigError: naming ``--agents`` and the name.
+    """
+    if not name.strip():
+        raise ConfigError("--agents", name, "a non-empty agent name (NAME=PATH)")
+    if name.startswith(FORMULA_PREFIXES):
+        raise ConfigError("--agents", name, "a name that does not start with =, @, +, - (a spreadsheet would read "
+                          "it as a formula)")
+    if name in taken:
+        raise ConfigError("--agents", name, "distinct agent names (this one is given twice)", kind="duplicate name")
+    return name
 
 
 def plot(results: list[AgentResult], path: Path, title: str) -> None:
@@ -112,18 +121,19 @@ def plot(results: list[AgentResult], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[AgentResult]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--env", default="MECOffload-v0", help="environment id")
+    ap = script_parser(__doc__)
+    ap.add_argument("--env", type=env_id, default="MECOffload-v0", help="environment id (one of this package's)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help=f"environment kwargs, added to {DEFAULT_ENV_KWARGS}")
     ap.add_argument("--agents", nargs="+", default=["GOA", "Min delay", "Edge all", "Random"],
                     help="strategy names, NAME=PATH or NAME=ALGO:PATH of saved models")
     ap.add_argument("--vecnormalize", nargs="*", default=[], metavar="NAME=STATS",
                     help="VecNormalize statistics (.pkl) of a model agent")
-    ap.add_argument("--seeds", type=positive_int, default=50, help="held-out episodes (>= 1)")
-    ap.add_argument("--threads", type=positive_int, default=1,
-                    help="torch threads (1: a decision is one small forward pass; more threads only contend)")
-    ap.add_argument("--out", type=Path, default=Path("results/eval"), help="CSV and plot folder")
+    ap.add_argument("--seeds", type=count(1, MAX_EPISODES), default=50,
+                    help=f"held-out episodes (>= 1; {WHY_EPISODES})")
+    ap.add_argument("--threads", type=count(1, MAX_THREADS), default=1,
+                    help=f"torch threads (1: a decision is one small forward pass; {WHY_THREADS})")
+    ap.add_argument("--out", type=output_dir, default="results/eval", help="CSV and plot folder (writable)")
     args = ap.parse_args(argv)
     import torch
 
@@ -140,9 +150,12 @@ def main(argv: list[str] | None = None) -> list[AgentResult]:
     for spec in args.agents:
         name, sep, path = spec.partition("=")
         if sep:
+            check_agent_name(name, agents)
+            if not is_saved_model(model_spec(path)[1]):  # found now, not after the other agents have run
+                raise ConfigError(f"--agents {name}", path, "an existing saved model (.zip)")
             agents[name] = model_factory(name, path, stats.pop(name, None))
         elif spec in STRATEGIES:
-            agents[spec] = lambda env, s=spec: ScriptedAgent(env, s)
+            agents[check_agent_name(spec, agents)] = lambda env, s=spec: ScriptedAgent(env, s)
         else:
             ap.error(f"unknown agent {spec!r}: a strategy ({', '.join(STRATEGIES)}), NAME=PATH or NAME=ALGO:PATH")
     if stats:
@@ -158,7 +171,4 @@ def main(argv: list[str] | None = None) -> list[AgentResult]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (MECOffloadError, FileNotFoundError) as err:  # bad input: one line, not a traceback
-        sys.exit(f"evaluate.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

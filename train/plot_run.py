@@ -10,12 +10,13 @@ budget and the queries in the system.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from agents.cli import check_output_file, existing_dir, run_main, script_parser  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
 from mec_env.io import atomic_write  # noqa: E402
 
 
@@ -29,15 +30,17 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
         for tag in acc.Tags()["scalars"]:
             out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
     if not out:
-        raise FileNotFoundError(f"no TensorBoard scalars under {run_dir}")
+        raise ConfigError("run_dir", str(run_dir), "a training run's folder holding TensorBoard scalars "
+                          "(events.out.tfevents.*)")
     return {k: sorted(v) for k, v in out.items()}
 
 
 def main(argv: list[str] | None = None) -> Path:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run_dir", type=Path)
+    ap = script_parser(__doc__)
+    ap.add_argument("run_dir", type=existing_dir, help="a training run's folder (its TensorBoard scalars)")
     ap.add_argument("--out", type=Path, default=None, help="PNG path (default: {run_dir}/learning_curves.png)")
     args = ap.parse_args(argv)
+    check_output_file(args.out or args.run_dir / "learning_curves.png", "--out")
     scalars = read_scalars(args.run_dir)
     agents = sorted({k.split("/")[1] for k in scalars if k.startswith("eval/") and k.count("/") == 2})
 
@@ -82,4 +85,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # bad input: one line on stderr, exit status 2

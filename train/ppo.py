@@ -15,7 +15,6 @@ command resumes there (``--set resume=false`` starts afresh).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -29,18 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from agents.checkpoint import open_run  # noqa: E402
 from agents.scripted import load_model  # noqa: E402
 from mec_env.errors import ConfigError  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import check_run_config, run_main, script_parser  # noqa: E402
 from agents.policies import EquivariantPolicy  # noqa: E402
 from agents.vector import SB3VecEnv  # noqa: E402
 from agents.training import PPOConfig, load_config, ppo_model, train_and_finish  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> PPO:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--config", default="ppo", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = ap.parse_args(argv)
     cfg = load_config(PPOConfig, args.config, args.set)
+    check_run_config(cfg)  # run_dir writable, init_model there, W&B credentials: before any long work
     torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,4 @@ def main(argv: list[str] | None = None) -> PPO:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MECOffloadError as err:  # bad settings, a locked or mismatched run dir: one line, not a traceback
-        sys.exit(f"ppo.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

@@ -19,7 +19,6 @@ Writes ``queue_dpp_v.csv`` and ``queue_dpp_v.png``. Outputs go to ``--out`` (ato
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -34,9 +33,9 @@ from agents.queue_evaluation import evaluate_queue_policies, play_episode  # noq
 from baselines.experiments import mean_ci95  # noqa: E402
 from baselines.queue import QUEUE_POLICIES, DriftPlusPenalty  # noqa: E402
 from mec_env.config import parse_key_values  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import MAX_EPISODES, MAX_SLOTS, WHY_EPISODES, count, number, output_dir, run_main  # noqa: E402
+from agents.cli import script_parser  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
-from train.evaluate import positive_int  # noqa: E402
 from train.spec_figures import save_png  # noqa: E402
 
 
@@ -116,15 +115,20 @@ def sweep_v(env_kwargs: dict, load: float, values: list[float], episodes: int, s
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--only", choices=("stability", "sweep-v"), nargs="*", default=None)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="environment arguments")
-    ap.add_argument("--loads", type=float, nargs="*", default=[0.5, 0.9, 1.1], help="offered loads of the table")
-    ap.add_argument("--episodes", type=positive_int, default=5, help="held-out episodes per point (>= 1)")
-    ap.add_argument("--slots", type=positive_int, default=1500, help="slots per episode (>= 1)")
-    ap.add_argument("--v-load", type=float, default=1.1, help="offered load of the V sweep")
-    ap.add_argument("--v", type=float, nargs="*", default=[0.001, 0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0])
-    ap.add_argument("--out", type=Path, default=Path("results/queue"), help="folder of the CSVs and PNGs")
+    ap.add_argument("--loads", type=number(0.0, open_low=True), nargs="*", default=[0.5, 0.9, 1.1],
+                    help="offered loads of the table (> 0)")
+    ap.add_argument("--episodes", type=count(1, MAX_EPISODES), default=5,
+                    help=f"held-out episodes per point (>= 1; {WHY_EPISODES})")
+    ap.add_argument("--slots", type=count(1, MAX_SLOTS), default=1500,
+                    help=f"slots per episode (>= 1; at most {MAX_SLOTS:,}: every slot's queue length is kept)")
+    ap.add_argument("--v-load", type=number(0.0, open_low=True), default=1.1, help="offered load of the V sweep (> 0)")
+    ap.add_argument("--v", type=number(0.0), nargs="*", default=[0.001, 0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0],
+                    help="drift-plus-penalty weights V of the sweep (>= 0)")
+    ap.add_argument("--out", type=output_dir, default="results/queue",
+                    help="folder of the CSVs and PNGs (writable)")
     args = ap.parse_args(argv)
     env_kwargs = parse_key_values(args.set)
     only = set(args.only or ("stability", "sweep-v"))
@@ -136,7 +140,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MECOffloadError as err:
-        sys.exit(f"queue_compare.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

@@ -19,7 +19,6 @@ difference to each policy) goes to ``{run_dir}/comparison.csv``. Checkpoints eve
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -41,7 +40,7 @@ from agents.scripted import load_model  # noqa: E402
 from agents.training import (PeriodicEvaluation, QueuePPOConfig, finish_wandb, learn_with_evaluation,  # noqa: E402
                              load_config, start_wandb)
 from baselines.queue import drift_plus_penalty, myopic_goa, queue_goa, queue_min_delay  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import check_output_dir, check_run_config, run_main, saved_model, script_parser  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
 
 EVAL_KEYS = ("objective_ms", "accuracy", "energy_vs_budget", "in_system", "return")
@@ -99,13 +98,17 @@ def final_comparison(model: PPO, cfg: QueuePPOConfig, out_dir: Path, what: str) 
 
 
 def main(argv: list[str] | None = None) -> list[QueueResult]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--config", default="queue_ppo", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    ap.add_argument("--evaluate", type=Path, default=None, metavar="MODEL.zip",
+    ap.add_argument("--evaluate", type=saved_model, default=None, metavar="MODEL.zip",
                     help="no training: the final comparison of a saved model (written next to it)")
     args = ap.parse_args(argv)
     cfg = load_config(QueuePPOConfig, args.config, args.set)
+    if args.evaluate is not None:  # its table goes next to the model
+        check_output_dir(args.evaluate.parent, "--evaluate")
+    else:
+        check_run_config(cfg)  # run_dir writable, W&B credentials: before any long work
     torch.set_num_threads(cfg.threads)
     if args.evaluate is not None:
         model = load_model(args.evaluate)
@@ -139,7 +142,4 @@ def main(argv: list[str] | None = None) -> list[QueueResult]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MECOffloadError as err:  # bad settings, a locked or mismatched run dir: one line, not a traceback
-        sys.exit(f"queue_ppo.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

@@ -33,7 +33,7 @@ from mec_env.config import ScenarioConfig, load_scenario, parse_key_values  # no
 from baselines.exact import MAX_EXACT_ASSIGNMENTS  # noqa: E402
 from baselines.experiments import (BACKENDS, PAPER_N120, Point, add_address_argument, gap_configs, monte_carlo,  # noqa: E402
                                    optimality_gaps, summarize)
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import MAX_RUNS, MAX_WORKERS, WHY_WORKERS, count, output_dir, run_main, script_parser  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
 
 FIG3_N = tuple(range(60, 121, 10))
@@ -263,13 +263,16 @@ def print_table(summary: list[dict], n_users: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("figure", choices=("fig2", "fig3", "fig4", "fig5", "gap"))
-    ap.add_argument("--runs", type=int, default=500, help="Monte Carlo draws per point (paper: 500)")
+    ap.add_argument("--runs", type=count(2, MAX_RUNS), default=500,
+                    help=f"Monte Carlo draws per point (paper: 500; >= 2 for a confidence interval; at most "
+                         f"{MAX_RUNS:,}: every draw's row is kept in memory)")
     ap.add_argument("--scenario", default="paper", help="scenario name under configs/scenario or a YAML path")
-    ap.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="worker processes (default: all cores; gap: 1, so its run times are measured alone)")
+    ap.add_argument("--out", type=output_dir, default="results", help="output folder (writable)")
+    ap.add_argument("--workers", type=count(1, MAX_WORKERS), default=None,
+                    help=f"worker processes (default: all cores; gap: 1, so its run times are measured alone; "
+                         f"{WHY_WORKERS})")
     ap.add_argument("--backend", choices=BACKENDS, default="process",
                     help="process: a pool of --workers processes here; ray: Ray tasks on a local runtime or, with "
                          "--address, on every node of a running cluster (fig3, fig4, fig5; the same rows)")
@@ -279,10 +282,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--strategies", nargs="+", default=list(PAPER_STRATEGIES), help="fig3 strategies")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="scenario overrides")
     args = ap.parse_args(argv)
-    if args.runs < 2:
-        ap.error(f"--runs must be >= 2 for a confidence interval, got {args.runs}")
-    if args.workers is not None and args.workers < 1:
-        ap.error(f"--workers must be >= 1, got {args.workers}")
     if args.backend == "ray" and args.figure not in ("fig3", "fig4", "fig5"):
         ap.error(f"--backend ray runs the Monte Carlo sweeps fig3, fig4 and fig5, not {args.figure}")
     if args.address and args.backend != "ray":
@@ -295,9 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        run(args)
-    except MECOffloadError as e:  # bad input, found before the sweep (or in a worker): a message, not a traceback
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
+        run(args)  # bad input, found before the sweep (or in a worker), is run_main's one line
     except KeyboardInterrupt:
         ap.exit(130, f"\n{ap.prog}: interrupted; rerun the same command to resume\n")
     finally:
@@ -348,4 +345,4 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # bad input: one line on stderr, exit status 2

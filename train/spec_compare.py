@@ -18,7 +18,6 @@ Writes ``spec_compare.csv`` to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -33,9 +32,10 @@ from agents.spec_evaluation import evaluate_spec_agents, print_paired_returns, p
 from agents.spec_policy import sized_for  # noqa: E402
 from baselines.spec import SpecRuleAgent, rule_factory  # noqa: E402
 from mec_env.config import parse_key_values  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import MAX_EPISODES, WHY_EPISODES, count, output_dir, probability, run_main  # noqa: E402
+from agents.cli import script_parser  # noqa: E402
+from mec_env.errors import ConfigError, MECOffloadError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
-from train.evaluate import positive_int  # noqa: E402
 
 
 def agent_factories(names: list[str], risk: float) -> dict:
@@ -58,18 +58,29 @@ def agent_factories(names: list[str], risk: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="environment arguments")
-    ap.add_argument("--episodes", type=positive_int, default=200, help="held-out episodes per agent (>= 1)")
+    ap.add_argument("--episodes", type=count(1, MAX_EPISODES), default=200,
+                    help=f"held-out episodes per agent (>= 1; {WHY_EPISODES})")
     ap.add_argument("--agents", nargs="*", default=["SLM only", "HLM", "U-HLM", "U-HLM at budget", "GELATO"])
-    ap.add_argument("--risk", type=float, default=0.1, help="U-HLM's tolerated rejection probability of a skip")
-    ap.add_argument("--out", type=Path, default=Path("results/spec"), help="CSV folder")
+    ap.add_argument("--risk", type=probability, default=0.1,
+                    help="U-HLM's tolerated rejection probability of a skip (in [0, 1])")
+    ap.add_argument("--out", type=output_dir, default="results/spec", help="CSV folder (writable)")
     ap.add_argument("--paired", metavar="AGENT", help="also this agent's return minus each other's, paired by episode")
     args = ap.parse_args(argv)
     env_kwargs = {"n_users": 20, "tokens": "babi", **parse_key_values(args.set)}
     agents = agent_factories(args.agents, args.risk)
     if "HLM" not in agents:
         agents = {"HLM": lambda env: SpecRuleAgent(env, "HLM"), **agents}  # the reference of "vs HLM"
+    probe = gym.make("MECSpecDecode-v0", **env_kwargs)
+    for name, factory in agents.items():  # a budget past the env's L is refused now, not after the others ran
+        try:
+            factory(probe)
+        except ValueError as err:
+            if isinstance(err, MECOffloadError):
+                raise
+            raise ConfigError("--agents", name, f"a strategy this env can run ({err})") from None
+    probe.close()
     results = evaluate_spec_agents(lambda: gym.make("MECSpecDecode-v0", **env_kwargs), agents,
                                    held_out_seeds(args.episodes), progress=True)
     print_spec_results(results, f"MECSpecDecode-v0 {env_kwargs}, {args.episodes} held-out episodes (95 % CI)")
@@ -82,7 +93,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (MECOffloadError, FileNotFoundError) as err:  # bad input: one line, not a traceback
-        sys.exit(f"spec_compare.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

@@ -23,7 +23,6 @@ Writes ``{name}.csv`` and ``{name}.png`` to ``--out`` (atomically).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -37,11 +36,11 @@ from agents.evaluation import held_out_seeds  # noqa: E402
 from agents.spec_evaluation import evaluate_spec_agents  # noqa: E402
 from baselines.spec import SpecRuleAgent  # noqa: E402
 from mec_env.config import parse_key_values  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import MAX_EPISODES, WHY_EPISODES, count, number, output_dir, probability, run_main  # noqa: E402
+from agents.cli import script_parser  # noqa: E402
 from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
 from mec_env.spec.control import uhlm_threshold  # noqa: E402
 from mec_env.spec.tokens import UNCERTAINTIES, load_token_traces, rejection_correlations  # noqa: E402
-from train.evaluate import positive_int  # noqa: E402
 
 LABELS = {"slm_temperature_uncertainty": "temperature perturbation", "slm_entropy": "entropy (nats)",
           "slm_margin": "margin 1 - (p1 - p2)"}
@@ -216,15 +215,20 @@ def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--only", choices=("scatter", "threshold", "budget"), nargs="*", default=None)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="environment arguments")
-    ap.add_argument("--episodes", type=positive_int, default=200, help="held-out episodes per point (>= 1)")
-    ap.add_argument("--budget-episodes", type=positive_int, default=10, help="1,000-round episodes per budget point")
-    ap.add_argument("--budgets", type=float, nargs="*", default=[0.1, 0.13, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4],
-                    help="GELATO's energy budgets (J per user and round)")
-    ap.add_argument("--risk", type=float, default=0.1, help="U-HLM's tolerated rejection probability of a skip")
-    ap.add_argument("--out", type=Path, default=Path("results/spec"), help="folder of the CSVs and PNGs")
+    ap.add_argument("--episodes", type=count(1, MAX_EPISODES), default=200,
+                    help=f"held-out episodes per point (>= 1; {WHY_EPISODES})")
+    ap.add_argument("--budget-episodes", type=count(1, MAX_EPISODES), default=10,
+                    help="1,000-round episodes per budget point (>= 1)")
+    ap.add_argument("--budgets", type=number(0.0, open_low=True), nargs="+",
+                    default=[0.1, 0.13, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4],
+                    help="GELATO's energy budgets (J per user and round, > 0)")
+    ap.add_argument("--risk", type=probability, default=0.1,
+                    help="U-HLM's tolerated rejection probability of a skip (in [0, 1])")
+    ap.add_argument("--out", type=output_dir, default="results/spec",
+                    help="folder of the CSVs and PNGs (writable)")
     args = ap.parse_args(argv)
     env_kwargs = {"n_users": 20, "tokens": "babi", "max_rounds": 400, **parse_key_values(args.set)}
     only = set(args.only or ("scatter", "threshold", "budget"))
@@ -245,7 +249,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (MECOffloadError, FileNotFoundError) as err:  # bad input: one line, not a traceback
-        sys.exit(f"spec_figures.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

@@ -31,7 +31,6 @@ the same command resumes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,8 @@ from agents.training import (PeriodicEvaluation, SpecPPOConfig, finish_wandb, le
 from agents.imitation import agent_rollouts, clone_into_sb3  # noqa: E402
 from agents.spec_policy import SpecUserPolicy  # noqa: E402
 from baselines.spec import RULES, SpecRuleAgent, budget_draft, rule_factory  # noqa: E402
-from mec_env.errors import ConfigError, MECOffloadError  # noqa: E402
+from agents.cli import check_run_config, run_main, script_parser  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
 from mec_env.io import atomic_write_csv  # noqa: E402
 
 
@@ -101,11 +101,12 @@ class SpecComparisonCallback(PeriodicEvaluation):
 
 
 def main(argv: list[str] | None = None) -> list[SpecResult]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("--config", default="spec_ppo", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = ap.parse_args(argv)
     cfg = load_config(SpecPPOConfig, args.config, args.set)
+    check_run_config(cfg)  # run_dir writable, W&B credentials: before any long work
     try:
         warm_start = rule_factory(cfg.warm_start) if cfg.warm_start else None
     except ValueError:
@@ -153,7 +154,4 @@ def main(argv: list[str] | None = None) -> list[SpecResult]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except MECOffloadError as err:  # bad settings, a locked or mismatched run dir: one line, not a traceback
-        sys.exit(f"spec_ppo.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents.cli import MAX_THREADS, count, run_main, script_parser  # noqa: E402
 from mec_env.babi import read_babi_dir  # noqa: E402
 from mec_env.io import atomic_write  # noqa: E402
 from mec_env.lm.wordlm import build_word_llama, build_word_tokenizer  # noqa: E402
@@ -212,10 +213,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     for name, value in asdict(TrainConfig()).items():
-        ap.add_argument(f"--{name.replace('_', '-')}", type=_bool if isinstance(value, bool) else type(value),
-                        default=value)
+        kind = _bool if isinstance(value, bool) else count(1, MAX_THREADS) if name == "threads" else type(value)
+        ap.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
     cfg = TrainConfig(**{k.replace("-", "_"): v for k, v in vars(ap.parse_args(argv)).items()})
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -350,4 +351,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # bad input: one line on stderr, exit status 2

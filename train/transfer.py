@@ -22,9 +22,10 @@ import mec_env  # noqa: E402,F401
 from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
 from agents.scripted import ScriptedAgent  # noqa: E402
 from agents.training import print_results  # noqa: E402
-from mec_env.errors import MECOffloadError  # noqa: E402
+from agents.cli import (MAX_EPISODES, MAX_THREADS, WHY_EPISODES, WHY_THREADS, count, output_dir,  # noqa: E402
+                        run_main, saved_model, script_parser)
 from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
-from train.evaluate import model_factory, positive_int  # noqa: E402
+from train.evaluate import model_factory, model_spec  # noqa: E402
 
 DEFAULT_SETTINGS = ("paper:60", "paper:90", "paper:120", "paper:150", "paper:200", "paper-m6:120")
 BASELINES = ("GOA", "GOA+LS", "Min delay")
@@ -70,15 +71,20 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__)
     ap.add_argument("model", help="a saved model with the equivariant policy (NAME is 'policy'; ALGO:PATH works)")
     ap.add_argument("--settings", nargs="+", type=setting, default=[setting(s) for s in DEFAULT_SETTINGS],
                     metavar="SCENARIO:N", help="scenarios and numbers of users")
-    ap.add_argument("--seeds", type=positive_int, default=100, help="held-out episodes per setting (>= 1)")
-    ap.add_argument("--threads", type=positive_int, default=1,
-                    help="torch threads (1: a decision is one small forward pass; more threads only contend)")
-    ap.add_argument("--out", type=Path, default=Path("results/transfer"), help="CSV and plot folder")
+    ap.add_argument("--seeds", type=count(1, MAX_EPISODES), default=100,
+                    help=f"held-out episodes per setting (>= 1; {WHY_EPISODES})")
+    ap.add_argument("--threads", type=count(1, MAX_THREADS), default=1,
+                    help=f"torch threads (1: a decision is one small forward pass; {WHY_THREADS})")
+    ap.add_argument("--out", type=output_dir, default="results/transfer", help="CSV and plot folder (writable)")
     args = ap.parse_args(argv)
+    try:  # the model is there, found before the baselines run
+        saved_model(model_spec(args.model)[1])
+    except argparse.ArgumentTypeError as err:
+        ap.error(f"argument model: {err}")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -98,7 +104,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (MECOffloadError, FileNotFoundError) as err:  # bad input: one line, not a traceback
-        sys.exit(f"transfer.py: error: {err}")
+    run_main(main)  # bad input: one line on stderr, exit status 2
