@@ -20,7 +20,7 @@ import numpy as np
 
 import yaml
 
-from mec_env.errors import ConfigError
+from mec_env.errors import ConfigError, short_repr
 
 def packaged_configs(kind: str) -> dict[str, Any]:
     """The YAML configs shipped in the package under ``mec_env/configs/{kind}``, by name.
@@ -102,6 +102,7 @@ _f = config_field
 
 
 INF = math.inf
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest bound a float32 observation Box can have
 
 
 @dataclass(frozen=True)
@@ -157,11 +158,13 @@ class ScenarioConfig:
                               choices=("bytes_as_bits", "bits"))
     es_capacity_flops: float = _f(15.13e12, "nominal ES capacity C_j", range=(0.0, INF), open_low=True)
     es_capacity_low: float = _f(0.6, "C_j = nominal x U(low, high): low", range=(0.0, INF), open_low=True)
-    es_capacity_high: float = _f(1.4, "C_j = nominal x U(low, high): high", range=(0.0, INF), open_low=True)
+    es_capacity_high: float = _f(1.4, "C_j = nominal x U(low, high): high (also the bound of its float32 "
+                                 "observation)", range=(0.0, FLOAT32_MAX), open_low=True)
     c_max_flops: float = _f(1.513e12, "per-user ES compute cap C_max (eq. 6)", range=(0.0, INF), open_low=True)
     local_capacity_flops: float = _f(91.06e9, "nominal local capacity C_L", range=(0.0, INF), open_low=True)
     local_capacity_low: float = _f(0.5, "C_L,i = nominal x U(low, high): low", range=(0.0, INF), open_low=True)
-    local_capacity_high: float = _f(1.5, "C_L,i = nominal x U(low, high): high", range=(0.0, INF), open_low=True)
+    local_capacity_high: float = _f(1.5, "C_L,i = nominal x U(low, high): high (also the bound of its float32 "
+                                    "observation)", range=(0.0, FLOAT32_MAX), open_low=True)
     slm_params: float = _f(1.24e9, "SLM parameter count (Llama-3.2-1B)", range=(0.0, INF), open_low=True)
     llm_params: float = _f(8.03e9, "LLM parameter count (Llama-3.1-8B)", range=(0.0, INF), open_low=True)
     flops_per_param_token: float = _f(2.0, "FLOPs per parameter per token", range=(0.0, INF), open_low=True)
@@ -266,13 +269,19 @@ def validate(cfg: Any, owner: str = "") -> None:
         check_array_budget(cfg, 1)
 
 
-def check_array_budget(cfg: ScenarioConfig, copies: int, what: str = "one instance") -> None:
-    """Refuse a setting whose (copies, N, M) float64 arrays exceed ``cfg.max_array_bytes``."""
-    size = 8.0 * copies * cfg.n_users * cfg.n_edge_servers
+def check_array_budget(cfg: ScenarioConfig, copies: int, what: str = "one instance", blame: str = "n_users") -> None:
+    """Refuse a setting whose (copies, N, M) float64 arrays exceed ``cfg.max_array_bytes``.
+
+    ``blame`` is the setting named in the error (``"num_envs"`` when ``copies`` is the user's batch size).
+    """
+    size = 8 * copies * cfg.n_users * cfg.n_edge_servers  # Python ints: exact for any count
     if size > cfg.max_array_bytes:
-        raise ConfigError("n_users", cfg.n_users, f"a size whose per-step arrays fit the memory budget: {what} "
-                          f"({copies} x N x M = {copies} x {cfg.n_users} x {cfg.n_edge_servers} float64) needs "
-                          f"{size / 2**30:.3g} GiB > max_array_bytes = {cfg.max_array_bytes / 2**30:.3g} GiB")
+        value = copies if blame == "num_envs" else getattr(cfg, blame)
+        gib = f"{size / 2**30:.3g}" if size < 2**1000 else "more than 1e290"
+        copies_text = short_repr(copies)  # a count past 1e40 is cut short
+        raise ConfigError(blame, value, f"a size whose per-step arrays fit the memory budget: {what} "
+                          f"({copies_text} x N x M = {copies_text} x {cfg.n_users} x {cfg.n_edge_servers} "
+                          f"float64) needs {gib} GiB > max_array_bytes = {cfg.max_array_bytes / 2**30:.3g} GiB")
 
 
 def _plain(value: Any) -> Any:
@@ -370,24 +379,77 @@ def load_yaml(stream: Any) -> Any:
 
 
 def parse_key_values(items: Iterable[str]) -> dict[str, Any]:
-    """``["KEY=VALUE", ...]`` from a command line as a dict, each value parsed as YAML."""
+    """``["KEY=VALUE", ...]`` from a command line as a dict.
+
+    A value is the text after the first ``=``, typed as YAML types a plain scalar (``20`` an integer,
+    ``3.0e-4`` a float, ``true``, ``null``; empty text is null) or, when it starts with ``[`` or ``{``,
+    read as a YAML flow list or mapping (``[64, 64]``); a quoted value loses its quotes. Any other text
+    is the string as written: YAML's syntax is not applied to it, so ``a: b`` or ``- x`` stay strings,
+    and a value holding ``#`` (where YAML would start a comment and cut the value short) is always the
+    whole string. A number beyond the float range (``1.0e309``, which reads as inf) is refused.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError("override", item, "KEY=VALUE")
-        try:
-            out[key] = load_yaml(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(key, value, f"a YAML scalar, list or mapping ({str(err).splitlines()[0]})") from None
+        out[key] = _override_value(key, value)
     return out
 
 
+_PLAIN = _ConfigLoader("")  # only its resolver is used: how YAML types a plain scalar
+
+
+def _override_value(key: str, text: str) -> Any:
+    """The value of one ``KEY=VALUE`` override (:func:`parse_key_values`)."""
+    if "#" in text:
+        return text
+    stripped = text.strip()
+    if stripped.startswith(("[", "{")):
+        try:
+            value = load_yaml(stripped)
+        except yaml.YAMLError as err:
+            raise ConfigError(key, text, f"a YAML flow list or mapping ({str(err).splitlines()[0]})") from None
+    elif stripped.startswith(("'", '"')):
+        try:
+            value = load_yaml(stripped)
+        except yaml.YAMLError:
+            return text
+        if not isinstance(value, str):
+            return text
+    elif _PLAIN.resolve(yaml.ScalarNode, stripped, (True, False)) == "tag:yaml.org,2002:str":
+        return text
+    else:
+        value = load_yaml(stripped)
+    if ".inf" not in stripped.lower() and ".nan" not in stripped.lower() and not _finite(value):
+        raise ConfigError(key, text, "numbers within the float range (|x| <= 1.8e308; .inf for infinity)",
+                          kind="number out of range")
+    return value
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
+
+
+YAML_MAX_BYTES = 2**20  # configs are a few kB; a larger file is refused before the (slow) parser reads it
+
+
 def read_yaml(path: str | Path) -> Any:
-    """The YAML document at ``path`` (empty file: ``{}``); unreadable or malformed YAML is a ConfigError."""
+    """The YAML document at ``path`` (empty file: ``{}``); unreadable, malformed or larger than
+    ``YAML_MAX_BYTES`` YAML is a ConfigError."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = load_yaml(fh)
+            text = fh.read(YAML_MAX_BYTES + 1)  # a character is at least one byte: reading more is never needed
+            if len(text.encode("utf-8")) > YAML_MAX_BYTES:
+                raise ConfigError(str(path), "a file of more than 1 MiB",
+                                  f"a YAML config of at most {YAML_MAX_BYTES} bytes (1 MiB)")
+            data = load_yaml(text)
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(str(path), type(err).__name__, f"a readable UTF-8 YAML file ({err})") from None
     except yaml.YAMLError as err:

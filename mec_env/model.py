@@ -39,18 +39,14 @@ def validate_assignment(assignment: Any, n_users: int, n_edge_servers: int, what
     allowed = f"0 (local) .. M = {m} (ES index)"
     if a.ndim == 0 or a.shape[-1] != n:
         raise AssignmentError(f"{what} has shape {a.shape}; expected (N,) = ({n},): one entry per user, {allowed}")
-    if a.dtype.kind not in "iu":
-        if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
-            a = a.astype(np.int64)
-        else:
-            raise AssignmentError(f"{what} has dtype {a.dtype} with non-integer entries; expected integers {allowed}")
-    a = a.astype(np.int64, copy=False)
-    bad = (a < 0) | (a > m)
+    if a.dtype.kind not in "iu" and not (a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a))):
+        raise AssignmentError(f"{what} has dtype {a.dtype} with non-integer entries; expected integers {allowed}")
+    bad = (a < 0) | (a > m)  # in the given dtype: a cast first would wrap 1e20 or 2**64 - 1 around
     if bad.any():
         pos = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape)
         where = "".join(f"[{k}]" for k in pos)
-        raise AssignmentError(f"{what}{where} = {int(a[pos])} is out of range; expected {allowed}")
-    return a
+        raise AssignmentError(f"{what}{where} = {a[pos].item()!r} is out of range; expected {allowed}")
+    return a.astype(np.int64, copy=False)
 
 
 def check_assignment(problem: Problem, assignment: Any) -> np.ndarray:

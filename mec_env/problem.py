@@ -17,7 +17,7 @@ import numpy as np
 from mec_env import kernels
 from mec_env.config import QueryConfig, ScenarioConfig
 from mec_env.errors import ConfigError
-from mec_env.queries import QueryBatch, QuerySource, SyntheticQuerySource
+from mec_env.queries import QueryBatch, QuerySource, SyntheticQuerySource, babi_prompt_sizes
 from mec_env.traces import TraceQuerySource
 
 SPEED_OF_LIGHT = 299_792_458.0
@@ -149,9 +149,12 @@ def user_es_distance(user_xy: np.ndarray, es_xy: np.ndarray, min_distance_m: flo
         return np.maximum(np.sqrt(dx * dx + dy * dy), min_distance_m)
 
 
-def check_received_power(cfg: ScenarioConfig, gain: np.ndarray) -> None:
-    """Every SINR and interference sum stays finite only if P x gain x N does; else a ConfigError."""
-    n = gain.shape[-2]
+def check_received_power(cfg: ScenarioConfig, gain: np.ndarray, n: int | None = None) -> None:
+    """Every SINR and interference sum stays finite only if P x gain x N does; else a ConfigError.
+
+    ``gain`` is a slot's (..., N, M) gains, or with ``n`` given any array holding the largest gain.
+    """
+    n = gain.shape[-2] if n is None else n
     if not math.isfinite(cfg.tx_power_w * n):
         raise ConfigError("tx_power_w", cfg.tx_power_w, f"a power at which P x N (N = {n}) stays finite")
     if not math.isfinite(cfg.tx_power_w * float(gain.max()) * n):
@@ -163,15 +166,57 @@ def check_received_power(cfg: ScenarioConfig, gain: np.ndarray) -> None:
                           f"tx_power_w = {cfg.tx_power_w:g}, N = {n})")
 
 
+def finite_ratio(a: float, b: float) -> float:
+    """``a / b``, infinite when ``b`` underflowed to 0 (a bound, not a value: no division by zero)."""
+    return a / b if b > 0.0 else math.inf
+
+
+def delay_bounds(cfg: ScenarioConfig, n: int, max_query_bits: float) -> dict[str, float]:
+    """The largest delay of each kind any user can have (s), by the setting it is checked against:
+    local ``W_SLM / (C_L x low)``, ES compute ``W_LLM / min(C_max, C x low / N)`` and uplink
+    ``D_max / min_rate_bps`` (the rate floor caps a rate that underflows)."""
+    work = cfg.flops_per_param_token * cfg.effective_tokens
+    es_share = cfg.es_capacity_flops * cfg.es_capacity_low / n
+    return {
+        "local_capacity_flops": finite_ratio(work * cfg.slm_params, cfg.local_capacity_flops * cfg.local_capacity_low),
+        ("c_max_flops" if cfg.c_max_flops < es_share else "es_capacity_flops"):
+            finite_ratio(work * cfg.llm_params, min(cfg.c_max_flops, es_share)),
+        "min_rate_bps": finite_ratio(max_query_bits, cfg.min_rate_bps),
+    }
+
+
+def largest_query_bits(cfg: ScenarioConfig, source: QuerySource) -> float | None:
+    """The largest D_i (bits) ``source`` can draw: a trace table's or the bAbI prompts' largest; None
+    for another source (its sizes are checked when drawn)."""
+    if isinstance(source, TraceQuerySource):
+        nbytes = source.table.prompt_bytes
+    elif isinstance(source, SyntheticQuerySource):
+        nbytes = babi_prompt_sizes()[0]
+    else:
+        return None
+    most = float(nbytes.max())
+    return most if cfg.query_size_unit == "bytes_as_bits" else 8.0 * most
+
+
+# a Rayleigh power draw |h|^2 ~ Exp(1) above this has probability e^-64: the largest fading a check assumes
+FADING_MAX = 64.0
+
+
+def check_scenario(cfg: ScenarioConfig, source: QuerySource) -> None:
+    """The checks :func:`problem_from_queries` makes on every draw, made once before any draw (an
+    environment's construction), with the largest values a draw can take: worst-case delays with
+    the source's largest query, received power at ``min_distance_m`` with a fading of ``FADING_MAX``."""
+    bits = largest_query_bits(cfg, source)
+    if bits is not None:
+        check_delay_bounds(cfg, cfg.n_users, bits)
+    with np.errstate(over="ignore", divide="ignore"):
+        nearest = path_gain(np.array([cfg.min_distance_m]), cfg.carrier_hz, cfg.path_loss) * FADING_MAX
+    check_received_power(cfg, nearest, n=cfg.n_users)
+
+
 def check_delay_bounds(cfg: ScenarioConfig, n: int, max_query_bits: float) -> None:
-    """The largest delay any user can have, times N (the objective), must be finite; else a ConfigError.
-
-    Bounds: local ``W_SLM / (C_L x low)``, ES compute ``W_LLM / min(C_max, C x low / N)`` and
-    uplink ``D_max / min_rate_bps`` (the rate floor caps a rate that underflows).
-    """
-    def div(a: float, b: float) -> float:
-        return a / b if b > 0.0 else math.inf  # a denominator that underflowed to 0
-
+    """The largest delay any user can have (:func:`delay_bounds`), times N (the objective), must be
+    finite; else a ConfigError."""
     work = cfg.flops_per_param_token * cfg.effective_tokens
     # a workload that overflows by itself is the workload's fault, not the capacity's
     for name, value in (("effective_tokens", work), ("slm_params", work * cfg.slm_params),
@@ -182,13 +227,7 @@ def check_delay_bounds(cfg: ScenarioConfig, n: int, max_query_bits: float) -> No
     if not math.isfinite(max_query_bits * n):
         raise ConfigError("query_size_unit", cfg.query_size_unit, f"prompt sizes whose sum stays finite "
                           f"(largest D_i = {max_query_bits:g} bits, N = {n})")
-    bounds = {
-        "local_capacity_flops": div(work * cfg.slm_params, cfg.local_capacity_flops * cfg.local_capacity_low),
-        ("c_max_flops" if cfg.c_max_flops < cfg.es_capacity_flops * cfg.es_capacity_low / n else "es_capacity_flops"):
-            div(work * cfg.llm_params, min(cfg.c_max_flops, cfg.es_capacity_flops * cfg.es_capacity_low / n)),
-        "min_rate_bps": div(max_query_bits, cfg.min_rate_bps),
-    }
-    for name, worst in bounds.items():
+    for name, worst in delay_bounds(cfg, n, max_query_bits).items():
         if not math.isfinite(worst * n):
             raise ConfigError(name, getattr(cfg, name), f"a value that keeps the worst-case delay finite "
                               f"(it is {worst:g} s with N = {n})")

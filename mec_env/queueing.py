@@ -229,11 +229,25 @@ def slot_kernel(size, server, user, remaining, ready, age, alpha, started, new_u
                 uploading[n_up] = k
                 n_up += 1
         uploading = uploading[:n_up][np.argsort(ready[uploading[:n_up]], kind="mergesort")]
+        at_es = np.zeros(m, dtype=np.int64)
+        for k in range(size):
+            if server[k] >= 0:
+                at_es[server[k]] += 1
         for j in range(m):
-            # ceil(C_j / C_max) instances: all at C_max but the last, which gets the rest (they sum to C_j)
-            n_inst = max(1, int(np.ceil(es_capacity[j] / c_max)))
-            rates = np.full(n_inst, c_max)
-            rates[n_inst - 1] = es_capacity[j] - (n_inst - 1) * c_max
+            # ceil(C_j / C_max) instances: all at C_max but the last, which gets the rest (they sum to C_j).
+            # A job takes the first instance of least free time, so the J_j jobs here use only the first
+            # J_j instances: with fewer jobs than instances, J_j instances all at C_max serve them alike,
+            # in memory bounded by the jobs (C_max = 1e4 FLOP/s would ask for 1e9 instances).
+            ratio = es_capacity[j] / c_max
+            if at_es[j] < ratio:
+                n_inst = max(1, at_es[j])
+                rates = np.full(n_inst, c_max)
+            else:
+                n_inst = max(1, int(np.ceil(ratio)))
+                rates = np.full(n_inst, c_max)
+                rates[n_inst - 1] = es_capacity[j] - (n_inst - 1) * c_max
+                if n_inst > 1 and rates[n_inst - 1] <= 0.0:  # C_j / C_max rounded up past an integer
+                    n_inst -= 1
             free = np.zeros(n_inst)
             closed = False
             for sweep in range(3):
@@ -398,7 +412,7 @@ def channel_kernel(h, w, rho, xy, direction, step, side, es_xy, min_distance_m, 
     the new positions. ``gain`` (N, M) gets ``abs(h)^2``, times the free-space path gain at the new
     positions (as :func:`mec_env.problem.path_gain`, distance floored at ``min_distance_m``) when
     ``free_space``; else the caller multiplies by its path gain."""
-    s = np.sqrt(1.0 - rho * rho)
+    s = np.sqrt(max(0.0, 1.0 - rho * rho))  # |rho| <= 1, but its square may round past 1
     n, m = h.shape[1], h.shape[2]
     out = np.empty_like(xy)
     for i in range(n):
@@ -471,13 +485,24 @@ def jakes_correlation(speed_mps: float, carrier_hz: float, slot_s: float) -> flo
     """Clarke/Jakes slot-to-slot fading correlation ``J0(2 pi f_D dt)``, ``f_D = v f_c / c``.
 
     J0 by its integral ``(1/pi) int_0^pi cos(x sin t) dt`` (Simpson on 2,001 points: < 1e-12 for
-    the arguments of mobile users), so no SciPy.
+    the arguments of mobile users), so no SciPy. Past ``x = 1000``, where 2,001 points no longer resolve
+    the integrand, Hankel's expansion ``sqrt(2 / (pi x)) (P cos chi - Q sin chi)``, ``chi = x - pi/4``
+    (error below 1e-12 there), tending to 0: a channel that decorrelates within a slot.
     """
-    x = 2.0 * np.pi * speed_mps * carrier_hz / 299_792_458.0 * slot_s
+    with np.errstate(over="ignore"):  # an astronomic Doppler shift x dt overflows to inf: J0 -> 0
+        x = 2.0 * np.pi * (speed_mps * slot_s) * (carrier_hz / 299_792_458.0)
+    if x > 1000.0:
+        if not np.isfinite(x):
+            return 0.0
+        chi = x - 0.25 * np.pi
+        p = 1.0 - 9.0 / (128.0 * x * x)
+        q = -1.0 / (8.0 * x) + 75.0 / (1024.0 * x * x * x)
+        return float(np.sqrt(2.0 / (np.pi * x)) * (p * np.cos(chi) - q * np.sin(chi)))
     t = np.linspace(0.0, np.pi, 2001)
     y = np.cos(x * np.sin(t))
     h = t[1] - t[0]
-    return float(h / 3.0 * (y[0] + y[-1] + 4.0 * y[1:-1:2].sum() + 2.0 * y[2:-1:2].sum()) / np.pi)
+    j0 = float(h / 3.0 * (y[0] + y[-1] + 4.0 * y[1:-1:2].sum() + 2.0 * y[2:-1:2].sum()) / np.pi)
+    return min(1.0, max(-1.0, j0))  # the rounded sum can pass 1 by an ulp (a short slot), and sqrt(1 - rho^2) be NaN
 
 
 __all__ = ["JobPool", "SlotOutcome", "slot_kernel", "decide_kernel", "queue_step_kernel", "channel_kernel",

@@ -15,9 +15,10 @@ import numpy as np
 from gymnasium import spaces
 
 from mec_env.config import ScenarioConfig, check_array_budget
+from mec_env.errors import ConfigError
 from mec_env.model import local_objective
-from mec_env.problem import Problem, check_received_power, make_query_source, path_gain, sample_problem, \
-    user_es_distance
+from mec_env.problem import Problem, check_received_power, check_scenario, make_query_source, path_gain, \
+    sample_problem, user_es_distance
 
 SLOT_SECONDS = 1.0  # duration of a slot: a user at speed v moves v x SLOT_SECONDS per step
 LOAD_MAX = 0.9  # background load fraction is kept in [0, LOAD_MAX]
@@ -80,6 +81,18 @@ def next_load(rng: np.random.Generator, mean: float, load: np.ndarray) -> np.nda
     """One AR(1) step of the background load (any shape)."""
     innovation = LOAD_STD * math.sqrt(1.0 - LOAD_AR_COEF**2) * rng.standard_normal(load.shape)
     return np.clip(mean + LOAD_AR_COEF * (load - mean) + innovation, 0.0, LOAD_MAX)
+
+
+def check_mobility(cfg: ScenarioConfig, speed_mps: float, slot_seconds: float) -> None:
+    """A walk is reflected in ``[0, 2 L)``: the distance moved in a slot, ``v x dt``, plus ``2 L`` must stay
+    finite (an infinite position makes every distance NaN); else a ConfigError."""
+    step = speed_mps * slot_seconds
+    if speed_mps > 0.0 and not math.isfinite(2.0 * cfg.area_side_m + step):
+        name, value = ("mobility_speed_mps", speed_mps) if step >= cfg.area_side_m else ("area_side_m",
+                                                                                         cfg.area_side_m)
+        raise ConfigError(name, value, f"a value at which the distance moved in a slot plus twice the area side "
+                          f"stays finite (v x dt = {speed_mps:g} m/s x {slot_seconds:g} s = {step:g} m, "
+                          f"area_side_m = {cfg.area_side_m:g})")
 
 
 def random_walk(rng: np.random.Generator, user_xy: np.ndarray, speed_mps: float, side_m: float) -> np.ndarray:
@@ -186,9 +199,13 @@ class SlotProcess:
         self.mobility_speed_mps, self.background_load = mobility_speed_mps, background_load
         self.num_copies, self.block = num_copies, block
         copies = num_copies if num_copies is not None else (block or 1)
-        check_array_budget(cfg, copies, f"{copies} slots drawn together" if num_copies is None
-                           else f"a step of {copies} copies")
+        if num_copies is None:
+            check_array_budget(cfg, copies, f"{copies} slots drawn together")
+        else:
+            check_array_budget(cfg, copies, f"a step of {copies} copies", blame="num_envs")
         self.source = make_query_source(cfg.queries)  # built once: a trace table loads once
+        check_scenario(cfg, self.source)  # at construction, not at the first draw
+        check_mobility(cfg, mobility_speed_mps, SLOT_SECONDS)
         shape = (cfg.n_edge_servers,) if num_copies is None else (num_copies, cfg.n_edge_servers)
         self.es_background_load = np.zeros(shape)
         self.slot = 0
@@ -258,5 +275,5 @@ class SlotProcess:
 
 __all__ = ["SlotProcess", "slot_dynamics", "slot_features", "observation_spaces", "normalised_gain_db",
            "normalised_local_capacity", "normalised_es_capacity", "nominal_local_delay", "relocate", "random_walk",
-           "stationary_load", "next_load", "OBS_KEYS", "QUERY_KBIT_MAX", "GAIN_OBS_CLIP", "RATIO_OBS_MAX", "LOAD_MAX",
-           "SLOT_SECONDS", "SLOT_BLOCK"]
+           "check_mobility", "stationary_load", "next_load", "OBS_KEYS", "QUERY_KBIT_MAX", "GAIN_OBS_CLIP",
+           "RATIO_OBS_MAX", "LOAD_MAX", "SLOT_SECONDS", "SLOT_BLOCK"]

@@ -14,6 +14,7 @@ therefore has a delay part of exactly 1, and ``-J`` is the reward.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -24,9 +25,11 @@ from gymnasium.error import ResetNeeded
 from mec_env.config import INF, QueryConfig, ScenarioConfig, build_config, config_field, load_scenario, validate
 from mec_env.errors import AssignmentError, ConfigError, UnknownArgumentError
 from mec_env.model import BatchEvaluation, Evaluation, validate_assignment
-from mec_env.problem import Problem
+from mec_env.problem import Problem, delay_bounds, finite_ratio, largest_query_bits
+from mec_env.queries import QuerySource
 from mec_env.slots import LOAD_MAX, SlotProcess
 
+EPISODE_LENGTH_MAX = 10**9  # slots per episode: the finiteness checks multiply bounds by it
 PENALTIES = ("violations", "wrong_answers")
 RENDER_MODES = ["ansi", "human", "rgb_array"]
 
@@ -53,7 +56,7 @@ class EnvConfig:
 class SlotEnvConfig(EnvConfig):
     """Arguments of the joint environment (``MECOffload-v0``) and its batched twin."""
 
-    episode_length: int = config_field(10, "slots per episode T (then truncated)", range=(1, INF))
+    episode_length: int = config_field(10, "slots per episode T (then truncated)", range=(1, EPISODE_LENGTH_MAX))
     flat_obs: bool = config_field(False, "one flat float32 Box observation (for MlpPolicy) instead of a Dict")
     mobility_speed_mps: float = config_field(0.0, "user speed of a random walk across slots (m/s); 0 = positions "
                                              "redrawn every slot", range=(0.0, INF))
@@ -207,6 +210,42 @@ def allowed_actions(problem: Problem, enforce_constraint: bool) -> np.ndarray:
 
 
 # --- reward and metrics ----------------------------------------------------------------------
+
+HEADROOM = 1.01  # a bound checked finite with this margin stays finite through the (relative) rounding of sums
+
+
+def check_reward_scale(cfg: ScenarioConfig, penalty_weight: float, source: QuerySource) -> None:
+    """J of every slot stays finite, or a ConfigError at construction.
+
+    ``objective(a) / objective(all local) <= max_i d_i / t_L,i``: the worst-case delay of a user
+    (:func:`~mec_env.problem.delay_bounds`, an ES left with 1 - ``LOAD_MAX`` of its compute by the
+    background load) over the fastest local delay ``W_SLM / (C_L x high)``; J adds
+    ``penalty_weight`` x a fraction. The nominal local delay scales observations: it must be > 0.
+    """
+    bits = largest_query_bits(cfg, source)
+    if bits is None:  # a source of unknown query sizes: its draws are checked one by one
+        return
+    work_slm = cfg.flops_per_param_token * cfg.effective_tokens * cfg.slm_params
+    nominal = finite_ratio(work_slm, cfg.local_capacity_flops)
+    if not 0.0 < nominal < INF:
+        raise ConfigError("local_capacity_flops", cfg.local_capacity_flops, "a value at which the nominal local "
+                          f"delay W_SLM / C_L stays positive and finite (it is {nominal:g} s)")
+    bounds = delay_bounds(cfg, cfg.n_users, bits)
+    (local_name, local), (edge_name, edge), (_, uplink) = bounds.items()
+    worst = max(local, edge / (1.0 - LOAD_MAX) + uplink)
+    fastest = work_slm / (cfg.local_capacity_flops * cfg.local_capacity_high)
+    ratio = finite_ratio(worst, fastest)
+    if not math.isfinite(HEADROOM * ratio):
+        # blame the end further from a second: an absurdly fast device or an absurdly slow ES / link
+        slow = edge_name if edge >= uplink else "min_rate_bps"
+        name = "local_capacity_flops" if fastest <= 0.0 or abs(math.log10(fastest)) > abs(math.log10(worst)) \
+            else (slow if local < edge / (1.0 - LOAD_MAX) + uplink else local_name)
+        raise ConfigError(name, getattr(cfg, name), "a value at which the reward's delay ratio stays finite "
+                          f"(worst-case delay {worst:g} s over the fastest local delay {fastest:g} s)")
+    if not math.isfinite(HEADROOM * (ratio + penalty_weight)):
+        raise ConfigError("penalty_weight", penalty_weight, f"a weight at which the reward stays finite (the "
+                          f"delay ratio reaches {ratio:g})")
+
 
 def penalised_objective(ev: Evaluation | BatchEvaluation, local_objective: float | np.ndarray, penalty: str,
                         weight: float) -> float | np.ndarray:

@@ -18,6 +18,7 @@ from mec_env.envs.common import (
     as_assignment,
     build_env_config,
     check_render_mode,
+    check_reward_scale,
     slot_caption,
     slot_metrics,
 )
@@ -154,6 +155,7 @@ class MECOffloadEnv(SlotShell, gym.Env[dict[str, np.ndarray] | np.ndarray, np.nd
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         o = self.options
         self.core = SlotProcess(self.cfg, o.mobility_speed_mps, o.background_load)
+        check_reward_scale(self.cfg, o.penalty_weight, self.core.source)
 
         n, m = self.cfg.n_users, self.cfg.n_edge_servers
         self.action_space = spaces.MultiDiscrete(np.full(n, m + 1, dtype=np.int64))

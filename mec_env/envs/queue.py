@@ -14,6 +14,8 @@ from gymnasium.error import ResetNeeded
 
 from mec_env.config import INF, ScenarioConfig, check_array_budget, config_field
 from mec_env.envs.common import (
+    EPISODE_LENGTH_MAX,
+    HEADROOM,
     RENDER_MODES,
     EnvConfig,
     Picture,
@@ -24,11 +26,13 @@ from mec_env.envs.common import (
     check_render_mode,
 )
 from mec_env.errors import ConfigError
-from mec_env.problem import SPEED_OF_LIGHT, Problem, make_query_source, path_gain, sample_problem, user_es_distance
+from mec_env.problem import SPEED_OF_LIGHT, Problem, check_scenario, finite_ratio, largest_query_bits, \
+    make_query_source, path_gain, sample_problem, user_es_distance
+from mec_env.queries import QuerySource
 from mec_env.queueing import DISCIPLINES, JobPool, SlotOutcome, channel_kernel, jakes_correlation, \
     observation_kernel
 from mec_env.slots import GAIN_DB_OFFSET, GAIN_DB_SCALE, GAIN_OBS_CLIP, QUERY_KBIT_MAX, SLOT_BLOCK, \
-    nominal_local_delay
+    check_mobility, nominal_local_delay
 
 ENV_ID = "MECOffloadQueue-v0"
 _SQRT_HALF = math.sqrt(0.5)
@@ -49,7 +53,7 @@ def _probability_or_none(value: Any) -> str | None:
 class QueueEnvConfig(EnvConfig):
     """Arguments of ``MECOffloadQueue-v0`` besides the scenario's (declared once: type, range, help)."""
 
-    episode_length: int = config_field(200, "slots per episode T (then truncated)", range=(1, INF))
+    episode_length: int = config_field(200, "slots per episode T (then truncated)", range=(1, EPISODE_LENGTH_MAX))
     slot_seconds: float = config_field(0.02, "slot length dt (s): decisions are taken every dt",
                                        range=(0.0, INF), open_low=True)
     offered_load: float = config_field(0.9, "rho: offered LLM work over the ESs' mean capacity if every query "
@@ -84,12 +88,66 @@ def arrival_probability(cfg: ScenarioConfig, options: QueueEnvConfig) -> float:
     mean_capacity = cfg.n_edge_servers * cfg.es_capacity_flops * 0.5 * (cfg.es_capacity_low + cfg.es_capacity_high)
     work = cfg.flops_per_param_token * cfg.effective_tokens * cfg.llm_params
     lam = options.offered_load * mean_capacity * options.slot_seconds / (cfg.n_users * work)
+    if not (0.0 < lam < INF):
+        raise ConfigError("offered_load", options.offered_load, "a load whose arrival probability "
+                          "rho x sum_j E[C_j] x dt / (N x W_LLM) is a positive finite number (it is "
+                          f"{lam:g} with slot_seconds = {options.slot_seconds:g}); or set arrival_probability")
     if lam > 1.0:
         most = options.offered_load / lam
         raise ConfigError("offered_load", options.offered_load, f"a load of at most {most:.4g}: with N = "
                           f"{cfg.n_users} and slot_seconds = {options.slot_seconds:g} every user would issue "
                           f"{lam:.3g} > 1 queries a slot (shorten the slot or add users)")
     return lam
+
+
+def check_queue_bounds(cfg: ScenarioConfig, options: QueueEnvConfig, lam: float, source: QuerySource) -> None:
+    """Everything an episode of T slots computes stays finite, or a ConfigError at construction.
+
+    Bounds: at most N x T queries enter an episode, each of work <= max(W_LLM, W_SLM), energy
+    ``E_max = max(joule_per_flop x W_SLM, P x D_max / min_rate_bps)`` and sojourn <= T x dt; an
+    energy queue holds at most T x E_max. The reward's terms are then at most ``N T dt / (N lambda t_L)``
+    (holding cost), ``penalty_weight`` and ``energy_weight x T E_max / e_bar``; the observations
+    divide by e_bar, the nominal ES's and the slowest device's work per slot, which must be > 0.
+    """
+    o, n, t, dt = options, cfg.n_users, options.episode_length, options.slot_seconds
+    e_bar = o.energy_budget_w * dt
+    if not e_bar > 0.0:
+        raise ConfigError("energy_budget_w", o.energy_budget_w, "a budget whose energy per slot e_bar = "
+                          f"energy_budget_w x slot_seconds ({dt:g} s) does not underflow to 0")
+    for what, per_slot in (("the nominal ES", cfg.es_capacity_flops * dt),
+                           ("the slowest device", cfg.local_capacity_flops * cfg.local_capacity_low * dt)):
+        if not per_slot > 0.0:  # the backlog observations are in slots of this work
+            raise ConfigError("slot_seconds", dt, f"a slot in which {what} serves more than 0 FLOP (it underflows)")
+    work = cfg.flops_per_param_token * cfg.effective_tokens * max(cfg.slm_params, cfg.llm_params)
+    if not math.isfinite(HEADROOM * n * t * work):
+        raise ConfigError("episode_length", t, f"a length over which the work admitted, N x T x W = {n} x {t} x "
+                          f"{work:g} FLOP, stays finite")
+    if not math.isfinite(HEADROOM * 1e3 * n * t * t * dt):  # the sojourn times summed over an episode, in ms
+        raise ConfigError("slot_seconds", dt, f"a slot for which the sojourn times of an episode, at most "
+                          f"N x T x T x dt (N = {n}, T = {t}), stay finite in ms")
+    bits = largest_query_bits(cfg, source)
+    local_energy = o.joule_per_flop * cfg.flops_per_param_token * cfg.effective_tokens * cfg.slm_params
+    uplink_energy = 0.0 if bits is None else cfg.tx_power_w * bits / cfg.min_rate_bps
+    e_max = max(local_energy, uplink_energy)
+    if not math.isfinite(HEADROOM * n * t * e_max):
+        name = "joule_per_flop" if local_energy >= uplink_energy else "tx_power_w"
+        raise ConfigError(name, o.joule_per_flop if name == "joule_per_flop" else cfg.tx_power_w,
+                          f"a value at which the device energy of an episode, at most N x T x E_max = {n} x {t} x "
+                          f"{e_max:g} J, stays finite")
+    delay = finite_ratio(n * t * dt, n * lam * nominal_local_delay(cfg)) if lam > 0.0 else 0.0
+    queue = finite_ratio(t * e_max, e_bar)
+    if not math.isfinite(HEADROOM * queue):  # the mean queue is in info and, times energy_weight, in the reward
+        raise ConfigError("energy_budget_w", o.energy_budget_w, f"a budget at which the energy queues in slots of "
+                          f"budget, at most T E_max / e_bar = {t} x {e_max:g} J / {e_bar:g} J, stay finite")
+    energy = o.energy_weight * queue
+    if not math.isfinite(HEADROOM * (delay + o.penalty_weight + energy)):
+        if not math.isfinite(HEADROOM * delay):
+            name = "offered_load" if o.arrival_probability is None else "arrival_probability"
+            value, what = getattr(o, name), f"the holding cost, at most N T dt / (N lambda t_L) = {delay:g}"
+        else:
+            name = "energy_weight" if energy >= o.penalty_weight else "penalty_weight"
+            value, what = getattr(o, name), f"the sum of the reward's terms (energy term up to {energy:g})"
+        raise ConfigError(name, value, f"a value at which the reward stays finite: {what}")
 
 
 def _with(problem: Problem, **arrays: Any) -> Problem:
@@ -194,9 +252,9 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
     ``arrivals``, ``completed``, ``objective`` (sum of alpha x delay over the queries completed in
     the slot, s), ``weighted_area`` (A_t), ``mean_delay_ms`` (of those completed), ``accuracy``
     and ``violations`` of the new queries, ``offload_fraction``, ``in_system``, ``es_backlog_flop``
-    (M,), ``es_jobs`` (M,), ``energy_j`` (mean over users of this slot's energy), ``energy_queue``
-    (mean Z_i / e_bar). Cumulative counts for Little's law and work conservation are in
-    ``env.unwrapped.totals``.
+    (M,), ``es_jobs_count`` (M,), ``energy_j`` (mean over users of this slot's energy), ``mean_energy_queue``
+    (mean Z_i / e_bar); no key repeats an observation's (toolkits such as TorchRL merge the two).
+    Cumulative counts for Little's law and work conservation are in ``env.unwrapped.totals``.
     """
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
@@ -206,9 +264,13 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         o, cfg = self.options, self.cfg
         n, m = cfg.n_users, cfg.n_edge_servers
-        self.arrival_probability = arrival_probability(cfg, o)
         check_array_budget(cfg, SLOT_BLOCK, f"{SLOT_BLOCK} slots drawn together")
         self.source = make_query_source(cfg.queries)  # built once: a trace table loads once
+        check_scenario(cfg, self.source)  # at construction, not at the first draw
+        if o.channel_model == "gauss_markov":
+            check_mobility(cfg, o.mobility_speed_mps, o.slot_seconds)
+        self.arrival_probability = arrival_probability(cfg, o)
+        check_queue_bounds(cfg, o, self.arrival_probability, self.source)
         self.rho = (jakes_correlation(o.mobility_speed_mps, cfg.carrier_hz, o.slot_seconds)
                     if o.channel_correlation is None else float(o.channel_correlation))
         self.energy_per_slot = o.energy_budget_w * o.slot_seconds  # e_bar, J
@@ -285,7 +347,9 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
         arrivals, offloaded, correct, violations = counts.tolist()
         pen = (violations if o.penalty == "violations" else arrivals - correct) / n
         queue_term = queue_sum / (n * self.energy_per_slot)
-        reward = -(out.weighted_area / self.delay_scale + o.penalty_weight * pen + o.energy_weight * queue_term)
+        # with lambda = 0 no query ever arrives: the holding cost is 0 (and its scale too)
+        holding = out.weighted_area / self.delay_scale if self.delay_scale > 0.0 else 0.0
+        reward = -(holding + o.penalty_weight * pen + o.energy_weight * queue_term)
 
         objective = float(out.done_alpha @ out.done_delay)  # numpy's dot, as the evaluator's eq. (10)
         completed = out.done_delay.size
@@ -306,9 +370,9 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
             "offload_fraction": offloaded / arrivals if arrivals else 0.0,
             "in_system": pool.size,
             "es_backlog_flop": pool.es_work.copy(),
-            "es_jobs": pool.es_jobs.copy(),
+            "es_jobs_count": pool.es_jobs.copy(),  # not "es_jobs": the observation's (per user) key
             "energy_j": energy_sum / n,
-            "energy_queue": queue_term,
+            "mean_energy_queue": queue_term,  # not "energy_queue": that is the (N,) observation's key
         }
         self.last_slot = (problem, a * self.has_query, out)
         self.slot += 1

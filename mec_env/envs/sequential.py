@@ -20,6 +20,7 @@ from mec_env.envs.common import (
     as_choice,
     build_env_config,
     check_render_mode,
+    check_reward_scale,
     penalised_objective,
     slot_caption,
     slot_metrics,
@@ -146,6 +147,7 @@ class MECOffloadSeqEnv(SlotShell, gym.Env[np.ndarray, np.int64]):
         self.cfg, self.options = build_env_config(EnvConfig, f"{type(self).__name__}.__init__", scenario, kwargs)
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.core = SlotProcess(self.cfg, block=None)  # one slot per episode, drawn on reset
+        check_reward_scale(self.cfg, self.options.penalty_weight, self.core.source)
         self._delay_scale = nominal_local_delay(self.cfg)
 
         m = self.cfg.n_edge_servers

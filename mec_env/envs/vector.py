@@ -16,6 +16,7 @@ from mec_env.envs.common import (
     SlotShell,
     build_env_config,
     check_render_mode,
+    check_reward_scale,
     slot_caption,
     slot_metrics,
 )
@@ -59,12 +60,14 @@ class MECOffloadVectorEnv(SlotShell, VectorEnv):
 
     def __init__(self, num_envs: int = 64, scenario: Scenario = "paper", render_mode: str | None = None,
                  **kwargs: Any) -> None:
+        self._renderers: list = []  # first: VectorEnv.__del__ closes them even when a check below refuses
         self.cfg, self.options = build_env_config(BatchedEnvConfig, f"{type(self).__name__}.__init__", scenario,
                                                   {"num_envs": num_envs, **kwargs})
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         o = self.options
         self.num_envs = o.num_envs
         self.core = SlotProcess(self.cfg, o.mobility_speed_mps, o.background_load, num_copies=self.num_envs)
+        check_reward_scale(self.cfg, o.penalty_weight, self.core.source)
 
         n, m = self.cfg.n_users, self.cfg.n_edge_servers
         self.single_action_space = spaces.MultiDiscrete(np.full(n, m + 1, dtype=np.int64))
@@ -73,7 +76,6 @@ class MECOffloadVectorEnv(SlotShell, VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
 
         self.last_slots: tuple[Problem, BatchEvaluation] | None = None  # the slots decided by the last step
-        self._renderers: list = []
 
     # --- gymnasium API ---------------------------------------------------------------------
 
