@@ -8,7 +8,8 @@ A thin shell over the single-agent environment (the same system core and evaluat
 action is assembled from the agents' actions and stepped once. Agent ``user_i``:
 
 * **action** ``Discrete(M + 1)``: 0 keeps its query local, j offloads it to ES j (an agent absent from
-  the action dict stays local);
+  the action dict stays local); an action that is not an integer in 0..M, or one for an agent not
+  in ``agents``, is an :class:`~mec_env.errors.AssignmentError` naming the agent and the value;
 * **observation** a float32 ``Box``: its own entries of the env's observation (its row of channel
   gains, its query's uncertainty and alpha > tau flag, its device's capacity, query size, and in
   the queueing env whether it has a query, its device backlog and energy queue), then the
@@ -26,6 +27,9 @@ Agents stay for the whole episode (PettingZoo does not let an agent come back on
 the queueing env a user without a query this slot is idle, its ``has_query`` entry 0 and its
 action ignored. Every agent is truncated together when the episode is.
 
+``state()`` is the env's whole observation, flattened (for centralised critics); ``state_space``
+its Box.
+
 PettingZoo is imported only here (the ``multiagent`` extra); ``import mec_env`` does not import it.
 """
 
@@ -40,7 +44,8 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
-from mec_env.model import local_objective
+from mec_env.envs.common import as_choice
+from mec_env.errors import AssignmentError, short_repr
 
 ENV_IDS = ("MECOffload-v0", "MECOffloadQueue-v0")
 
@@ -82,7 +87,9 @@ class MECOffloadParallelEnv(ParallelEnv):
         self._observation_space = spaces.Box(np.concatenate(low).astype(np.float32),
                                              np.concatenate(high).astype(np.float32), dtype=np.float32)
         self._action_space = spaces.Discrete(m + 1)
+        self.state_space = spaces.flatten_space(space)
         self._n, self._m = n, m
+        self._index = {a: i for i, a in enumerate(self.possible_agents)}  # an agent's user, found in O(1)
 
     # --- spaces (the same object every call, as PettingZoo's checks require) ---------------------
 
@@ -109,18 +116,18 @@ class MECOffloadParallelEnv(ParallelEnv):
         if not self.agents:
             raise RuntimeError("step() after the episode ended: call reset()")
         inner = self.inner
-        joint = np.zeros(self._n, dtype=np.int64)
-        for agent, action in actions.items():
-            if agent in self.agents:
-                joint[int(agent.split("_")[1])] = int(action)
+        joint = self._joint_action(actions)
         problem = inner.problem
         has_query = inner.has_query.copy() if self.queueing else np.ones(self._n, dtype=bool)
+        scale = None if self.queueing else inner.core.local_objective  # the slot's reward scale, before it moves on
         obs, reward, terminated, truncated, info = inner.step(joint)
-        shares = self._shares(problem, joint, has_query)
-        rewards = {a: float(reward) if self.team_reward else float(shares[i]) for i, a in enumerate(self.agents)}
+        if self.team_reward:
+            rewards = dict.fromkeys(self.agents, float(reward))
+        else:
+            rewards = dict(zip(self.agents, self._shares(problem, joint, has_query, scale).tolist()))
         observations = self._observations(obs)
-        terminations = {a: bool(terminated) for a in self.agents}
-        truncations = {a: bool(truncated) for a in self.agents}
+        terminations = dict.fromkeys(self.agents, bool(terminated))
+        truncations = dict.fromkeys(self.agents, bool(truncated))
         infos = {a: {} for a in self.agents}
         if infos:
             infos[self.agents[0]] = info  # the slot's metrics, once
@@ -135,19 +142,47 @@ class MECOffloadParallelEnv(ParallelEnv):
         self.inner.close()
 
     def state(self) -> np.ndarray:
-        """The whole flat observation of the env (for centralised critics)."""
-        obs = self.inner._observation() if self.queueing else self.inner.core.observation(flat=True)
-        if isinstance(obs, dict):
-            return np.concatenate([np.asarray(obs[k], dtype=np.float32).ravel() for k in sorted(obs)])
-        return obs
+        """The whole observation of the env, flattened into ``state_space`` (for centralised critics)."""
+        obs = self.inner._observation() if self.queueing else self.inner.core.observation(flat=False)
+        return spaces.flatten(self.inner.dict_observation_space, obs)
 
     # --- helpers -------------------------------------------------------------------------------
 
+    def _joint_action(self, actions: dict[str, Any]) -> np.ndarray:
+        """The env's (N,) action from the agents' (absent: 0), each checked; O(N) with numpy's speed."""
+        unknown = actions.keys() - self._index.keys()  # every agent stays for the whole episode
+        if unknown:
+            raise AssignmentError(f"action for {short_repr(min(unknown, key=str))}, which is not an agent of this "
+                                  f"episode; expected agents user_0 .. user_{self._n - 1}")
+        joint = np.zeros(self._n, dtype=np.int64)
+        rows = [self._index[a] for a in actions]
+        try:
+            values = np.array(list(actions.values()))
+        except (ValueError, TypeError, OverflowError):  # ragged or odd entries: checked one by one below
+            values = np.zeros((0, 0))
+        if values.dtype.kind in "iu" and values.ndim == 1 and values.size and 0 <= values.min() and \
+                values.max() <= self._m and not any(isinstance(v, (bool, np.bool_)) for v in actions.values()):
+            joint[rows] = values  # the common case: plain integers in range
+        else:
+            for agent, action in actions.items():  # find and name the bad one
+                joint[self._index[agent]] = self._checked_action(agent, action)
+        return joint
+
+    def _checked_action(self, agent: str, action: Any) -> int:
+        """One agent's action as an integer in 0..M (an integer-valued float too); else an AssignmentError."""
+        allowed = f"one integer 0 (local) .. M = {self._m} (ES index)"
+        if isinstance(action, (bool, np.bool_, str, bytes)):  # True would be ES 1, "2" ES 2: refused
+            raise AssignmentError(f"action of {agent} = {short_repr(action)}; expected {allowed}")
+        try:
+            return as_choice(action, self._m, f"action of {agent}")
+        except AssignmentError:
+            raise AssignmentError(f"action of {agent} = {short_repr(action)}; expected {allowed}") from None
+
     def _observations(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         flat = agent_observations(self.inner, obs)
-        return {a: flat[i] for i, a in enumerate(self.agents)}
+        return dict(zip(self.agents, flat))
 
-    def _shares(self, problem, joint: np.ndarray, has_query: np.ndarray) -> np.ndarray:
+    def _shares(self, problem, joint: np.ndarray, has_query: np.ndarray, scale: float | None) -> np.ndarray:
         """Each agent's own reward (module docstring)."""
         inner, o = self.inner, self.inner.options
         a = joint * has_query
@@ -159,7 +194,6 @@ class MECOffloadParallelEnv(ParallelEnv):
         pen = pen & has_query
         if not self.queueing:
             ev = inner.last_slot[1]
-            scale = local_objective(problem)
             delay = self._n * problem.alpha * ev.delay / scale if scale > 0.0 else np.zeros(self._n)
             return -(delay + o.penalty_weight * pen)
         out = inner.last_slot[2]

@@ -4,8 +4,8 @@ A trace table is a CSV, one row per bAbI test question, built by ``train/build_t
 the SLM's first-token uncertainties (margin, entropy, perplexity), whether the SLM and the
 LLM answered correctly, and the prompt's size. It ships in ``mec_env/data/`` with a
 ``.manifest.json`` (models, data, metric definitions, command, date). Loading validates the
-schema: a missing column or a value out of range is a :class:`TraceError` naming the row
-and column.
+schema: a missing or repeated column or a value out of range is a :class:`TraceError` naming
+the row and column (a UTF-8 byte-order mark, as spreadsheets save, is fine).
 """
 
 from __future__ import annotations
@@ -54,6 +54,28 @@ class TraceTable:
         return self.task.size
 
 
+def read_table(path: str | Path, kind: str, error: type[TraceError] = TraceError) -> list[dict[str, str]]:
+    """The rows of a CSV table as dicts by column name; a UTF-8 byte-order mark is allowed.
+
+    Not UTF-8, malformed CSV or a column named twice (one would silently shadow the other) is an
+    ``error`` naming the file (and the column).
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: spreadsheets save a BOM first
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice:
+                raise error(f"{path}: column {twice[0]!r} appears {header.count(twice[0])} times in the header; "
+                            f"expected each column once in a {kind} table")
+            return list(reader)
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); expected a UTF-8 CSV {kind} "
+                    "table") from None
+    except csv.Error as err:
+        raise error(f"{path}: malformed CSV ({err}); expected a CSV {kind} table") from None
+
+
 def validate_trace_rows(rows: Iterable[Mapping[str, object]], source: str = "traces") -> list[Mapping[str, object]]:
     """Check columns and ranges of raw rows; raise :class:`TraceError` at the first problem."""
     rows = list(rows)
@@ -94,14 +116,7 @@ def load_traces(path: str | Path | None = None) -> TraceTable:
 def _load(path: str, _mtime: int) -> TraceTable:
     if not Path(path).is_file():
         raise TraceError(f"trace table {path} does not exist; build one with `python train/build_traces.py`")
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            rows = validate_trace_rows(csv.DictReader(fh), source=path)
-    except UnicodeDecodeError as err:
-        raise TraceError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); expected a UTF-8 CSV "
-                         "trace table") from None
-    except csv.Error as err:
-        raise TraceError(f"{path}: malformed CSV ({err}); expected a CSV trace table") from None
+    rows = validate_trace_rows(read_table(path, "trace"), source=path)
 
     def col(name: str, dtype) -> np.ndarray:
         if dtype is np.int64:  # exact: a count never goes through float

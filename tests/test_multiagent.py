@@ -74,3 +74,49 @@ def test_import_mec_env_does_not_import_pettingzoo():
     code = "import sys, mec_env, gymnasium; gymnasium.make('MECOffloadQueue-v0'); print('pettingzoo' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("action, shown", [(1.7, "1.7"), ("2", "'2'"), (True, "True"), (float("nan"), "nan"),
+                                           (None, "None"), (2**70, str(2**70)), (3, "3"), (-1, "-1")])
+def test_an_action_that_is_not_an_integer_in_range_is_refused_naming_the_agent_and_value(action, shown):
+    from mec_env.errors import AssignmentError
+
+    par = parallel_env(*CASES[0][:1], **CASES[0][1])
+    par.reset(seed=0)
+    with pytest.raises(AssignmentError) as err:
+        par.step({"user_0": 1, "user_1": action})
+    assert f"action of user_1 = {shown}; expected one integer 0 (local) .. M = 2" in str(err.value)
+    _, rewards, *_ = par.step({"user_0": 1, "user_1": np.int64(2), "user_2": 1.0})  # integers of any kind
+    assert len(rewards) == len(par.possible_agents)
+
+
+def test_an_action_for_an_unknown_agent_is_refused_naming_it():
+    from mec_env.errors import AssignmentError
+
+    par = parallel_env(*CASES[0][:1], **CASES[0][1])
+    par.reset(seed=0)
+    with pytest.raises(AssignmentError, match="'user_99', which is not an agent"):
+        par.step({"user_0": 1, "user_99": 1})
+
+
+def test_a_step_of_twenty_thousand_agents_takes_linear_time():
+    import time
+
+    par = parallel_env("MECOffload-v0", n_users=20_000)
+    par.reset(seed=0)
+    actions = dict.fromkeys(par.agents, 1)
+    start = time.perf_counter()
+    par.step(actions)
+    assert time.perf_counter() - start < 0.5  # a membership test on the agent list made it 1.9 s
+
+
+@pytest.mark.parametrize("env_id, kwargs", CASES)
+def test_pettingzoo_state_test_passes_and_the_state_lies_in_state_space(env_id, kwargs):
+    from pettingzoo.test import state_test
+
+    state_test(env(env_id, **kwargs), parallel_env(env_id, **kwargs))
+    par = parallel_env(env_id, **kwargs)
+    par.reset(seed=0)
+    for _ in range(3):
+        assert par.state_space.contains(par.state())
+        par.step({a: 1 for a in par.agents})

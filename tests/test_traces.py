@@ -79,3 +79,60 @@ def test_shipped_table_size_accuracy_gap_and_uncertainty_trend():
     manifest = json.loads(DEFAULT_TRACE_PATH.with_suffix(".manifest.json").read_text())
     assert manifest["rows"] == len(table) and "CC BY 3.0" in manifest["data"]["license"]
     assert {"margin", "entropy", "perplexity", "correct"} <= set(manifest["metrics"])
+
+
+def test_a_table_saved_with_a_byte_order_mark_reads_like_one_without(tmp_path):
+    plain = write(tmp_path / "plain.csv", [GOOD, {**GOOD, "margin": "0.7"}])
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # what spreadsheets save as "CSV UTF-8"
+    a, b = load_traces(plain), load_traces(bom)
+    assert len(b) == 2 and b.task.tolist() == a.task.tolist()
+    np.testing.assert_array_equal(b.uncertainty["margin"], a.uncertainty["margin"])
+
+
+def test_a_column_named_twice_is_refused_naming_it(tmp_path):
+    path = tmp_path / "twice.csv"
+    header = list(TRACE_COLUMNS) + ["margin"]
+    path.write_text(",".join(header) + "\n" + ",".join([GOOD[c] for c in TRACE_COLUMNS] + ["0.9"]) + "\n")
+    with pytest.raises(TraceError, match="column 'margin' appears 2 times"):
+        load_traces(path)
+
+
+def token_table(tmp_path, change: dict, bom: bool = False):
+    """A one-answer token table (and its answer table) with ``change`` applied to its second token row."""
+    from mec_env.spec.tokens import ANSWER_COLUMNS, TOKEN_COLUMNS
+
+    rows = [{**dict.fromkeys(TOKEN_COLUMNS, "0"), "task": "1", "story_id": "1", "question_id": "1",
+             "position": str(p), "accept_prob": "0.5", "slm_temperature_uncertainty": "0.2", "accepted": "1"}
+            for p in range(2)]
+    rows[1].update(change)
+    path = tmp_path / "tokens-t.csv"
+    text = ",".join(TOKEN_COLUMNS) + "\n" + "".join(",".join(r[c] for c in TOKEN_COLUMNS) + "\n" for r in rows)
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    answers = {**dict.fromkeys(ANSWER_COLUMNS, "1"), "task": "1", "story_id": "1", "question_id": "1"}
+    write(tmp_path / "answers-t.csv", [answers], ANSWER_COLUMNS)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"position": "one"}, r"line 3, column 'position': position one"),
+    ({"position": ""}, r"line 3, column 'position'"),
+    ({"accept_prob": "abc"}, r"line 3, column 'accept_prob': 'abc' is not a number"),
+    ({"slm_temperature_uncertainty": "nan"}, r"line 3, column 'slm_temperature_uncertainty': nan is out of range"),
+    ({"accepted": "x" * 10_000}, r"line 3, column 'accepted': 'x+\.\.\.x+'; expected 0 or 1"),
+])
+def test_a_bad_token_table_field_is_a_trace_error_naming_line_and_column(tmp_path, change, message):
+    from mec_env.spec.tokens import TokenTraceSource
+
+    with pytest.raises(TraceError, match=message):
+        TokenTraceSource(token_table(tmp_path, change))
+
+
+def test_a_token_table_with_a_byte_order_mark_or_a_short_row_reads_or_names_the_line(tmp_path):
+    from mec_env.spec.tokens import TokenTraceSource
+
+    assert len(TokenTraceSource(token_table(tmp_path, {}, bom=True))) == 1
+    path = token_table(tmp_path, {})
+    path.write_text(path.read_text() + "1,1,1,2\n")
+    with pytest.raises(TraceError, match="line 4: fewer fields than the header"):
+        TokenTraceSource(path)

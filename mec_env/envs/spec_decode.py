@@ -12,9 +12,9 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
 from mec_env import kernels
-from mec_env.config import INF, config_field
+from mec_env.config import INF, ScenarioConfig, config_field
 from mec_env.envs.common import RENDER_MODES, Picture, Scenario, build_env_config, check_render_mode
-from mec_env.errors import AssignmentError
+from mec_env.errors import AssignmentError, ConfigError, short_repr
 from mec_env.slots import GAIN_OBS_CLIP, SlotProcess, normalised_es_capacity
 from mec_env.spec.model import RoundEvaluation, SpecConfig, evaluate_round
 from mec_env.spec.tokens import UNCERTAINTIES, SyntheticTokenSource, TokenStreams, load_token_traces
@@ -49,6 +49,80 @@ class SpecEnvConfig(SpecConfig):
                                "does not wait for others); 'slot': a round is a slot that lasts until its slowest "
                                "user is done", choices=("user", "slot"))
     flat_obs: bool = config_field(False, "one float32 Box instead of the Dict")
+
+
+def check_round_bounds(cfg: ScenarioConfig, o: SpecEnvConfig) -> None:
+    """Refuse settings whose rounds cannot be simulated in finite float64 numbers, naming the field.
+
+    Bounds of one user's round (the evaluator's terms, ``W = flops_per_param_token x params``):
+    drafting at most ``L W_SLM / (C_L x low)`` s and at least ``W_SLM / (C_L x high)`` s a token
+    (so at most ``C_L x high / W_SLM`` tokens per second), uplink at most ``L x token bits /
+    min_rate_bps``, verification at most ``W_LLM (1 + (L - 1) verify_block_cost) / min(C_max, C x
+    low / N)``, energy at most ``joule_per_flop x L W_SLM + P x uplink``. The users' rates with
+    their ``1 + mu`` error weight, the clocks and queues over ``max_rounds`` and N users, and the
+    reward's two terms must stay finite.
+    """
+    n, length, rounds = cfg.n_users, o.draft_length, o.max_rounds
+
+    def refuse(name: str, what: str, value: float) -> None:
+        owner = cfg if hasattr(cfg, name) else o
+        raise ConfigError(name, getattr(owner, name), f"a value that keeps {what} finite (it is {value:g})")
+
+    def div(a: float, b: float) -> float:
+        return a / b if b > 0.0 else math.inf  # a denominator that underflowed to 0
+
+    slm = cfg.flops_per_param_token * cfg.slm_params
+    llm = cfg.flops_per_param_token * cfg.llm_params
+    for name, work in (("slm_params", slm), ("llm_params", llm)):
+        if not math.isfinite(work * length * n):
+            refuse(name, "a round's work of N users (flops_per_param_token x params x L x N FLOP)", work * length * n)
+    fastest = div(cfg.local_capacity_flops * max(cfg.local_capacity_high, 1.0), slm)  # tokens/s, r0 included
+    if not math.isfinite(fastest * length * n):
+        refuse("local_capacity_flops", "the fastest drafting rate of N users, C_L x high / W_SLM x L x N tokens/s",
+               fastest * length * n)
+    if not math.isfinite((1.0 + o.error_weight) * fastest * length * n):
+        refuse("error_weight", "the weighted errors per second, (1 + mu) x C_L x high / W_SLM x L x N",
+               (1.0 + o.error_weight) * fastest * length * n)
+    upload = div(o.token_bits() * length, cfg.min_rate_bps)
+    compute = min(cfg.c_max_flops, cfg.es_capacity_flops * cfg.es_capacity_low / n)
+    times = {  # the longest time of each part of a round, by the field that sets it
+        "local_capacity_flops": div(slm * length, cfg.local_capacity_flops * cfg.local_capacity_low),
+        "min_rate_bps": upload,
+        ("c_max_flops" if cfg.c_max_flops <= compute else "es_capacity_flops"):
+            div(llm * (1.0 + o.verify_block_cost * (length - 1)), compute),
+        "round_trip_s": o.round_trip_s,
+    }
+    longest = sum(times.values())
+    if not math.isfinite(longest * rounds * n):
+        name = max(times, key=times.get)
+        refuse(name, "the longest round times max_rounds x N (s)", longest * rounds * n)
+    energies = {"joule_per_flop": o.joule_per_flop * slm * length, "tx_power_w": cfg.tx_power_w * upload}
+    most = sum(energies.values())
+    if not math.isfinite(most * rounds * n):
+        refuse(max(energies, key=energies.get), "the most energy of a round times max_rounds x N (J)",
+               most * rounds * n)
+    if not math.isfinite(o.energy_weight * most * n):
+        refuse("energy_weight", "lambda x the most energy of a round of N users (J)", o.energy_weight * most * n)
+    price = o.energy_weight * most * n / (n * o.energy_budget_j)
+    if not math.isfinite(price):
+        refuse("energy_budget_j", "the reward's energy term, lambda x the most energy of a round / energy_budget_j",
+               price)
+    rate = (1.0 + o.error_weight) * length * max(cfg.local_capacity_high, 1.0)  # the rate term in units of r0
+    if not math.isfinite(rate + price):
+        refuse("error_weight" if rate > price else "energy_weight", "the reward's rate and energy terms together",
+               rate + price)
+
+
+def check_session_memory(cfg: ScenarioConfig, o: SpecEnvConfig, entries: int) -> None:
+    """Refuse sessions whose (N, T) token arrays (``entries`` float64 in the largest) exceed ``max_array_bytes``."""
+    size = 8.0 * entries
+    if size > cfg.max_array_bytes:
+        name = "session_tokens" if o.session_tokens > SpecEnvConfig.session_tokens else "n_users"
+        value = o.session_tokens if name == "session_tokens" else cfg.n_users
+        raise ConfigError(name, value, f"a size whose token arrays fit the memory budget: N = {cfg.n_users} sessions "
+                          f"of session_tokens = {o.session_tokens} from tokens = {o.tokens!r} need "
+                          f"{size / 2**30:.3g} GiB in one array > max_array_bytes = "
+                          f"{cfg.max_array_bytes / 2**30:.3g} GiB")
 
 
 class MECSpecDecodeEnv(gym.Env):
@@ -88,6 +162,9 @@ class MECSpecDecodeEnv(gym.Env):
 
     Uncertainties are normalised to [0, 1] (entropy by ln V). U-HLM is a fixed upload level,
     GELATO a budget chosen against the energy queue with an exit level (``baselines.spec``).
+    An action entry must be an integer of its range (an integer-valued float is accepted); anything
+    else is an :class:`~mec_env.errors.AssignmentError`. ``action_masks()`` (sb3-contrib's
+    MaskablePPO) allows a budget up to the tokens a user has left and every level.
 
     ## Observation Space
 
@@ -116,7 +193,7 @@ class MECSpecDecodeEnv(gym.Env):
     time is the slots', so it is all tokens over the slots); ``accepted_tokens_per_s`` counts
     without the errors. Each user's virtual queue
     ``Z_i <- max(Z_i + e_i - e_bar, 0)`` is observed; ``info`` has the users' mean queue
-    (``energy_queue``) and their mean energy per round so far (``mean_energy_per_round_j``): a
+    (``mean_energy_queue``) and their mean energy per round so far (``mean_energy_per_round_j``): a
     policy meets the long-term budget when the queues stay bounded. ``info`` also counts the
     answers completed and how many are right (``answers``, ``answers_correct``; the LLM's and
     the SLM's own answers to the same questions: ``answers_llm_correct``, ``answers_slm_correct``).
@@ -133,7 +210,8 @@ class MECSpecDecodeEnv(gym.Env):
     sizes), ``render_mode`` (None, ``"rgb_array"`` / ``"human"``: the area with each user coloured
     by the ES it uploaded to in the last round, or ``"ansi"``: a line of text), the fields of
     :class:`SpecEnvConfig` and any scenario field (``n_users=20``). A bad value is a
-    :class:`~mec_env.errors.ConfigError` naming it.
+    :class:`~mec_env.errors.ConfigError` naming it, and so is a setting whose rounds would overflow
+    float64 (:func:`check_round_bounds`) or whose token arrays would exceed ``max_array_bytes``.
     """
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": 1}
@@ -144,8 +222,10 @@ class MECSpecDecodeEnv(gym.Env):
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         o, n, m = self.options, self.cfg.n_users, self.cfg.n_edge_servers
         self.spec_config: SpecConfig = o  # the evaluator's settings are the env's first fields
+        check_round_bounds(self.cfg, o)
         self.source = SyntheticTokenSource() if o.tokens == "synthetic" else \
             load_token_traces(o.tokens, o.uncertainty_metric)
+        check_session_memory(self.cfg, o, self.source.draw_size(n, o.session_tokens))
         # entropy (nats) is normalised by its maximum ln V; the synthetic source draws in [0, 1] already
         self.uncertainty_scale = math.log(o.vocab_size) if o.uncertainty_metric == "slm_entropy" and \
             o.tokens != "synthetic" else 1.0
@@ -214,9 +294,11 @@ class MECSpecDecodeEnv(gym.Env):
         a = np.asarray(action)
         if a.shape != self._nvec.shape or a.dtype.kind not in "iuf":
             self._bad_action(a)
+        if a.dtype.kind == "f" and not (np.isfinite(a) & (a == np.round(a))).all():
+            self._bad_action(a, "a non-integer entry")  # 1.9 is no draft budget: refused, not truncated to 1
         a = a.astype(np.int64)
         if not ((a >= 0) & (a < self._nvec)).all():
-            self._bad_action(a)
+            self._bad_action(a, "an entry out of range")
         a = a.reshape(n, 3)
         problem = self.problem
         self._round_problem, self._last = problem, None
@@ -237,7 +319,7 @@ class MECSpecDecodeEnv(gym.Env):
         info = {"round": self.rounds, "tokens": tokens, "round_time_s": round_time, "tokens_per_s": round_rate,
                 "throughput_tokens_per_s": throughput, "accepted_tokens_per_s": accepted_throughput,
                 "uploaded": uploaded, "drafted": drafted, "unverified_rejects": errors, "energy_j": energy,
-                "mean_energy_per_round_j": energy_total / (n * self.rounds), "energy_queue": queue_total / n,
+                "mean_energy_per_round_j": energy_total / (n * self.rounds), "mean_energy_queue": queue_total / n,
                 "answers": int(c[0]), "answers_correct": int(c[1]), "answers_llm_correct": int(c[2]),
                 "answers_slm_correct": int(c[3])}
         self.core.advance(self.np_random)
@@ -315,11 +397,23 @@ class MECSpecDecodeEnv(gym.Env):
         last = self.last
         return None if last is None else (self._round_problem, self._last_es, last.uploaded)
 
-    def _bad_action(self, a: np.ndarray):
+    def action_masks(self) -> np.ndarray:
+        """Allowed actions as sb3-contrib's MaskablePPO expects them for the ``MultiDiscrete`` space: per user,
+        ``L + 1`` budget entries then ``K`` upload and ``K`` exit levels, flattened user by user. A budget
+        is allowed up to the tokens the user has left (a larger one drafts no more; 0 always); every level is."""
+        if self.streams is None:
+            raise ResetNeeded("call reset() before action_masks()")
+        o = self.options
+        budgets = np.arange(o.draft_length + 1)[None, :] <= (self.streams.length - self.position)[:, None]
+        levels = np.ones((self.cfg.n_users, 2 * o.threshold_levels), dtype=bool)
+        return np.concatenate([budgets, levels], axis=1).reshape(-1)
+
+    def _bad_action(self, a: np.ndarray, problem: str = "") -> None:
         levels = self.options.threshold_levels - 1
+        what = f" with {problem}" if problem else ""
         raise AssignmentError(f"{ENV_ID} action must be {self.action_space} (shape {self.action_space.shape}: "
-                              f"draft budget 0..{self.options.draft_length}, upload and exit levels 0..{levels} per "
-                              f"user); got {a!r}")
+                              f"integer draft budget 0..{self.options.draft_length}, upload and exit levels "
+                              f"0..{levels} per user); got {short_repr(a)}{what}")
 
     @property
     def problem(self):

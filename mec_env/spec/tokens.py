@@ -21,7 +21,6 @@ have been rejected is counted as an unverified error, not re-simulated.
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
@@ -31,7 +30,8 @@ from typing import Iterable
 
 import numpy as np
 
-from mec_env.errors import MECOffloadError
+from mec_env.errors import short_repr
+from mec_env.traces import TraceError, read_table
 
 # the shipped token table (train/build_token_traces.py --ship); its answer table is spec_answers_babi.csv
 DEFAULT_TOKEN_TRACES = Path(__file__).resolve().parent.parent / "data" / "spec_tokens_babi.csv"
@@ -47,7 +47,7 @@ ANSWER_COLUMNS = KEY + (
 )
 
 
-class TokenTraceError(MECOffloadError):
+class TokenTraceError(TraceError):
     """A token trace table is malformed: missing column, empty, a value out of range, a gap in positions."""
 
 
@@ -71,13 +71,14 @@ class TokenStreams:
 
 
 def sessions(picks: np.ndarray, lengths: np.ndarray, tokens: dict[str, np.ndarray], correct: dict[str, np.ndarray],
-             session_tokens: int) -> TokenStreams:
+             session_tokens: int, starts: np.ndarray) -> TokenStreams:
     """Concatenate answers of a pool into sessions of at least ``session_tokens`` tokens each.
 
     :param picks: (B, A) pool indices, the answers each session may take, in order (A >= session_tokens
         suffices: an answer has at least one token).
-    :param lengths: (P,) tokens of each pool answer; ``tokens`` (P, Tmax) arrays ``uncertainty``,
-        ``accepted``, ``accept_prob``; ``correct`` (P,) bool ``hybrid``, ``llm``, ``slm``.
+    :param lengths: (P,) tokens of each pool answer; ``tokens`` flat arrays ``uncertainty``, ``accepted``,
+        ``accept_prob`` holding answer p's tokens from ``starts[p]`` on (a ragged pool: no padding to
+        the longest answer); ``correct`` (P,) bool ``hybrid``, ``llm``, ``slm``.
     """
     count = picks.shape[0]
     cum = np.cumsum(lengths[picks], axis=1)
@@ -91,7 +92,8 @@ def sessions(picks: np.ndarray, lengths: np.ndarray, tokens: dict[str, np.ndarra
     valid = t[None, :] < total[:, None]
     answer = np.take_along_axis(picks, slot, axis=1)
     offset = np.where(valid, t[None, :] - start, 0)
-    arrays = {k: np.where(valid, v[answer, offset], 0) for k, v in tokens.items()}
+    flat = starts[answer] + offset
+    arrays = {k: np.where(valid, v[flat], 0) for k, v in tokens.items()}
     end = valid & (offset == lengths[answer] - 1)
     a_max = int(used.max(initial=1))
     answers = picks[:, :a_max]
@@ -124,9 +126,23 @@ class SyntheticTokenSource:
         u = np.random.default_rng(0).beta(self.beta_a, self.beta_b, size=100_000)
         return float(1.0 - np.clip(self.slope * u + self.intercept, 0.0, 1.0).mean())
 
+    @property
+    def longest_answer(self) -> int:
+        """Tokens of the longest answer a draw makes in practice: 10 standard deviations above the mean."""
+        return 1 + math.ceil(self.mean_length + 10.0 * math.sqrt(self.mean_length))
+
+    def draw_size(self, count: int, session_tokens: int) -> int:
+        """Entries of the largest array a draw of ``count`` sessions makes: each session's pool of
+        answers padded to the longest (estimated by :attr:`longest_answer`)."""
+        target = max(1, int(session_tokens))
+        return count * max(self._answers_drawn(target) * self.longest_answer, target + self.longest_answer)
+
+    def _answers_drawn(self, target: int) -> int:
+        return min(target, 2 * math.ceil(target / self.mean_length) + 4)  # enough answers, almost surely
+
     def sample(self, rng: np.random.Generator, count: int, session_tokens: int = 1) -> TokenStreams:
         target = max(1, int(session_tokens))
-        per = min(target, 2 * math.ceil(target / self.mean_length) + 4)  # enough answers, almost surely
+        per = self._answers_drawn(target)
         length = 1 + rng.poisson(self.mean_length - 1.0, size=(count, per))
         while per < target and (length.sum(axis=1) < target).any():  # else draw more (answers have >= 1 token)
             length = np.concatenate([length, 1 + rng.poisson(self.mean_length - 1.0, size=(count, per))], axis=1)
@@ -139,9 +155,10 @@ class SyntheticTokenSource:
         accepted = (rng.random((count * per, t)) >= reject) & valid
         right = np.ones(count * per, dtype=bool)
         return sessions(np.arange(count * per).reshape(count, per), length,
-                        {"uncertainty": np.where(valid, u, 0.0), "accepted": accepted,
-                         "accept_prob": np.where(valid, 1.0 - reject, 0.0)},
-                        {"hybrid": right, "llm": right, "slm": (accepted | ~valid).all(axis=1)}, session_tokens)
+                        {"uncertainty": np.where(valid, u, 0.0).ravel(), "accepted": accepted.ravel(),
+                         "accept_prob": np.where(valid, 1.0 - reject, 0.0).ravel()},
+                        {"hybrid": right, "llm": right, "slm": (accepted | ~valid).all(axis=1)}, session_tokens,
+                        np.arange(count * per) * t)
 
 
 class TokenTraceSource:
@@ -167,18 +184,22 @@ class TokenTraceSource:
             keys[key].append((k, r))
         self.keys = order
         self.length = np.array([len(keys[key]) for key in order], dtype=np.int64)
-        t = int(self.length.max())
-        self.uncertainty = np.zeros((len(order), t))
-        self.accepted = np.zeros((len(order), t), dtype=bool)
-        self.accept_prob = np.zeros((len(order), t))
+        # the pool is ragged: answer a's tokens are the flat arrays' [start[a], start[a] + length[a]) (one long
+        # answer costs its own tokens, not the table's answer count times its length)
+        self.start = np.cumsum(self.length) - self.length
+        self.uncertainty = np.zeros(len(rows))
+        self.accepted = np.zeros(len(rows), dtype=bool)
+        self.accept_prob = np.zeros(len(rows))
         for a, key in enumerate(order):
-            for pos, (line, r) in enumerate(keys[key]):
-                if int(r["position"]) != pos:
-                    raise TokenTraceError(f"{self.path} line {line}: position {r['position']} of answer {key}; "
-                                          f"expected {pos} (an answer's tokens are consecutive, from 0)")
-                self.uncertainty[a, pos] = _number(r, metric, line, self.path, 0.0, np.inf)
-                self.accept_prob[a, pos] = _number(r, "accept_prob", line, self.path, 0.0, 1.0)
-                self.accepted[a, pos] = _flag(r, "accepted", line, self.path)
+            for pos, (line, r) in enumerate(keys[key], start=int(self.start[a])):
+                expected = pos - int(self.start[a])
+                if r["position"] != str(expected):
+                    raise TokenTraceError(f"{self.path} line {line}, column 'position': position {r['position'][:40]} "
+                                          f"of answer {key}; expected {expected} (an answer's tokens are "
+                                          "consecutive, from 0)")
+                self.uncertainty[pos] = _number(r, metric, line, self.path, 0.0, np.inf)
+                self.accept_prob[pos] = _number(r, "accept_prob", line, self.path, 0.0, 1.0)
+                self.accepted[pos] = _flag(r, "accepted", line, self.path)
         self.answers_path = Path(answers_csv) if answers_csv is not None else \
             self.path.with_name(self.path.name.replace("tokens", "answers", 1))
         correct = {key: None for key in order}
@@ -195,32 +216,46 @@ class TokenTraceSource:
         self.hybrid_correct, self.llm_correct, self.slm_correct = flags.T.copy()
         manifest = self.path.with_name(self.path.name.replace(".csv", ".manifest.json"))
         if manifest.exists():  # a shipped table: it must be the one its manifest describes
-            meta = json.loads(manifest.read_text(encoding="utf-8"))
-            if (meta.get("token_rows"), meta.get("answers")) != (len(rows), len(order)):
+            try:
+                meta = json.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise TokenTraceError(f"{manifest}: unreadable manifest ({err}); expected the JSON that "
+                                      f"train/build_token_traces.py writes beside {self.path.name}") from None
+            if not isinstance(meta, dict) or \
+                    (meta.get("token_rows"), meta.get("answers")) != (len(rows), len(order)):
+                meta = meta if isinstance(meta, dict) else {}
                 raise TokenTraceError(f"{self.path} has {len(rows)} token rows of {len(order)} answers; its manifest "
                                       f"{manifest.name} says {meta.get('token_rows')} of {meta.get('answers')}")
 
     def __len__(self) -> int:
         return int(self.length.size)
 
+    @property
+    def longest_answer(self) -> int:
+        """Tokens of the table's longest answer."""
+        return int(self.length.max())
+
+    def draw_size(self, count: int, session_tokens: int) -> int:
+        """Entries of the largest array a draw of ``count`` sessions makes: (count, T) padded to the
+        longest session, at most ``session_tokens - 1`` tokens plus the longest answer."""
+        return count * (max(1, session_tokens) + self.longest_answer)
+
     def rejection_line(self) -> tuple[float, float]:
         """``(slope, intercept)`` of the least-squares line of ``1 - accept_prob`` on the uncertainty
         over every token (U-HLM's empirical relation, as :func:`rejection_correlations` fits it)."""
-        valid = np.arange(self.uncertainty.shape[1])[None, :] < self.length[:, None]
-        slope, intercept = np.polyfit(self.uncertainty[valid], 1.0 - self.accept_prob[valid], 1)
+        slope, intercept = np.polyfit(self.uncertainty, 1.0 - self.accept_prob, 1)
         return float(slope), float(intercept)
 
     def mean_accept(self) -> float:
         """Mean acceptance probability ``min(1, q/p)`` of the table's drafted tokens."""
-        valid = np.arange(self.accept_prob.shape[1])[None, :] < self.length[:, None]
-        return float(self.accept_prob[valid].mean())
+        return float(self.accept_prob.mean())
 
     def sample(self, rng: np.random.Generator, count: int, session_tokens: int = 1) -> TokenStreams:
         picks = rng.integers(0, len(self), size=(count, max(1, int(session_tokens))))
         return sessions(picks, self.length,
                         {"uncertainty": self.uncertainty, "accepted": self.accepted, "accept_prob": self.accept_prob},
                         {"hybrid": self.hybrid_correct, "llm": self.llm_correct, "slm": self.slm_correct},
-                        session_tokens)
+                        session_tokens, self.start)
 
 
 def load_token_traces(tokens: str | Path, metric: str = "slm_temperature_uncertainty") -> TokenTraceSource:
@@ -262,23 +297,25 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _read(path: Path, columns: tuple[str, ...], kind: str) -> list[dict]:
-    if not path.exists():
+    if not path.is_file():
         raise TokenTraceError(f"{kind} trace table {path} does not exist (train/build_token_traces.py makes one)")
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in columns if c not in (reader.fieldnames or ())]
-        if missing:
-            raise TokenTraceError(f"{path} lacks columns {missing}; a {kind} table has {list(columns)}")
-        rows = list(reader)
+    rows = read_table(path, f"{kind} trace", TokenTraceError)
     if not rows:
         raise TokenTraceError(f"{path} has no {kind} rows")
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise TokenTraceError(f"{path} lacks columns {missing}; a {kind} table has {list(columns)}")
+    for line, r in enumerate(rows, start=2):  # a short row reads as None, a long one adds a None key
+        if None in r or any(r[c] is None for c in columns):
+            raise TokenTraceError(f"{path} line {line}: {'more' if None in r else 'fewer'} fields than the header's "
+                                  f"{len(columns)} columns; expected one value per column")
     return rows
 
 
 def _flag(row: dict, column: str, line: int, path: Path) -> bool:
     flag = row[column]
     if flag not in ("0", "1"):
-        raise TokenTraceError(f"{path} line {line}, column {column!r}: {flag!r}; expected 0 or 1")
+        raise TokenTraceError(f"{path} line {line}, column {column!r}: {short_repr(flag)}; expected 0 or 1")
     return flag == "1"
 
 
@@ -286,7 +323,8 @@ def _number(row: dict, column: str, line: int, path: Path, low: float, high: flo
     try:
         value = float(row[column])
     except (TypeError, ValueError):
-        raise TokenTraceError(f"{path} line {line}, column {column!r}: {row[column]!r} is not a number") from None
+        raise TokenTraceError(f"{path} line {line}, column {column!r}: {short_repr(row[column])} is not a number; "
+                              f"expected a number in [{low}, {high}]") from None
     if not low <= value <= high:
         raise TokenTraceError(f"{path} line {line}, column {column!r}: {value} is out of range [{low}, {high}]")
     return value
