@@ -8,10 +8,12 @@ the same slot the observation describes.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import io
 import json
+import math
 import pickle
 import re
 import zipfile
@@ -436,7 +438,8 @@ def _parse_space(description: dict[str, Any], lenient: bool = False) -> Any:
     if match is None:
         return None
     shape_value = description.get("_shape")
-    if not isinstance(shape_value, list) or not all(isinstance(d, int) and d >= 0 for d in shape_value):
+    if not isinstance(shape_value, list) or not all(isinstance(d, int) and d >= 0 for d in shape_value) \
+            or math.prod(shape_value) > _MAX_FILLED_ELEMENTS:  # bounds of that many numbers are not rebuilt
         shape_value = None
     shape = tuple(shape_value) if shape_value is not None else None
     try:
@@ -537,6 +540,121 @@ def safe_custom_objects(data: dict[str, Any], cls: type, name: str, reference_en
     return custom
 
 
+# --- what a model zip may ask to be built ----------------------------------------------------
+#
+# SB3 builds the policy from the zip's JSON (the spaces, ``policy_kwargs`` such as ``net_arch``)
+# before it reads a single weight: a few bytes of JSON can ask for gigabytes. The policy is first
+# built on torch's "meta" device (shapes, no memory) while global registration hooks count its
+# parameters and modules; a policy above the bounds is refused before anything is allocated.
+
+MAX_POLICY_PARAMETERS = 10**8  # 400 MB of float32 weights, far above any policy of this project
+MAX_POLICY_MODULES = 1_000  # modules, and apart tensors: SB3 policies have tens (each takes ~1 ms on meta)
+
+
+class _OverBudget(Exception):
+    """Raised from the registration hooks when the policy being built exceeds its bounds."""
+
+
+@contextlib.contextmanager
+def _bounded_policy() -> Any:
+    """Count the parameters, buffers and modules registered in the block; above the bounds raise _OverBudget.
+
+    A policy may register a module and replace it (SB3's default MLP by the project's): registrations
+    count both, so this bound is a generous one; the built policy's ``state_dict`` is the exact count.
+    """
+    from torch.nn.modules import module as torch_module
+
+    count = {"parameters": 0, "bytes": 0, "tensors": 0, "modules": 0}
+
+    def on_tensor(module: Any, name: str, tensor: Any) -> None:
+        if tensor is not None:
+            count["parameters"] += tensor.numel()
+            count["bytes"] += tensor.numel() * tensor.element_size()
+            count["tensors"] += 1
+            if count["parameters"] > MAX_POLICY_PARAMETERS or count["tensors"] > MAX_POLICY_MODULES:
+                raise _OverBudget
+
+    def on_module(module: Any, name: str, submodule: Any) -> None:
+        count["modules"] += 1
+        if count["modules"] > MAX_POLICY_MODULES:
+            raise _OverBudget
+
+    handles = [torch_module.register_module_parameter_registration_hook(on_tensor),
+               torch_module.register_module_buffer_registration_hook(on_tensor),
+               torch_module.register_module_module_registration_hook(on_module)]
+    try:
+        yield count
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _too_large(data: dict[str, Any], custom: dict[str, Any], count: dict[str, int], weights_bytes: int, name: str,
+               path: Any) -> ModelLoadError:
+    kwargs = str(custom.get("policy_kwargs", data.get("policy_kwargs")))
+    kwargs = kwargs if len(kwargs) <= 200 else kwargs[:200] + " ..."
+    shapes = [getattr(custom.get(k), "shape", None) for k in ("observation_space", "action_space")]
+    within = count["parameters"] <= MAX_POLICY_PARAMETERS \
+        and max(count["tensors"], count["modules"]) <= MAX_POLICY_MODULES
+    asked = (f"the policy its 'policy_kwargs' entry ({kwargs}) and spaces (observation shape {shapes[0]}, action "
+             f"shape {shapes[1]}) describe: {'' if within else 'over '}{count['parameters']:,} parameters "
+             f"({count['bytes']:,} bytes) in {count['tensors']:,} tensors and {count['modules']:,} modules")
+    if within:  # the build was not cut short: the counts are the policy's
+        return ModelLoadError(f"{path}: cannot load it as a {name} model: its weights (policy.pth, "
+                              f"{weights_bytes:,} bytes) cannot hold {asked}")
+    return ModelLoadError(f"{path}: refusing to build {asked}; load_model builds at most {MAX_POLICY_PARAMETERS:,} "
+                          f"parameters in {MAX_POLICY_MODULES:,} tensors and as many modules")
+
+
+def _stay_on_meta() -> Any:
+    """A torch function mode under which ``tensor.to(device)`` leaves a meta tensor on the meta device
+    (SB3 moves parts of a policy to its device while building it; a meta tensor cannot be copied out)."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class StayOnMeta(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+            if func is torch.Tensor.to and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+                return args[0]
+            return func(*args, **(kwargs or {}))
+
+    return StayOnMeta()
+
+
+def check_policy_size(data: dict[str, Any], custom: dict[str, Any], weights_bytes: int, name: str = "PPO",
+                      path: Any = "model") -> None:
+    """Refuse a zip whose policy exceeds the bounds, building it first on the meta device (no memory).
+
+    The policy may have at most :data:`MAX_POLICY_PARAMETERS` parameters, :data:`MAX_POLICY_MODULES`
+    tensors and as many modules, and no more bytes of weights than the zip's weights file holds
+    (``weights_bytes``, uncompressed): SB3 overwrites every parameter it builds from that file.
+
+    :param custom: what :func:`safe_custom_objects` gives (the policy class, spaces, ``policy_kwargs``).
+    :raises ModelLoadError: naming the ``policy_kwargs`` entry and the spaces, with the counts.
+    """
+    import torch
+    from stable_baselines3.common.utils import ConstantSchedule
+
+    policy_class, kwargs = custom["policy_class"], custom.get("policy_kwargs", data.get("policy_kwargs")) or {}
+    try:
+        accepted = inspect.signature(policy_class).parameters
+        args = [custom["observation_space"], custom["action_space"]]
+        args += [ConstantSchedule(0.0)] if "lr_schedule" in accepted else []  # ARS policies take none
+        if "use_sde" in accepted and isinstance(kwargs, dict) and "use_sde" not in kwargs:
+            kwargs = {**kwargs, "use_sde": bool(data.get("use_sde", False))}  # as on-policy algorithms pass it
+        with _bounded_policy() as count, torch.device("meta"), _stay_on_meta():
+            policy = policy_class(*args, **kwargs)
+    except _OverBudget:
+        raise _too_large(data, custom, count, weights_bytes, name, path) from None
+    except Exception:  # noqa: BLE001 - not buildable on meta: SB3's own build (under the same caps) reports it
+        return
+    state = list(policy.state_dict().values())  # what the weights file must hold
+    count.update(parameters=sum(t.numel() for t in state), bytes=sum(t.numel() * t.element_size() for t in state),
+                 tensors=len(state))
+    if count["bytes"] > weights_bytes:
+        raise _too_large(data, custom, count, weights_bytes, name, path)
+
+
 def load_model(path: str | Path, env: Any = None, algorithm: str | None = None, *,
                reference_env: Any = None) -> Any:
     """Load a saved SB3 or sb3-contrib model (``.zip``) without running code from the file.
@@ -547,6 +665,8 @@ def load_model(path: str | Path, env: Any = None, algorithm: str | None = None, 
     their description, schedules as constants or from their description, buffer classes as SB3's
     defaults) and SB3 reads the weights with ``torch.load(weights_only=True)``. The model is for
     prediction: schedules it cannot rebuild, ``train_freq``, noise and buffers are not the trained ones.
+    What the zip asks to be built is bounded first (:func:`check_policy_size`): a policy may not have
+    more parameters than its weights file holds, nor more than :data:`MAX_POLICY_PARAMETERS`.
 
     :param env: environment to attach (SB3's ``load(env=...)``); its spaces stand in for the saved ones.
     :param algorithm: a name in :data:`ALGORITHMS`, e.g. ``"MaskablePPO"``; default: :func:`detect_algorithm`.
@@ -556,7 +676,7 @@ def load_model(path: str | Path, env: Any = None, algorithm: str | None = None, 
     :raises FileNotFoundError: with the path when it does not exist.
     :raises ModelLoadError: (a ValueError) naming the path when the file is not an SB3 model zip, holds
         a pickled entry that cannot be rebuilt from plain data (a policy class outside the allowlist),
-        or does not fit ``env``.
+        does not fit ``env``, or asks for a policy above the bounds (naming its ``policy_kwargs`` entry).
     """
     path = Path(path)
     if not path.exists() and path.with_suffix(".zip").exists():
@@ -568,13 +688,22 @@ def load_model(path: str | Path, env: Any = None, algorithm: str | None = None, 
         data = _read_data(archive, path)
         if "policy.pth" not in archive.namelist():
             raise _not_a_model(path, "it has no policy.pth (the policy's weights)")
+        sizes = {item.filename: item.file_size for item in archive.infolist()}
+    most = 16 * MAX_POLICY_PARAMETERS  # weights, optimizer state (Adam: twice the weights) and slack of the largest
+    if sum(sizes.values()) > most:  # SB3 reads every entry whole: kilobytes of zeros can inflate to gigabytes
+        raise _not_a_model(path, f"its entries inflate to {sum(sizes.values()):,} bytes, more than the {most:,} "
+                                 f"of a policy of {MAX_POLICY_PARAMETERS:,} parameters")
     name = algorithm or _algorithm_from_data(data)
     cls = algorithm_class(name)
     custom = safe_custom_objects(data, cls, name, env if env is not None else reference_env, path)
+    check_policy_size(data, custom, sizes["policy.pth"], name, path)
     try:
-        return cls.load(io.BytesIO(raw), env=env, device="cpu", custom_objects=custom)
+        with _bounded_policy() as count:  # the bounds hold too where the meta build could not tell
+            return cls.load(io.BytesIO(raw), env=env, device="cpu", custom_objects=custom)
+    except _OverBudget:
+        raise _too_large(data, custom, count, sizes["policy.pth"], name, path) from None
     except (pickle.UnpicklingError, AssertionError, KeyError, RuntimeError, TypeError, ValueError, EOFError,
-            zipfile.BadZipFile, AttributeError, IndexError, NotImplementedError) as err:
+            zipfile.BadZipFile, AttributeError, IndexError, NotImplementedError, MemoryError) as err:
         raise ModelLoadError(f"{path}: cannot load it as a {name} model ({type(err).__name__}: {err})") from err
 
 

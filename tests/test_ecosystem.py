@@ -1,12 +1,15 @@
 """The environments driven by the tools RL researchers already use, without wrappers or extra
 keywords: Stable-Baselines3's ``make_vec_env`` (Dummy and Subproc), sb3-contrib's MaskablePPO,
-Gymnasium's ``RecordVideo``, TorchRL's ``GymEnv`` and rl-zoo3 (slow, run by ``.ci/run``)."""
+Gymnasium's ``RecordVideo``, TorchRL's ``GymEnv`` and rl-zoo3 (slow, run by ``.ci/run``); and the README's
+Quick start Python, run as written."""
 
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -137,6 +140,7 @@ def test_record_video_writes_an_mp4_of_the_slots(tmp_path):
 
 
 def test_torchrl_gym_env_passes_check_env_specs():
+    pytest.importorskip("torchrl")
     from torchrl.envs import GymEnv
     from torchrl.envs.utils import check_env_specs
 
@@ -145,6 +149,43 @@ def test_torchrl_gym_env_passes_check_env_specs():
         check_env_specs(env)
         rollout = env.rollout(4)
         assert rollout["next", "reward"].shape == (4, 1)
+
+
+# every env id, small; the info of the queue and token envs must not reuse an observation key
+ALL_IDS = [("MECOffload-v0", SMALL), ("MECOffloadSeq-v0", SMALL),
+           ("MECOffloadQueue-v0", {**SMALL, "offered_load": 0.1}), ("MECSpecDecode-v0", {"n_users": 4})]
+
+
+@pytest.mark.parametrize("env_id, kwargs", ALL_IDS)
+def test_torchrl_batched_gym_env_passes_check_env_specs(monkeypatch, env_id, kwargs):
+    pytest.importorskip("torchrl")
+    from torchrl.envs import GymEnv
+    from torchrl.envs.utils import check_env_specs
+
+    # GymEnv(num_envs=B) steps B copies in an AsyncVectorEnv; a SyncVectorEnv steps the same copies with the same
+    # batching of observations and infos, without starting B interpreters (the slow test below starts them)
+    monkeypatch.setattr(GymEnv, "_async_env", lambda self, env_fns, **kw: gym.vector.SyncVectorEnv(env_fns))
+    env = GymEnv(env_id, num_envs=2, **kwargs)
+    assert isinstance(env._env, gym.vector.SyncVectorEnv) and env.batch_size == (2,)
+    check_env_specs(env)
+    rollout = env.rollout(3)
+    assert rollout["next", "reward"].shape == (2, 3, 1)
+    env.close()
+
+
+@pytest.mark.slow
+def test_torchrl_batched_gym_env_in_worker_processes_passes_check_env_specs():
+    pytest.importorskip("torchrl")
+    from torchrl.envs import GymEnv
+    from torchrl.envs.utils import check_env_specs
+
+    for env_id, kwargs in ALL_IDS:  # spawned workers import nothing of ours: "mec_env:" makes gymnasium import it
+        env = GymEnv(f"mec_env:{env_id}", num_envs=2, **kwargs)
+        try:
+            check_env_specs(env)
+            assert env.rollout(3)["next", "reward"].shape == (2, 3, 1)
+        finally:
+            env.close()
 
 
 def test_the_environments_render_pictures_and_text():
@@ -190,5 +231,74 @@ def test_rl_zoo3_trains_enjoys_and_records_a_video(tmp_path):
     assert list((tmp_path / "videos").glob("*.mp4"))
 
 
+RL_ZOO3 = Path(mec_env.__file__).parent / "configs" / "rl_zoo3"
+
+
+@pytest.mark.parametrize("env_id", ["MECOffload-v0", "MECOffloadSeq-v0", "MECOffloadQueue-v0", "MECSpecDecode-v0"])
+def test_rl_zoo3_ships_hyperparameters_that_fit_every_env(env_id):
+    import yaml
+
+    ppo = yaml.safe_load((RL_ZOO3 / "ppo.yml").read_text())
+    dqn = yaml.safe_load((RL_ZOO3 / "dqn.yml").read_text())
+    assert env_id in ppo, f"no rl-zoo3 PPO hyperparameters for {env_id}"
+    env = gym.make(env_id, **ppo[env_id].get("env_kwargs", {}))  # the settings it trains on are valid
+    dict_obs = isinstance(env.observation_space, gym.spaces.Dict)
+    assert ppo[env_id]["policy"] == ("MultiInputPolicy" if dict_obs else "MlpPolicy")
+    # DQN takes a Discrete action only: an entry where the space allows, none where it does not
+    assert (env_id in dqn) == isinstance(env.action_space, gym.spaces.Discrete)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id, env_kwargs", [("MECOffloadQueue-v0", ["n_users:8", "offered_load:0.1"]),
+                                                ("MECSpecDecode-v0", ["n_users:4"])])
+def test_rl_zoo3_trains_the_queue_and_token_envs_with_the_shipped_hyperparameters(tmp_path, env_id, env_kwargs):
+    # one full first rollout of the shipped n_envs x n_steps, then the update; small N to keep it short
+    train = [sys.executable, "-m", "rl_zoo3.train", "--algo", "ppo", "--env", env_id, "-f", str(tmp_path / "logs"),
+             "--gym-packages", "mec_env", "--conf-file", str(RL_ZOO3 / "ppo.yml"), "--env-kwargs", *env_kwargs,
+             "-n", "64", "--eval-freq", "-1", "--seed", "0"]
+    out = subprocess.run(train, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert (tmp_path / "logs" / "ppo" / f"{env_id}_1" / f"{env_id}.zip").is_file()
+
+
 def test_unknown_argument_error_is_importable_from_errors():
     assert issubclass(UnknownArgumentError, TypeError) and issubclass(UnknownArgumentError, ConfigError)
+
+
+# --- the README's Quick start, as written ------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def quick_start_python() -> list[str]:
+    """The ```python blocks of the README's Quick start section, verbatim."""
+    section = README.read_text(encoding="utf-8").split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)
+
+
+def test_the_quick_start_python_runs_as_written_and_its_rollouts_fit_the_steps_it_asks_for(tmp_path, monkeypatch):
+    from stable_baselines3 import PPO
+
+    learned = []  # every learn() call: the model as built, and the steps asked for (not run: the slow test runs it)
+    monkeypatch.setattr(PPO, "learn",
+                        lambda self, total_timesteps, **kw: learned.append((self, total_timesteps)) or self)
+    monkeypatch.chdir(tmp_path)
+    blocks = quick_start_python()
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})
+    assert learned
+    for model, total in learned:  # one rollout is n_envs x n_steps steps: no more than the steps asked for
+        assert model.n_envs * model.n_steps <= total, (model.n_envs, model.n_steps, total)
+
+
+@pytest.mark.slow
+def test_the_quick_start_python_finishes_in_the_time_the_readme_states(tmp_path):
+    script = tmp_path / "quick_start.py"
+    script.write_text("\n".join(quick_start_python()))
+    stated = [float(m) * 60 for m in re.findall(r"# ~(\d+) min$", script.read_text(), flags=re.M)]
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=900,
+                         env={**__import__("os").environ, "PYTHONPATH": str(README.parent)})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert time.monotonic() - start <= 2 * sum(stated) + 60  # the stated minutes, with slack for a loaded machine

@@ -64,7 +64,8 @@ def test_a_crafted_zip_runs_no_code_when_loaded(tmp_path, key):
 def test_real_models_load_and_act_as_before(tmp_path, algo, env_id, kwargs):
     env = gym.make(env_id, scenario="small", **kwargs)
     policy = "MultiInputPolicy" if isinstance(env.observation_space, gym.spaces.Dict) else "MlpPolicy"
-    model = algo(policy, env, device="cpu", seed=0, **({"learning_starts": 0} if algo is DQN else {}))
+    small = {"learning_starts": 0} if algo is DQN else {"n_steps": 16, **({"batch_size": 16} if algo is PPO else {})}
+    model = algo(policy, env, device="cpu", seed=0, **small)
     model.learn(32)
     model.save(tmp_path / "m.zip")
     loaded = load_model(tmp_path / "m.zip")

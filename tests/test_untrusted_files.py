@@ -13,6 +13,7 @@ import io
 import json
 import pickle
 import random
+import resource
 import zipfile
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from stable_baselines3.common.save_util import json_to_data
 import mec_env  # noqa: F401
 from agents.policies import EquivariantPolicy, transfer_policy
 from helpers import train_script
+from agents import scripted
 from agents.scripted import ModelLoadError, detect_algorithm, load_model
 from mec_env.errors import MECOffloadError
 
@@ -344,3 +346,50 @@ def test_babi_lm_checkpoints_load_weights_only(tmp_path):
     with pytest.raises(SystemExit, match="missing or wrong: scheduler"):
         torch.save({k: v for k, v in state.items() if k != "scheduler"}, tmp_path / "part.ckpt.pt")
         lm.load_checkpoint(tmp_path / "part.ckpt.pt")
+
+
+# --- bounded: a zip cannot ask for more than its weights fill -------------------------------------
+
+def _net_arch(arch: list[int]):
+    return lambda data: data.__setitem__("policy_kwargs", {"net_arch": arch})
+
+
+def test_a_zip_asking_for_a_huge_policy_is_refused_before_anything_is_built(saved, tmp_path):
+    folder, _, _ = saved
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: the peak resident memory so far
+    wide = rewrite(folder / "ppo.zip", tmp_path / "wide.zip", _net_arch([20000, 20000]))  # 2 x 1.6 GB of weights
+    deep = rewrite(folder / "ppo.zip", tmp_path / "deep.zip", _net_arch([1] * 100_000))  # 200,000 layers
+    more = rewrite(folder / "ppo.zip", tmp_path / "more.zip", _net_arch([4000, 4000]))  # 130 MB, policy.pth 70 kB
+    assert wide.stat().st_size < 2**17
+    with pytest.raises(ModelLoadError, match=r"wide.zip: refusing to build the policy its 'policy_kwargs' entry "
+                                             r"\(\{'net_arch': \[20000, 20000\]\}\) and spaces \(observation shape "
+                                             r"\(52,\), action shape \(8,\)\) describe: over [\d,]+ parameters"):
+        load_model(wide)
+    with pytest.raises(ModelLoadError, match=r"deep.zip: refusing to build the policy its 'policy_kwargs' entry .* "
+                                             r"1,001 tensors .* at most 100,000,000 parameters in 1,000 tensors"):
+        load_model(deep)
+    with pytest.raises(ModelLoadError, match=r"more.zip: cannot load it as a PPO model: its weights \(policy.pth, "
+                                             r"[\d,]+ bytes\) cannot hold the policy its 'policy_kwargs' entry "
+                                             r"\(\{'net_arch': \[4000, 4000\]\}\) .*: 32,[\d,]+ parameters"):
+        load_model(more)
+    with pytest.raises(ModelLoadError, match="'policy_kwargs' entry"):  # the evaluation script loads with load_model
+        train_script("evaluate").main(["--set", "scenario=small", "--seeds", "1", "--out", str(tmp_path / "eval"),
+                                       "--agents", f"wide={wide}"])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 2**10  # nothing of it was built
+    assert same_predictions(load_model(folder / "ppo.zip"), saved[1]["ppo"], saved[2]["ppo"])  # real ones load
+
+
+def test_a_policy_that_replaces_sb3_modules_loads_at_the_paper_size(tmp_path):
+    # EquivariantPolicy builds SB3's MLP and replaces it: only what the policy keeps must fit the weights
+    env = gym.make("MECOffload-v0", scenario="small", n_users=120, flat_obs=True)
+    model = PPO(EquivariantPolicy, env, n_steps=16, batch_size=16, seed=0, device="cpu")
+    model.save(tmp_path / "eq.zip")
+    assert same_predictions(load_model(tmp_path / "eq.zip"), model, env, n=2)
+
+
+def test_entries_that_inflate_past_the_largest_policy_are_refused(saved, monkeypatch):
+    folder, _, _ = saved
+    monkeypatch.setattr(scripted, "MAX_POLICY_PARAMETERS", 1_000)  # 16 kB of entries: the real zip has more
+    with pytest.raises(ModelLoadError, match=r"ppo.zip is not a Stable-Baselines3 model zip: its entries inflate to "
+                                             r"[\d,]+ bytes, more than the 16,000"):
+        load_model(folder / "ppo.zip")
