@@ -91,7 +91,9 @@ def train_script(name: str) -> ModuleType:
     return module
 
 
-class _OpensMarker:
+class OpensMarker:
+    """Unpickling this calls ``open(marker, "w")``: the file appears iff the pickle was run."""
+
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
@@ -103,4 +105,4 @@ def payload_pickle(marker: Path) -> bytes:
     """A pickle that creates the file ``marker`` when it is unpickled: the file appears iff the pickle was run."""
     import pickle
 
-    return pickle.dumps(_OpensMarker(marker))
+    return pickle.dumps(OpensMarker(marker))

@@ -29,24 +29,15 @@ from agents.policies import EquivariantPolicy, transfer_policy
 from helpers import train_script
 from agents import scripted
 from agents.scripted import ModelLoadError, detect_algorithm, load_model
+from helpers import OpensMarker, payload_pickle
 from mec_env.errors import MECOffloadError
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"scenario": "small", "flat_obs": True}  # N = 8 users, M = 2 edge servers
 
 
-class OpensMarker:
-    """Unpickling this calls ``open(marker, "w")``: the file appears iff the pickle was run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return open, (str(self.marker), "w")
-
-
 def payload(marker: Path) -> str:
-    return base64.b64encode(pickle.dumps(OpensMarker(marker))).decode()
+    return base64.b64encode(payload_pickle(marker)).decode()
 
 
 def serialized_keys(path: Path) -> list[str]:
