@@ -648,7 +648,8 @@ def check_policy_size(data: dict[str, Any], custom: dict[str, Any], weights_byte
         raise _too_large(data, custom, count, weights_bytes, name, path) from None
     except Exception:  # noqa: BLE001 - not buildable on meta: SB3's own build (under the same caps) reports it
         return
-    state = list(policy.state_dict().values())  # what the weights file must hold
+    # what the weights file must hold; a shared module (SB3's pi_features_extractor) is saved once
+    state = list({id(t): t for t in policy.state_dict(keep_vars=True).values()}.values())
     count.update(parameters=sum(t.numel() for t in state), bytes=sum(t.numel() * t.element_size() for t in state),
                  tensors=len(state))
     if count["bytes"] > weights_bytes:

@@ -386,7 +386,7 @@ def parse_key_values(items: Iterable[str]) -> dict[str, Any]:
     read as a YAML flow list or mapping (``[64, 64]``); a quoted value loses its quotes. Any other text
     is the string as written: YAML's syntax is not applied to it, so ``a: b`` or ``- x`` stay strings,
     and a value holding ``#`` (where YAML would start a comment and cut the value short) is always the
-    whole string. A number beyond the float range (``1.0e309``, which reads as inf) is refused.
+    whole string. A number beyond the float range (``1.0e+309``, which reads as inf) is refused.
     """
     out: dict[str, Any] = {}
     for item in items:

@@ -370,7 +370,7 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
             "offload_fraction": offloaded / arrivals if arrivals else 0.0,
             "in_system": pool.size,
             "es_backlog_flop": pool.es_work.copy(),
-            "es_jobs_count": pool.es_jobs.copy(),  # not "es_jobs": the observation's (per user) key
+            "es_jobs_count": pool.es_jobs.copy(),  # not "es_jobs": the observation's (per ES) key
             "energy_j": energy_sum / n,
             "mean_energy_queue": queue_term,  # not "energy_queue": that is the (N,) observation's key
         }
