@@ -135,14 +135,6 @@ def number(low: float = -math.inf, high: float = math.inf, open_low: bool = Fals
 probability = number(0.0, 1.0)
 
 
-def existing_file(text: str) -> Path:
-    """An argparse type: the path of an existing file."""
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text!r}: no such file")
-    return path
-
-
 def saved_model(text: str) -> Path:
     """An argparse type: a saved SB3 model, ``PATH`` or ``PATH.zip`` (as :func:`agents.scripted.load_model`)."""
     if not is_saved_model(text):
@@ -151,25 +143,24 @@ def saved_model(text: str) -> Path:
 
 
 def is_saved_model(path: str | Path) -> bool:
-    """``path`` (or ``path.zip``) is an existing file."""
-    path = Path(path)
-    return path.is_file() or (not path.exists() and path.with_suffix(".zip").is_file())
+    """``path`` (or ``path.zip``) is an existing file, found as :func:`agents.scripted.load_model` finds it."""
+    from agents.scripted import model_zip_path
+
+    return model_zip_path(path).is_file()
 
 
-def existing_dir(text: str) -> Path:
-    """An argparse type: the path of an existing folder."""
-    path = Path(text)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r}: no such folder")
-    return path
+def _existing(exists: Callable[[Path], bool], what: str) -> Callable[[str], Path]:
+    """An argparse type: a path for which ``exists(path)`` holds, else ``'TEXT': no such {what}``."""
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if not exists(path):
+            raise argparse.ArgumentTypeError(f"{text!r}: no such {what}")
+        return path
+    return parse
 
 
-def existing_path(text: str) -> Path:
-    """An argparse type: an existing file or folder (e.g. a checkpoint folder)."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text!r}: no such file or folder")
-    return path
+existing_dir = _existing(Path.is_dir, "folder")
+existing_path = _existing(Path.exists, "file or folder")  # e.g. a checkpoint folder
 
 
 def env_id(text: str) -> str:
@@ -275,6 +266,6 @@ def check_run_config(cfg: Any) -> None:
 
 
 __all__ = ["run_main", "script_parser", "ScriptParser", "is_bad_input", "count", "number", "probability",
-           "existing_file", "saved_model", "is_saved_model", "existing_dir", "existing_path", "env_id", "output_dir",
+           "saved_model", "is_saved_model", "existing_dir", "existing_path", "env_id", "output_dir",
            "output_file", "check_output_dir", "check_output_file", "check_wandb", "check_run_config", "MAX_THREADS",
            "MAX_WORKERS", "MAX_ENVS", "MAX_HIDDEN", "MAX_EPISODES", "MAX_SLOTS", "MAX_RUNS"]

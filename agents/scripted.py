@@ -656,6 +656,13 @@ def check_policy_size(data: dict[str, Any], custom: dict[str, Any], weights_byte
         raise _too_large(data, custom, count, weights_bytes, name, path)
 
 
+def model_zip_path(path: str | Path) -> Path:
+    """Where a saved model given as ``path`` lies: ``path`` itself, or ``path.zip`` when only that exists
+    (SB3 saves ``NAME`` as ``NAME.zip``)."""
+    path = Path(path)
+    return path.with_suffix(".zip") if not path.exists() and path.with_suffix(".zip").exists() else path
+
+
 def load_model(path: str | Path, env: Any = None, algorithm: str | None = None, *,
                reference_env: Any = None) -> Any:
     """Load a saved SB3 or sb3-contrib model (``.zip``) without running code from the file.
@@ -679,9 +686,7 @@ def load_model(path: str | Path, env: Any = None, algorithm: str | None = None, 
         a pickled entry that cannot be rebuilt from plain data (a policy class outside the allowlist),
         does not fit ``env``, or asks for a policy above the bounds (naming its ``policy_kwargs`` entry).
     """
-    path = Path(path)
-    if not path.exists() and path.with_suffix(".zip").exists():
-        path = path.with_suffix(".zip")
+    path = model_zip_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saved model at {path} (expected an SB3 .zip, e.g. from train/ppo.py)")
     raw = path.read_bytes()  # one read: SB3 loads these very bytes, not a file that may change meanwhile
