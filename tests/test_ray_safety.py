@@ -204,7 +204,7 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reaper reads /proc")
 def test_the_reaper_kills_what_it_was_given_once_its_pipe_closes_and_only_that():
-    from baselines.experiments import _REAPER, _descendants
+    from baselines.ray_cluster import _REAPER, _descendants
 
     listed, reused = subprocess.Popen(["sleep", "30"]), subprocess.Popen(["sleep", "30"])
     mine = _descendants()
