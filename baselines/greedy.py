@@ -86,11 +86,11 @@ def greedy_offload(
         if backlog is None:
             es_queued, es_wait = np.zeros(m, dtype=np.int64), np.zeros(m)
         else:
-            args = args[:3] + (problem.local_delay + backlog.local_wait,) + args[4:]
+            args = args[:4] + (problem.local_delay + backlog.local_wait,) + args[5:]
             es_queued, es_wait = backlog.es_queued.astype(np.int64), np.asarray(backlog.es_wait, dtype=np.float64)
         kernels.greedy_kernel(*args, np.ascontiguousarray(weights, dtype=np.float64), remaining,
-                              stop_when_nonnegative, state.assignment, state.es_users, state.interference,
-                              es_queued, es_wait)
+                              stop_when_nonnegative, (state.assignment, state.es_users, state.interference),
+                              (es_queued, es_wait))
         return state
     m = problem.n_edge_servers
     while remaining.size:

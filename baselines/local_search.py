@@ -34,9 +34,10 @@ from __future__ import annotations
 import numpy as np
 
 from mec_env import kernels
-from mec_env.kernels import LN2, _jit
+from mec_env.kernels import _jit
 from mec_env.model import kernel_args, objective
 from mec_env.problem import Problem
+from mec_env.radio.link import compute_share, interference_added, sinr, spectral_efficiency, uplink_rate
 
 # interference levels of the bound tables, relative to the ES's current I_j: below it (x I_j)
 # and above it (I_j + x max(I_j, N0)); a neighbour moves one or two users, so most I' lie close
@@ -47,13 +48,14 @@ REL_TOL = 1e-9  # neighbours within this of the best go to the numpy evaluator (
 
 @_jit
 def _phi(gain_ie, tx_power_w, noise_power_w, interference):
-    return 1.0 / (np.log1p(tx_power_w * gain_ie / (interference + noise_power_w)) / LN2)
+    return 1.0 / spectral_efficiency(sinr(tx_power_w, gain_ie, interference, noise_power_w))
 
 
 @_jit
-def _es_cost(gain, query_bits, workload_llm, alpha, es_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w,
-             min_rate_bps, assignment, users, targets, n_changed, es, interference):
+def _es_cost(radio, gain, query_bits, workload_llm, alpha, es_capacity, assignment, users, targets, n_changed, es,
+             interference):
     """Exact cost of ES ``es`` (0-based) when ``users[:n_changed]`` take ``targets`` and it sees ``interference``."""
+    c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode = radio  # RadioScalars' order
     n = gain.shape[0]
     members = np.empty(n, dtype=np.int64)
     load = 0
@@ -68,21 +70,18 @@ def _es_cost(gain, query_bits, workload_llm, alpha, es_capacity, c_max, bandwidt
     if load == 0:
         return 0.0
     share_bw = bandwidth_hz / load
-    compute = min(c_max, es_capacity[es] / load)
+    compute = compute_share(c_max, es_capacity[es], load)
     cost = 0.0
     for k in range(load):
         i = members[k]
-        rate = share_bw * (np.log1p(tx_power_w * gain[i, es] / (interference + noise_power_w)) / LN2)
-        if rate < min_rate_bps:
-            rate = min_rate_bps
+        rate = uplink_rate(share_bw, sinr(tx_power_w, gain[i, es], interference, noise_power_w), min_rate_bps)
         cost += alpha[i] * (query_bits[i] / rate + workload_llm[i] / compute)
     return cost
 
 
 @_jit
-def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
-                       noise_power_w, min_rate_bps, mode, alpha, forced, assignment, levels_below, levels_above,
-                       rel_tol, table_interference, table_levels, table_terms):
+def local_search_round(radio, gain, query_bits, workload_llm, local_delay, es_capacity, alpha, forced, assignment,
+                       levels, tables):
     """One round of best-improvement local search: the neighbours that may be the best one.
 
     Neighbours are numbered as the reference stacks them: move ``(i, t)`` is ``i (M + 1) + t``,
@@ -93,7 +92,13 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
     :returns: ``(indices, best, current)``: the neighbours, ascending, whose objective is within
         ``rel_tol`` of the smallest (every other neighbour is provably worse; empty when no
         neighbour is feasible), the smallest objective and the current one (incremental sums).
+
+    ``radio`` is a :class:`mec_env.kernels.RadioScalars` as a tuple, ``levels``
+    ``(levels_below, levels_above, rel_tol)``, ``tables`` ``(table_interference, table_levels, table_terms)``.
     """
+    c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode = radio  # RadioScalars' order
+    levels_below, levels_above, rel_tol = levels
+    table_interference, table_levels, table_terms = tables
     n, m = gain.shape
     n_moves = n * (m + 1)
     n_total = n_moves + n * (n - 1) // 2
@@ -111,7 +116,7 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
             for p in range(1, m + 1):
                 for j in range(m):
                     if j != p - 1:
-                        contribution[i, p, j] = tx_power_w * (gain[i, j] if mode == 0 else gain[i, p - 1])
+                        contribution[i, p, j] = interference_added(mode, tx_power_w, gain[i, j], gain[i, p - 1])
     # --- the current state, per ES
     load = np.zeros(m, dtype=np.int64)
     interference = np.zeros(m)
@@ -129,8 +134,8 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
     targets = np.empty(2, dtype=np.int64)
     cost = np.empty(m)
     for j in range(m):
-        cost[j] = _es_cost(gain, query_bits, workload_llm, alpha, es_capacity, c_max, bandwidth_hz, tx_power_w,
-                           noise_power_w, min_rate_bps, assignment, users, targets, 0, j, interference[j])
+        cost[j] = _es_cost(radio, gain, query_bits, workload_llm, alpha, es_capacity, assignment, users, targets, 0, j,
+                           interference[j])
     current = local_sum + cost.sum()
     # --- where the rate floor may bind, a user's term is min(n' phi / B, 1 / r_min): the chord of the ES
     # sum holds only the others. A user may hit the floor on ES j if its rate there, with one more user and
@@ -141,10 +146,11 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
         for i in range(n):
             for p in range(m + 1):
                 rise = max(rise, contribution[i, p, j])
-        worst = interference[j] + 2.0 * rise + noise_power_w
+        worst = interference[j] + 2.0 * rise
         share = bandwidth_hz / (load[j] + 1)
         for i in range(n):
-            floored[j, i] = not share * (np.log1p(tx_power_w * gain[i, j] / worst) / LN2) > min_rate_bps * (1.0 + 1e-6)
+            efficiency = spectral_efficiency(sinr(tx_power_w, gain[i, j], worst, noise_power_w))
+            floored[j, i] = not share * efficiency > min_rate_bps * (1.0 + 1e-6)
     # --- bound tables: interference levels per ES and every user's term alpha_k D_k phi_kj there
     kb, ka = levels_below.shape[0], levels_above.shape[0]
     n_levels = kb + ka
@@ -215,7 +221,7 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
             new_work -= alpha[leaving] * workload_llm[leaving]
         if joining >= 0:
             new_work += alpha[joining] * workload_llm[joining]
-        return comm + new_work / min(c_max, es_capacity[j] / new_load) - cost[j]
+        return comm + new_work / compute_share(c_max, es_capacity[j], new_load) - cost[j]
 
     # --- every neighbour's lower bound (neighbours numbered as the reference stacks them)
     bound = np.full(n_total, np.inf)
@@ -293,9 +299,8 @@ def local_search_round(gain, query_bits, workload_llm, local_delay, es_capacity,
             if delta == 0.0 and not touched:
                 value += cost[j]
             else:
-                value += _es_cost(gain, query_bits, workload_llm, alpha, es_capacity, c_max, bandwidth_hz,
-                                  tx_power_w, noise_power_w, min_rate_bps, assignment, users, targets, n_changed, j,
-                                  max(interference[j] + delta, 0.0))
+                value += _es_cost(radio, gain, query_bits, workload_llm, alpha, es_capacity, assignment, users, targets,
+                                  n_changed, j, max(interference[j] + delta, 0.0))
         exact[idx] = value
         best = min(best, value)
     if best == np.inf:  # no feasible neighbour that changes anything
@@ -339,8 +344,8 @@ def improve(problem: Problem, assignment: np.ndarray, max_rounds: int = 1000) ->
     tables = (np.full(m, np.nan), np.empty((m, n_levels)), np.empty((m, n, n_levels)))
     reference_value = float(objective(problem, a))  # the reference's "current": its start, then a batch row
     for _ in range(max_rounds):
-        indices, best, current = local_search_round(*args, alpha, forced, a, LEVELS_BELOW, LEVELS_ABOVE, REL_TOL,
-                                                    *tables)
+        indices, best, current = local_search_round(*args, alpha, forced, a, (LEVELS_BELOW, LEVELS_ABOVE, REL_TOL),
+                                                    tables)
         if indices.size == 0:
             break
         if indices.size == 1 and best < current * (1 - 1e-12 - 1e-8):

@@ -3,6 +3,8 @@ drift-plus-penalty (Lyapunov) policy over the ES, device and energy queues.
 
 Every policy is ``policy(env) -> assignment`` on the unwrapped env (its slot's problem, who has a
 query, the queues), decided once a slot for the users with a new query; idle users get 0.
+:class:`QueuePolicyAgent` makes one an agent (``predict``, the protocol every evaluated strategy and
+trained model follows: :class:`agents.agent.Agent`).
 
 - **Queue-aware GOA / Min delay / Edge all**: the greedy delay-gap family of :mod:`baselines.greedy`
   with the backlog in its gaps (:class:`baselines.greedy.Backlog`): a device's wait is its queued
@@ -25,7 +27,7 @@ query, the queues), decided once a slot for the users with a new query; idle use
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -129,6 +131,27 @@ def drift_plus_penalty(env, v: float = 0.1) -> np.ndarray:
     return DriftPlusPenalty(v)(env)
 
 
+class QueuePolicyAgent:
+    """A queue policy ``policy(env) -> assignment`` as an agent acting in (single) ``MECOffloadQueue-v0``.
+
+    :param env: the environment it acts in (wrapped or not); the policy reads its unwrapped state.
+    :param policy: a policy of this module (or any ``policy(env)``).
+    :param name: the name reports use.
+    """
+
+    def __init__(self, env: Any, policy: QueuePolicy, name: str = "policy") -> None:
+        self.env, self.policy, self.name = env.unwrapped, policy, name
+
+    def predict(self, observation: Any = None, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        return self.policy(self.env), state
+
+
+def queue_agent(policy: QueuePolicy, name: str = "policy") -> Callable[[Any], QueuePolicyAgent]:
+    """``env -> agent`` of a queue policy: what :func:`agents.evaluation.evaluate_agents` takes."""
+    return lambda env: QueuePolicyAgent(env, policy, name)
+
+
 QUEUE_POLICIES: dict[str, QueuePolicy] = {
     "Local all": local_all,
     "Edge all": queue_edge_all,
@@ -138,5 +161,6 @@ QUEUE_POLICIES: dict[str, QueuePolicy] = {
     "DPP (V=0.1)": drift_plus_penalty,
 }
 
-__all__ = ["QUEUE_POLICIES", "DriftPlusPenalty", "backlog_of", "queue_goa", "queue_min_delay", "queue_edge_all",
+__all__ = ["QUEUE_POLICIES", "QueuePolicyAgent", "queue_agent",
+           "DriftPlusPenalty", "backlog_of", "queue_goa", "queue_min_delay", "queue_edge_all",
            "myopic_goa", "drift_plus_penalty", "local_all"]

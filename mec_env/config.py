@@ -9,6 +9,7 @@ the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from importlib import resources
@@ -21,6 +22,7 @@ import numpy as np
 import yaml
 
 from mec_env.errors import ConfigError, short_repr
+from mec_env.radio import FADING, INTERFERENCE_MODELS, PATH_LOSS
 
 def packaged_configs(kind: str) -> dict[str, Any]:
     """The YAML configs shipped in the package under ``mec_env/configs/{kind}``, by name.
@@ -98,6 +100,15 @@ def config_field(default: Any = dataclasses.MISSING, help: str = "", range: tupl
     return field(default=default, metadata=meta)
 
 
+def inherited_field(base: type, name: str, default: Any):
+    """Field ``name`` of the config dataclass ``base`` (its help, range, choices) with another ``default``: a
+    subclass changes a default without restating the rest (a list or dict default is copied per instance)."""
+    meta = base.__dataclass_fields__[name].metadata
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 _f = config_field
 
 
@@ -150,10 +161,13 @@ class ScenarioConfig:
     carrier_hz: float = _f(3.5e9, "carrier frequency f", range=(0.0, INF), open_low=True)
     noise_psd_w_per_hz: float = _f(4e-21, "noise PSD N0; sigma^2 = N0 x B (> 0 keeps every SINR finite)",
                                    range=(0.0, INF), open_low=True)
-    path_loss: str = _f("free_space", "large-scale gain model", choices=("free_space", "3gpp_umi"))
+    path_loss: str = _f("free_space", "large-scale gain model (mec_env/radio)", choices=tuple(PATH_LOSS))
+    fading: str = _f("rayleigh", "small-scale fading model (mec_env/radio)", choices=tuple(FADING))
+    rician_k_db: float = _f(0.0, "Rician K-factor K (dB) of fading: rician; -100 dB is Rayleigh to 1e-10",
+                           range=(-100.0, 100.0))
     min_distance_m: float = _f(10.0, "distance floor of the path-loss model (3GPP TR 38.901: d2D >= 10 m)",
                                range=(0.0, INF), open_low=True)
-    interference: str = _f("physical", "interference model of eq. 3", choices=("physical", "paper", "none"))
+    interference: str = _f("physical", "interference model of eq. 3", choices=tuple(INTERFERENCE_MODELS))
     query_size_unit: str = _f("bytes_as_bits", "D_i: prompt bytes read as bits (reference) or 8 x bytes",
                               choices=("bytes_as_bits", "bits"))
     es_capacity_flops: float = _f(15.13e12, "nominal ES capacity C_j", range=(0.0, INF), open_low=True)

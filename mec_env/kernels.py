@@ -14,6 +14,7 @@ environment) every caller takes the numpy path.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,8 +23,9 @@ try:  # pragma: no cover - exercised by whichever path is installed
 except ImportError:  # pragma: no cover
     numba = None
 
-LN2 = float(np.log(2.0))
-INTERFERENCE_CODES = {"physical": 0, "paper": 1, "none": 2}
+from mec_env.radio.link import (compute_share, floored_distance, free_space_gain,
+                                interference_added, sinr, uplink_rate)
+
 
 
 def numba_enabled() -> bool:
@@ -37,9 +39,8 @@ def _jit(fn):
 
 
 @_jit
-def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
-                  noise_power_w, min_rate_bps, mode, weights, candidates, stop_when_nonnegative,
-                  assignment, load, interference, es_queued, es_wait):
+def greedy_kernel(radio, gain, query_bits, workload_llm, local_delay, es_capacity, weights, candidates,
+                  stop_when_nonnegative, state, backlog):
     """Offload ``candidates`` (sorted user indices) one pair at a time by smallest delay gap.
 
     Updates ``assignment``, ``load`` (users per ES) and ``interference`` in place and returns
@@ -47,21 +48,24 @@ def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_ma
     as numpy's ``argmin`` over the (candidate, ES) table does. ``es_queued`` (M,) jobs already at
     each ES share its compute (not its band) and ``es_wait`` (M,) seconds are added to its edge
     delay: both zero for the paper's one-slot problem, the backlog in the queueing env.
+    ``radio`` is a :class:`RadioScalars` as a tuple, ``state`` ``(assignment, load, interference)``,
+    ``backlog`` ``(es_queued, es_wait)``.
     """
+    c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode = radio  # RadioScalars' order
+    assignment, load, interference = state
+    es_queued, es_wait = backlog
     k_total = candidates.shape[0]
     m = gain.shape[1]
     n_done = 0
     alive = np.ones(k_total, dtype=np.bool_)
     bw = np.empty(m)
     compute = np.empty(m)
-    denom = np.empty(m)
     for _ in range(k_total):
         # per-ES quantities of a user joining now: O(M), then O(K M) gaps
         for j in range(m):
             share = max(1, load[j] + 1)
             bw[j] = bandwidth_hz / share
-            compute[j] = min(c_max, es_capacity[j] / (share + es_queued[j]))
-            denom[j] = interference[j] + noise_power_w
+            compute[j] = compute_share(c_max, es_capacity[j], share + es_queued[j])
         best = np.inf
         best_k = -1
         best_j = -1
@@ -70,10 +74,7 @@ def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_ma
                 continue
             i = candidates[k]
             for j in range(m):
-                sinr = tx_power_w * gain[i, j] / denom[j]
-                rate = bw[j] * (np.log1p(sinr) / LN2)
-                if rate < min_rate_bps:
-                    rate = min_rate_bps
+                rate = uplink_rate(bw[j], sinr(tx_power_w, gain[i, j], interference[j], noise_power_w), min_rate_bps)
                 edge = query_bits[i] / rate + workload_llm[i] / compute[j] + es_wait[j]
                 gap = weights[i] * (edge - local_delay[i])
                 if gap < best:
@@ -94,53 +95,41 @@ def greedy_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_ma
         alive[best_k] = False
         assignment[i] = best_j + 1
         load[best_j] += 1
-        if mode == 0:
-            for j in range(m):
-                if j != best_j:
-                    interference[j] += tx_power_w * gain[i, j]
-        elif mode == 1:
-            own = tx_power_w * gain[i, best_j]
-            for j in range(m):
-                if j != best_j:
-                    interference[j] += own
+        for j in range(m):
+            if j != best_j:
+                interference[j] += interference_added(mode, tx_power_w, gain[i, j], gain[i, best_j])
         n_done += 1
     return n_done
 
 
 @_jit
-def delays_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
-                  noise_power_w, min_rate_bps, mode, assignment):
+def delays_kernel(radio, gain, query_bits, workload_llm, local_delay, es_capacity, assignment):
     """``(t_comm, t_compute, load)`` of one assignment (N,), as :func:`mec_env.model.user_delays`."""
     n, m = gain.shape
     t_comm = np.zeros(n)
     t_compute = np.empty(n)
     load = np.zeros(m, dtype=np.int64)
-    _delays_into(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
-                 noise_power_w, min_rate_bps, mode, assignment, t_comm, t_compute, load)
+    _delays_into(radio, gain, query_bits, workload_llm, local_delay, es_capacity, assignment, t_comm, t_compute, load)
     return t_comm, t_compute, load
 
 
 @_jit
-def delays_batch_kernel(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
-                        noise_power_w, min_rate_bps, mode, assignment):
+def delays_batch_kernel(radio, gain, query_bits, workload_llm, local_delay, es_capacity, assignment):
     """:func:`delays_kernel` for instance b of a batched problem and row b of a (B, N) assignment."""
     b_total, n, m = gain.shape
     t_comm = np.zeros((b_total, n))
     t_compute = np.empty((b_total, n))
     load = np.zeros((b_total, m), dtype=np.int64)
     for b in range(b_total):
-        _delays_into(gain[b], query_bits[b], workload_llm[b], local_delay[b], es_capacity[b], c_max, bandwidth_hz,
-                     tx_power_w, noise_power_w, min_rate_bps, mode, assignment[b], t_comm[b], t_compute[b], load[b])
+        _delays_into(radio, gain[b], query_bits[b], workload_llm[b], local_delay[b], es_capacity[b], assignment[b],
+                     t_comm[b], t_compute[b], load[b])
     return t_comm, t_compute, load
 
 
 @_jit
-def free_space_gain_kernel(user_xy, es_xy, fading, min_distance_m, wavelength_over_4pi_d_scale, speed_of_light):
-    """``path_gain(distance, 'free_space') * fading`` of :mod:`mec_env.problem`, for (B, N, 2) positions.
-
-    Same operations in the same order as the numpy code: d = max(sqrt(dx^2 + dy^2), d_min),
-    g = (c / (4 pi f d))^2 x fading, with ``wavelength_over_4pi_d_scale`` = 4 pi f.
-    """
+def free_space_gain_kernel(user_xy, es_xy, fading, min_distance_m, carrier_hz):
+    """``path_gain(distance, 'free_space') * fading`` of :mod:`mec_env.problem`, for (B, N, 2) positions,
+    through the same functions of :mod:`mec_env.radio.link` (same operations, same order)."""
     b_total, n, m = fading.shape
     out = np.empty((b_total, n, m))
     for b in range(b_total):
@@ -148,15 +137,16 @@ def free_space_gain_kernel(user_xy, es_xy, fading, min_distance_m, wavelength_ov
             for j in range(m):
                 dx = user_xy[b, i, 0] - es_xy[j, 0]
                 dy = user_xy[b, i, 1] - es_xy[j, 1]
-                d = max(np.sqrt(dx * dx + dy * dy), min_distance_m)
-                x = speed_of_light / (wavelength_over_4pi_d_scale * d)
-                out[b, i, j] = x * x * fading[b, i, j]
+                d = floored_distance(dx, dy, min_distance_m)
+                out[b, i, j] = free_space_gain(d, carrier_hz) * fading[b, i, j]
     return out
 
 
 @_jit
-def _delays_into(gain, query_bits, workload_llm, local_delay, es_capacity, c_max, bandwidth_hz, tx_power_w,
-                 noise_power_w, min_rate_bps, mode, assignment, t_comm, t_compute, load):
+def _delays_into(radio, gain, query_bits, workload_llm, local_delay, es_capacity, assignment, t_comm, t_compute, load):
+    """Eqs. 2-7 of one assignment into ``t_comm``, ``t_compute`` and ``load``; ``radio`` a :class:`RadioScalars`
+    as a tuple."""
+    c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode = radio  # RadioScalars' order
     n, m = gain.shape
     interference = np.zeros(m)
     for i in range(n):
@@ -168,29 +158,105 @@ def _delays_into(gain, query_bits, workload_llm, local_delay, es_capacity, c_max
             continue
         for j in range(m):
             if j != e:
-                if mode == 0:
-                    interference[j] += tx_power_w * gain[i, j]
-                elif mode == 1:
-                    interference[j] += tx_power_w * gain[i, e]
+                interference[j] += interference_added(mode, tx_power_w, gain[i, j], gain[i, e])
     for i in range(n):
         e = assignment[i] - 1
         if e < 0:
             t_compute[i] = local_delay[i]
             continue
         share = max(1, load[e])
-        sinr = tx_power_w * gain[i, e] / (interference[e] + noise_power_w)
-        rate = (bandwidth_hz / share) * (np.log1p(sinr) / LN2)
-        if rate < min_rate_bps:
-            rate = min_rate_bps
+        rate = uplink_rate(bandwidth_hz / share, sinr(tx_power_w, gain[i, e], interference[e], noise_power_w),
+                           min_rate_bps)
         t_comm[i] = query_bits[i] / rate
-        t_compute[i] = workload_llm[i] / min(c_max, es_capacity[e] / share)
+        t_compute[i] = workload_llm[i] / compute_share(c_max, es_capacity[e], share)
+
+
+class RadioScalars(NamedTuple):
+    """The uplink and ES-compute scalars of eqs. (2)-(7), as the token-level kernels take them."""
+
+    c_max: float  # FLOP/s, one user's share cap at an ES
+    bandwidth_hz: float
+    tx_power_w: float
+    noise_power_w: float
+    min_rate_bps: float
+    mode: int  # mec_env.radio.link.INTERFERENCE_MODELS
+
+
+class TokenCosts(NamedTuple):
+    """A token's costs and the round's settings (:class:`mec_env.spec.model.SpecConfig` and the env's)."""
+
+    token_bits: float  # uplink bits of one uploaded token
+    slm_flops_per_token: float
+    llm_flops_per_token: float
+    verify_block_cost: float
+    joule_per_flop: float
+    round_trip_s: float
+    energy_budget: float  # J per user and round (the env's; unused by spec_round_kernel)
+    per_user_time: bool  # timing="user" (the env's)
+    draft_length: int  # L
+
+
+class TokenTables(NamedTuple):
+    """The sessions' token streams, flat (N x width) as the env keeps them, and each answer's verdicts."""
+
+    length: np.ndarray  # (N,) tokens in each session
+    uncertainty: np.ndarray
+    accepted: np.ndarray
+    answer: np.ndarray  # answer index of each token
+    answer_end: np.ndarray
+    width: int
+    hybrid_correct: np.ndarray  # (N, answers)
+    llm_correct: np.ndarray
+    slm_correct: np.ndarray
+
+
+class SpecState(NamedTuple):
+    """The per-user state ``spec_step_kernel`` updates in place."""
+
+    position: np.ndarray
+    queue: np.ndarray  # virtual energy queues Z_i
+    energy_sum: np.ndarray
+    last_uncertainty: np.ndarray
+    tainted: np.ndarray  # (N, answers)
+    answer_counts: np.ndarray  # (4,) answers, right, the LLM's right, the SLM's right
+    user_time: np.ndarray
+    user_errors: np.ndarray
+
+
+class RoundBuffers(NamedTuple):
+    """Where ``spec_step_kernel`` writes the round (per user unless noted) and its 12 ``stats``."""
+
+    drafted: np.ndarray
+    es: np.ndarray
+    emitted: np.ndarray
+    n_sent: np.ndarray
+    unverified: np.ndarray  # (N, L)
+    draft_time: np.ndarray
+    comm_time: np.ndarray
+    verify_time: np.ndarray
+    energy: np.ndarray
+    delay: np.ndarray
+    load: np.ndarray  # (M,)
+    stats: np.ndarray  # (12,)
+
+
+def kernel_tuple(group: tuple) -> tuple:
+    """``group`` (one of the kernels' argument namedtuples) as the plain tuple a kernel is called with.
+
+    Why: numba types a plain tuple in C from its elements, a namedtuple in Python element by element
+    (about 0.1 us a field per call, +4 us on a spec step). The kernel rebuilds the namedtuple
+    (``SpecState(*state)``) at no run-time cost, so fields keep their names inside.
+    """
+    return tuple(group)
 
 
 @_jit
-def _verification_into(gain, es_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode, n_sent,
-                       es, token_bits, llm_flops_per_token, verify_block_cost, comm_time, verify_time, load):
+def _verification_into(gain, es_capacity, radio, costs, n_sent, es, comm_time, verify_time, load):
     """Uplink and verification time of each user's uploaded block (eqs. 2-7 among the users that upload):
-    writes ``comm_time``, ``verify_time`` (0 for a user that uploads nothing) and ``load`` (users per ES)."""
+    writes ``comm_time``, ``verify_time`` (0 for a user that uploads nothing) and ``load`` (users per ES).
+    ``radio`` and ``costs`` are :class:`RadioScalars` and :class:`TokenCosts` (as tuples)."""
+    c = TokenCosts(*costs)
+    token_bits, llm_flops_per_token, verify_block_cost = c.token_bits, c.llm_flops_per_token, c.verify_block_cost
     n = gain.shape[0]
     assignment = np.zeros(n, dtype=np.int64)
     query_bits = np.empty(n)
@@ -203,16 +269,17 @@ def _verification_into(gain, es_capacity, c_max, bandwidth_hz, tx_power_w, noise
         workload[i] = llm_flops_per_token * block
         comm_time[i] = 0.0
     load[:] = 0
-    _delays_into(gain, query_bits, workload, np.zeros(n), es_capacity, c_max, bandwidth_hz, tx_power_w,
-                 noise_power_w, min_rate_bps, mode, assignment, comm_time, verify_time, load)
+    _delays_into(radio, gain, query_bits, workload, np.zeros(n), es_capacity, assignment, comm_time, verify_time, load)
 
 
 @_jit
-def spec_round_kernel(gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w,
-                      min_rate_bps, mode, drafted, upload, accepted, es, token_bits, slm_flops_per_token,
-                      llm_flops_per_token, verify_block_cost, joule_per_flop):
+def spec_round_kernel(gain, es_capacity, local_capacity, radio, costs, drafted, upload, accepted, es):
     """One round of token-level offloading, as the numpy path of :func:`mec_env.spec.model.evaluate_round`:
-    ``(emitted, uploaded, unverified, draft_time, comm_time, verify_time, energy, es_users)``."""
+    ``(emitted, uploaded, unverified, draft_time, comm_time, verify_time, energy, es_users)``.
+    ``radio`` and ``costs`` are :class:`RadioScalars` and :class:`TokenCosts` (as tuples)."""
+    tx_power_w = RadioScalars(*radio).tx_power_w
+    c = TokenCosts(*costs)
+    slm_flops_per_token, joule_per_flop = c.slm_flops_per_token, c.joule_per_flop
     n, length = upload.shape
     m = gain.shape[1]
     emitted = np.empty(n, dtype=np.int64)
@@ -233,8 +300,7 @@ def spec_round_kernel(gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx
     comm_time = np.empty(n)
     verify_time = np.empty(n)
     load = np.empty(m, dtype=np.int64)
-    _verification_into(gain, es_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode, n_sent,
-                       es, token_bits, llm_flops_per_token, verify_block_cost, comm_time, verify_time, load)
+    _verification_into(gain, es_capacity, radio, costs, n_sent, es, comm_time, verify_time, load)
     draft_time = np.empty(n)
     energy = np.empty(n)
     for i in range(n):
@@ -245,14 +311,10 @@ def spec_round_kernel(gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx
 
 
 @_jit
-def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, answer_end, width, draft_length,
-                     gain, es_capacity, local_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps,
-                     mode, token_bits, slm_flops_per_token, llm_flops_per_token, verify_block_cost, joule_per_flop,
-                     round_trip_s, energy_budget, per_user_time, hybrid_correct, llm_correct, slm_correct,
-                     position, queue, energy_sum, last_uncertainty, tainted, answer_counts, user_time, user_errors,
-                     drafted, es, emitted, n_sent, unverified, draft_time, comm_time, verify_time, energy, delay,
-                     load, stats):
+def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radio, costs, tokens, state, out):
     """One step of ``MECSpecDecode-v0`` fused, as the env's numpy path (``compiled=False``) computes it.
+    The groups are :class:`RadioScalars`, :class:`TokenCosts`, :class:`TokenTables`, :class:`SpecState`
+    (updated in place) and :class:`RoundBuffers` (written), each as a plain tuple (:func:`kernel_tuple`).
 
     From the (N, 3) actions (draft budget, upload and exit levels) and the flat (N x width) token
     streams: the drafted tokens with the early exit, each user's strongest ES, the round as
@@ -266,6 +328,22 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
     sum_i tokens_i / delay_i, sum_i errors_i / delay_i, sum_i position_i / user_time_i,
     sum_i (position_i - user_errors_i) / user_time_i)``.
     """
+    tx_power_w = RadioScalars(*radio).tx_power_w
+    c = TokenCosts(*costs)
+    slm_flops_per_token, joule_per_flop, round_trip_s, energy_budget, per_user_time, draft_length = \
+        c.slm_flops_per_token, c.joule_per_flop, c.round_trip_s, c.energy_budget, c.per_user_time, c.draft_length
+    tab = TokenTables(*tokens)
+    length, uncertainty, accepted, answer, answer_end, width = \
+        tab.length, tab.uncertainty, tab.accepted, tab.answer, tab.answer_end, tab.width
+    hybrid_correct, llm_correct, slm_correct = tab.hybrid_correct, tab.llm_correct, tab.slm_correct
+    st = SpecState(*state)
+    position, queue, energy_sum, last_uncertainty, tainted, answer_counts, user_time, user_errors = \
+        st.position, st.queue, st.energy_sum, st.last_uncertainty, st.tainted, st.answer_counts, st.user_time, \
+        st.user_errors
+    b = RoundBuffers(*out)
+    drafted, es, emitted, n_sent, unverified, draft_time, comm_time, verify_time, energy, delay, load, stats = \
+        b.drafted, b.es, b.emitted, b.n_sent, b.unverified, b.draft_time, b.comm_time, b.verify_time, b.energy, \
+        b.delay, b.load, b.stats
     n, m = gain.shape
     total_drafted = 0
     for i in range(n):
@@ -303,9 +381,8 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
             k = row + min(position[i] + t, width - 1)
             if not uncertainty[k] > upload_at and not accepted[k]:
                 unverified[i, t] = True
-    _verification_into(gain, es_capacity, c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode, n_sent,
-                       es, token_bits, llm_flops_per_token, verify_block_cost, comm_time, verify_time, load)
-    tokens = 0
+    _verification_into(gain, es_capacity, radio, costs, n_sent, es, comm_time, verify_time, load)
+    n_tokens = 0
     errors = 0
     uploaded = 0
     energy_total = 0.0
@@ -350,7 +427,7 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
         position[i] += emitted[i]
         queue[i] = max(queue[i] + energy[i] - energy_budget, 0.0)
         energy_sum[i] += energy[i]
-        tokens += emitted[i]
+        n_tokens += emitted[i]
         uploaded += n_sent[i]
         energy_total += energy[i]
         queue_total += queue[i]
@@ -367,9 +444,11 @@ def spec_step_kernel(action, thresholds, length, uncertainty, accepted, answer, 
         if user_time[i] > 0:
             throughput += position[i] / user_time[i]
             accepted_throughput += (position[i] - user_errors[i]) / user_time[i]
-    stats[:] = np.array([float(tokens), float(errors), energy_total, float(uploaded), float(total_drafted), round_time,
-                         queue_total, energy_sum_total, token_rate, error_rate, throughput, accepted_throughput])
+    stats[:] = np.array([float(n_tokens), float(errors), energy_total, float(uploaded), float(total_drafted),
+                         round_time, queue_total, energy_sum_total, token_rate, error_rate, throughput,
+                         accepted_throughput])
 
 
 __all__ = ["numba_enabled", "greedy_kernel", "delays_kernel", "delays_batch_kernel", "free_space_gain_kernel",
-           "spec_round_kernel", "spec_step_kernel", "INTERFERENCE_CODES"]
+           "spec_round_kernel", "spec_step_kernel", "RadioScalars", "TokenCosts", "TokenTables",
+           "SpecState", "RoundBuffers", "kernel_tuple"]

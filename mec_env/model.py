@@ -5,10 +5,9 @@ re-derive the model.
 An assignment is an integer vector ``a`` of length N: ``a[i] = 0`` runs user i's query on its
 SLM, ``a[i] = j`` (1..M) offloads it to ES j. The batched forms take ``(..., N)`` arrays.
 
-Interference at ES j on a user there (eq. 3) comes from the users offloaded to other ESs:
-- ``physical`` (default): their power received at ES j, ``P |h_i'j|^2``;
-- ``paper``: eq. 3 as printed, ``P |h_i'j'|^2`` (their gain to their own ES j');
-- ``none``: no interference.
+Interference at ES j on a user there (eq. 3) comes from the users offloaded to other ESs, by
+the models declared in :mod:`mec_env.radio.link` (``physical``, ``paper``, ``none``); the rate,
+SINR and compute share are that module's functions too, shared with the compiled kernels.
 Noise is N0 x B over the whole band. A rate that underflows is floored at ``min_rate_bps``.
 """
 
@@ -22,8 +21,7 @@ import numpy as np
 from mec_env import kernels
 from mec_env.errors import AssignmentError
 from mec_env.problem import Problem
-
-LN2 = float(np.log(2.0))
+from mec_env.radio.link import INTERFERENCE_MODELS, compute_share, interference_added, sinr, uplink_rate
 
 
 def validate_assignment(assignment: Any, n_users: int, n_edge_servers: int, what: str = "assignment") -> np.ndarray:
@@ -69,12 +67,10 @@ def delay_terms(
     including this one (the ``max(1, .)`` guards of eqs. 2 and 6 are applied here).
     """
     share = np.maximum(1, n_sharing)
-    sinr = problem.tx_power_w * own_gain / (interference_w + problem.noise_power_w)
-    rate = (problem.bandwidth_hz / share) * (np.log1p(sinr) / LN2)
-    rate = np.maximum(rate, problem.min_rate_bps)
+    rate = uplink_rate(problem.bandwidth_hz / share,
+                       sinr(problem.tx_power_w, own_gain, interference_w, problem.noise_power_w), problem.min_rate_bps)
     t_comm = query_bits / rate
-    compute = np.minimum(problem.c_max, es_capacity / share)
-    return t_comm, workload_llm / compute
+    return t_comm, workload_llm / compute_share(problem.c_max, es_capacity, share)
 
 
 def edge_delay(
@@ -99,13 +95,10 @@ def interference_contribution(problem: Problem, users: np.ndarray, es: np.ndarra
     The caller excludes the user's own ES: users sharing an ES split its band and do not
     interfere with each other.
     """
-    p = problem.tx_power_w
-    if problem.interference == "physical":
-        return p * problem.gain[users, :]
-    if problem.interference == "paper":
-        own = problem.gain[users, es]
-        return p * np.broadcast_to(own[..., None], own.shape + (problem.n_edge_servers,))
-    return np.zeros(np.shape(users) + (problem.n_edge_servers,))
+    own = problem.gain[users, es]
+    added = interference_added(INTERFERENCE_MODELS[problem.interference], problem.tx_power_w,
+                               problem.gain[users, :], own[..., None])
+    return np.broadcast_to(added, own.shape + (problem.n_edge_servers,))
 
 
 def _at_es(values: np.ndarray, es: np.ndarray) -> np.ndarray:
@@ -132,12 +125,8 @@ def es_state(problem: Problem, assignment: np.ndarray) -> tuple[np.ndarray, np.n
     load = onehot.sum(axis=-2)
     offloaded = assignment > 0
     mask = offloaded[..., :, None] & ~onehot
-    if problem.interference == "physical":
-        contrib = problem.tx_power_w * problem.gain  # (..., N, M)
-    elif problem.interference == "paper":
-        contrib = (problem.tx_power_w * _own_gain(problem, np.maximum(assignment - 1, 0)))[..., None]
-    else:
-        return load, np.zeros(load.shape)
+    own = _own_gain(problem, np.maximum(assignment - 1, 0))[..., None]
+    contrib = interference_added(INTERFERENCE_MODELS[problem.interference], problem.tx_power_w, problem.gain, own)
     interference = np.where(mask, contrib, 0.0).sum(axis=-2)
     return load, interference
 
@@ -169,10 +158,11 @@ def _delays_and_load(problem: Problem, a: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def kernel_args(problem: Problem) -> tuple:
-    """The problem's arrays and scalars in the order the compiled kernels of :mod:`mec_env.kernels` take them."""
-    return (problem.gain, problem.query_bits, problem.workload_llm, problem.local_delay, problem.es_capacity,
-            float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
-            float(problem.noise_power_w), float(problem.min_rate_bps), kernels.INTERFERENCE_CODES[problem.interference])
+    """``(radio, gain, query_bits, workload_llm, local_delay, es_capacity)``, the problem as the compiled kernels
+    of :mod:`mec_env.kernels` take it: ``radio`` the :class:`~mec_env.kernels.RadioScalars` as a plain tuple."""
+    return ((float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
+             float(problem.noise_power_w), float(problem.min_rate_bps), INTERFERENCE_MODELS[problem.interference]),
+            problem.gain, problem.query_bits, problem.workload_llm, problem.local_delay, problem.es_capacity)
 
 
 def local_objective(problem: Problem) -> float | np.ndarray:

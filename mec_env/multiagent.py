@@ -46,6 +46,7 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from mec_env.envs.common import as_choice
 from mec_env.errors import AssignmentError, short_repr
+from mec_env.layout import FlatLayout
 
 ENV_IDS = ("MECOffload-v0", "MECOffloadQueue-v0")
 
@@ -73,21 +74,11 @@ class MECOffloadParallelEnv(ParallelEnv):
         self.possible_agents = [f"user_{i}" for i in range(n)]
         self.agents: list[str] = []
         space = self.inner.dict_observation_space
-        self._user_keys = [k for k in space.keys() if not k.startswith("es_")]
-        self._es_keys = [k for k in space.keys() if k.startswith("es_")]
-        low, high, self._layout, start = [], [], {}, 0
-        for k in self._user_keys + self._es_keys:
-            box = space[k]
-            part = (box.low[0], box.high[0]) if k in self._user_keys else (box.low, box.high)
-            size = int(np.prod(part[0].shape)) if np.ndim(part[0]) else 1
-            low.append(np.broadcast_to(part[0], (size,)).ravel())
-            high.append(np.broadcast_to(part[1], (size,)).ravel())
-            self._layout[k] = slice(start, start + size)
-            start += size
-        self._observation_space = spaces.Box(np.concatenate(low).astype(np.float32),
-                                             np.concatenate(high).astype(np.float32), dtype=np.float32)
+        self._flat = inner_layout(self.inner)
+        self._layout = self._flat.agent_layout().slices
+        self._observation_space = self._flat.agent_box(space)
         self._action_space = spaces.Discrete(m + 1)
-        self.state_space = spaces.flatten_space(space)
+        self.state_space = self._flat.box(space)
         self._n, self._m = n, m
         self._index = {a: i for i, a in enumerate(self.possible_agents)}  # an agent's user, found in O(1)
 
@@ -144,7 +135,7 @@ class MECOffloadParallelEnv(ParallelEnv):
     def state(self) -> np.ndarray:
         """The whole observation of the env, flattened into ``state_space`` (for centralised critics)."""
         obs = self.inner._observation() if self.queueing else self.inner.core.observation(flat=False)
-        return spaces.flatten(self.inner.dict_observation_space, obs)
+        return self._flat.flatten(obs)
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -179,8 +170,7 @@ class MECOffloadParallelEnv(ParallelEnv):
             raise AssignmentError(f"action of {agent} = {short_repr(action)}; expected {allowed}") from None
 
     def _observations(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        flat = agent_observations(self.inner, obs)
-        return dict(zip(self.agents, flat))
+        return dict(zip(self.agents, self._flat.per_agent(obs, self._n)))
 
     def _shares(self, problem, joint: np.ndarray, has_query: np.ndarray, scale: float | None) -> np.ndarray:
         """Each agent's own reward (module docstring)."""
@@ -208,12 +198,15 @@ def agent_observations(env: gym.Env, observation: Any) -> np.ndarray:
     env's observation, dict or flat; how a policy trained on the ``ParallelEnv`` acts in ``env`` itself
     (one batch for all users, e.g. under the project's evaluator)."""
     inner = env.unwrapped
-    space = inner.dict_observation_space
-    obs = observation if isinstance(observation, dict) else spaces.unflatten(space, np.asarray(observation))
-    n = inner.cfg.n_users
-    user = [np.asarray(obs[k], dtype=np.float32).reshape(n, -1) for k in space.keys() if not k.startswith("es_")]
-    es = np.concatenate([np.asarray(obs[k], dtype=np.float32).ravel() for k in space.keys() if k.startswith("es_")])
-    return np.concatenate(user + [np.broadcast_to(es, (n, es.size))], axis=1)
+    layout = inner_layout(inner)
+    obs = observation if isinstance(observation, dict) else layout.unflatten(np.asarray(observation))
+    return layout.per_agent(obs, inner.cfg.n_users)
+
+
+def inner_layout(inner: gym.Env) -> FlatLayout:
+    """The flat layout of a single-agent env (built once with it; derived from its Dict space)."""
+    layout = getattr(inner, "layout", None)
+    return layout if isinstance(layout, FlatLayout) else FlatLayout.from_space(inner.dict_observation_space)
 
 
 def parallel_env(env_id: str = "MECOffload-v0", **kwargs: Any) -> MECOffloadParallelEnv:

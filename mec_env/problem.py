@@ -1,9 +1,9 @@
 """Problem instances: plain arrays describing one Monte Carlo draw (one time slot).
 
-``sample_problem(cfg, rng)`` draws user positions, Rayleigh block fading over the path-loss
-gain, ES and local capacities and one query per user. Everything downstream (baselines,
-environments, experiments) reads a :class:`Problem` and hands assignments to
-:func:`mec_env.model.evaluate`.
+``sample_problem(cfg, rng)`` draws user positions, block fading over the path-loss gain (the
+models of :mod:`mec_env.radio`, Rayleigh over free space by default), ES and local capacities and
+one query per user. Everything downstream (baselines, environments, experiments) reads a
+:class:`Problem` and hands assignments to :func:`mec_env.model.evaluate`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import numpy as np
 from mec_env import kernels
 from mec_env.config import QueryConfig, ScenarioConfig
 from mec_env.errors import ConfigError
+from mec_env.radio import INTERFERENCE_MODELS, fading_model, path_loss_model
+from mec_env.radio.link import floored_distance
 from mec_env.queries import QueryBatch, QuerySource, SyntheticQuerySource, babi_prompt_sizes
 from mec_env.traces import TraceQuerySource
 
-SPEED_OF_LIGHT = 299_792_458.0
-INTERFERENCE_MODES = ("physical", "paper", "none")
+INTERFERENCE_MODES = tuple(INTERFERENCE_MODELS)  # names of the models declared in mec_env.radio.link
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,21 +125,10 @@ def _es_grid(m: int, side: float) -> np.ndarray:
 
 
 def path_gain(distance_m: np.ndarray, carrier_hz: float, model: str) -> np.ndarray:
-    """Large-scale power gain (linear) at the given distances.
-
-    ``free_space``: (c / (4 pi f d))^2. ``3gpp_umi``: 3GPP TR 38.901 UMi street canyon,
-    NLOS, PL = max(PL_LOS, 35.3 log10 d3D + 22.4 + 21.3 log10 fGHz - 0.3 (hUT - 1.5)),
-    PL_LOS = 32.4 + 21 log10 d3D + 20 log10 fGHz, hBS = 10 m, hUT = 1.5 m, no shadowing.
-    """
-    if model == "free_space":
-        return (SPEED_OF_LIGHT / (4.0 * math.pi * carrier_hz * distance_m)) ** 2
-    if model == "3gpp_umi":
-        d3 = np.sqrt(distance_m**2 + (10.0 - 1.5) ** 2)
-        f_ghz = carrier_hz / 1e9
-        pl_los = 32.4 + 21.0 * np.log10(d3) + 20.0 * math.log10(f_ghz)
-        pl_nlos = 35.3 * np.log10(d3) + 22.4 + 21.3 * math.log10(f_ghz)
-        return 10.0 ** (-np.maximum(pl_los, pl_nlos) / 10.0)
-    raise ValueError(f"path_loss must be 'free_space' or '3gpp_umi', got {model!r}")
+    """Deterministic large-scale power gain (linear) of path-loss ``model`` (:mod:`mec_env.radio`) at
+    the given distances: ``free_space`` (c / (4 pi f d))^2, ``3gpp_umi`` the NLOS formula of TR 38.901
+    UMi, ``3gpp_umi_los`` its NLOS gain (a draw multiplies its LOS state and shadowing)."""
+    return path_loss_model(model).gain(distance_m, carrier_hz)
 
 
 def user_es_distance(user_xy: np.ndarray, es_xy: np.ndarray, min_distance_m: float) -> np.ndarray:
@@ -146,7 +136,7 @@ def user_es_distance(user_xy: np.ndarray, es_xy: np.ndarray, min_distance_m: flo
     dx = user_xy[..., :, None, 0] - es_xy[:, 0]
     dy = user_xy[..., :, None, 1] - es_xy[:, 1]
     with np.errstate(over="ignore"):  # an astronomic area gives an infinite distance, hence a path gain of 0
-        return np.maximum(np.sqrt(dx * dx + dy * dy), min_distance_m)
+        return floored_distance(dx, dy, min_distance_m)
 
 
 def check_received_power(cfg: ScenarioConfig, gain: np.ndarray, n: int | None = None) -> None:
@@ -199,6 +189,7 @@ def largest_query_bits(cfg: ScenarioConfig, source: QuerySource) -> float | None
 
 
 # a Rayleigh power draw |h|^2 ~ Exp(1) above this has probability e^-64: the largest fading a check assumes
+# (each fading model of mec_env.radio states its own bound, power_max)
 FADING_MAX = 64.0
 
 
@@ -210,7 +201,9 @@ def check_scenario(cfg: ScenarioConfig, source: QuerySource) -> None:
     if bits is not None:
         check_delay_bounds(cfg, cfg.n_users, bits)
     with np.errstate(over="ignore", divide="ignore"):
-        nearest = path_gain(np.array([cfg.min_distance_m]), cfg.carrier_hz, cfg.path_loss) * FADING_MAX
+        large_scale = path_loss_model(cfg.path_loss)
+        nearest = path_gain(np.array([cfg.min_distance_m]), cfg.carrier_hz, cfg.path_loss) \
+            * fading_model(cfg.fading).power_max * large_scale.factor_max
     check_received_power(cfg, nearest, n=cfg.n_users)
 
 
@@ -249,14 +242,16 @@ def problem_from_queries(
     m = cfg.n_edge_servers
     es_xy = es_grid_positions(m, cfg.area_side_m)
     user_xy = rng.uniform(0.0, cfg.area_side_m, size=batch + (n, 2))
-    fading = rng.exponential(1.0, size=batch + (n, m))  # Rayleigh: |h|^2 ~ Exp(1)
+    fading = fading_model(cfg.fading).draw(rng, batch + (n, m), cfg)  # |h|^2, unit mean (Rayleigh: Exp(1))
+    large_scale = path_loss_model(cfg.path_loss)
     if cfg.path_loss == "free_space" and kernels.numba_enabled():
         gain = kernels.free_space_gain_kernel(user_xy.reshape(-1, n, 2), es_xy, fading.reshape(-1, n, m),
-                                           cfg.min_distance_m, 4.0 * math.pi * cfg.carrier_hz,
-                                           SPEED_OF_LIGHT).reshape(fading.shape)
+                                              cfg.min_distance_m, cfg.carrier_hz).reshape(fading.shape)
     else:
         distance = user_es_distance(user_xy, es_xy, cfg.min_distance_m)
-        gain = path_gain(distance, cfg.carrier_hz, cfg.path_loss) * fading
+        gain = large_scale.gain(distance, cfg.carrier_hz) * fading
+        if large_scale.draw_factor is not None:  # the link's LOS state and shadowing of this draw
+            gain = gain * large_scale.draw_factor(rng, distance, cfg.carrier_hz)
     check_received_power(cfg, gain)
     es_capacity = cfg.es_capacity_flops * rng.uniform(cfg.es_capacity_low, cfg.es_capacity_high, size=batch + (m,))
     local_capacity = cfg.local_capacity_flops * rng.uniform(cfg.local_capacity_low, cfg.local_capacity_high,

@@ -3,7 +3,9 @@ slot to the next (user positions, ES background load) and what an agent observes
 
 Environments are thin Gymnasium shells over :class:`SlotProcess` and the evaluator
 (:mod:`mec_env.model`); the joint environment, its batched twin and the sequential
-environment all draw their slots here, for one copy or a batch of B copies as (B, N, M) arrays.
+environment all draw their slots here, for one copy or a batch of B copies as (B, N, M) arrays,
+and the queueing environment draws the same i.i.d. slots through :class:`SlotBlocks`. The flat
+observation's layout is :mod:`mec_env.layout`'s, derived from :func:`observation_spaces`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from gymnasium import spaces
 
 from mec_env.config import ScenarioConfig, check_array_budget
 from mec_env.errors import ConfigError
+from mec_env.layout import FlatLayout
 from mec_env.model import local_objective
+from mec_env.queries import QuerySource
 from mec_env.problem import Problem, check_received_power, check_scenario, make_query_source, path_gain, \
     sample_problem, user_es_distance
 
@@ -170,10 +174,36 @@ def observation_spaces(cfg: ScenarioConfig, flat: bool) -> tuple[spaces.Dict, sp
         "query_size": spaces.Box(0.0, QUERY_KBIT_MAX, shape=(n,), dtype=np.float32),
         "uncertainty": spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32),
     })
-    return dict_space, (spaces.flatten_space(dict_space) if flat else dict_space)
+    return dict_space, (FlatLayout.from_space(dict_space).box(dict_space) if flat else dict_space)
 
 
 # --- the process -----------------------------------------------------------------------------
+
+class SlotBlocks:
+    """Fresh slots of :func:`mec_env.problem.sample_problem`, drawn ``block`` at a time (one batched draw
+    amortises numpy's per-call cost) and handed out one by one; every env that draws i.i.d. slots for one
+    copy draws them here, so equal seeds give equal slots across envs.
+
+    :meth:`draw` returns ``(slot, k, batch)``: the slot, its index in the batch and the batch (a Problem
+    with a leading axis of ``block``); :meth:`discard` drops the slots not yet used (a new seed).
+    """
+
+    def __init__(self, cfg: ScenarioConfig, source: QuerySource, block: int = SLOT_BLOCK) -> None:
+        self.cfg, self.source, self.block = cfg, source, block
+        self.batch: Problem | None = None
+        self.pos = 0
+
+    def discard(self) -> None:
+        self.batch = None
+
+    def draw(self, rng: np.random.Generator) -> tuple[Problem, int, Problem]:
+        if self.batch is None or self.pos == self.block:
+            self.batch = sample_problem(self.cfg, rng, source=self.source, batch=self.block)
+            self.pos = 0
+        k = self.pos
+        self.pos += 1
+        return self.batch.instance(k), k, self.batch
+
 
 class SlotProcess:
     """The slots of the joint MDP for one copy (``num_copies=None``) or B copies at once.
@@ -213,13 +243,16 @@ class SlotProcess:
         self.features: dict[str, np.ndarray] = {}
         self.local_objective: float | np.ndarray = math.nan
         self._user_xy: np.ndarray | None = None
-        self._block: Problem | None = None
+        self._blocks = SlotBlocks(cfg, self.source, block) if block is not None and num_copies is None else None
+        self._block: Problem | None = None  # the batch _block_features and _block_local_objective were made of
         self._block_features: dict[str, np.ndarray] = {}
         self._block_local_objective = np.zeros(0)
-        self._block_pos = 0
+        # where each entry sits in the flat observation (the Dict space's order)
+        self.layout = FlatLayout.from_space(observation_spaces(cfg, flat=False)[0])
 
     def discard_block(self) -> None:
-        self._block = None
+        if self._blocks is not None:
+            self._blocks.discard()
 
     def start(self, rng: np.random.Generator) -> Problem:
         """A new episode: first slot, positions drawn afresh, background load from its stationary law."""
@@ -242,19 +275,16 @@ class SlotProcess:
         scale: float | None = None
         if self.num_copies is not None:
             problem = sample_problem(self.cfg, rng, source=self.source, batch=self.num_copies)
-        elif self.block is None:
+        elif self._blocks is None:
             problem = sample_problem(self.cfg, rng, source=self.source)
         else:
-            if self._block is None or self._block_pos == self.block:
-                self._block = sample_problem(self.cfg, rng, source=self.source, batch=self.block)
-                self._block_pos = 0
-                self._block_features = slot_features(self._block, self.cfg)
-                self._block_local_objective = local_objective(self._block)  # neither mobility nor load changes it
-            k = self._block_pos
-            problem = self._block.instance(k)
+            problem, k, batch = self._blocks.draw(rng)
+            if batch is not self._block:  # a new batch: its features and scales, once
+                self._block = batch
+                self._block_features = slot_features(batch, self.cfg)
+                self._block_local_objective = local_objective(batch)  # neither mobility nor load changes it
             features = {name: v[k] for name, v in self._block_features.items()}
             scale = float(self._block_local_objective[k])
-            self._block_pos += 1
         problem, self._user_xy = slot_dynamics(problem, self.cfg, rng, self._user_xy, self.mobility_speed_mps,
                                                self.background_load, self.es_background_load)
         if features is None or self.mobility_speed_mps > 0.0:  # the gains moved with the users
@@ -268,12 +298,11 @@ class SlotProcess:
         obs = {**self.features, "es_background_load": self.es_background_load.astype(np.float32),
                "es_capacity": normalised_es_capacity(self.problem.es_capacity, self.cfg)}
         if flat:
-            batch = self.problem.batch_shape
-            return np.concatenate([obs[k].reshape(batch + (-1,)) for k in OBS_KEYS], axis=-1)
+            return self.layout.flatten(obs, self.problem.batch_shape)
         return {k: obs[k] for k in OBS_KEYS}
 
 
-__all__ = ["SlotProcess", "slot_dynamics", "slot_features", "observation_spaces", "normalised_gain_db",
+__all__ = ["SlotProcess", "SlotBlocks", "slot_dynamics", "slot_features", "observation_spaces", "normalised_gain_db",
            "normalised_local_capacity", "normalised_es_capacity", "nominal_local_delay", "relocate", "random_walk",
            "check_mobility", "stationary_load", "next_load", "OBS_KEYS", "QUERY_KBIT_MAX", "GAIN_OBS_CLIP",
            "RATIO_OBS_MAX", "LOAD_MAX", "SLOT_SECONDS", "SLOT_BLOCK"]

@@ -1,4 +1,4 @@
-"""Test helpers: hand-built problems, a literal reference of Algorithm 1, the train/ scripts as modules."""
+"""Test helpers: hand-built problems, bAbI subsets, the train/ scripts as modules, pickles that must not run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from types import ModuleType
 
 import numpy as np
 
-from mec_env.model import evaluate
 from mec_env.problem import Problem
 
 
@@ -47,39 +46,6 @@ def tiny_problem(interference: str = "physical", **changes) -> Problem:
     )
     fields.update(changes)
     return Problem(**fields)
-
-
-def reference_goa(problem: Problem, tau: float | None = None) -> np.ndarray:
-    """Algorithm 1 as printed: every Delta_ij recomputed from scratch through the evaluator.
-
-    Delta_ij = alpha_i (d_i with i joined to ES j - t_L_i), where d_i comes from evaluating
-    the current partial assignment with i added: exactly "as if i joined j now".
-    """
-    tau = problem.tau if tau is None else tau
-    n, m = problem.n_users, problem.n_edge_servers
-    x = np.zeros(n, dtype=np.int64)
-
-    def gap(i: int, j: int) -> float:
-        trial = x.copy()
-        trial[i] = j + 1
-        return problem.alpha[i] * (evaluate(problem, trial).delay[i] - problem.local_delay[i])
-
-    def best(users: list[int]) -> tuple[float, int, int]:
-        return min((gap(i, j), i, j) for i in users for j in range(m))
-
-    i_off = [i for i in range(n) if problem.alpha[i] > tau]
-    while i_off:
-        _, i, j = best(i_off)
-        x[i] = j + 1
-        i_off.remove(i)
-    i_rem = [i for i in range(n) if problem.alpha[i] <= tau]
-    while i_rem:
-        d, i, j = best(i_rem)
-        if not d < 0:
-            break
-        x[i] = j + 1
-        i_rem.remove(i)
-    return x
 
 
 def train_script(name: str) -> ModuleType:

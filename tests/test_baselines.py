@@ -9,7 +9,8 @@ import pytest
 
 from baselines import edge_all, goa, goa_local_search, local_all, min_delay, optimum, random_offload
 from baselines.greedy import GreedyState, delay_gaps, greedy_offload
-from helpers import reference_goa, tiny_problem
+from baselines.reference import reference_goa
+from helpers import tiny_problem
 from mec_env.config import load_scenario
 from mec_env.model import evaluate, objective, violations
 from mec_env.problem import sample_problem

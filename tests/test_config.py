@@ -82,3 +82,48 @@ def test_3gpp_path_loss_is_weaker_than_free_space_at_range():
     fs = sample_problem(c, 3)
     umi = sample_problem(c.replace(path_loss="3gpp_umi"), 3)
     assert np.all(umi.gain < fs.gain)
+
+
+# The dataclass each packaged config fills (module, class): a YAML holds only what differs from its defaults.
+TRAIN_CONFIGS = {"ppo": ("agents.training", "PPOConfig"), "dqn": ("agents.training", "DQNConfig"),
+                 "spec_ppo": ("agents.training", "SpecPPOConfig"), "queue_ppo": ("agents.training", "QueuePPOConfig"),
+                 "imitate": ("agents.imitation", "ImitationConfig"), "tune": ("agents.tuning", "TuneConfig"),
+                 "rllib_ppo": ("agents.rllib", "RLlibPPOConfig"), "rllib_queue": ("agents.rllib", "RLlibPPOConfig")}
+
+
+def repeated_defaults(data: dict, defaults: dict, nested: tuple[str, ...] = ()) -> list[str]:
+    """The keys of ``data`` whose value is the default (inside ``nested`` mappings, which merge: key by key)."""
+    out = []
+    for key, value in data.items():
+        if key in nested and isinstance(value, dict):
+            out += [f"{key}.{k}" for k in repeated_defaults(value, defaults[key])]
+        elif key in defaults and value == defaults[key]:
+            out.append(key)
+    return out
+
+
+def test_repeated_defaults_finds_a_repeat():
+    assert repeated_defaults({"n_steps": 128, "gamma": 0.5, "q": {"a": 1, "b": 2}}, {"n_steps": 128, "gamma": 0.0,
+                             "q": {"a": 1, "b": 3}}, nested=("q",)) == ["n_steps", "q.a"]
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_CONFIGS))
+def test_a_train_yaml_holds_only_what_differs_from_its_dataclass(name):
+    import dataclasses
+
+    from mec_env.config import build_config, read_config_file
+
+    module, cls = TRAIN_CONFIGS[name]
+    cls = getattr(pytest.importorskip(module), cls)
+    data, _ = read_config_file(name, "train")
+    build_config(cls, data)  # every key is a field of the class
+    assert repeated_defaults(data, dataclasses.asdict(cls())) == []
+
+
+def test_every_packaged_config_is_checked_for_repeated_defaults():
+    from mec_env.config import packaged_configs, read_config_file, to_dict
+
+    assert set(packaged_configs("train")) == set(TRAIN_CONFIGS)
+    for name in packaged_configs("scenario"):
+        data, _ = read_config_file(name, "scenario")
+        assert repeated_defaults(data, to_dict(ScenarioConfig()), nested=("queries",)) == [], name

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from baselines import edge_all, goa, min_delay, random_offload
-from helpers import reference_goa
+from baselines.reference import random_instances, reference_goa
 from mec_env import kernels
 from mec_env.config import load_scenario
 from mec_env.errors import AssignmentError
@@ -20,17 +20,6 @@ from mec_env.problem import sample_problem
 def test_numba_is_installed_and_used():
     """numba is a declared dependency: without it every comparison below would be numpy vs numpy."""
     assert kernels.numba is not None and kernels.numba_enabled()
-
-
-def random_instances(count: int, seed: int, n_max: int = 60, m_max: int = 6):
-    """Paper-scenario draws with random N, M, tau, interference model and query source."""
-    rng = np.random.default_rng(seed)
-    base = load_scenario("paper")
-    for k in range(count):
-        cfg = base.replace(n_edge_servers=int(rng.integers(1, m_max + 1)), tau=float(rng.choice([0.0, 0.3, 0.6, 1.0])),
-                           interference=str(rng.choice(["physical", "paper", "none"])),
-                           **{"queries.source": str(rng.choice(["traces", "synthetic"]))})
-        yield sample_problem(cfg, seed * 10_000 + k, n_users=int(rng.integers(1, n_max + 1)))
 
 
 def numpy_path(monkeypatch, fn, *args):

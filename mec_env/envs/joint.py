@@ -69,7 +69,7 @@ class MECOffloadEnv(SlotShell, gym.Env[dict[str, np.ndarray] | np.ndarray, np.nd
 
     All entries are float32; ``hi`` and ``c_hi`` are the scenario's ``local_capacity_high`` and
     ``es_capacity_high`` (1.5 and 1.4 in the paper). The flat vector has N M + 2 M + 4 N entries
-    (``agents.policies.flat_obs_layout`` gives the slices).
+    (``env.unwrapped.layout``, a :class:`~mec_env.layout.FlatLayout`, gives the slices).
 
     ## Rewards
 
@@ -160,6 +160,7 @@ class MECOffloadEnv(SlotShell, gym.Env[dict[str, np.ndarray] | np.ndarray, np.nd
         n, m = self.cfg.n_users, self.cfg.n_edge_servers
         self.action_space = spaces.MultiDiscrete(np.full(n, m + 1, dtype=np.int64))
         self.dict_observation_space, self.observation_space = observation_spaces(self.cfg, o.flat_obs)
+        self.layout = self.core.layout  # where each entry sits in the flat observation
 
         # the slot decided by the last step: its problem, evaluation and ES background load (for render)
         self.last_slot: tuple[Problem, Evaluation, np.ndarray] | None = None

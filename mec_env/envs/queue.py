@@ -26,12 +26,16 @@ from mec_env.envs.common import (
     check_render_mode,
 )
 from mec_env.errors import ConfigError
-from mec_env.problem import SPEED_OF_LIGHT, Problem, check_scenario, finite_ratio, largest_query_bits, \
-    make_query_source, path_gain, sample_problem, user_es_distance
+from mec_env.problem import Problem, check_scenario, finite_ratio, largest_query_bits, \
+    make_query_source, user_es_distance
+from mec_env.radio import fading_model, path_loss_model
+from mec_env.radio.link import fading_power
 from mec_env.queries import QuerySource
 from mec_env.queueing import DISCIPLINES, JobPool, SlotOutcome, channel_kernel, jakes_correlation, \
     observation_kernel
-from mec_env.slots import GAIN_DB_OFFSET, GAIN_DB_SCALE, GAIN_OBS_CLIP, QUERY_KBIT_MAX, SLOT_BLOCK, \
+from mec_env.layout import FlatLayout
+from mec_env.queue_kernels import ObservationScales
+from mec_env.slots import GAIN_DB_OFFSET, GAIN_DB_SCALE, GAIN_OBS_CLIP, QUERY_KBIT_MAX, SLOT_BLOCK, SlotBlocks, \
     check_mobility, nominal_local_delay
 
 ENV_ID = "MECOffloadQueue-v0"
@@ -290,16 +294,14 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
             "query_size": box(QUERY_KBIT_MAX, (n,)),
             "uncertainty": box(1.0, (n,)),
         })
-        self.observation_space = spaces.flatten_space(self.dict_observation_space) if o.flat_obs \
+        self.layout = FlatLayout.from_space(self.dict_observation_space)  # the order observation_kernel writes
+        self.observation_space = self.layout.box(self.dict_observation_space) if o.flat_obs \
             else self.dict_observation_space
-        self._obs_layout, offset = {}, 0
-        for key in OBS_KEYS:
-            shape = self.dict_observation_space[key].shape
-            size = int(np.prod(shape))
-            self._obs_layout[key] = (slice(offset, offset + size), shape)
-            offset += size
-        self._obs_size = offset
         self.pool = JobPool(n, m, capacity=4 * n)
+        self._obs_scales = tuple(ObservationScales(  # observation_kernel's constants, once per env
+            self.energy_per_slot, cfg.es_capacity_flops * o.slot_seconds, cfg.es_capacity_flops, cfg.es_capacity_high,
+            cfg.local_capacity_flops, cfg.local_capacity_high, o.slot_seconds, BACKLOG_OBS_MAX, JOBS_OBS_MAX,
+            GAIN_DB_OFFSET, GAIN_DB_SCALE, GAIN_OBS_CLIP, QUERY_KBIT_MAX))
         self.energy_queue = np.zeros(n)
         self.has_query = np.zeros(n, dtype=bool)
         self.problem: Problem | None = None
@@ -308,8 +310,8 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
         self.last_slot: tuple[Problem, np.ndarray, SlotOutcome] | None = None
         self._rng: np.random.Generator | None = None
         self._user_xy = self._fading = None
-        self._block: Problem | None = None
-        self._block_pos = self._draws_pos = 0
+        self._slots = SlotBlocks(cfg, self.source)  # MECOffload-v0's slots, drawn as its SlotProcess draws them
+        self._draws_pos = 0
         self._draws: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._picture = Picture(self.render_mode, cfg.area_side_m, m, ENV_ID, self.metadata["render_fps"])
 
@@ -318,7 +320,8 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if seed is not None or self._rng is None:
-            self._block = self._draws = None  # a new seed starts new streams
+            self._slots.discard()  # a new seed starts new streams
+            self._draws = None
             # the queueing draws (arrivals, fading, walk) use a child of the seed: the slots stay MECOffload-v0's
             self._rng = self.np_random.spawn(1)[0]
         n, m = self.cfg.n_users, self.cfg.n_edge_servers
@@ -434,11 +437,7 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
 
     def _next_slot(self, first: bool) -> None:
         # fresh draws exactly as MECOffload-v0's SlotProcess makes them (32 slots a call, kept across resets)
-        if self._block is None or self._block_pos == SLOT_BLOCK:
-            self._block = sample_problem(self.cfg, self.np_random, source=self.source, batch=SLOT_BLOCK)
-            self._block_pos = 0
-        problem = self._block.instance(self._block_pos)
-        self._block_pos += 1
+        problem = self._slots.draw(self.np_random)[0]
         # the queueing draws (arrivals, fading innovations, walk directions), also 32 slots at a time
         if self._draws is None or self._draws_pos == SLOT_BLOCK:
             n, m = self.cfg.n_users, self.cfg.n_edge_servers
@@ -460,34 +459,36 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
     def _evolve(self, problem: Problem, first: bool, w: np.ndarray, direction: np.ndarray) -> Problem:
         """Positions that persist and walk, Gauss-Markov fading (capacities stay the slot's draw)."""
         cfg, o = self.cfg, self.options
+        large_scale, small_scale = path_loss_model(cfg.path_loss), fading_model(cfg.fading)
         if first:  # h starts from its stationary law, CN(0, 1): the step with rho = 0 and no move
             self._user_xy = problem.user_xy
             self._fading = np.zeros((2,) + problem.gain.shape)
+            # a random path-loss model's per-link state (LOS, shadowing) is drawn once and kept with the link
+            self._large_scale_factor = None if large_scale.draw_factor is None else large_scale.draw_factor(
+                self._rng, user_es_distance(self._user_xy, problem.es_xy, cfg.min_distance_m), cfg.carrier_hz)
         rho, step = (0.0, 0.0) if first else (self.rho, o.mobility_speed_mps * o.slot_seconds)
         gain = np.empty(problem.gain.shape)
-        free_space = cfg.path_loss == "free_space"
+        fused = cfg.path_loss == "free_space" and small_scale.amplitudes is None  # the default, in one kernel
         self._user_xy = channel_kernel(self._fading, w, rho, self._user_xy, direction, step, cfg.area_side_m,
-                                       problem.es_xy, cfg.min_distance_m, 4.0 * math.pi * cfg.carrier_hz,
-                                       SPEED_OF_LIGHT, free_space, gain)
-        if not free_space:
-            gain *= path_gain(user_es_distance(self._user_xy, problem.es_xy, cfg.min_distance_m), cfg.carrier_hz,
-                              cfg.path_loss)
+                                       problem.es_xy, cfg.min_distance_m, cfg.carrier_hz, fused, gain)
+        if not fused:
+            if small_scale.amplitudes is not None:  # the scattered part evolves, the LOS part stays
+                gain = fading_power(*small_scale.amplitudes(cfg), self._fading[0], self._fading[1])
+            gain *= large_scale.gain(user_es_distance(self._user_xy, problem.es_xy, cfg.min_distance_m),
+                                     cfg.carrier_hz)
+            if self._large_scale_factor is not None:
+                gain *= self._large_scale_factor
         return _with(problem, gain=gain, user_xy=self._user_xy)
 
     def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
-        p, cfg, o, pool = self.problem, self.cfg, self.options, self.pool
-        dt = o.slot_seconds
-        flat = np.empty(self._obs_size, dtype=np.float32)
-        observation_kernel(flat, self.has_query, p.alpha, p.tau, p.gain, self.energy_queue, self.energy_per_slot,
-                           pool.es_work, cfg.es_capacity_flops * dt, p.es_capacity, cfg.es_capacity_flops,
-                           cfg.es_capacity_high, pool.es_jobs, pool.local_work, p.local_capacity, dt,
-                           cfg.local_capacity_flops, cfg.local_capacity_high, p.query_bits, BACKLOG_OBS_MAX,
-                           JOBS_OBS_MAX, GAIN_DB_OFFSET, GAIN_DB_SCALE, GAIN_OBS_CLIP, QUERY_KBIT_MAX)
+        p, o, pool = self.problem, self.options, self.pool
+        flat = np.empty(self.layout.size, dtype=np.float32)
+        queries = (p.gain, p.query_bits, p.workload_llm, p.workload_slm, p.local_capacity, p.es_capacity, p.alpha,
+                   p.tau, p.llm_correct, p.slm_correct)  # SlotQueries, a plain tuple (kernels.kernel_tuple)
+        observation_kernel(flat, self.has_query, queries, self.energy_queue, pool._backlog_tuple, self._obs_scales)
         if o.flat_obs:
             return flat
-        obs = {key: flat[s] for key, (s, _) in self._obs_layout.items()}
-        obs["channel_gain_db"] = obs["channel_gain_db"].reshape(self.cfg.n_users, self.cfg.n_edge_servers)
-        return obs
+        return self.layout.unflatten(flat)
 
 
 __all__ = ["MECOffloadQueueEnv", "QueueEnvConfig", "arrival_probability", "ENV_ID"]

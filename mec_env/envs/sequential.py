@@ -25,6 +25,7 @@ from mec_env.envs.common import (
     slot_caption,
     slot_metrics,
 )
+from mec_env.layout import FlatLayout
 from mec_env.model import Evaluation, GreedyState, evaluate_valid, join_delays
 from mec_env.slots import (
     GAIN_OBS_CLIP,
@@ -38,18 +39,16 @@ from mec_env.slots import (
 ENV_ID = "MECOffloadSeq-v0"
 
 
+def flat_layout(m: int) -> FlatLayout:
+    """The observation vector's entries (length 3M + 5), in its order (not sorted: the current user's, then
+    the ES loads, the progress and the join delays)."""
+    return FlatLayout({"channel_gain_db": (m,), "uncertainty": (1,), "local_capacity": (1,), "local_delay": (1,),
+                       "above_tau": (1,), "es_users": (m,), "progress": (1,), "join_delay_ratio": (m,)})
+
+
 def observation_layout(m: int) -> dict[str, slice]:
     """Where each feature sits in the observation vector (length 3M + 5)."""
-    return {
-        "channel_gain_db": slice(0, m),
-        "uncertainty": slice(m, m + 1),
-        "local_capacity": slice(m + 1, m + 2),
-        "local_delay": slice(m + 2, m + 3),
-        "above_tau": slice(m + 3, m + 4),
-        "es_users": slice(m + 4, 2 * m + 4),
-        "progress": slice(2 * m + 4, 2 * m + 5),
-        "join_delay_ratio": slice(2 * m + 5, 3 * m + 5),
-    }
+    return flat_layout(m).slices
 
 
 class MECOffloadSeqEnv(SlotShell, gym.Env[np.ndarray, np.int64]):
@@ -152,8 +151,9 @@ class MECOffloadSeqEnv(SlotShell, gym.Env[np.ndarray, np.int64]):
 
         m = self.cfg.n_edge_servers
         self.layout = observation_layout(m)
-        low = np.zeros(3 * m + 5, dtype=np.float32)
-        high = np.ones(3 * m + 5, dtype=np.float32)
+        size = flat_layout(m).size
+        low = np.zeros(size, dtype=np.float32)
+        high = np.ones(size, dtype=np.float32)
         low[self.layout["channel_gain_db"]] = -GAIN_OBS_CLIP
         high[self.layout["channel_gain_db"]] = GAIN_OBS_CLIP
         high[self.layout["local_capacity"]] = self.cfg.local_capacity_high

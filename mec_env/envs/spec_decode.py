@@ -12,15 +12,19 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
 from mec_env import kernels
+from mec_env.radio.link import INTERFERENCE_MODELS
 from mec_env.config import INF, ScenarioConfig, config_field
 from mec_env.envs.common import RENDER_MODES, Picture, Scenario, build_env_config, check_render_mode
 from mec_env.errors import AssignmentError, ConfigError, short_repr
+from mec_env.layout import FlatLayout
 from mec_env.slots import GAIN_OBS_CLIP, SlotProcess, normalised_es_capacity
 from mec_env.spec.model import RoundEvaluation, SpecConfig, evaluate_round
 from mec_env.spec.tokens import UNCERTAINTIES, SyntheticTokenSource, TokenStreams, load_token_traces
 
 ENV_ID = "MECSpecDecode-v0"
 QUEUE_OBS_MAX = 100.0  # energy queues are observed in units of the budget, clipped here
+OBS_KEYS = ("channel_gain_db", "energy_queue", "es_capacity", "last_uncertainty", "local_capacity",
+            "remaining")  # gymnasium's Dict order (sorted)
 
 
 @dataclass
@@ -241,7 +245,8 @@ class MECSpecDecodeEnv(gym.Env):
             "local_capacity": spaces.Box(0.0, self.cfg.local_capacity_high, shape=(n,), dtype=np.float32),
             "remaining": spaces.Box(0.0, 64.0, shape=(n,), dtype=np.float32),
         })
-        self.observation_space = spaces.flatten_space(self.dict_observation_space) if o.flat_obs \
+        self.layout = FlatLayout.from_space(self.dict_observation_space)
+        self.observation_space = self.layout.box(self.dict_observation_space) if o.flat_obs \
             else self.dict_observation_space
         self._nvec = self.action_space.nvec.astype(np.int64)
         self._offsets = np.arange(o.draft_length)[None, :]
@@ -251,7 +256,7 @@ class MECSpecDecodeEnv(gym.Env):
         self.rounds, self._last, self._last_es, self._round_problem = 0, None, None, None
         # the fused compiled step (numba) or the numpy reference; tests hold the two equal
         self.compiled = kernels.numba_enabled()
-        self._interference_code = kernels.INTERFERENCE_CODES[self.cfg.interference]
+        self._interference_code = INTERFERENCE_MODELS[self.cfg.interference]
         self._token_bits = o.token_bits()
         self._slm_flops = self.cfg.flops_per_param_token * self.cfg.slm_params
         self._llm_flops = self.cfg.flops_per_param_token * self.cfg.llm_params
@@ -285,6 +290,7 @@ class MECSpecDecodeEnv(gym.Env):
         self._answer, self._answer_end = self.streams.answer.ravel(), self.streams.answer_end.ravel()
         self._answer_counts = np.zeros(4, dtype=np.int64)  # answers, right, the LLM's right, the SLM's right
         self.user_time, self.user_errors = np.zeros(n), np.zeros(n, dtype=np.int64)  # each user's clock, its errors
+        self._kernel_groups = None  # the compiled step's argument groups, over this episode's arrays
         return self._observation(), {"round": 0}
 
     def step(self, action: np.ndarray):
@@ -328,23 +334,30 @@ class MECSpecDecodeEnv(gym.Env):
     def _step_compiled(self, a: np.ndarray, problem: Any) -> tuple:
         """The round and the state updates in one compiled call (:func:`mec_env.kernels.spec_step_kernel`)."""
         o, s, b = self.options, self.streams, self._buffers
-        kernels.spec_step_kernel(
-            a, self.thresholds, s.length, self._uncertainty, self._accepted, self._answer, self._answer_end,
-            self._width, o.draft_length, problem.gain, problem.es_capacity, problem.local_capacity,
-            float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
-            float(problem.noise_power_w), float(problem.min_rate_bps), self._interference_code, self._token_bits,
-            self._slm_flops, self._llm_flops, o.verify_block_cost, o.joule_per_flop, o.round_trip_s,
-            o.energy_budget_j, self._per_user_time, s.hybrid_correct, s.llm_correct, s.slm_correct, self.position,
-            self.queue, self.energy_sum, self.last_uncertainty, self.tainted, self._answer_counts, self.user_time,
-            self.user_errors, b["drafted"], b["es"],
-            b["emitted"], b["uploaded"], b["unverified"], b["draft_time"], b["comm_time"], b["verify_time"],
-            b["energy"], b["delay"], b["es_users"], self._stats)
+        if self._kernel_groups is None:  # built once per episode: the state arrays are rebound at reset
+            radio = kernels.RadioScalars(float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
+                                         float(problem.noise_power_w), float(problem.min_rate_bps),
+                                         self._interference_code)
+            costs = kernels.TokenCosts(self._token_bits, self._slm_flops, self._llm_flops, o.verify_block_cost,
+                                       o.joule_per_flop, o.round_trip_s, o.energy_budget_j, self._per_user_time,
+                                       o.draft_length)
+            tokens = kernels.TokenTables(s.length, self._uncertainty, self._accepted, self._answer, self._answer_end,
+                                         self._width, s.hybrid_correct, s.llm_correct, s.slm_correct)
+            state = kernels.SpecState(self.position, self.queue, self.energy_sum, self.last_uncertainty, self.tainted,
+                                      self._answer_counts, self.user_time, self.user_errors)
+            out = kernels.RoundBuffers(b["drafted"], b["es"], b["emitted"], b["uploaded"], b["unverified"],
+                                       b["draft_time"], b["comm_time"], b["verify_time"], b["energy"], b["delay"],
+                                       b["es_users"], self._stats)
+            self._kernel_groups = tuple(map(kernels.kernel_tuple, (radio, costs, tokens, state, out)))
+        kernels.spec_step_kernel(a, self.thresholds, problem.gain, problem.es_capacity, problem.local_capacity,
+                                 *self._kernel_groups)
         st = self._stats
         return (int(st[0]), int(st[1]), float(st[2]), int(st[3]), int(st[4]), *map(float, st[5:]))
 
     def _step_numpy(self, a: np.ndarray, problem: Any) -> tuple:
         """The reference path: the same step in numpy over :func:`~mec_env.spec.model.evaluate_round`."""
         o = self.options
+        self._kernel_groups = None  # this path rebinds the state arrays
         budget, upload_at, exit_at = a[:, 0], self.thresholds[a[:, 1]], self.thresholds[a[:, 2]]
         remaining = self.streams.length - self.position
         # flat indices of the next L tokens of each session (clipped at its end: those are never drafted)
@@ -474,7 +487,7 @@ class MECSpecDecodeEnv(gym.Env):
             "local_capacity": self.core.features["local_capacity"],
             "remaining": np.minimum((self.streams.length - self.position) / o.draft_length, 64.0).astype(np.float32),
         }
-        return spaces.flatten(self.dict_observation_space, obs) if o.flat_obs else obs
+        return self.layout.flatten(obs) if o.flat_obs else obs
 
 
-__all__ = ["MECSpecDecodeEnv", "SpecEnvConfig", "ENV_ID"]
+__all__ = ["MECSpecDecodeEnv", "SpecEnvConfig", "ENV_ID", "OBS_KEYS"]
