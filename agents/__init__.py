@@ -6,6 +6,7 @@ The permutation-equivariant policy (``agents.policies``), evaluation on held-out
 Stable-Baselines3, so they are imported from their modules.
 """
 
-from agents.scripted import Agent, ModelAgent, ScriptedAgent, load_model
+from agents.agent import Agent, ModelAgent, ScriptedAgent
+from agents.model_zip import load_model
 
 __all__ = ["Agent", "ModelAgent", "ScriptedAgent", "load_model"]

@@ -20,12 +20,13 @@ commit a checkpoint and stop (exit code 130); a second signal acts at once.
 Resuming (:func:`open_run`) loads the model and buffer, continues the step counter
 (``reset_num_timesteps=False``: TensorBoard curves continue in the same run folder at the same
 step) and trains only the remaining ``total_timesteps - num_timesteps`` steps; the
-environments are reseeded with ``(seed + num_timesteps) mod 2^32`` so the resumed run does not replay the
-slots it has seen. A checkpoint written with other settings (anything but the budget,
-evaluation, logging and thread settings) is refused; ``resume=false`` discards it.
+environments are reseeded with ``seed + num_timesteps``, wrapped inside the training seed range
+(:func:`mec_env.seeds.resumed_seed`), so the resumed run does not replay the slots it has seen. A
+checkpoint written with other settings (anything but the budget, evaluation, logging and thread
+settings) is refused; ``resume=false`` discards it.
 
 ``state.json`` may name only plain files inside ``checkpoints`` and records their sha256: a file
-replaced since its commit is not loaded (model zips and replay buffers are pickles). One process
+replaced since its commit is not loaded (then read without running code: agents.model_zip). One process
 at a time trains in a run directory (an OS lock on ``{run_dir}/.lock``, freed when it dies; a
 ``.lock`` that is a symlink or not a plain file of its own is refused, never written through). A
 resumed run marks a restart in its TensorBoard file just past the checkpoint's step, so what a
@@ -56,10 +57,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from agents.safe_load import safe_custom_objects
+from agents.model_zip import load_model, load_replay_buffer
 from mec_env.config import to_dict
 from mec_env.errors import ConfigError, MECOffloadError
 from mec_env.io import atomic_write, atomic_write_text
+from mec_env.seeds import resumed_seed
 
 STATE_FILE = "state.json"
 
@@ -124,8 +126,8 @@ def read_state(run_dir: str | Path) -> dict | None:
 def verified(run_dir: str | Path, state: dict, key: str, record: str = STATE_FILE) -> Path:
     """The checkpoint file ``state[key]``, after checking it is the one committed (its sha256 in ``state.json``).
 
-    Checkpoint files are pickles (SB3's zip and replay buffer): loading one runs code, so a file
-    replaced after its commit is refused.
+    Checkpoint files hold pickles (SB3's zip and replay buffer), read by restricted loaders; a file
+    replaced after its commit is refused before that.
     """
     file = checkpoint_file(run_dir, state.get(key), key, record)
     hashes = state.get("sha256")
@@ -338,17 +340,16 @@ def _open_locked(algo: type[BaseAlgorithm], cfg: Any, make_env: Callable[[int], 
         raise ConfigError("run_dir", str(run_dir), "a run directory without a checkpoint of other settings (it has "
                           f"one with other {', '.join(diff) or 'settings'}): rerun with those, choose another "
                           "run_dir, or pass resume=false to start afresh")
-    seed = (cfg.seed + (state["num_timesteps"] if state else 0)) % 2**32  # numpy seeds stop at 2^32 - 1
+    seed = resumed_seed(cfg.seed, state["num_timesteps"] if state else 0, getattr(cfg, "n_envs", 1))
     env = make_env(seed)
     if state is None:
         return new_model(env), None
     folder = checkpoint_dir(run_dir)
     # seed= reseeds the model and the environments when load() sets the model up
-    model_file = verified(run_dir, state, "model")
-    model = algo.load(model_file, env=env, device="cpu", tensorboard_log=str(run_dir), seed=seed,
-                      custom_objects=safe_custom_objects(model_file, env))
+    model = load_model(verified(run_dir, state, "model"), env=env, algorithm=algo, training_state=True,
+                       tensorboard_log=str(run_dir), seed=seed)
     if state.get("replay_buffer") and isinstance(model, OffPolicyAlgorithm):
-        model.load_replay_buffer(verified(run_dir, state, "replay_buffer"))
+        load_replay_buffer(model, verified(run_dir, state, "replay_buffer"))
     print(f"resuming from step {model.num_timesteps} of {cfg.total_timesteps} ({folder})", flush=True)
     return model, state
 

@@ -1,7 +1,7 @@
 """What every script in ``train/`` and ``bench/`` shares on its command line: the entry wrapper that turns
 bad input into one line and exit status 2, a parser whose errors are one line too, argument types with
 bounds, and the checks a run makes before any long work (output folders writable, input files there,
-W&B credentials).
+W&B credentials), and writing a figure.
 
 Bad input is an error that names the argument, the value and what is allowed; a script's ``__main__``
 block is ``run_main(main)``: a :class:`~mec_env.errors.MECOffloadError` (and the other bad-input errors
@@ -23,6 +23,7 @@ from typing import Any, Callable, NoReturn
 from urllib.parse import urlparse
 
 from mec_env.errors import ConfigError, MECOffloadError
+from mec_env.seeds import HELD_OUT
 
 CPU_COUNT = os.cpu_count() or 1
 # Upper bounds of the counts a user gives; each says why in the help of the setting that uses it.
@@ -30,7 +31,7 @@ MAX_THREADS = max(2, CPU_COUNT)  # torch threads past the cores only contend (2,
 MAX_WORKERS = 4 * CPU_COUNT  # worker processes: past a few per core they only contend and hold memory
 MAX_ENVS = 1024  # environments of one rollout: each holds its own state and adds per-step overhead
 MAX_HIDDEN = 4096  # network width: a 4096 x 4096 layer is already 64 MiB of float32 weights
-MAX_EPISODES = 10**6  # held-out episodes / seeds: a 95 % CI is tight long before
+MAX_EPISODES = HELD_OUT.size  # held-out episodes / seeds: the held-out seed range (mec_env.seeds) holds this many
 MAX_SLOTS = 10**6  # slots of one episode: every slot's trace is kept in memory
 MAX_RUNS = 100_000  # Monte Carlo draws per point (the paper: 500): every draw's row is kept in memory
 
@@ -38,7 +39,7 @@ WHY_THREADS = f"at most {MAX_THREADS}, the machine's cores: more threads only co
 WHY_WORKERS = f"at most {MAX_WORKERS} = 4 x the machine's {CPU_COUNT} cores: more processes only contend"
 WHY_ENVS = f"at most {MAX_ENVS}: each env holds its own state; more only add memory and per-step overhead"
 WHY_HIDDEN = f"at most {MAX_HIDDEN}: a {MAX_HIDDEN} x {MAX_HIDDEN} layer is 64 MiB of weights"
-WHY_EPISODES = f"at most {MAX_EPISODES:,}: the 95 % CIs are tight long before"
+WHY_EPISODES = f"at most {MAX_EPISODES:,}, the held-out seeds {HELD_OUT.start:,} + k: more would reuse other seeds"
 
 # OSErrors that are the user's or the machine's (a missing input, a read-only or full disk), not a bug
 _BAD_OS_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
@@ -136,15 +137,15 @@ probability = number(0.0, 1.0)
 
 
 def saved_model(text: str) -> Path:
-    """An argparse type: a saved SB3 model, ``PATH`` or ``PATH.zip`` (as :func:`agents.scripted.load_model`)."""
+    """An argparse type: a saved SB3 model, ``PATH`` or ``PATH.zip`` (as :func:`agents.model_zip.load_model`)."""
     if not is_saved_model(text):
         raise argparse.ArgumentTypeError(f"{text!r}: no saved model there (expected an SB3 .zip)")
     return Path(text)
 
 
 def is_saved_model(path: str | Path) -> bool:
-    """``path`` (or ``path.zip``) is an existing file, found as :func:`agents.scripted.load_model` finds it."""
-    from agents.scripted import model_zip_path
+    """``path`` (or ``path.zip``) is an existing file, found as :func:`agents.model_zip.load_model` finds it."""
+    from agents.model_zip import model_zip_path
 
     return model_zip_path(path).is_file()
 
@@ -265,7 +266,17 @@ def check_run_config(cfg: Any) -> None:
     check_wandb(bool(getattr(cfg, "wandb", False)))
 
 
+def save_png(fig: Any, path: str | Path) -> None:
+    """A matplotlib figure written to ``path`` as PNG (atomically: a kill leaves no half file), then closed."""
+    import matplotlib.pyplot as plt
+
+    from mec_env.io import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+
+
 __all__ = ["run_main", "script_parser", "ScriptParser", "is_bad_input", "count", "number", "probability",
            "saved_model", "is_saved_model", "existing_dir", "existing_path", "env_id", "output_dir",
-           "output_file", "check_output_dir", "check_output_file", "check_wandb", "check_run_config", "MAX_THREADS",
-           "MAX_WORKERS", "MAX_ENVS", "MAX_HIDDEN", "MAX_EPISODES", "MAX_SLOTS", "MAX_RUNS"]
+           "output_file", "check_output_dir", "check_output_file", "check_wandb", "check_run_config", "save_png",
+           "MAX_THREADS", "MAX_WORKERS", "MAX_ENVS", "MAX_HIDDEN", "MAX_EPISODES", "MAX_SLOTS", "MAX_RUNS"]

@@ -28,6 +28,7 @@ from baselines import STRATEGIES
 from agents.cli import MAX_HIDDEN, MAX_THREADS, MAX_WORKERS, WHY_HIDDEN, WHY_THREADS, WHY_WORKERS
 from mec_env.config import INF, config_field
 from mec_env.io import atomic_write, atomic_write_csv, atomic_write_text
+from mec_env.seeds import TRAINING, VALIDATION, training_seeds, validation_seeds
 
 
 def _expert(name: str) -> str | None:
@@ -43,10 +44,11 @@ class ImitationConfig:
     env_kwargs: dict = config_field(help="environment arguments (scenario fields included)",
                                     default_factory=lambda: {"scenario": "paper", "n_users": 120})
     expert: str = config_field("GOA+LS", "the strategy imitated", check=_expert)
-    train_episodes: int = config_field(100, "expert episodes (seeds seed + k)", range=(1, INF))
+    train_episodes: int = config_field(100, "expert episodes (seeds seed + k, inside mec_env.seeds.TRAINING)",
+                                       range=(1, TRAINING.size))
     slots_per_episode: int = config_field(40, "slots of each episode", range=(1, INF))
     valid_episodes: int = config_field(5, "validation episodes (seeds 30_000 + k): loss, agreement and J per epoch",
-                                       range=(1, INF))
+                                       range=(1, VALIDATION.size))
     epochs: int = config_field(8, "passes over the dataset", range=(1, INF))
     minutes: float = config_field(30.0, "wall-clock budget of the cloning (no epoch starts after it)",
                                   range=(0.0, INF), open_low=True)
@@ -54,12 +56,16 @@ class ImitationConfig:
     learning_rate: float = config_field(1e-3, "Adam step size", range=(0.0, INF), open_low=True)
     hidden: int = config_field(64, f"width of the equivariant policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
     rounds: int = config_field(2, "message-passing rounds of the policy", range=(0, INF))
-    seed: int = config_field(0, "seed of the expert episodes and of the model", range=(0, 2**32 - 1))
+    seed: int = config_field(0, "seed of the expert episodes and of the model",
+                             range=(TRAINING.start, TRAINING.stop - 1))
     workers: int = config_field(2, f"processes drawing expert slots ({WHY_WORKERS})", range=(1, MAX_WORKERS))
     threads: int = config_field(2, f"torch threads ({WHY_THREADS})", range=(1, MAX_THREADS))
     run_dir: str = config_field("runs/imitate", "folder of the dataset, checkpoints, logs and models")
     progress_bar: bool = config_field(True, "progress bars (tqdm)")
     resume: bool = config_field(True, "reuse {run_dir}'s dataset and continue from its last epoch")
+
+    def __post_init__(self) -> None:
+        training_seeds(self.seed, self.train_episodes)  # expert episode k is seeded seed + k
 
 
 @dataclass
@@ -224,9 +230,9 @@ def clone_into_sb3(model: Any, data: Dataset, returns: np.ndarray, epochs: int, 
 def validation_j(model: Any, cfg: ImitationConfig, strategies: Sequence[str] = ()) -> dict[str, float]:
     """Mean penalised objective J of the model (and of scripted ``strategies``) on the validation episodes."""
     from agents.evaluation import run_episodes
-    from agents.scripted import ModelAgent, ScriptedAgent
+    from agents.agent import ModelAgent, ScriptedAgent
 
-    seeds = [30_000 + k for k in range(cfg.valid_episodes)]
+    seeds = validation_seeds(cfg.valid_episodes)
     out = {}
     for name in ("policy", *strategies):
         env = gym.make(cfg.env_id, **{**cfg.env_kwargs, "flat_obs": True})
@@ -314,26 +320,26 @@ def run_imitation(cfg: ImitationConfig) -> Any:
     ``learning_curve.png`` (validation J per epoch against the expert's and GOA's), and TensorBoard
     scalars ``imitation/*``.
     """
-    from stable_baselines3 import PPO
+    from agents.ppo import build_ppo
     from torch.utils.tensorboard import SummaryWriter
 
     from agents.checkpoint import commit_checkpoint, lock_run, save_model, unlock_run, verified
     from agents.policies import EquivariantPolicy
-    from agents.scripted import load_model
+    from agents.model_zip import load_model
 
     th.set_num_threads(cfg.threads)
     run_dir = Path(cfg.run_dir)
     lock_run(run_dir)
     try:
         t0 = time.monotonic()
-        train = _dataset(cfg, run_dir, [cfg.seed + k for k in range(cfg.train_episodes)], cfg.slots_per_episode,
+        train = _dataset(cfg, run_dir, training_seeds(cfg.seed, cfg.train_episodes), cfg.slots_per_episode,
                          "train")
-        valid = _dataset(cfg, run_dir, [30_000 + k for k in range(cfg.valid_episodes)], cfg.slots_per_episode,
+        valid = _dataset(cfg, run_dir, validation_seeds(cfg.valid_episodes), cfg.slots_per_episode,
                          "valid")
         data_minutes = (time.monotonic() - t0) / 60
         env = gym.make(cfg.env_id, **{**cfg.env_kwargs, "flat_obs": True})
-        model = PPO(EquivariantPolicy, env, policy_kwargs={"hidden": cfg.hidden, "rounds": cfg.rounds}, seed=cfg.seed,
-                    device="cpu", learning_rate=cfg.learning_rate)
+        model = build_ppo(None, env, EquivariantPolicy, {"hidden": cfg.hidden, "rounds": cfg.rounds}, seed=cfg.seed,
+                          learning_rate=cfg.learning_rate)  # SB3's other defaults: only its policy is trained here
         optimizer = th.optim.Adam(model.policy.parameters(), lr=cfg.learning_rate)
         ckpt = run_dir / "checkpoints"
         state_path = ckpt / "imitation.json"

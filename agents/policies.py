@@ -27,27 +27,20 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from mec_env.errors import MECOffloadError
+from mec_env.layout import FlatLayout
+from mec_env.slots import OBS_KEYS
 
 MASKED_LOGIT = -1e8  # local for alpha > tau users: probability exactly 0 in float32
 
 
 def flat_obs_layout(n_users: int, n_edge_servers: int) -> dict[str, slice]:
     """Slices of ``MECOffload-v0``'s flat observation (``flat_obs=True``), in its key order."""
-    from mec_env.slots import OBS_KEYS
-
-    n, m = n_users, n_edge_servers
-    sizes = {"above_tau": n, "channel_gain_db": n * m, "es_background_load": m, "es_capacity": m,
-             "local_capacity": n, "query_size": n, "uncertainty": n}
-    layout, start = {}, 0
-    for key in OBS_KEYS:
-        layout[key] = slice(start, start + sizes[key])
-        start += sizes[key]
-    return layout
+    return FlatLayout.for_users(OBS_KEYS, n_users, n_edge_servers).slices
 
 
 def flat_obs_size(n_users: int, n_edge_servers: int) -> int:
     """Length of ``MECOffload-v0``'s flat observation: N M + 2 M + 4 N."""
-    return n_users * n_edge_servers + 2 * n_edge_servers + 4 * n_users
+    return FlatLayout.for_users(OBS_KEYS, n_users, n_edge_servers).size
 
 
 def _mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:

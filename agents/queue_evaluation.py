@@ -1,8 +1,11 @@
-"""Evaluate policies on ``MECOffloadQueue-v0`` episodes: the one scorer of the dynamic env.
+"""What is measured on ``MECOffloadQueue-v0`` episodes: the queue level of the one evaluation loop.
+
+    from agents.evaluation import evaluate_agents, print_table
+    from agents.queue_evaluation import QUEUE
+    results = evaluate_agents(make_env, {"GOA": lambda env: QueuePolicyAgent(env, queue_goa)}, seeds, level=QUEUE)
 
 Every policy plays the same episodes (same seeds: the same arrivals, queries, channels), so
-differences are paired. A policy is a scripted ``policy(env) -> assignment`` (``baselines.queue``)
-or anything with SB3's ``predict``. Per episode (after ``burn_in`` of its slots, which start from
+differences are paired. A record per episode (after ``burn_in`` of its slots, which start from
 empty queues and are dropped from the queue statistics but not from the objective):
 
 * ``objective_ms``: the long-run objective, alpha-weighted time in the system per query,
@@ -16,104 +19,85 @@ empty queues and are dropped from the queue statistics but not from the objectiv
 * ``in_system``: mean queries in the system at slot ends after burn-in, ``es_backlog_s`` mean ES
   work queued (s of nominal ES compute) after burn-in, ``growth`` the backlog's slope over the
   episode after burn-in (queries per 1,000 slots, least squares: ~0 when stable);
-* ``return``: the sum of the env's rewards.
+* ``return``: the sum of the env's rewards;
+* ``in_system_trace``: queries in the system at every slot's end (for plots; not averaged).
 
 Reported as mean and 95 % CI half-width (1.96 s / sqrt(episodes)).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
-
 import gymnasium as gym
 import numpy as np
 
-from agents.evaluation import EpisodeResults
+from agents.evaluation import Column, Episode, Level
 
 QUEUE_METRICS = ("objective_ms", "delay_ms", "accuracy", "violations", "offloaded", "power_w", "energy_vs_budget",
                  "worst_energy_vs_budget", "in_system", "es_backlog_s", "growth", "return")
 
 
-class QueueResult(EpisodeResults):
-    """Per-episode metrics of one policy, their means and 95 % CI half-widths."""
+class QueueEpisode(Episode):
+    """The running sums of one queue episode; its record (module docstring) at the end."""
 
-    METRICS = QUEUE_METRICS
-    KEY = "policy"
+    def __init__(self, env: gym.Env, burn_in: float) -> None:
+        self.env, self.burn_in = env.unwrapped, burn_in
+        self.total, self.in_system, self.backlog = 0.0, [], []
 
+    def step(self, reward: float, info: dict, seconds: float, done: bool) -> None:
+        self.total += float(reward)
+        self.in_system.append(info["in_system"])
+        self.backlog.append(float(info["es_backlog_flop"].sum()))
 
-def _act(policy: Any, env: gym.Env, obs: Any) -> np.ndarray:
-    if hasattr(policy, "predict"):
-        return policy.predict(obs, deterministic=True)[0]
-    return policy(env.unwrapped)
-
-
-def play_episode(env: gym.Env, policy: Any, seed: int, burn_in: float = 0.2) -> dict:
-    """One episode of ``policy`` from ``reset(seed=seed)``: the module docstring's metrics."""
-    obs, _ = env.reset(seed=seed)
-    u = env.unwrapped
-    total, in_system, backlog = 0.0, [], []
-    done = False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(_act(policy, env, obs))
-        total += float(reward)
-        in_system.append(info["in_system"])
-        backlog.append(float(info["es_backlog_flop"].sum()))
-        done = terminated or truncated
-    t = u.totals
-    start = int(burn_in * len(in_system))
-    q = np.asarray(in_system[start:], dtype=float)
-    slope = np.polyfit(np.arange(q.size), q, 1)[0] * 1000.0 if q.size > 1 else 0.0
-    arrivals = max(1, t["arrivals"])
-    per_user_w = t["energy_per_user_j"] / t["time_s"]
-    budget = u.options.energy_budget_w
-    nominal = u.cfg.es_capacity_flops * u.cfg.n_edge_servers
-    return {
-        "objective_ms": 1e3 * t["weighted_area"] / arrivals,
-        "delay_ms": 1e3 * t["area"] / arrivals,
-        "accuracy": t["correct"] / arrivals,
-        "violations": t["violations"] / arrivals,
-        "offloaded": t["offloaded"] / arrivals,
-        "power_w": float(per_user_w.mean()),
-        "energy_vs_budget": float(per_user_w.mean()) / budget,
-        "worst_energy_vs_budget": float(per_user_w.max()) / budget,
-        "in_system": float(q.mean()),
-        "es_backlog_s": float(np.mean(backlog[start:])) / nominal,
-        "growth": float(slope),
-        "return": total,
-        "in_system_trace": np.asarray(in_system),  # per slot, for plots (not aggregated)
-    }
+    def end(self, info: dict) -> dict:
+        u = self.env
+        t = u.totals
+        start = int(self.burn_in * len(self.in_system))
+        q = np.asarray(self.in_system[start:], dtype=float)
+        slope = np.polyfit(np.arange(q.size), q, 1)[0] * 1000.0 if q.size > 1 else 0.0
+        arrivals = max(1, t["arrivals"])
+        per_user_w = t["energy_per_user_j"] / t["time_s"]
+        budget = u.options.energy_budget_w
+        nominal = u.cfg.es_capacity_flops * u.cfg.n_edge_servers
+        return {
+            "objective_ms": 1e3 * t["weighted_area"] / arrivals,
+            "delay_ms": 1e3 * t["area"] / arrivals,
+            "accuracy": t["correct"] / arrivals,
+            "violations": t["violations"] / arrivals,
+            "offloaded": t["offloaded"] / arrivals,
+            "power_w": float(per_user_w.mean()),
+            "energy_vs_budget": float(per_user_w.mean()) / budget,
+            "worst_energy_vs_budget": float(per_user_w.max()) / budget,
+            "in_system": float(q.mean()),
+            "es_backlog_s": float(np.mean(self.backlog[start:])) / nominal,
+            "growth": float(slope),
+            "return": self.total,
+            "in_system_trace": np.asarray(self.in_system),  # per slot, for plots (not aggregated)
+        }
 
 
-def evaluate_queue_policies(make_env: Callable[[], gym.Env], policies: Mapping[str, Any], seeds: Iterable[int],
-                            burn_in: float = 0.2, progress: bool = False) -> list[QueueResult]:
-    """Every policy (a scripted ``policy(env)`` or anything with SB3's ``predict``) on the same episodes;
-    one :class:`QueueResult` each, in ``policies`` order."""
-    seeds = list(seeds)
-    results = []
-    for name, policy in policies.items():
-        env = make_env()
-        episodes = [play_episode(env, policy, seed, burn_in) for seed in _progress(seeds, f"{name:>16s}", progress)]
-        env.close()
-        results.append(QueueResult.of(name, episodes))
-    return results
+class QueueLevel(Level):
+    """The queue level (module docstring); ``burn_in`` the share of an episode's slots left out of its queue
+    statistics."""
+
+    metrics = QUEUE_METRICS
+    key = "policy"
+    columns = (
+        Column("objective ms", "objective_ms", "9.2f", 16, ci="4.2f"),
+        Column("accuracy", "accuracy", "9.3f", 16, ci=".3f"),
+        Column("energy/budget", "energy_vs_budget", "14.2f", 14),
+        Column("in system", "in_system", "10.1f", 10),
+    )
+    name_width = 14
+    name_align = ">"
+    indent = ""
+
+    def __init__(self, burn_in: float = 0.2) -> None:
+        self.burn_in = burn_in
+
+    def episode(self, env: gym.Env) -> QueueEpisode:
+        return QueueEpisode(env, self.burn_in)
 
 
-def print_queue_results(results: list[QueueResult], title: str) -> None:
-    """The comparison table: objective (ms a query, 95 % CI), accuracy, energy over budget, queries in the system."""
-    print(f"\n{title}")
-    print(f"{'policy':>14s} {'objective ms':>16s} {'accuracy':>16s} {'energy/budget':>14s} {'in system':>10s}")
-    for r in results:
-        m, c = r.mean, r.ci95
-        print(f"{r.name:>14s} {m['objective_ms']:9.2f} ± {c['objective_ms']:4.2f} {m['accuracy']:9.3f} ± "
-              f"{c['accuracy']:.3f} {m['energy_vs_budget']:14.2f} {m['in_system']:10.1f}")
+QUEUE = QueueLevel()
 
-
-def _progress(items: list, desc: str, show: bool) -> Iterable:
-    if not show:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False)
-
-
-__all__ = ["QUEUE_METRICS", "QueueResult", "evaluate_queue_policies", "play_episode", "print_queue_results"]
+__all__ = ["QUEUE_METRICS", "QueueEpisode", "QueueLevel", "QUEUE"]

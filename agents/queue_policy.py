@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch as th
 
 from agents.policies import EquivariantPolicy, PerUserExtractor
+from mec_env.envs.queue import OBS_KEYS
+from mec_env.layout import FlatLayout
 
 
 class QueueUserExtractor(PerUserExtractor):
@@ -23,16 +25,7 @@ class QueueUserExtractor(PerUserExtractor):
 
     @staticmethod
     def make_layout(n_users: int, n_edge_servers: int) -> dict[str, slice]:
-        from mec_env.envs.queue import OBS_KEYS
-
-        n, m = n_users, n_edge_servers
-        sizes = {"channel_gain_db": n * m, "es_backlog": m, "es_capacity": m, "es_jobs": m}
-        layout, start = {}, 0
-        for key in OBS_KEYS:
-            size = sizes.get(key, n)
-            layout[key] = slice(start, start + size)
-            start += size
-        return layout
+        return FlatLayout.for_users(OBS_KEYS, n_users, n_edge_servers).slices
 
     def inputs(self, o: dict[str, th.Tensor]) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         gain = o["channel_gain_db"]

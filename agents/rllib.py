@@ -32,10 +32,12 @@ import torch
 
 import mec_env  # noqa: F401  (registers the environments)
 from agents.checkpoint import lock_run, sha256_file, unlock_run
+from agents.restricted_pickle import PLAIN_DATA, restricted_loads
 from mec_env.config import INF, build_config, config_data, config_field
 from mec_env.errors import ConfigError
 from mec_env.io import atomic_write_text
 from mec_env.multiagent import ENV_IDS, agent_observations, parallel_env
+from mec_env.seeds import HELD_OUT
 
 ENV_NAME = "mec_offload_parallel"  # the name RLlib knows the PettingZoo env by (register_env)
 POLICY = "shared"  # the one module every agent maps to
@@ -55,12 +57,15 @@ def _eval_envs(value: Any) -> str | None:
 
 @dataclass
 class RLlibPPOConfig:
-    """Settings of ``train/rllib_ppo.py`` (``configs/train/rllib_ppo.yaml``)."""
+    """Settings of ``train/rllib_ppo.py``. The defaults are its main run (``configs/train/rllib_ppo.yaml`` adds
+    nothing): one policy trained at N = 20 on ``paper-n20-loaded`` (the per-user resources of the paper's N = 120
+    point), scored there and at N = 120 itself; ``configs/train/rllib_queue.yaml`` holds the queueing env's run."""
 
     env_id: str = config_field("MECOffload-v0", "the single-agent env every user of which is an agent",
                                choices=ENV_IDS)
     env_kwargs: dict = config_field(help="environment arguments (scenario fields included)",
-                                    default_factory=lambda: {"scenario": "paper-n20-loaded", "episode_length": 200})
+                                    default_factory=lambda: {"scenario": "paper-n20-loaded", "episode_length": 200,
+                                                             "flat_obs": True})
     team_reward: bool = config_field(False, "every agent gets the env's reward instead of its own share")
     iterations: int = config_field(30, "RLlib training iterations", range=(1, INF))
     train_batch_size: int = config_field(2000, "env steps (slots) per iteration; x N agent steps", range=(1, INF))
@@ -80,9 +85,10 @@ class RLlibPPOConfig:
     seed: int = config_field(0, "seed of the runners' envs and the module", range=(0, 2**31 - 1))
     checkpoint_every: int = config_field(5, "iterations between checkpoints", range=(1, INF))
     eval_envs: list = config_field(help="the final comparison's environments (overrides of env_kwargs)",
-                                   default_factory=lambda: [{}], check=_eval_envs)
+                                   default_factory=lambda: [{}, {"scenario": "paper", "n_users": 120}],
+                                   check=_eval_envs)
     final_eval_seeds: int = config_field(20, "held-out episodes per evaluation env, seeds 20_000 + k",
-                                         range=(1, 10**6))
+                                         range=(1, HELD_OUT.size))
     run_dir: str = config_field("runs/rllib_ppo", "folder of the checkpoint, TensorBoard logs and results")
     wandb: bool = config_field(False, "log to Weights & Biases too (WANDB_MODE=offline works without network)")
     wandb_project: str = config_field("mecoffload", "W&B project")
@@ -182,27 +188,11 @@ def module_path(checkpoint: str | Path) -> Path:
     return Path(checkpoint) / "learner_group" / "learner" / "rl_module" / POLICY
 
 
-# what an RLlib state file of this project's runs holds: arrays, numbers, containers (windowed metrics keep a deque)
-_STATE_GLOBALS = frozenset({("collections", "OrderedDict"), ("collections", "deque"), ("numpy", "dtype"),
-                            ("numpy", "ndarray")}
-                           | {(f"numpy.{core}.multiarray", name) for core in ("core", "_core")
-                              for name in ("_reconstruct", "scalar")}
-                           | {(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")})
-
-
-class _StateUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _STATE_GLOBALS:
-            raise pickle.UnpicklingError(f"it needs {module}.{name}, which is not an array or plain data")
-        return super().find_class(module, name)
-
-
 def read_state_file(path: Path, field: str, value: Any) -> Any:
     """An RLlib state pickle read by a restricted unpickler that builds only numpy arrays, numbers, strings and
     containers: a crafted file runs no code; one that needs anything else raises ConfigError naming it."""
     try:
-        with open(path, "rb") as fh:
-            return _StateUnpickler(fh).load()
+        return restricted_loads(path.read_bytes(), PLAIN_DATA)  # windowed metrics keep a deque
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             MemoryError, RecursionError, OSError) as err:
         raise ConfigError(field, str(value), f"a checkpoint this project wrote: {path} is refused, {err}") from None

@@ -20,22 +20,16 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
+from mec_env.envs.spec_decode import OBS_KEYS
 from mec_env.errors import MECOffloadError
+from mec_env.layout import FlatLayout
 
-# MECSpecDecode-v0's observation keys in the order of its flattening (as its Dict space lists them)
-SPEC_OBS_KEYS = ("channel_gain_db", "energy_queue", "es_capacity", "last_uncertainty", "local_capacity", "remaining")
+SPEC_OBS_KEYS = OBS_KEYS  # MECSpecDecode-v0's observation keys in the order of its flattening
 
 
 def spec_obs_layout(n_users: int, n_edge_servers: int) -> dict[str, slice]:
     """Slices of ``MECSpecDecode-v0``'s flat observation (``flat_obs=True``)."""
-    n, m = n_users, n_edge_servers
-    sizes = {"channel_gain_db": n * m, "energy_queue": n, "es_capacity": m, "last_uncertainty": n,
-             "local_capacity": n, "remaining": n}
-    layout, start = {}, 0
-    for key in SPEC_OBS_KEYS:
-        layout[key] = slice(start, start + sizes[key])
-        start += sizes[key]
-    return layout
+    return FlatLayout.for_users(OBS_KEYS, n_users, n_edge_servers).slices
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -105,7 +99,7 @@ class SpecUserPolicy(ActorCriticPolicy):
         self.n_users = len(nvec) // 3
         size = observation_space.shape[0] if isinstance(observation_space, spaces.Box) else -1
         m, rest = divmod(size - 4 * self.n_users, self.n_users + 1)  # N M + M + 4 N values
-        if m < 1 or rest:
+        if m < 1 or rest or FlatLayout.for_users(OBS_KEYS, self.n_users, m).size != size:
             raise ValueError(f"{type(self).__name__} needs MECSpecDecode-v0's flat observation (N M + M + 4 N "
                              f"values, N = {self.n_users}); got {observation_space} (make the env with flat_obs=True)")
         self.n_edge_servers, self.n_actions, self.hidden = m, sum(per_user), hidden

@@ -25,11 +25,12 @@ from stable_baselines3.common.logger import KVWriter
 import mec_env  # noqa: F401  (registers the environments)
 from agents.cli import MAX_ENVS, MAX_HIDDEN, MAX_THREADS, WHY_ENVS, WHY_HIDDEN, WHY_THREADS
 from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, save_model, unlock_run
-from agents.evaluation import evaluate_agents
-from agents.scripted import ModelAgent, ScriptedAgent
-from mec_env.config import INF, build_config, config_data, config_field
+from agents.evaluation import evaluate_agents, print_table
+from agents.agent import ModelAgent, ScriptedAgent
+from mec_env.config import INF, build_config, config_data, config_field, inherited_field
 from mec_env.errors import ConfigError
 from mec_env.registration import ENV_IDS
+from mec_env.seeds import EVALUATION, HELD_OUT, TRAINING, evaluation_seeds, training_seeds
 
 
 def _registered(env_id: str) -> str | None:
@@ -61,9 +62,11 @@ class CommonConfig:
     env_kwargs: dict = _env_kwargs(scenario="paper", n_users=20, flat_obs=True)
     total_timesteps: int = config_field(200_000, "environment steps to train for, summed over envs", range=(1, INF))
     n_envs: int = config_field(4, f"environments collecting rollouts ({WHY_ENVS})", range=(1, MAX_ENVS))
-    seed: int = config_field(0, "seed of the model and of the training envs (seed + k)", range=(0, 2**32 - 1))
+    seed: int = config_field(0, "seed of the model and of the training envs (seed + k, k < n_envs, inside "
+                             "mec_env.seeds.TRAINING)", range=(TRAINING.start, TRAINING.stop - 1))
     eval_freq: int = config_field(10_000, "environment steps between evaluations (summed over envs)", range=(1, INF))
-    eval_seeds: int = config_field(20, "held-out episodes per evaluation, seeds 10_000 + k", range=(1, INF))
+    eval_seeds: int = config_field(20, "episodes per evaluation, seeds 10_000 + k (mec_env.seeds.EVALUATION)",
+                                   range=(1, EVALUATION.size))
     checkpoint_freq: int = config_field(50_000, "environment steps between checkpoints", range=(1, INF))
     run_dir: str = config_field("runs/ppo", "folder of logs, checkpoints and models")
     wandb: bool = config_field(False, "log to Weights & Biases too (WANDB_MODE=offline works without network)")
@@ -72,10 +75,14 @@ class CommonConfig:
     threads: int = config_field(2, f"torch threads ({WHY_THREADS})", range=(1, MAX_THREADS))
     resume: bool = config_field(True, "continue from {run_dir}/checkpoints if a committed checkpoint is there")
 
+    def __post_init__(self) -> None:
+        training_seeds(self.seed, self.n_envs)  # env k is seeded seed + k: all inside the training range
+
 
 @dataclass
 class PPOConfig(CommonConfig):
     ACTION_SPACES: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete, gym.spaces.MultiDiscrete)
+    env_kwargs: dict = _env_kwargs(scenario="paper", n_users=20, flat_obs=True, episode_length=10)
     policy: str = config_field("equivariant", "the permutation-equivariant per-user policy (agents.policies) or "
                                "SB3's MLP", choices=("equivariant", "mlp"))
     hidden: int = config_field(64, f"width of the equivariant policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
@@ -126,12 +133,14 @@ class SpecPPOConfig(PPOConfig):
     env_id: str = _env_id("MECSpecDecode-v0")
     env_kwargs: dict = _env_kwargs(n_users=20, tokens="babi", flat_obs=True)
     run_dir: str = config_field("runs/spec_ppo", "folder of logs, checkpoints and models")
+    n_steps: int = inherited_field(PPOConfig, "n_steps", 256)
+    eval_freq: int = inherited_field(PPOConfig, "eval_freq", 20_000)
     policy: str = config_field("mlp", "SB3's MLP over all users, or the per-user policy (agents.spec_policy)",
                                choices=("mlp", "per_user"))
     hidden: int = config_field(64, f"width of the per-user policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
     gamma: float = config_field(0.99, "discount", range=(0.0, 1.0))
     final_eval_seeds: int = config_field(200, "held-out episodes of the final comparison, seeds 20_000 + k",
-                                         range=(1, 10**6))
+                                         range=(1, HELD_OUT.size))
     warm_start: str = config_field("", "a strategy of baselines.spec cloned into the new policy before PPO (e.g. "
                                    "'U-HLM b=1'); empty: PPO from scratch")
     warm_start_steps: int = config_field(20_000, "steps of the strategy cloned (seeds 30_000 + k)", range=(1, 10**8))
@@ -146,13 +155,18 @@ class QueuePPOConfig(PPOConfig):
     env_kwargs: dict = _env_kwargs(n_users=30, n_edge_servers=2, slot_seconds=0.01, offered_load=1.1,
                                    penalty="wrong_answers", penalty_weight=4.0, flat_obs=True)
     run_dir: str = config_field("runs/queue_ppo", "folder of logs, checkpoints and models")
+    total_timesteps: int = inherited_field(PPOConfig, "total_timesteps", 600_000)
+    n_envs: int = inherited_field(PPOConfig, "n_envs", 8)
+    n_epochs: int = inherited_field(PPOConfig, "n_epochs", 4)
+    eval_freq: int = inherited_field(PPOConfig, "eval_freq", 20_000)
+    eval_seeds: int = inherited_field(PPOConfig, "eval_seeds", 8)
     policy: str = config_field("equivariant", "the queue-aware equivariant policy (agents.queue_policy) or SB3's MLP",
                                choices=("equivariant", "mlp"))
     hidden: int = config_field(32, f"width of the equivariant policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
     rounds: int = config_field(1, "message-passing rounds of the equivariant policy", range=(0, 8))
     gamma: float = config_field(0.97, "discount", range=(0.0, 1.0))
     final_eval_seeds: int = config_field(50, "held-out episodes of the final comparison, seeds 20_000 + k",
-                                         range=(1, 10**6))
+                                         range=(1, HELD_OUT.size))
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Any:
@@ -187,20 +201,17 @@ def make_env(cfg: CommonConfig, **changes: Any) -> gym.Env:
 
 def ppo_model(cfg: PPOConfig, env: Any, tensorboard_log: str | None = None,
               equivariant: Mapping[str, Any] | None = None) -> Any:
-    """A fresh SB3 PPO of ``cfg``: the permutation-equivariant per-user policy of width ``hidden`` (or of the
-    ``equivariant`` keyword arguments, e.g. a warm start's ``hidden`` and ``rounds``), or SB3's MLP."""
-    from stable_baselines3 import PPO
-
+    """A fresh PPO of ``cfg`` (:func:`agents.ppo.build_ppo`) for the query level: the permutation-equivariant
+    per-user policy of width ``hidden`` (or of the ``equivariant`` keyword arguments, e.g. a warm start's
+    ``hidden`` and ``rounds``), or SB3's MLP."""
     from agents.policies import EquivariantPolicy
+    from agents.ppo import build_ppo
 
     if equivariant is not None or cfg.policy == "equivariant":
         policy, policy_kwargs = EquivariantPolicy, dict(equivariant or {"hidden": cfg.hidden})
     else:
         policy, policy_kwargs = "MultiInputPolicy" if not cfg.env_kwargs.get("flat_obs") else "MlpPolicy", {}
-    return PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-               n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-               ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm, policy_kwargs=policy_kwargs,
-               tensorboard_log=tensorboard_log, seed=cfg.seed, device="cpu", verbose=0)
+    return build_ppo(cfg, env, policy, policy_kwargs, tensorboard_log=tensorboard_log)
 
 
 def baseline_agents(names: Iterable[str] = ("GOA", "Min delay", "Local all")) -> dict[str, Any]:
@@ -208,7 +219,7 @@ def baseline_agents(names: Iterable[str] = ("GOA", "Min delay", "Local all")) ->
 
 
 def eval_seeds(cfg: CommonConfig) -> list[int]:
-    return [10_000 + k for k in range(cfg.eval_seeds)]
+    return evaluation_seeds(cfg.eval_seeds)
 
 
 class InfoLoggerCallback(BaseCallback):
@@ -453,25 +464,12 @@ def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "Comparison
     agents = baseline_agents()
     agents[algo] = lambda env: ModelAgent(model, algo, env=env)
     results = evaluate_agents(lambda: make_env(cfg), agents, eval_seeds(cfg))
-    print_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.eval_seeds} held-out episodes")
+    print_table(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.eval_seeds} held-out episodes")
     finish_wandb(use_wandb)
     print(f"saved {run_dir / 'final_model.zip'}; TensorBoard: tensorboard --logdir {run_dir}")
     return results
 
 
-def print_results(results: list, title: str) -> None:
-    print(f"\n{title}")
-    print(f"  {'agent':12s} {'J':>17s} {'vs GOA %':>15s} {'delay ms':>9s} {'accuracy':>9s} {'offload':>8s} "
-          f"{'viol':>6s} {'score':>7s} {'ms/decision':>12s}")
-    for r in results:
-        m, c = r.mean, r.ci95
-        vs_goa = m.get("j_vs_goa_pct", math.nan)
-        print(f"  {r.name:12s} {m['penalised_objective']:8.4f} +-{c['penalised_objective']:6.4f} "
-              f"{vs_goa:+7.2f} +-{c.get('j_vs_goa_pct', math.nan):5.2f} {m['mean_delay_ms']:9.2f} "
-              f"{100 * m['accuracy']:8.2f}% {m['offload_fraction']:8.3f} {m['violations']:6.2f} "
-              f"{r.normalised_score:7.3f} {m.get('decision_ms', math.nan):12.3f}")
-
-
 __all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "SpecPPOConfig", "load_config", "make_env", "InfoLoggerCallback",
-           "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "train_and_finish", "print_results",
+           "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "train_and_finish", "ppo_model",
            "baseline_agents", "eval_seeds"]

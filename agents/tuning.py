@@ -27,6 +27,7 @@ import numpy as np
 import mec_env  # noqa: F401  (registers the environments)
 from mec_env.config import INF, build_config, config_data, config_field
 from mec_env.errors import ConfigError
+from mec_env.seeds import EVALUATION, HELD_OUT, TRAINING
 
 METRIC, MODE = "j_vs_goa_pct", "min"  # what ASHA and the best trial are judged by
 SEARCH = ("learning_rate", "ent_coef", "hidden", "seed")  # the PPOConfig fields a trial samples
@@ -47,26 +48,28 @@ class TuneConfig:
 
     base_config: str = config_field("ppo", "the SB3 PPO config the trials start from (configs/train or a path)")
     base_set: list = config_field(help="KEY=VALUE overrides of the base config (e.g. env_kwargs.n_users=20)",
-                                  default_factory=list)
+                                  default_factory=lambda: ["env_kwargs.scenario=paper-n20-loaded", "n_envs=4",
+                                                           "threads=1"])
     learning_rate: list = config_field(help="learning rates to sample", default_factory=lambda: [1e-4, 3e-4, 1e-3],
                                        check=_values(1e-7, 1.0, float))
     ent_coef: list = config_field(help="entropy bonuses to sample", default_factory=lambda: [0.0, 0.01],
                                   check=_values(0.0, 1.0, float))
     hidden: list = config_field(help="widths of the equivariant policy to sample", default_factory=lambda: [32, 64],
                                 check=_values(1, 4096, int))
-    seed: list = config_field(help="seeds to sample", default_factory=lambda: [0, 1], check=_values(0, 2**31 - 1, int))
+    seed: list = config_field(help="seeds to sample", default_factory=lambda: [0, 1],
+                              check=_values(TRAINING.start, TRAINING.stop - 1, int))
     num_samples: int = config_field(8, "trials: distinct configurations drawn from the lists above (all of them if "
                                     "there are fewer)", range=(1, 10_000))
     search_seed: int = config_field(0, "seed of the draw of the trials' configurations", range=(0, 2**31 - 1))
     timesteps: int = config_field(30_000, "environment steps of a trial that is never stopped", range=(1, INF))
     report_every: int = config_field(5_000, "environment steps between a trial's evaluations (ASHA's time unit)",
                                      range=(1, INF))
-    eval_seeds: int = config_field(20, "tuning episodes per evaluation, seeds 10_000 + k", range=(1, 10_000))
+    eval_seeds: int = config_field(20, "tuning episodes per evaluation, seeds 10_000 + k", range=(1, EVALUATION.size))
     grace_period: int = config_field(2, "reports before ASHA may stop a trial", range=(1, INF))
     reduction_factor: int = config_field(2, "ASHA keeps the best 1 / reduction_factor at each rung", range=(2, 100))
     cpus_per_trial: float = config_field(1.0, "CPUs Ray reserves for a trial", range=(0.0, 64.0), open_low=True)
     final_eval_seeds: int = config_field(20, "held-out episodes scoring the best trial, seeds 20_000 + k",
-                                         range=(1, 10**6))
+                                         range=(1, HELD_OUT.size))
 
 
 def load_tune_config(path: str | Path | None = "tune", overrides: Iterable[str] = ()) -> TuneConfig:
@@ -92,7 +95,7 @@ def trial_config(cfg: TuneConfig, values: dict[str, Any]) -> Any:
 def evaluate_against_goa(model: Any, ppo_cfg: Any, seeds: list[int]) -> dict[str, float]:
     """The model and GOA on the same episodes (the project's evaluator): its paired J vs GOA and more."""
     from agents.evaluation import evaluate_agents
-    from agents.scripted import ModelAgent
+    from agents.agent import ModelAgent
     from agents.training import make_env
 
     results = {r.name: r for r in evaluate_agents(lambda: make_env(ppo_cfg),

@@ -3,7 +3,7 @@
     import gymnasium as gym, mec_env
     from agents.vector import SB3VecEnv
     venv = SB3VecEnv(gym.make_vec("MECOffload-v0", num_envs=64, vectorization_mode="vector_entry_point"))
-    PPO("MultiInputPolicy", venv).learn(100_000)
+    build_ppo(None, venv, "MultiInputPolicy").learn(100_000)   # agents.ppo.build_ppo
 
 SB3 expects what its ``DummyVecEnv`` gives: the reset observation on the step that ends an
 episode, the last observation in ``infos[i]["terminal_observation"]`` and

@@ -32,26 +32,23 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+import gymnasium as gym
+
+import mec_env  # noqa: F401  (registers the environments)
+from baselines import PAPER_STRATEGIES, edge_all, goa, goa_local_search
+from baselines.exact import goa_local_search_reference
+from baselines.reference import random_instances, reference_goa
+from mec_env import kernels, load_scenario, sample_problem
+from baselines.experiments import Point, monte_carlo
+from mec_env.io import atomic_write_text
+from agents.cli import output_file, run_main, script_parser
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-import gymnasium as gym  # noqa: E402
-
-import mec_env  # noqa: E402,F401  (registers the environments)
-from baselines import PAPER_STRATEGIES, edge_all, goa, goa_local_search  # noqa: E402
-from baselines.exact import goa_local_search_reference  # noqa: E402
-from helpers import reference_goa  # noqa: E402
-from test_kernels import random_instances  # noqa: E402
-from mec_env import kernels, load_scenario, sample_problem  # noqa: E402
-from baselines.experiments import Point, monte_carlo  # noqa: E402
-from mec_env.io import atomic_write_text  # noqa: E402
-from agents.cli import output_file, run_main, script_parser  # noqa: E402
 
 
 def timed(fn, *args) -> float:

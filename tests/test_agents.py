@@ -13,7 +13,8 @@ import mec_env  # noqa: F401
 from agents.evaluation import evaluate_agents
 from helpers import train_script
 from agents.policies import EquivariantPolicy, flat_obs_layout, transfer_policy
-from agents.scripted import ModelAgent, ScriptedAgent, load_model
+from agents.agent import ModelAgent, ScriptedAgent
+from agents.model_zip import load_model
 from agents.training import DQNConfig, PPOConfig, load_config
 from baselines import goa
 from mec_env.errors import ConfigError
@@ -64,7 +65,7 @@ def test_normalised_score_is_one_for_goa_and_zero_for_local_all():
                                                   {"Min delay": lambda e: ScriptedAgent(e, "Min delay")}, range(3))}
     assert results["GOA"].normalised_score == pytest.approx(1.0)
     assert results["Local all"].normalised_score == pytest.approx(0.0)
-    assert results["Min delay"].slots == 30  # 3 episodes x 10 slots
+    assert len(results["Min delay"].records) == 30  # 3 episodes x 10 slots
 
 
 def test_equivariant_policy_permutes_with_users_and_ess_masks_local_above_tau_and_transfers_across_n_and_m():
@@ -147,7 +148,7 @@ def test_evaluate_cli_scores_maskable_ppo_and_a2c_with_vecnormalize_next_to_the_
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents.scripted import detect_algorithm
+    from agents.model_zip import detect_algorithm
 
     # N = 20 is the CLI's default, which --set scenario=small below keeps: models trained at N = 20 fit
     kwargs = {"scenario": "small", "n_users": 20, "flat_obs": True, "enforce_constraint": True}
@@ -168,7 +169,7 @@ def test_evaluate_cli_scores_maskable_ppo_and_a2c_with_vecnormalize_next_to_the_
     assert by_name["mppo"].mean["violations"] == 0.0  # the mask holds constraint (11) by construction
     assert all(np.isfinite(r.normalised_score) for r in results) and by_name["GOA"].normalised_score == 1.0
     assert (tmp_path / "eval" / "evaluation.csv").read_text().count("\n") == len(results) + 1
-    assert by_name["a2c"].slots == 3 * 10  # 3 episodes of 10 slots
+    assert len(by_name["a2c"].records) == 3 * 10  # 3 episodes of 10 slots
 
 
 def test_normalised_score_ranks_agents_by_j_even_where_goa_is_worse_than_local_all():

@@ -31,6 +31,7 @@ from agents.checkpoint import (
 )
 from agents.training import DQNConfig, PPOConfig, load_config
 from mec_env.errors import ConfigError
+from mec_env.seeds import TRAINING
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["env_kwargs.scenario=small", "progress_bar=false", "threads=1", "eval_seeds=2", "n_envs=1",
@@ -162,13 +163,15 @@ def test_an_edited_scenario_yaml_refuses_the_checkpoint_like_a_changed_setting(t
     assert_unlocked(cfg.run_dir)
 
 
-def test_the_largest_seed_resumes_without_leaving_numpys_seed_range(tmp_path):
+def test_the_largest_seed_resumes_without_leaving_the_training_seed_range(tmp_path):
     with pytest.raises(ConfigError, match="'seed'"):
-        config(tmp_path, f"seed={2**32}")
-    cfg = config(tmp_path, f"seed={2**32 - 1}")
+        config(tmp_path, f"seed={TRAINING.stop}")
+    cfg = config(tmp_path, f"seed={TRAINING.stop - 1}")
     committed(cfg, 100)
-    model, state = open_run(PPO, cfg, make_env(cfg), new_model)  # reseeds with (seed + 100) % 2^32
+    seeds = []
+    model, state = open_run(PPO, cfg, lambda seed: seeds.append(seed) or make_env(cfg)(seed), new_model)
     assert state["num_timesteps"] == model.num_timesteps == 100
+    assert seeds == [99]  # (seed + 100) wrapped inside [0, 10_000)
     unlock_run(cfg.run_dir)
 
 
@@ -308,3 +311,40 @@ def test_a_lock_file_that_is_not_a_plain_file_of_its_own_is_refused_and_nothing_
         run_imitation(ImitationConfig(run_dir=str(run_dir)))
     if link == "symlink":
         assert victim.read_bytes() == b"a user's file"
+
+
+def test_resuming_reads_the_training_state_restricted_and_refuses_a_payload_in_it(tmp_path):
+    import base64
+    import pickle
+    import zipfile
+
+    from stable_baselines3 import DQN
+
+    from agents.model_zip import ModelLoadError, load_model
+    from helpers import payload_pickle
+
+    env = gym.make("MECOffloadSeq-v0", scenario="small")
+    model = DQN("MlpPolicy", env, learning_starts=20, buffer_size=64, train_freq=(2, "step"), seed=0,
+                device="cpu").learn(24)  # a few episodes (N = 8 users a slot), two updates
+    model.save(tmp_path / "m.zip")
+    resumed = load_model(tmp_path / "m.zip", env=env, algorithm=DQN, training_state=True)
+    assert resumed.train_freq == model.train_freq and resumed.ep_info_buffer == model.ep_info_buffer
+    assert len(model.ep_info_buffer) > 0
+    assert load_model(tmp_path / "m.zip", env=env).train_freq.frequency == 1  # for prediction: dropped, not read
+
+    marker = tmp_path / "pwned"
+    pickle.loads(payload_pickle(marker))  # the payload is live
+    assert marker.exists()
+    marker.unlink()
+    for key in ("train_freq", "ep_info_buffer"):
+        with zipfile.ZipFile(tmp_path / "m.zip") as zin, zipfile.ZipFile(tmp_path / "evil.zip", "w") as zout:
+            for item in zin.infolist():
+                content = zin.read(item.filename)
+                if item.filename == "data":
+                    data = json.loads(content)
+                    data[key][":serialized:"] = base64.b64encode(payload_pickle(marker)).decode()
+                    content = json.dumps(data).encode()
+                zout.writestr(item, content)
+        with pytest.raises(ModelLoadError, match=f"evil.zip: its '{key}' entry is refused .*not on the allowlist"):
+            load_model(tmp_path / "evil.zip", env=env, algorithm=DQN, training_state=True)
+        assert not marker.exists()

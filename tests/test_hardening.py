@@ -133,7 +133,7 @@ def test_gymnasium_make_kwargs_are_validated(env_id, kwargs, name):
 
 
 def test_saved_model_paths_are_checked(tmp_path):
-    from agents.scripted import load_model
+    from agents.model_zip import load_model
 
     with pytest.raises(FileNotFoundError, match="no saved model at"):
         load_model(tmp_path / "missing.zip")

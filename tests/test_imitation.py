@@ -9,15 +9,17 @@ import re
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
-import mec_env  # noqa: F401
-from agents.imitation import clone, expert_dataset, imitation_loss
-from agents.policies import EquivariantPolicy
-from agents.scripted import load_model
-from baselines import goa_local_search
-from mec_env.errors import ConfigError
-from helpers import train_script
+torch = pytest.importorskip("torch")  # the train extra
+pytest.importorskip("stable_baselines3")
+
+import mec_env  # noqa: E402, F401
+from agents.imitation import clone, expert_dataset, imitation_loss  # noqa: E402
+from agents.policies import EquivariantPolicy  # noqa: E402
+from agents.model_zip import load_model  # noqa: E402
+from baselines import goa_local_search  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
+from helpers import train_script  # noqa: E402
 
 SMALL = {"scenario": "small", "n_users": 8}
 

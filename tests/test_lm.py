@@ -7,20 +7,15 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from mec_env.babi import load_babi, parse_babi_lines
-from mec_env.lm.profiler import LMProfiler, is_correct, load_causal_lm, profile_questions, read_profile
-from mec_env.lm.uncertainty import (entropy_uncertainty, margin_uncertainty, merged_top_k,
+torch = pytest.importorskip("torch")  # the lm extra
+pytest.importorskip("transformers")
+
+from mec_env.babi import load_babi, parse_babi_lines  # noqa: E402
+from mec_env.lm.profiler import LMProfiler, is_correct, load_causal_lm, profile_questions, read_profile  # noqa: E402
+from mec_env.lm.uncertainty import (entropy_uncertainty, margin_uncertainty, merged_top_k,  # noqa: E402
                                     perplexity_uncertainty)
-
-VOCAB = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "kitchen", "Kitchen", "garden", "KITCHEN", "hallway", "office",
-         "where", "is", "mary", "?", "context", ":", "question", "answer", "(", "only", "one", "word", ")",
-         "instruction", "with", ".", "no", "explanation", "moved", "to", "the", "john", "went", "a"]
-# next-token logits the tiny model emits at every position: three spellings of "kitchen"
-LOGITS = {"kitchen": 2.0, "Kitchen": 1.5, "KITCHEN": 0.5, "garden": 2.2, "hallway": 1.0, "office": 0.2, "[EOS]": -1.0}
+from tiny_lm import BABI_LINES, LOGITS, VOCAB, make_tiny_llama  # noqa: E402
 
 
 def test_margin_merges_tokens_that_decode_to_the_same_string():
@@ -52,38 +47,6 @@ def test_perplexity_uncertainty_is_one_minus_geometric_mean_probability():
 def test_whole_word_correctness():
     assert is_correct(" Kitchen.\n", "kitchen") and is_correct("the office", "office")
     assert not is_correct(" kitchenette", "kitchen") and not is_correct("no", "yes")
-
-
-def make_tiny_llama(path, next_logits: dict[str, float] | None = None):
-    """A Llama whose next-token logits are ``next_logits`` (default LOGITS) at every position, saved with
-    save_pretrained."""
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                     bos_token="[BOS]", eos_token="[EOS]", padding_side="left")
-    d = 8
-    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=d, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=16, max_position_embeddings=512, pad_token_id=0,
-                      bos_token_id=2, eos_token_id=3, tie_word_embeddings=False)
-    model = LlamaForCausalLM(cfg)
-    with torch.no_grad():
-        for p in model.model.layers.parameters():
-            p.zero_()  # the block adds nothing: the residual stream is the token embedding
-        model.model.embed_tokens.weight.zero_()
-        model.model.embed_tokens.weight[:, 0] = 1.0  # every token embeds to e_0
-        model.model.norm.weight.fill_(1.0)
-        logits = torch.full((len(VOCAB),), -30.0)
-        for w, v in (next_logits or LOGITS).items():
-            logits[VOCAB.index(w)] = v
-        model.lm_head.weight.zero_()
-        model.lm_head.weight[:, 0] = logits / math.sqrt(d)  # RMSNorm(e_0) = sqrt(d) e_0
-    model.save_pretrained(path)
-    hf_tok.save_pretrained(path)
-
-
-BABI_LINES = ["1 Mary moved to the kitchen.\n", "2 John went to the garden.\n", "3 Where is Mary?\tkitchen\t1\n",
-              "4 Mary moved to the office.\n", "5 Where is Mary?\toffice\t4\n",
-              "1 John went to the hallway.\n", "2 Where is John?\thallway\t1\n"]
 
 
 def test_profiler_end_to_end_on_a_saved_tiny_llama(tmp_path):
@@ -190,11 +153,7 @@ def test_training_examples_start_as_the_profiler_feeds_the_model():
     assert len(ids) == 8 and ids[:-2] == fed[-6:] and labels[-2:] == ids[-2:]
 
 
-def test_fine_tuning_freezes_the_embeddings_and_lower_layers(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def test_fine_tuning_freezes_the_embeddings_and_lower_layers(tmp_path, capsys):
     from safetensors.torch import load_file
 
     from helpers import babi_subset
@@ -206,13 +165,17 @@ def test_fine_tuning_freezes_the_embeddings_and_lower_layers(tmp_path):
     base = build_word_llama(len(tok), hidden_size=16, layers=2, heads=2, intermediate_size=32, max_len=128)
     base.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
-    script = [sys.executable, str(Path(__file__).resolve().parent.parent / "train" / "train_babi_lm.py"),
-              "--babi", str(babi), "--init", str(tmp_path / "base"), "--max-len", "64", "--batch-size", "4",
-              "--epochs", "2", "--threads", "1", "--lr", "0.01"]
-    done = subprocess.run(script + ["--freeze-layers", "1", "--out", str(tmp_path / "tuned")], capture_output=True,
-                          text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "M trained" in done.stdout
+    args = ["--babi", str(babi), "--init", str(tmp_path / "base"), "--max-len", "64", "--batch-size", "4",
+            "--epochs", "2", "--threads", "1", "--lr", "0.01"]
+    # in this process, not a child: a child pays seconds of torch + transformers imports per run
+    main, threads = train_script().main, torch.get_num_threads()
+    try:
+        main(args + ["--freeze-layers", "1", "--out", str(tmp_path / "tuned")])
+        assert "M trained" in capsys.readouterr().out
+        with pytest.raises(SystemExit, match=r"allowed 0 \.\. 1"):
+            main(args + ["--freeze-layers", "2", "--out", str(tmp_path / "bad")])
+    finally:
+        torch.set_num_threads(threads)  # the script sets the process-wide thread count
     before = load_file(tmp_path / "base" / "model.safetensors")
     after = load_file(tmp_path / "tuned" / "model.safetensors")
     frozen = [k for k in before if k.startswith(("model.embed_tokens", "model.layers.0."))]
@@ -220,6 +183,3 @@ def test_fine_tuning_freezes_the_embeddings_and_lower_layers(tmp_path):
     assert frozen and trained
     assert all(torch.equal(before[k], after[k]) for k in frozen)
     assert all(not torch.equal(before[k], after[k]) for k in trained)
-    bad = subprocess.run(script + ["--freeze-layers", "2", "--out", str(tmp_path / "bad")], capture_output=True,
-                         text=True)
-    assert bad.returncode != 0 and "allowed 0 .. 1" in bad.stderr

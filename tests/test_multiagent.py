@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+pytest.importorskip("pettingzoo")  # the multiagent extra: make test installs it
+
 from pettingzoo.test import api_test, parallel_api_test  # the multiagent extra: make test installs it
 from pettingzoo.test.seed_test import parallel_seed_test
 

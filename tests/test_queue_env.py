@@ -282,7 +282,7 @@ def test_queue_ppo_script_trains_and_compares_with_the_scripted_policies(tmp_pat
                            f"run_dir={run}", "progress_bar=false"])
     assert {r.name for r in results} == {"GOA", "Min delay", "GOA (myopic)", "DPP V=0.1", "PPO"}
     assert (run / "final_model.zip").exists() and (run / "comparison.csv").exists()
-    assert all(len(r.episodes) == 2 for r in results)
+    assert all(len(r.records) == 2 for r in results)
     # --evaluate: the saved model loads without unpickling (the queue policy is on the allowlist), same scores
     again = script.main(["--evaluate", str(run / "final_model.zip"), "--set", "final_eval_seeds=2",
                          "env_kwargs.episode_length=40"])

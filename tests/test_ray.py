@@ -14,13 +14,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import ray  # the ray extra: make test installs it
+ray = pytest.importorskip("ray")  # the ray extra: make test installs it
+pytest.importorskip("pettingzoo")  # what agents.rllib imports at module level
+pytest.importorskip("torch")
+pytest.importorskip("stable_baselines3")
 
-from agents.rllib import RLlibAgent, load_module, load_rllib_config, train
-from helpers import payload_pickle, train_script
-from baselines.experiments import Point, monte_carlo
-from mec_env.config import load_scenario
-from mec_env.errors import ConfigError
+from agents.rllib import RLlibAgent, load_module, load_rllib_config, train  # noqa: E402
+from helpers import payload_pickle, train_script  # noqa: E402
+from baselines.experiments import Point, monte_carlo  # noqa: E402
+from mec_env.config import load_scenario  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray runtime, on one worker
 

@@ -24,6 +24,9 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
+pytest.importorskip("pettingzoo")  # what agents.rllib imports at module level
+pytest.importorskip("torch")
+pytest.importorskip("stable_baselines3")
 
 from agents.rllib import load_module, load_rllib_config, read_checkpoint_state, settings_fingerprint  # noqa: E402
 from baselines.experiments import ray_runtime  # noqa: E402

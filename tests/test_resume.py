@@ -13,12 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.checkpoint import read_state, save_checkpoint
-from mec_env.errors import ConfigError
-from helpers import babi_subset, train_script
-import torch
+torch = pytest.importorskip("torch")  # the train extra
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("tensorboard")
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from agents.checkpoint import read_state, save_checkpoint  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
+from helpers import babi_subset, train_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOTAL, EVERY = 3072, 256
@@ -103,7 +107,7 @@ def stop_past_the_checkpoint(proc: subprocess.Popen, run_dir: Path, algo: str, t
 
 
 @pytest.mark.parametrize("script,how", [("ppo", signal.SIGKILL), ("dqn", signal.SIGINT)])
-def test_training_resumes_after_interruption(tmp_path, script, how, capsys):
+def test_training_resumes_after_interruption(tmp_path, script, how, capsys, monkeypatch):
     run_dir = tmp_path / script
     first = start(script, run_dir, 10**7)  # a budget it never reaches: the signal, not the end, stops it
     state = wait_for_checkpoint(first, run_dir, at_least=3 * EVERY)
@@ -125,10 +129,15 @@ def test_training_resumes_after_interruption(tmp_path, script, how, capsys):
         model.load_replay_buffer(run_dir / "checkpoints" / committed["replay_buffer"])
         assert model.replay_buffer.size() * 2 == committed["num_timesteps"] == model.num_timesteps
 
-    second = start(script, run_dir)
-    out2, _ = second.communicate(timeout=300)
-    assert second.returncode == 0, out2
-    resumed = int(re.search(r"resuming from step (\d+)", out2).group(1))
+    # the resume runs in this process (a child pays seconds of torch + SB3 imports); the kill needed the child above
+    capsys.readouterr()
+    main, threads = train_script(script).main, torch.get_num_threads()
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    try:
+        main(command(script, run_dir)[2:])
+    finally:
+        torch.set_num_threads(threads)  # the script sets the process-wide thread count
+    resumed = int(re.search(r"resuming from step (\d+)", capsys.readouterr().out).group(1))
     assert resumed == committed["num_timesteps"]
 
     from stable_baselines3 import DQN, PPO
@@ -149,9 +158,8 @@ def test_training_resumes_after_interruption(tmp_path, script, how, capsys):
     files = {p.name for p in (run_dir / "checkpoints").iterdir()}
     assert not [f for f in files if f.startswith(".")], f"a temporary file survived: {files}"
 
-    # the finished run again, in this process (a subprocess proves nothing more here): nothing to
-    # train, it evaluates and returns; other settings refuse the checkpoint instead of training it on
-    main = train_script(script).main
+    # the finished run again: nothing to train, it evaluates and returns; other settings refuse the
+    # checkpoint instead of training it on
     main(command(script, run_dir)[2:])
     assert f"resuming from step {read_state(run_dir)['num_timesteps']}" in capsys.readouterr().out
     increasing_steps(run_dir / f"{script}_1")  # its final evaluation, logged again, replaces the first one
@@ -180,12 +188,18 @@ def test_checkpoint_commit_is_atomic_and_keeps_one(tmp_path):
         read_state(tmp_path)
 
 
-def test_babi_lm_training_resumes_bit_for_bit_after_sigkill(tmp_path):
+def test_babi_lm_training_resumes_bit_for_bit_after_sigkill(tmp_path, capsys):
     babi = babi_subset(tmp_path)
     tiny = ["--babi", str(babi), "--hidden-size", "16", "--layers", "1", "--heads", "2", "--intermediate-size", "32",
             "--max-len", "64", "--batch-size", "4", "--epochs", "8", "--minutes", "1000", "--threads", "1"]
     script = [sys.executable, str(ROOT / "train" / "train_babi_lm.py")]
-    subprocess.run(script + tiny + ["--out", str(tmp_path / "straight")], check=True, capture_output=True, cwd=ROOT)
+    # only the run that is killed is a child; the uninterrupted reference and the resume run in this process (a child
+    # pays seconds of imports), at threads=1 as the child
+    main, threads = train_script("train_babi_lm").main, torch.get_num_threads()
+    try:
+        main(tiny + ["--out", str(tmp_path / "straight")])
+    finally:
+        torch.set_num_threads(threads)  # the script sets the process-wide thread count
 
     out = tmp_path / "resumed"
     ckpt = tmp_path / "resumed.ckpt.pt"
@@ -198,8 +212,12 @@ def test_babi_lm_training_resumes_bit_for_bit_after_sigkill(tmp_path):
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert not out.exists() and ckpt.exists()
-    second = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT)
-    step = int(re.search(r"resuming from step (\d+)", second.stdout).group(1))
+    capsys.readouterr()
+    try:
+        main(args[2:])
+    finally:
+        torch.set_num_threads(threads)
+    step = int(re.search(r"resuming from step (\d+)", capsys.readouterr().out).group(1))
     assert step > 0 and step % 50 == 0
     assert not ckpt.exists()  # removed once the final model is saved
 

@@ -6,9 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import train_script
+pytest.importorskip("stable_baselines3")  # the train extra
+pytest.importorskip("tensorboard")
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from helpers import train_script  # noqa: E402
 
 TINY = ["total_timesteps=128", "n_steps=32", "batch_size=32", "n_epochs=1", "n_envs=2", "eval_freq=64",
         "eval_seeds=1", "progress_bar=false", "threads=1", "env_kwargs.scenario=small", "env_kwargs.n_users=4"]

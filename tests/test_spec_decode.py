@@ -10,13 +10,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from mec_env.babi import parse_babi_lines
-from mec_env.lm.profiler import load_causal_lm
-from mec_env.lm.spec_decode import (ANSWER_COLUMNS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens,
+torch = pytest.importorskip("torch")  # the lm extra
+pytest.importorskip("transformers")
+
+from mec_env.babi import parse_babi_lines  # noqa: E402
+from mec_env.lm.profiler import load_causal_lm  # noqa: E402
+from mec_env.lm.spec_decode import (ANSWER_COLUMNS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens,  # noqa: E402
                                     rejection_correlations, speculative_step)
-from test_lm import BABI_LINES, LOGITS, VOCAB, make_tiny_llama
+from tiny_lm import BABI_LINES, LOGITS, VOCAB, make_tiny_llama  # noqa: E402
 
 VERIFIER_LOGITS = {"kitchen": 2.6, "garden": 1.0, "hallway": 1.4, "office": 0.8, "[EOS]": 0.5}
 

@@ -224,13 +224,15 @@ def test_gelato_meets_its_energy_budget_and_outruns_hlm_at_the_same_energy():
     """Per-user drift-plus-penalty budgets with the exit (users on their own clocks): the time-average
     energy after burn-in within 2 % of the budget, and more tokens/s than HLM at fixed drafts whose
     energy brackets it, b = 2 spending 24 % more (the traces' answers, 300 rounds, N = 10)."""
-    from agents.spec_evaluation import evaluate_spec_agents
+    from agents.evaluation import evaluate_agents
+    from agents.spec_evaluation import TOKENS
     from baselines.spec import SpecRuleAgent
 
     kwargs = {"n_users": 10, "max_rounds": 300, "session_tokens": 1500, "energy_budget_j": 0.2}
     agents = {f"HLM b={b}": (lambda e, b=b: SpecRuleAgent(e, "HLM", budget=b)) for b in (1, 2)}
     agents["GELATO"] = lambda e: SpecRuleAgent(e, "GELATO")
-    r = {x.name: x.mean for x in evaluate_spec_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), agents, range(3))}
+    r = {x.name: x.mean for x in evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), agents, range(3),
+                                                 level=TOKENS)}
     assert r["GELATO"]["energy_vs_budget"] == pytest.approx(1.0, abs=0.02)
     assert r["HLM b=1"]["energy_j"] < 0.2 < r["HLM b=2"]["energy_j"]
     assert r["GELATO"]["tokens_per_s"] > r["HLM b=2"]["tokens_per_s"] > r["HLM b=1"]["tokens_per_s"]
@@ -240,7 +242,8 @@ def test_opportunistic_uhlm_sits_out_slow_rounds_when_energy_is_dear_and_gains_r
     """At a 0.2 J budget a token's energy costs more reward than a slow device's round earns: the rule
     idles exactly the users whose expected round value is negative (the slower devices) and beats
     U-HLM b=1 on every episode; with timing='slot' it refuses to run."""
-    from agents.spec_evaluation import evaluate_spec_agents
+    from agents.evaluation import evaluate_agents
+    from agents.spec_evaluation import TOKENS
     from baselines.spec import rule_factory
 
     kwargs = {"n_users": 10, "max_rounds": 32, "energy_budget_j": 0.2}
@@ -252,8 +255,9 @@ def test_opportunistic_uhlm_sits_out_slow_rounds_when_energy_is_dear_and_gains_r
     speed = env.unwrapped.problem.local_capacity
     assert 0 < budget.sum() < 10 and speed[budget == 0].max() < speed[budget == 1].min()
     agents = {name: rule_factory(name) for name in ("U-HLM b=1", "U-HLM opportunistic")}
-    uhlm, opportunistic = evaluate_spec_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), agents, range(3))
-    assert all(o["return"] > u["return"] for o, u in zip(opportunistic.episodes, uhlm.episodes))
+    uhlm, opportunistic = evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), agents, range(3),
+                                          level=TOKENS)
+    assert all(o["return"] > u["return"] for o, u in zip(opportunistic.records, uhlm.records))
     assert opportunistic.mean["energy_j"] < uhlm.mean["energy_j"]
     with pytest.raises(ValueError, match="timing='user'"):
         rule_factory("U-HLM opportunistic")(gym.make("MECSpecDecode-v0", **kwargs, timing="slot"))
@@ -289,10 +293,10 @@ def test_spec_ppo_trains_saves_and_compares_on_held_out_episodes(tmp_path):
                                        "warm_start_epochs=1", "policy=per_user", "hidden=16"])
     assert [r.name for r in results][:4] == ["HLM", "U-HLM", "U-HLM at budget", "GELATO"]
     assert results[4].name.startswith("U-HLM b=") and results[-1].name == "PPO"
-    assert all(len(r.episodes) == 2 for r in results)
+    assert all(len(r.records) == 2 for r in results)
     for name in ("final_model.zip", "best_model.zip", "comparison.csv"):
         assert (tmp_path / name).exists()
-    from agents.scripted import load_model
+    from agents.model_zip import load_model
     from agents.spec_policy import SpecUserPolicy
 
     assert isinstance(load_model(tmp_path / "final_model.zip").policy, SpecUserPolicy)  # without unpickling

@@ -27,8 +27,8 @@ from stable_baselines3.common.save_util import json_to_data
 import mec_env  # noqa: F401
 from agents.policies import EquivariantPolicy, transfer_policy
 from helpers import train_script
-from agents import scripted
-from agents.scripted import ModelLoadError, detect_algorithm, load_model
+from agents import model_zip
+from agents.model_zip import ModelLoadError, detect_algorithm, load_model
 from helpers import OpensMarker, payload_pickle
 from mec_env.errors import MECOffloadError
 
@@ -303,6 +303,43 @@ def test_only_the_equivariant_policy_moves_to_another_size(tmp_path):
     assert "eq" in {r.name for r in results}
 
 
+# --- the pickles SB3 writes beside a model: read by the restricted unpickler ---------------------
+
+def test_replay_buffers_and_vecnormalize_statistics_load_restricted_and_a_payload_in_them_never_runs(saved, tmp_path):
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.model_zip import load_replay_buffer, load_vecnormalize
+
+    _, models, _ = saved
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.pkl").write_bytes(payload_pickle(marker))
+    pickle.loads((tmp_path / "evil.pkl").read_bytes())  # the payload is live
+    assert marker.exists()
+    marker.unlink()
+
+    models["dqn"].save_replay_buffer(tmp_path / "buffer.pkl")
+    dqn = DQN("MlpPolicy", gym.make("MECOffloadSeq-v0", scenario="small"), buffer_size=100, device="cpu")
+    load_replay_buffer(dqn, tmp_path / "buffer.pkl")
+    saved_buffer = models["dqn"].replay_buffer
+    assert dqn.replay_buffer.size() == saved_buffer.size() > 0
+    assert np.array_equal(dqn.replay_buffer.observations, saved_buffer.observations)
+    with pytest.raises(ModelLoadError, match="evil.pkl: refusing to load it as an SB3 replay buffer .*open, which is"):
+        load_replay_buffer(dqn, tmp_path / "evil.pkl")
+
+    venv = VecNormalize(make_vec_env("MECOffload-v0", n_envs=1, env_kwargs=SMALL), norm_reward=False)
+    venv.reset()
+    venv.step(np.zeros((1, 8), dtype=np.int64))
+    venv.save(str(tmp_path / "stats.pkl"))
+    stats = load_vecnormalize(tmp_path / "stats.pkl", lambda: gym.make("MECOffload-v0", **SMALL))
+    assert np.array_equal(stats.obs_rms.mean, venv.obs_rms.mean) and not stats.training
+    with pytest.raises(ModelLoadError, match="evil.pkl: refusing to load it as VecNormalize statistics"):
+        load_vecnormalize(tmp_path / "evil.pkl", lambda: gym.make("MECOffload-v0", **SMALL))
+    with pytest.raises(ModelLoadError, match="buffer.pkl: it holds a ReplayBuffer, not VecNormalize statistics"):
+        load_vecnormalize(tmp_path / "buffer.pkl", lambda: gym.make("MECOffload-v0", **SMALL))
+    assert not marker.exists()
+
+
 # --- bAbI LM checkpoints: weights only ------------------------------------------------------------
 
 def test_babi_lm_checkpoints_load_weights_only(tmp_path):
@@ -380,7 +417,7 @@ def test_a_policy_that_replaces_sb3_modules_loads_at_the_paper_size(tmp_path):
 
 def test_entries_that_inflate_past_the_largest_policy_are_refused(saved, monkeypatch):
     folder, _, _ = saved
-    monkeypatch.setattr(scripted, "MAX_POLICY_PARAMETERS", 1_000)  # 16 kB of entries: the real zip has more
+    monkeypatch.setattr(model_zip, "MAX_POLICY_PARAMETERS", 1_000)  # 16 kB of entries: the real zip has more
     with pytest.raises(ModelLoadError, match=r"ppo.zip is not a Stable-Baselines3 model zip: its entries inflate to "
                                              r"[\d,]+ bytes, more than the 16,000"):
         load_model(folder / "ppo.zip")

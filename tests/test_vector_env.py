@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import mec_env  # noqa: F401
-from agents.vector import SB3VecEnv
 from baselines import goa
 from mec_env.envs.vector import MECOffloadVectorEnv
 from mec_env.errors import AssignmentError, ConfigError
@@ -112,7 +111,8 @@ def test_bad_arguments_name_the_field():
 
 
 def test_sb3_adapter_repacks_final_observations_and_trains_ppo():
-    from stable_baselines3 import PPO
+    PPO = pytest.importorskip("stable_baselines3").PPO  # the train extra
+    from agents.vector import SB3VecEnv
 
     venv = SB3VecEnv(make(4, episode_length=3))
     venv.seed(5)

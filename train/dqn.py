@@ -10,18 +10,15 @@ penalised objective over all-local. Logs and outputs as ``train/ppo.py``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.env_util import make_vec_env
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-from agents.checkpoint import open_run  # noqa: E402
-from agents.cli import check_run_config, run_main, script_parser  # noqa: E402
-from agents.training import DQNConfig, load_config, train_and_finish  # noqa: E402
+from agents.checkpoint import open_run
+from agents.cli import check_run_config, run_main, script_parser
+from agents.training import DQNConfig, load_config, train_and_finish
 
 
 def main(argv: list[str] | None = None) -> DQN:

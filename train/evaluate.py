@@ -20,60 +20,24 @@ evaluated (the normalised score needs them). Seeds 20_000 + k, one episode each.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import gymnasium as gym
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-import mec_env  # noqa: E402,F401
-from mec_env.config import parse_key_values  # noqa: E402
-from agents.evaluation import AgentResult, evaluate_agents, held_out_seeds  # noqa: E402
-from agents.scripted import ALGORITHMS, ModelAgent, ScriptedAgent, load_model, load_vecnormalize  # noqa: E402
-from agents.training import print_results  # noqa: E402
-from baselines import STRATEGIES  # noqa: E402
-from agents.cli import (MAX_EPISODES, MAX_THREADS, WHY_EPISODES, WHY_THREADS, count, env_id,  # noqa: E402
+import mec_env  # noqa: F401
+from mec_env.config import parse_key_values
+from agents.evaluation import EvaluationResult, evaluate_agents, print_table
+from agents.saved_agents import model_factory, model_spec
+from agents.agent import ScriptedAgent
+from baselines import STRATEGIES
+from agents.cli import (MAX_EPISODES, MAX_THREADS, WHY_EPISODES, WHY_THREADS, count, env_id,
                         is_saved_model, output_dir, run_main, script_parser)
-from mec_env.errors import ConfigError  # noqa: E402
-from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
+from mec_env.errors import ConfigError
+from mec_env.io import atomic_write, atomic_write_csv
+from mec_env.seeds import held_out_seeds
 
 
 DEFAULT_ENV_KWARGS = {"scenario": "paper", "n_users": 20, "flat_obs": True}
-
-
-def model_spec(spec: str) -> tuple[str | None, str]:
-    """``"ALGO:PATH"`` or ``"PATH"`` -> ``(algorithm or None, path)``."""
-    head, sep, tail = spec.partition(":")
-    return (head, tail) if sep and head in ALGORITHMS else (None, spec)
-
-
-def model_factory(name: str, spec: str, vecnormalize: str | None = None):
-    algorithm, path = model_spec(spec)
-
-    def factory(env: gym.Env):
-        # nothing in the zip is unpickled; the env's spaces stand in for the saved ones where they are the same
-        model = load_model(path, algorithm=algorithm, reference_env=env)
-        if model.observation_space.shape != env.observation_space.shape or model.action_space != env.action_space:
-            from agents.policies import EquivariantPolicy, env_sizes, transfer_policy
-            from agents.scripted import ModelLoadError
-
-            if not isinstance(model.policy, EquivariantPolicy):
-                raise ModelLoadError(f"{path} was trained on observations of shape {model.observation_space.shape} "
-                                     f"({env_sizes(model.action_space)}), this env has "
-                                     f"{env.observation_space.shape} ({env_sizes(env.action_space)}); only the "
-                                     "equivariant policy transfers to another size")
-            try:
-                model = transfer_policy(model, env)
-            except ValueError as err:
-                raise ModelLoadError(f"{path}: {err}") from None
-        normalize = None
-        if vecnormalize is not None:
-            spec = env.spec
-            normalize = load_vecnormalize(vecnormalize, lambda: gym.make(spec))
-        return ModelAgent(model, name, env=env, normalize=normalize)
-
-    return factory
 
 
 FORMULA_PREFIXES = ("=", "@", "+", "-", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
@@ -95,7 +59,7 @@ def check_agent_name(name: str, taken: dict) -> str:
     return name
 
 
-def plot(results: list[AgentResult], path: Path, title: str) -> None:
+def plot(results: list[EvaluationResult], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +84,7 @@ def plot(results: list[AgentResult], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> list[AgentResult]:
+def main(argv: list[str] | None = None) -> list[EvaluationResult]:
     ap = script_parser(__doc__)
     ap.add_argument("--env", type=env_id, default="MECOffload-v0", help="environment id (one of this package's)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -163,7 +127,7 @@ def main(argv: list[str] | None = None) -> list[AgentResult]:
     results = evaluate_agents(lambda: gym.make(args.env, **env_kwargs), agents,
                               held_out_seeds(args.seeds))
     title = f"{args.env} {env_kwargs}, {args.seeds} held-out episodes"
-    print_results(results, title)
+    print_table(results, title)
     atomic_write_csv(args.out / "evaluation.csv", [r.row() for r in results])
     plot(results, args.out / "evaluation.png", title)
     print(f"wrote {args.out / 'evaluation.csv'} and {args.out / 'evaluation.png'}")

@@ -15,15 +15,10 @@ learning curve (``learning_curve.csv``, ``learning_curve.png``) and TensorBoard 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-from agents.imitation import ImitationConfig, run_imitation  # noqa: E402
-from mec_env.config import build_config, parse_key_values, read_config_file  # noqa: E402
-from agents.cli import check_run_config, run_main, script_parser  # noqa: E402
-from mec_env.errors import ConfigError  # noqa: E402
+from agents.imitation import ImitationConfig, run_imitation
+from mec_env.config import build_config, parse_key_values, read_config_file
+from agents.cli import check_run_config, run_main, script_parser
+from mec_env.errors import ConfigError
 
 
 def load_imitation_config(path: str | None, overrides: list[str]) -> ImitationConfig:

@@ -10,14 +10,11 @@ budget and the queries in the system.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-from agents.cli import check_output_file, existing_dir, run_main, script_parser  # noqa: E402
-from mec_env.errors import ConfigError  # noqa: E402
-from mec_env.io import atomic_write  # noqa: E402
+from agents.cli import check_output_file, existing_dir, run_main, script_parser
+from mec_env.errors import ConfigError
+from mec_env.io import atomic_write
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

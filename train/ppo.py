@@ -15,7 +15,6 @@ command resumes there (``--set resume=false`` starts afresh).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -23,15 +22,13 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-from agents.checkpoint import open_run  # noqa: E402
-from agents.scripted import load_model  # noqa: E402
-from mec_env.errors import ConfigError  # noqa: E402
-from agents.cli import check_run_config, run_main, script_parser  # noqa: E402
-from agents.policies import EquivariantPolicy  # noqa: E402
-from agents.vector import SB3VecEnv  # noqa: E402
-from agents.training import PPOConfig, load_config, ppo_model, train_and_finish  # noqa: E402
+from agents.checkpoint import open_run
+from agents.model_zip import load_model
+from mec_env.errors import ConfigError
+from agents.cli import check_run_config, run_main, script_parser
+from agents.policies import EquivariantPolicy
+from agents.vector import SB3VecEnv
+from agents.training import PPOConfig, load_config, ppo_model, train_and_finish
 
 
 def main(argv: list[str] | None = None) -> PPO:

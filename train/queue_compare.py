@@ -1,4 +1,4 @@
-"""The scripted policies of MECOffloadQueue-v0 side by side, scored by the one queue evaluator.
+"""The scripted policies of MECOffloadQueue-v0 side by side, scored by the one evaluation loop (queue level).
 
     python train/queue_compare.py                      # stability table at loads 0.5, 0.9, 1.1 and the V sweep
     python train/queue_compare.py --only stability --episodes 5 --slots 1500
@@ -19,24 +19,21 @@ Writes ``queue_dpp_v.csv`` and ``queue_dpp_v.png``. Outputs go to ``--out`` (ato
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-import mec_env  # noqa: E402,F401
-from agents.evaluation import held_out_seeds  # noqa: E402
-from agents.queue_evaluation import evaluate_queue_policies, play_episode  # noqa: E402
-from baselines.experiments import mean_ci95  # noqa: E402
-from baselines.queue import QUEUE_POLICIES, DriftPlusPenalty  # noqa: E402
-from mec_env.config import parse_key_values  # noqa: E402
-from agents.cli import MAX_EPISODES, MAX_SLOTS, WHY_EPISODES, count, number, output_dir, run_main  # noqa: E402
-from agents.cli import script_parser  # noqa: E402
-from mec_env.io import atomic_write_csv  # noqa: E402
-from train.spec_figures import save_png  # noqa: E402
+import mec_env  # noqa: F401
+from agents.evaluation import evaluate_agents, play
+from agents.queue_evaluation import QUEUE
+from baselines.experiments import mean_ci95
+from baselines.queue import QUEUE_POLICIES, DriftPlusPenalty, QueuePolicyAgent, queue_agent
+from mec_env.config import parse_key_values
+from agents.cli import MAX_EPISODES, MAX_SLOTS, WHY_EPISODES, count, number, output_dir, run_main
+from agents.cli import save_png, script_parser
+from mec_env.io import atomic_write_csv
+from mec_env.seeds import held_out_seeds
 
 
 def bounded(trace: np.ndarray) -> bool:
@@ -56,9 +53,10 @@ def stability(env_kwargs: dict, loads: list[float], episodes: int, slots: int, o
     fig, axes = plt.subplots(1, len(loads), figsize=(5 * len(loads), 4), sharey=True)
     for ax, load in zip(np.atleast_1d(axes), loads):
         kwargs = {**env_kwargs, "offered_load": load, "episode_length": slots}
-        for r in evaluate_queue_policies(lambda: gym.make("MECOffloadQueue-v0", **kwargs), QUEUE_POLICIES, seeds,
-                                         progress=True):
-            traces = np.array([e["in_system_trace"] for e in r.episodes])
+        agents = {name: queue_agent(policy, name) for name, policy in QUEUE_POLICIES.items()}
+        for r in evaluate_agents(lambda: gym.make("MECOffloadQueue-v0", **kwargs), agents, seeds, level=QUEUE,
+                                 progress=True):
+            traces = np.array([e["in_system_trace"] for e in r.records])
             verdicts = [bounded(t) for t in traces]
             rows.append(r.row(offered_load=load, bounded=f"{sum(verdicts)}/{len(verdicts)}"))
             ax.plot(np.arange(slots), traces.mean(axis=0) + 1.0, label=r.name)
@@ -89,8 +87,8 @@ def sweep_v(env_kwargs: dict, load: float, values: list[float], episodes: int, s
     for v in values:
         penalty, backlog, objective = [], [], []
         for seed in seeds:
-            policy = DriftPlusPenalty(v)
-            ep = play_episode(env, policy, seed)
+            policy = DriftPlusPenalty(v)  # a fresh one per episode: its penalty sums are that episode's
+            (ep,) = play(env, QueuePolicyAgent(env, policy, f"V = {v:g}"), seed, QUEUE)
             penalty.append(1e3 * policy.penalty_s / max(1, policy.decisions))
             backlog.append(ep["es_backlog_s"])
             objective.append(ep["objective_ms"])

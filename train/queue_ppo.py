@@ -9,8 +9,8 @@ with the queue-aware scripted policies.
 The policy is the permutation-equivariant actor-critic with the queue state in its inputs
 (:class:`agents.queue_policy.QueueEquivariantPolicy`; ``policy=mlp`` for SB3's MLP). Every
 ``eval_freq`` steps PPO and the scripted policies (queue-aware GOA, Min delay, myopic GOA,
-drift-plus-penalty) play the same ``eval_seeds`` episodes (:func:`agents.queue_evaluation.
-evaluate_queue_policies`, seeds 10_000 + k); TensorBoard gets ``eval/{policy}/{objective_ms,
+drift-plus-penalty) play the same ``eval_seeds`` episodes (:func:`agents.evaluation.
+evaluate_agents` at the queue level, seeds 10_000 + k); TensorBoard gets ``eval/{policy}/{objective_ms,
 accuracy,energy_vs_budget,in_system,return}`` (learning curves next to the baselines') and the best
 model by return is kept. The final table (held-out seeds 20_000 + k, 95 % CIs, and PPO's paired
 difference to each policy) goes to ``{run_dir}/comparison.csv``. Checkpoints every
@@ -19,44 +19,43 @@ difference to each policy) goes to ``{run_dir}/comparison.csv``. Checkpoints eve
 
 from __future__ import annotations
 
-import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-from agents.checkpoint import open_run, unlock_run  # noqa: E402
-from agents.evaluation import held_out_seeds  # noqa: E402
-from agents.queue_evaluation import QueueResult, evaluate_queue_policies, print_queue_results  # noqa: E402
-from agents.queue_policy import QueueEquivariantPolicy  # noqa: E402
-from agents.scripted import load_model  # noqa: E402
-from agents.training import (PeriodicEvaluation, QueuePPOConfig, finish_wandb, learn_with_evaluation,  # noqa: E402
+from agents.checkpoint import open_run, unlock_run
+from agents.agent import ModelAgent
+from agents.evaluation import EvaluationResult, evaluate_agents, paired_difference, print_table
+from agents.ppo import build_ppo
+from agents.queue_evaluation import QUEUE
+from agents.queue_policy import QueueEquivariantPolicy
+from agents.model_zip import load_model
+from agents.training import (PeriodicEvaluation, QueuePPOConfig, finish_wandb, learn_with_evaluation,
                              load_config, start_wandb)
-from baselines.queue import drift_plus_penalty, myopic_goa, queue_goa, queue_min_delay  # noqa: E402
-from agents.cli import check_output_dir, check_run_config, run_main, saved_model, script_parser  # noqa: E402
-from mec_env.io import atomic_write_csv  # noqa: E402
+from baselines.queue import drift_plus_penalty, myopic_goa, queue_agent, queue_goa, queue_min_delay
+from agents.cli import check_output_dir, check_run_config, run_main, saved_model, script_parser
+from mec_env.io import atomic_write_csv
+from mec_env.seeds import evaluation_seeds, held_out_seeds
 
 EVAL_KEYS = ("objective_ms", "accuracy", "energy_vs_budget", "in_system", "return")
 
 
-def scripted_policies() -> dict[str, Any]:
-    return {"GOA": queue_goa, "Min delay": queue_min_delay, "GOA (myopic)": myopic_goa,
-            "DPP V=0.1": lambda env: drift_plus_penalty(env, v=0.1)}
+def scripted_agents() -> dict[str, Any]:
+    policies = {"GOA": queue_goa, "Min delay": queue_min_delay, "GOA (myopic)": myopic_goa,
+                "DPP V=0.1": lambda env: drift_plus_penalty(env, v=0.1)}
+    return {name: queue_agent(policy, name) for name, policy in policies.items()}
 
 
 def compare(model: PPO, cfg: QueuePPOConfig, seeds: list[int], progress: bool = False,
-            scripted: bool = True) -> list[QueueResult]:
-    policies = scripted_policies() if scripted else {}
-    policies["PPO"] = model
-    return evaluate_queue_policies(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), policies, seeds,
-                                   progress=progress)
+            scripted: bool = True) -> list[EvaluationResult]:
+    agents = scripted_agents() if scripted else {}
+    agents["PPO"] = lambda env: ModelAgent(model, "PPO", env=env)
+    return evaluate_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds, level=QUEUE,
+                           progress=progress)
 
 
 class QueueComparisonCallback(PeriodicEvaluation):
@@ -68,7 +67,7 @@ class QueueComparisonCallback(PeriodicEvaluation):
 
     def evaluate(self) -> None:
         # training seeds are seed + k; evaluation episodes use 10_000 + k, the final table 20_000 + k
-        seeds = [10_000 + k for k in range(self.cfg.eval_seeds)]
+        seeds = evaluation_seeds(self.cfg.eval_seeds)
         results = compare(self.model, self.cfg, seeds, scripted=self.baselines is None)
         metrics = {}
         for r in results:
@@ -81,23 +80,20 @@ class QueueComparisonCallback(PeriodicEvaluation):
         self.publish(metrics, metrics["eval/ppo/return"])
 
 
-def final_comparison(model: PPO, cfg: QueuePPOConfig, out_dir: Path, what: str) -> list[QueueResult]:
+def final_comparison(model: PPO, cfg: QueuePPOConfig, out_dir: Path, what: str) -> list[EvaluationResult]:
     """PPO and the scripted policies on ``final_eval_seeds`` held-out episodes (seeds 20_000 + k): the
     table, PPO's paired relative difference in objective to each, and ``{out_dir}/comparison.csv``."""
     results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True)
-    print_queue_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes ({what})")
-    ppo = next(r for r in results if r.name == "PPO")
-    for r in results:
-        if r.name != "PPO":
-            diff = np.array([p["objective_ms"] / b["objective_ms"] - 1.0 for p, b in zip(ppo.episodes, r.episodes)])
-            half = 1.96 * diff.std(ddof=1) / math.sqrt(diff.size) if diff.size > 1 else float("nan")
-            print(f"  PPO vs {r.name}: objective {100 * diff.mean():+.1f} % ± {100 * half:.1f} % (paired), "
-                  f"accuracy {ppo.mean['accuracy'] - r.mean['accuracy']:+.3f}")
+    print_table(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes ({what})")
+    by_name = {r.name: r for r in results}
+    for name, (mean, half) in paired_difference(results, "PPO", "objective_ms", relative=True).items():
+        print(f"  PPO vs {name}: objective {100 * mean:+.1f} % ± {100 * half:.1f} % (paired), "
+              f"accuracy {by_name['PPO'].mean['accuracy'] - by_name[name].mean['accuracy']:+.3f}")
     atomic_write_csv(out_dir / "comparison.csv", [r.row() for r in results])
     return results
 
 
-def main(argv: list[str] | None = None) -> list[QueueResult]:
+def main(argv: list[str] | None = None) -> list[EvaluationResult]:
     ap = script_parser(__doc__)
     ap.add_argument("--config", default="queue_ppo", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -122,10 +118,7 @@ def main(argv: list[str] | None = None) -> list[QueueResult]:
     def new_model(env) -> PPO:
         policy: Any = QueueEquivariantPolicy if cfg.policy == "equivariant" else "MlpPolicy"
         kwargs = {"hidden": cfg.hidden, "rounds": cfg.rounds} if cfg.policy == "equivariant" else None
-        return PPO(policy, env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                   n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                   ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
-                   policy_kwargs=kwargs, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu", verbose=0)
+        return build_ppo(cfg, env, policy, kwargs, tensorboard_log=str(run_dir))
 
     model, state = open_run(PPO, cfg, make_env, new_model)
     try:

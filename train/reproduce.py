@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,15 +25,13 @@ from typing import Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-from mec_env.errors import ConfigError  # noqa: E402
-from mec_env.config import ScenarioConfig, load_scenario, parse_key_values  # noqa: E402
-from baselines.exact import MAX_EXACT_ASSIGNMENTS  # noqa: E402
-from baselines.experiments import (BACKENDS, PAPER_N120, Point, add_address_argument, gap_configs, monte_carlo,  # noqa: E402
+from mec_env.errors import ConfigError
+from mec_env.config import ScenarioConfig, load_scenario, parse_key_values
+from baselines.exact import MAX_EXACT_ASSIGNMENTS
+from baselines.experiments import (BACKENDS, PAPER_N120, Point, add_address_argument, gap_configs, monte_carlo,
                                    optimality_gaps, summarize)
-from agents.cli import MAX_RUNS, MAX_WORKERS, WHY_WORKERS, count, output_dir, run_main, script_parser  # noqa: E402
-from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
+from agents.cli import MAX_RUNS, MAX_WORKERS, WHY_WORKERS, count, output_dir, run_main, script_parser
+from mec_env.io import atomic_write, atomic_write_csv
 
 FIG3_N = tuple(range(60, 121, 10))
 FIG4_TAUS = (0.6, 0.7, 0.8, 0.9, 1.0)

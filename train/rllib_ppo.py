@@ -23,27 +23,24 @@ and its state files hold only arrays; ``--evaluate`` reads only the module's wei
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import gymnasium as gym
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-import mec_env  # noqa: E402,F401
-from agents.checkpoint import lock_run  # noqa: E402
-from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
-from agents.queue_evaluation import evaluate_queue_policies, print_queue_results  # noqa: E402
-from agents.rllib import POLICY, RLlibAgent, RLlibPPOConfig, load_module, load_rllib_config, train  # noqa: E402
-from agents.scripted import ScriptedAgent  # noqa: E402
-from agents.training import print_results  # noqa: E402
-from baselines import STRATEGIES  # noqa: E402
-from baselines.queue import QUEUE_POLICIES  # noqa: E402
-from baselines.experiments import add_address_argument, ray_runtime  # noqa: E402
-from agents.cli import check_run_config, existing_path, run_main, script_parser  # noqa: E402
-from mec_env.io import atomic_write_csv, atomic_write_text  # noqa: E402
-from train.evaluate import model_factory  # noqa: E402
+import mec_env  # noqa: F401
+from agents.checkpoint import lock_run
+from agents.evaluation import evaluate_agents, print_table
+from agents.queue_evaluation import QUEUE
+from agents.rllib import POLICY, RLlibAgent, RLlibPPOConfig, load_module, load_rllib_config, train
+from agents.saved_agents import model_factory
+from agents.agent import ScriptedAgent
+from baselines import STRATEGIES
+from baselines.queue import QUEUE_POLICIES, queue_agent
+from baselines.experiments import add_address_argument, ray_runtime
+from agents.cli import check_run_config, existing_path, run_main, script_parser
+from mec_env.io import atomic_write_csv, atomic_write_text
+from mec_env.seeds import held_out_seeds
 
 DEFAULT_AGENTS = ("GOA", "Min delay", "Local all")
 
@@ -51,7 +48,7 @@ DEFAULT_AGENTS = ("GOA", "Min delay", "Local all")
 def compare(cfg: RLlibPPOConfig, module: object, agent_specs: list[str], name: str = "RLlib PPO") -> list[dict]:
     """The module, the scripted baselines and SB3 models on the same held-out episodes of every eval env:
     per slot by :func:`agents.evaluation.evaluate_agents` in ``MECOffload-v0``, per episode (long-run
-    objective, energy, backlog) by :func:`agents.queue_evaluation.evaluate_queue_policies` in the
+    objective, energy, backlog) at the queue level (:data:`agents.queue_evaluation.QUEUE`) in the
     queueing env, whose scripted policies are the queue-aware ones of :mod:`baselines.queue`."""
     queueing = cfg.env_id == "MECOffloadQueue-v0"
     strategies = QUEUE_POLICIES if queueing else STRATEGIES
@@ -63,7 +60,7 @@ def compare(cfg: RLlibPPOConfig, module: object, agent_specs: list[str], name: s
         for spec in agent_specs:
             label, sep, path = spec.partition("=")
             if spec in strategies:  # before NAME=PATH: "DPP (V=0.1)" is a strategy
-                agents[spec] = (lambda env, s=spec: QUEUE_POLICIES[s]) if queueing else \
+                agents[spec] = queue_agent(QUEUE_POLICIES[spec], spec) if queueing else \
                     (lambda env, s=spec: ScriptedAgent(env, s))
             elif sep:
                 agents[label] = model_factory(label, path)
@@ -74,13 +71,8 @@ def compare(cfg: RLlibPPOConfig, module: object, agent_specs: list[str], name: s
         env = make()
         n = env.unwrapped.cfg.n_users
         title = f"{cfg.env_id} {kwargs}, {cfg.final_eval_seeds} held-out episodes"
-        if queueing:  # a policy object each (the scripted ones are functions of the env)
-            policies = {label: factory(env) for label, factory in agents.items()}
-            results = evaluate_queue_policies(make, policies, held_out_seeds(cfg.final_eval_seeds))
-            print_queue_results(results, title)
-        else:
-            results = evaluate_agents(make, agents, held_out_seeds(cfg.final_eval_seeds))
-            print_results(results, title)
+        results = evaluate_agents(make, agents, held_out_seeds(cfg.final_eval_seeds), level=QUEUE if queueing else None)
+        print_table(results, title)
         env.close()
         rows += [{"env": json.dumps(extra, sort_keys=True), "n_users": n, **r.row()} for r in results]
     return rows

@@ -12,30 +12,28 @@ largest budget that meets the energy budget (``U-HLM at budget``) or a given one
 GELATO, and any saved SB3 model (``name=path``; the per-user policy runs at any number of users).
 Held-out seeds 20_000 + k; per agent the mean and 95 % CI of the episode return, tokens per
 second, throughput relative to HLM (paired), uploads skipped, accuracy relative to the LLM's own
-answers, energy per user and round against the budget (:mod:`agents.spec_evaluation`).
+answers, energy per user and round against the budget (the token level of :mod:`agents.evaluation`,
+:mod:`agents.spec_evaluation`).
 Writes ``spec_compare.csv`` to ``--out``.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import gymnasium as gym
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-import mec_env  # noqa: E402,F401
-from agents.evaluation import held_out_seeds  # noqa: E402
-from agents.scripted import ModelAgent, load_model  # noqa: E402
-from agents.spec_evaluation import evaluate_spec_agents, print_paired_returns, print_spec_results  # noqa: E402
-from agents.spec_policy import sized_for  # noqa: E402
-from baselines.spec import SpecRuleAgent, rule_factory  # noqa: E402
-from mec_env.config import parse_key_values  # noqa: E402
-from agents.cli import MAX_EPISODES, WHY_EPISODES, count, output_dir, probability, run_main  # noqa: E402
-from agents.cli import script_parser  # noqa: E402
-from mec_env.errors import ConfigError, MECOffloadError  # noqa: E402
-from mec_env.io import atomic_write_csv  # noqa: E402
+import mec_env  # noqa: F401
+from agents.agent import ModelAgent
+from agents.model_zip import load_model
+from agents.evaluation import evaluate_agents, print_table
+from agents.spec_evaluation import TOKENS, print_paired_returns
+from agents.spec_policy import sized_for
+from baselines.spec import SpecRuleAgent, rule_factory
+from mec_env.config import parse_key_values
+from agents.cli import MAX_EPISODES, WHY_EPISODES, count, output_dir, probability, run_main
+from agents.cli import script_parser
+from mec_env.errors import ConfigError, MECOffloadError
+from mec_env.io import atomic_write_csv
+from mec_env.seeds import held_out_seeds
 
 
 def agent_factories(names: list[str], risk: float) -> dict:
@@ -81,9 +79,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 raise
             raise ConfigError("--agents", name, f"a strategy this env can run ({err})") from None
     probe.close()
-    results = evaluate_spec_agents(lambda: gym.make("MECSpecDecode-v0", **env_kwargs), agents,
-                                   held_out_seeds(args.episodes), progress=True)
-    print_spec_results(results, f"MECSpecDecode-v0 {env_kwargs}, {args.episodes} held-out episodes (95 % CI)")
+    results = evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **env_kwargs), agents,
+                              held_out_seeds(args.episodes), level=TOKENS, progress=True)
+    print_table(results, f"MECSpecDecode-v0 {env_kwargs}, {args.episodes} held-out episodes (95 % CI)")
     if args.paired:
         print_paired_returns(results, args.paired)
     rows = [r.row() for r in results]

@@ -23,34 +23,25 @@ Writes ``{name}.csv`` and ``{name}.png`` to ``--out`` (atomically).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-import mec_env  # noqa: E402,F401
-from agents.evaluation import held_out_seeds  # noqa: E402
-from agents.spec_evaluation import evaluate_spec_agents  # noqa: E402
-from baselines.spec import SpecRuleAgent  # noqa: E402
-from mec_env.config import parse_key_values  # noqa: E402
-from agents.cli import MAX_EPISODES, WHY_EPISODES, count, number, output_dir, probability, run_main  # noqa: E402
-from agents.cli import script_parser  # noqa: E402
-from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
-from mec_env.spec.control import uhlm_threshold  # noqa: E402
-from mec_env.spec.tokens import UNCERTAINTIES, load_token_traces, rejection_correlations  # noqa: E402
+import mec_env  # noqa: F401
+from agents.evaluation import evaluate_agents
+from agents.spec_evaluation import TOKENS
+from baselines.spec import SpecRuleAgent
+from mec_env.config import parse_key_values
+from agents.cli import MAX_EPISODES, WHY_EPISODES, count, number, output_dir, probability, run_main
+from agents.cli import save_png, script_parser
+from mec_env.io import atomic_write_csv
+from mec_env.spec.control import uhlm_threshold
+from mec_env.spec.tokens import UNCERTAINTIES, load_token_traces, rejection_correlations
+from mec_env.seeds import held_out_seeds
 
 LABELS = {"slm_temperature_uncertainty": "temperature perturbation", "slm_entropy": "entropy (nats)",
           "slm_margin": "margin 1 - (p1 - p2)"}
-
-
-def save_png(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
 
 
 def scatter(tokens: str, out: Path, bins: int = 10) -> list[dict]:
@@ -128,8 +119,8 @@ def threshold(env_kwargs: dict, episodes: int, risk: float, out: Path) -> list[d
     agents = {"HLM": lambda e: _Level(e, 0)}
     for j in range(1, len(levels)):
         agents[f"level {j}"] = lambda e, j=j: _Level(e, j)
-    results = evaluate_spec_agents(lambda: gym.make("MECSpecDecode-v0", **env_kwargs), agents,
-                                   held_out_seeds(episodes), progress=True)
+    results = evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **env_kwargs), agents,
+                              held_out_seeds(episodes), level=TOKENS, progress=True)
     slope, intercept = env.source.rejection_line()
     slope *= env.uncertainty_scale
     fitted = {f"U-HLM risk {r:g}": uhlm_threshold(slope, intercept, r) for r in (0.0, risk)}
@@ -174,12 +165,13 @@ def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path) -> 
     table = []
     fixed = {f"{s} b={b}": (lambda e, s=s, b=b: SpecRuleAgent(e, s, budget=b)) for s in ("HLM", "U-HLM")
              for b in range(1, length + 1)}
-    for r in evaluate_spec_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), fixed, seeds, progress=True):
+    for r in evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), fixed, seeds, level=TOKENS,
+                             progress=True):
         table.append({"agent": r.name.split(" b=")[0], "draft_budget": int(r.name.split("b=")[1]),
                       "energy_budget_j": float("nan"), **{k: v for k, v in r.row().items() if k != "agent"}})
     for e_bar in budgets:
-        r = evaluate_spec_agents(lambda e_bar=e_bar: gym.make("MECSpecDecode-v0", **kwargs, energy_budget_j=e_bar),
-                                 {"GELATO": lambda e: SpecRuleAgent(e, "GELATO")}, seeds, progress=True)[0]
+        r = evaluate_agents(lambda e_bar=e_bar: gym.make("MECSpecDecode-v0", **kwargs, energy_budget_j=e_bar),
+                            {"GELATO": lambda e: SpecRuleAgent(e, "GELATO")}, seeds, level=TOKENS, progress=True)[0]
         table.append({"agent": "GELATO", "draft_budget": -1, "energy_budget_j": e_bar,
                       **{k: v for k, v in r.row().items() if k != "agent"}})
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.5))

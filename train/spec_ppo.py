@@ -22,7 +22,7 @@ of its actions and returns, :func:`agents.imitation.clone_into_sb3`), so PPO sta
 and looks for what beats it.
 
 Every ``eval_freq`` steps, and at the end, all of them play the same ``eval_seeds`` episodes
-(:func:`agents.spec_evaluation.evaluate_spec_agents`); TensorBoard gets
+(:func:`agents.evaluation.evaluate_agents` at the token level); TensorBoard gets
 ``eval/{agent}/{return,tokens_per_s,accuracy_vs_llm,energy_vs_budget}`` and the best model by
 return is kept. The final table (held-out seeds 20_000 + k, 95 % CIs) goes to
 ``{run_dir}/comparison.csv``. Checkpoints every ``checkpoint_freq`` steps and on Ctrl-C; rerunning
@@ -31,7 +31,6 @@ the same command resumes.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +39,20 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-from agents.checkpoint import open_run, unlock_run  # noqa: E402
-from agents.evaluation import held_out_seeds  # noqa: E402
-from agents.scripted import ModelAgent  # noqa: E402
-from agents.spec_evaluation import (SpecResult, evaluate_spec_agents, print_paired_returns,  # noqa: E402
-                                    print_spec_results)
-from agents.training import (PeriodicEvaluation, SpecPPOConfig, finish_wandb, learn_with_evaluation,  # noqa: E402
+from agents.checkpoint import open_run, unlock_run
+from agents.agent import ModelAgent
+from agents.evaluation import EvaluationResult, evaluate_agents, print_table
+from agents.ppo import build_ppo
+from agents.spec_evaluation import TOKENS, print_paired_returns
+from agents.training import (PeriodicEvaluation, SpecPPOConfig, finish_wandb, learn_with_evaluation,
                              load_config, start_wandb)
-from agents.imitation import agent_rollouts, clone_into_sb3  # noqa: E402
-from agents.spec_policy import SpecUserPolicy  # noqa: E402
-from baselines.spec import RULES, SpecRuleAgent, budget_draft, rule_factory  # noqa: E402
-from agents.cli import check_run_config, run_main, script_parser  # noqa: E402
-from mec_env.errors import ConfigError  # noqa: E402
-from mec_env.io import atomic_write_csv  # noqa: E402
+from agents.imitation import agent_rollouts, clone_into_sb3
+from agents.spec_policy import SpecUserPolicy
+from baselines.spec import RULES, SpecRuleAgent, budget_draft, rule_factory
+from agents.cli import check_run_config, run_main, script_parser
+from mec_env.errors import ConfigError
+from mec_env.io import atomic_write_csv
+from mec_env.seeds import VALIDATION, evaluation_seeds, held_out_seeds
 
 
 def best_uhlm_budget(cfg: SpecPPOConfig, seeds: list[int]) -> int:
@@ -62,7 +60,7 @@ def best_uhlm_budget(cfg: SpecPPOConfig, seeds: list[int]) -> int:
     env = gym.make(cfg.env_id, **cfg.env_kwargs)
     candidates = range(1, env.unwrapped.options.draft_length + 1)
     agents = {str(b): (lambda e, b=b: SpecRuleAgent(e, "U-HLM", budget=b)) for b in candidates}
-    results = evaluate_spec_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds)
+    results = evaluate_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds, level=TOKENS)
     return int(max(results, key=lambda r: r.mean["return"]).name)
 
 
@@ -79,18 +77,19 @@ def scripted_agents(tuned_budget: int | None = None) -> dict[str, Any]:
 
 
 def compare(model: PPO, cfg: SpecPPOConfig, seeds: list[int], progress: bool = False,
-            tuned_budget: int | None = None) -> list[SpecResult]:
+            tuned_budget: int | None = None) -> list[EvaluationResult]:
     agents = scripted_agents(tuned_budget)
     agents["PPO"] = lambda env: ModelAgent(model, "PPO", env=env)
-    return evaluate_spec_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds, progress=progress)
+    return evaluate_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds, level=TOKENS,
+                           progress=progress)
 
 
 class SpecComparisonCallback(PeriodicEvaluation):
     """Every ``eval_freq`` steps: PPO and the scripted strategies on the same evaluation episodes."""
 
-    def evaluate(self) -> list[SpecResult]:
+    def evaluate(self) -> list[EvaluationResult]:
         # training seeds are seed + k; evaluation episodes use 10_000 + k, the final table 20_000 + k
-        results = compare(self.model, self.cfg, [10_000 + k for k in range(self.cfg.eval_seeds)])
+        results = compare(self.model, self.cfg, evaluation_seeds(self.cfg.eval_seeds))
         metrics = {}
         for r in results:
             slug = r.name.lower().replace(" ", "_").replace("-", "_")
@@ -100,7 +99,7 @@ class SpecComparisonCallback(PeriodicEvaluation):
         return results
 
 
-def main(argv: list[str] | None = None) -> list[SpecResult]:
+def main(argv: list[str] | None = None) -> list[EvaluationResult]:
     ap = script_parser(__doc__)
     ap.add_argument("--config", default="spec_ppo", help="YAML under configs/train or a path")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -121,14 +120,11 @@ def main(argv: list[str] | None = None) -> list[SpecResult]:
     def new_model(env) -> PPO:
         policy, policy_kwargs = (SpecUserPolicy, {"hidden": cfg.hidden}) if cfg.policy == "per_user" else \
             ("MlpPolicy", {})
-        model = PPO(policy, env, policy_kwargs=policy_kwargs, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
-                    batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
-                    clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
-                    max_grad_norm=cfg.max_grad_norm, tensorboard_log=str(run_dir), seed=cfg.seed, device="cpu",
-                    verbose=0)
+        model = build_ppo(cfg, env, policy, policy_kwargs, tensorboard_log=str(run_dir))
         if warm_start is not None:  # a new run only: a resumed one keeps what it learned
             demo_env = gym.make(cfg.env_id, **cfg.env_kwargs)
-            data, returns = agent_rollouts(demo_env, warm_start(demo_env), cfg.warm_start_steps, 30_000, cfg.gamma)
+            data, returns = agent_rollouts(demo_env, warm_start(demo_env), cfg.warm_start_steps, VALIDATION.start,
+                                           cfg.gamma)
             m = clone_into_sb3(model, data, returns, cfg.warm_start_epochs, cfg.batch_size, seed=cfg.seed)
             print(f"warm start: {cfg.warm_start} cloned from {len(data)} steps: -log pi {m['nll']:.3f}, "
                   f"{100 * m['agree']:.1f} % of action components its mode")
@@ -138,11 +134,11 @@ def main(argv: list[str] | None = None) -> list[SpecResult]:
     try:
         use_wandb = start_wandb(cfg, "spec_ppo", run_dir)
         minutes = learn_with_evaluation(model, state, SpecComparisonCallback(cfg, run_dir, use_wandb), "spec_ppo")
-        tuned = best_uhlm_budget(cfg, [10_000 + k for k in range(cfg.eval_seeds)])
+        tuned = best_uhlm_budget(cfg, evaluation_seeds(cfg.eval_seeds))
         print(f"U-HLM's best fixed drafting budget on the {cfg.eval_seeds} evaluation episodes: b = {tuned}")
         results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True, tuned_budget=tuned)
-        print_spec_results(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes "
-                                    f"(PPO trained {model.num_timesteps} steps in {minutes:.1f} min)")
+        print_table(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes "
+                             f"(PPO trained {model.num_timesteps} steps in {minutes:.1f} min)")
         print_paired_returns(results, "PPO")
         atomic_write_csv(run_dir / "comparison.csv", [r.row() for r in results])
         finish_wandb(use_wandb)

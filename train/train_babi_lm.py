@@ -32,7 +32,6 @@ import math
 import random
 import re
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,12 +39,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from agents.cli import MAX_THREADS, count, run_main, script_parser  # noqa: E402
-from mec_env.babi import read_babi_dir  # noqa: E402
-from mec_env.io import atomic_write  # noqa: E402
-from mec_env.lm.wordlm import build_word_llama, build_word_tokenizer  # noqa: E402
+from agents.cli import MAX_THREADS, count, run_main, script_parser
+from mec_env.babi import read_babi_dir
+from mec_env.io import atomic_write
+from mec_env.lm.wordlm import build_word_llama, build_word_tokenizer
 
 
 @dataclass

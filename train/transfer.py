@@ -11,21 +11,18 @@ with 95 % CIs) and ``transfer.png`` (J against N, and the gap to GOA) to ``--out
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import gymnasium as gym
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-import mec_env  # noqa: E402,F401
-from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
-from agents.scripted import ScriptedAgent  # noqa: E402
-from agents.training import print_results  # noqa: E402
-from agents.cli import (MAX_EPISODES, MAX_THREADS, WHY_EPISODES, WHY_THREADS, count, output_dir,  # noqa: E402
+import mec_env  # noqa: F401
+from agents.evaluation import evaluate_agents, print_table
+from agents.saved_agents import model_factory, model_spec
+from agents.agent import ScriptedAgent
+from agents.cli import (MAX_EPISODES, MAX_THREADS, WHY_EPISODES, WHY_THREADS, count, output_dir,
                         run_main, saved_model, script_parser)
-from mec_env.io import atomic_write, atomic_write_csv  # noqa: E402
-from train.evaluate import model_factory, model_spec  # noqa: E402
+from mec_env.io import atomic_write, atomic_write_csv
+from mec_env.seeds import held_out_seeds
 
 DEFAULT_SETTINGS = ("paper:60", "paper:90", "paper:120", "paper:150", "paper:200", "paper-m6:120")
 BASELINES = ("GOA", "GOA+LS", "Min delay")
@@ -95,7 +92,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         agents["policy"] = model_factory("policy", args.model)
         results = evaluate_agents(lambda: gym.make("MECOffload-v0", **env_kwargs), agents,
                                   held_out_seeds(args.seeds))
-        print_results(results, f"{scenario}, N = {n}, {args.seeds} held-out episodes")
+        print_table(results, f"{scenario}, N = {n}, {args.seeds} held-out episodes")
         rows += [{"scenario": scenario, "n_users": n, **r.row()} for r in results]
     atomic_write_csv(args.out / "transfer.csv", rows)
     plot(rows, args.out / "transfer.png", f"{args.model}: one policy at every size ({args.seeds} held-out episodes)")

@@ -22,22 +22,21 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
-
-from agents.checkpoint import lock_run  # noqa: E402
-from agents.evaluation import evaluate_agents, held_out_seeds  # noqa: E402
-from agents.scripted import ModelAgent, load_model  # noqa: E402
-from agents.training import baseline_agents, make_env, print_results  # noqa: E402
-from agents.tuning import METRIC, MODE, TuneConfig, curves, load_tune_config, run_sweep, trial_config  # noqa: E402
-from agents.tuning import scheduler, trial_rows  # noqa: E402
-from baselines.experiments import add_address_argument, ray_runtime  # noqa: E402
-from agents.cli import MAX_WORKERS, WHY_WORKERS, count, output_dir, run_main, script_parser  # noqa: E402
-from mec_env.errors import ConfigError  # noqa: E402
-from mec_env.io import atomic_write, atomic_write_csv, atomic_write_text  # noqa: E402
+from agents.checkpoint import lock_run
+from agents.evaluation import evaluate_agents, print_table
+from agents.agent import ModelAgent
+from agents.model_zip import load_model
+from agents.training import baseline_agents, make_env
+from agents.tuning import METRIC, MODE, TuneConfig, curves, load_tune_config, run_sweep, trial_config
+from agents.tuning import scheduler, trial_rows
+from baselines.experiments import add_address_argument, ray_runtime
+from agents.cli import MAX_WORKERS, WHY_WORKERS, count, output_dir, run_main, script_parser
+from mec_env.errors import ConfigError
+from mec_env.io import atomic_write, atomic_write_csv, atomic_write_text
+from mec_env.seeds import held_out_seeds
 
 
 def plot(results, path: Path, title: str) -> None:
@@ -76,7 +75,7 @@ def score_best(cfg: TuneConfig, best, out: Path) -> list[dict]:
     agents = baseline_agents()
     agents["PPO (best trial)"] = lambda env: ModelAgent(model, "PPO (best trial)", env=env)
     results = evaluate_agents(lambda: make_env(ppo_cfg), agents, held_out_seeds(cfg.final_eval_seeds))
-    print_results(results, f"best trial {best.config['values']}, "
+    print_table(results, f"best trial {best.config['values']}, "
                            f"{cfg.final_eval_seeds} held-out episodes")
     rows = [r.row() for r in results]
     atomic_write_csv(out / "best.csv", rows, float_format=".6g")
