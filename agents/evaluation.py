@@ -7,8 +7,8 @@
 An agent is anything with SB3's ``predict(obs, state, episode_start, deterministic) -> (action, state)``
 (:class:`agents.agent.Agent`, the one strategy protocol): a trained model, :class:`agents.agent.ModelAgent`,
 a query-level strategy ``solve(problem)`` as :class:`agents.agent.ScriptedAgent`, a queue policy
-``policy(env)`` as :class:`baselines.queue.QueuePolicyAgent`, a token-level rule as
-:class:`baselines.spec.SpecRuleAgent`. :func:`evaluate_agents` takes ``name -> factory(env) -> agent`` and
+``policy(env)`` as :class:`baselines.queue_policies.QueuePolicyAgent`, a token-level rule as
+:class:`baselines.token_policies.SpecRuleAgent`. :func:`evaluate_agents` takes ``name -> factory(env) -> agent`` and
 plays every agent on the same seeds (hence the same slots, arrivals, sessions: differences are paired).
 
 What is measured is the :class:`Level`'s: it turns the steps of an episode into records (a record per

@@ -141,8 +141,8 @@ class SpecPPOConfig(PPOConfig):
     gamma: float = config_field(0.99, "discount", range=(0.0, 1.0))
     final_eval_seeds: int = config_field(200, "held-out episodes of the final comparison, seeds 20_000 + k",
                                          range=(1, HELD_OUT.size))
-    warm_start: str = config_field("", "a strategy of baselines.spec cloned into the new policy before PPO (e.g. "
-                                   "'U-HLM b=1'); empty: PPO from scratch")
+    warm_start: str = config_field("", "a strategy of baselines.token_policies cloned into the new policy before PPO "
+                                   "(e.g. 'U-HLM b=1'); empty: PPO from scratch")
     warm_start_steps: int = config_field(20_000, "steps of the strategy cloned (seeds 30_000 + k)", range=(1, 10**8))
     warm_start_epochs: int = config_field(10, "epochs of behaviour cloning", range=(1, 10**4))
 

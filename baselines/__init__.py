@@ -11,9 +11,9 @@ from typing import Callable
 
 import numpy as np
 
-from baselines.exact import goa_local_search, optimum
+from baselines.local_search import goa_local_search, iterated_local_search
+from baselines.optimum import optimum
 from baselines.greedy import edge_all, goa, local_all, min_delay, random_offload
-from baselines.local_search import iterated_local_search
 from mec_env.problem import Problem
 
 Strategy = Callable[[Problem, np.random.Generator], np.ndarray]

@@ -38,7 +38,7 @@ from baselines import STRATEGIES, goa, goa_local_search, iterated_local_search, 
 from baselines.ray_cluster import add_address_argument, ray_map, ray_runtime  # noqa: F401  (the scripts' import)
 from mec_env.config import ScenarioConfig
 from mec_env.host import usable_cpus
-from mec_env.model import evaluate, objective
+from mec_env.evaluator import evaluate, objective
 from mec_env.problem import sample_problem
 
 # Paper, Fig. 3 at N = 120, tau = 0.6 (DESIGN.md section 6): mean delay (ms), accuracy (%).

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mec_env import kernels
-from mec_env.model import GreedyState, edge_delay, join_delays, kernel_args
+from mec_env.evaluator import GreedyState, edge_delay, join_delays, kernel_args
 from mec_env.problem import Problem
 
 

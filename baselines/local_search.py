@@ -1,6 +1,6 @@
 """GOA + local search, compiled: the same local optimum as the numpy reference, in milliseconds.
 
-The reference (:func:`baselines.exact.goa_local_search_reference`) evaluates every neighbour of
+The reference (:func:`baselines.reference.goa_local_search_reference`) evaluates every neighbour of
 the current assignment through the evaluator each round: every feasible single-user move and
 every swap of two users' decisions, ``N (M + 1) + N (N - 1) / 2`` assignments (7,740 at N = 120,
 M = 4), then takes the best (first in that order on ties) while it improves the objective by
@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from baselines.greedy import goa
 from mec_env import kernels
 from mec_env.kernels import _jit
-from mec_env.model import kernel_args, objective
+from mec_env.evaluator import kernel_args, objective
 from mec_env.problem import Problem
 from mec_env.radio.link import compute_share, interference_added, sinr, spectral_efficiency, uplink_rate
 
@@ -332,7 +333,7 @@ def improve(problem: Problem, assignment: np.ndarray, max_rounds: int = 1000) ->
     """Best-improvement local search from ``assignment`` (moves and swaps, constraint 11 kept).
 
     Takes exactly the reference's steps: each round's near-best neighbours (all others are
-    provably worse) are compared through :func:`mec_env.model.objective` on the whole batch, as
+    provably worse) are compared through :func:`mec_env.evaluator.objective` on the whole batch, as
     the reference compares all of them.
     """
     a = np.array(assignment, dtype=np.int64)
@@ -398,3 +399,19 @@ def iterated_local_search(problem: Problem, rng: np.random.Generator | int, kick
 def available() -> bool:
     """True when the compiled search runs (numba present and enabled)."""
     return kernels.numba_enabled()
+
+
+def goa_local_search(problem: Problem, max_rounds: int = 1000) -> np.ndarray:
+    """GOA followed by best-improvement local search on the true objective.
+
+    Neighbourhood: every feasible single-user move (local or any ES) and every swap of the
+    decisions of two users. Constraint (11) is kept. Stops at a local optimum or after
+    ``max_rounds`` improving steps. Runs compiled (:mod:`baselines.local_search`, a few ms at
+    N = 120) when numba is enabled, else as :func:`baselines.reference.goa_local_search_reference`; both take the
+    same steps.
+    """
+    if available():
+        return improve(problem, goa(problem), max_rounds)
+    from baselines.reference import goa_local_search_reference
+
+    return goa_local_search_reference(problem, max_rounds)

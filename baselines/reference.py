@@ -4,12 +4,14 @@ instances (random N, M, tau, interference model and query source). Slow on purpo
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterator
 
 import numpy as np
 
 from mec_env.config import load_scenario
-from mec_env.model import evaluate
+from baselines.greedy import goa
+from mec_env.evaluator import evaluate, objective, violations
 from mec_env.problem import Problem, sample_problem
 
 
@@ -59,3 +61,26 @@ def random_instances(count: int, seed: int, n_max: int = 60, m_max: int = 6) -> 
 
 
 __all__ = ["reference_goa", "random_instances"]
+
+
+def goa_local_search_reference(problem: Problem, max_rounds: int = 1000) -> np.ndarray:
+    """:func:`baselines.local_search.goa_local_search` by brute force: every neighbour through the
+    evaluator, every round."""
+    a = goa(problem)
+    n, m = problem.n_users, problem.n_edge_servers
+    current = float(objective(problem, a))
+    pairs = np.array(list(itertools.combinations(range(n), 2)), dtype=np.int64).reshape(-1, 2)
+    for _ in range(max_rounds):
+        moves = np.repeat(a[None, :], n * (m + 1), axis=0)
+        moves[np.arange(n * (m + 1)), np.repeat(np.arange(n), m + 1)] = np.tile(np.arange(m + 1), n)
+        swaps = np.repeat(a[None, :], len(pairs), axis=0)
+        swaps[np.arange(len(pairs)), pairs[:, 0]] = a[pairs[:, 1]]
+        swaps[np.arange(len(pairs)), pairs[:, 1]] = a[pairs[:, 0]]
+        neighbours = np.concatenate([moves, swaps])
+        feasible = ~violations(problem, neighbours).any(axis=-1)
+        values = np.where(feasible, objective(problem, neighbours), np.inf)
+        k = int(np.argmin(values))
+        if not values[k] < current * (1 - 1e-12):
+            break
+        a, current = neighbours[k].copy(), float(values[k])
+    return a

@@ -21,7 +21,7 @@ import numpy as np
 from baselines import STRATEGIES
 from mec_env.envs.common import slot_metrics
 from mec_env.errors import ConfigError
-from mec_env.model import evaluate
+from mec_env.evaluator import evaluate
 
 
 def info_prefix(strategy: str) -> str:

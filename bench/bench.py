@@ -41,7 +41,7 @@ import gymnasium as gym
 
 import mec_env  # noqa: F401  (registers the environments)
 from baselines import PAPER_STRATEGIES, edge_all, goa, goa_local_search
-from baselines.exact import goa_local_search_reference
+from baselines.reference import goa_local_search_reference
 from baselines.reference import random_instances, reference_goa
 from mec_env import kernels, load_scenario, sample_problem
 from baselines.experiments import Point, monte_carlo

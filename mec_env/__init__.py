@@ -2,7 +2,7 @@
 
 from mec_env.config import QueryConfig, ScenarioConfig, load_scenario
 from mec_env.errors import AssignmentError, ConfigError, MECOffloadError
-from mec_env.model import Evaluation, evaluate, objective
+from mec_env.evaluator import Evaluation, evaluate, objective
 from mec_env.problem import Problem, sample_problem
 
 __all__ = ["ScenarioConfig", "QueryConfig", "load_scenario", "ConfigError", "AssignmentError", "MECOffloadError",

@@ -1,9 +1,9 @@
 """Compiled twins (numba) of the two hot loops: the greedy delay-gap family and the delays of
-one assignment. The numpy code in :mod:`mec_env.model` and :mod:`baselines.greedy` stays the
+one assignment. The numpy code in :mod:`mec_env.evaluator` and :mod:`baselines.greedy` stays the
 reference and the fallback; tests compare the two paths for exact equality.
 
 Both kernels evaluate eqs. (2)-(8) in the same operation order as
-:func:`mec_env.model.edge_delay`. The greedy kernel keeps the same incremental sums as the
+:func:`mec_env.evaluator.edge_delay`. The greedy kernel keeps the same incremental sums as the
 numpy loop, so both return identical assignments; the delays kernel adds interference user by
 user where numpy may sum pairwise, so delays agree to rounding (about 1e-16 relative).
 
@@ -104,7 +104,7 @@ def greedy_kernel(radio, gain, query_bits, workload_llm, local_delay, es_capacit
 
 @_jit
 def delays_kernel(radio, gain, query_bits, workload_llm, local_delay, es_capacity, assignment):
-    """``(t_comm, t_compute, load)`` of one assignment (N,), as :func:`mec_env.model.user_delays`."""
+    """``(t_comm, t_compute, load)`` of one assignment (N,), as :func:`mec_env.evaluator.user_delays`."""
     n, m = gain.shape
     t_comm = np.zeros(n)
     t_compute = np.empty(n)

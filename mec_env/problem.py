@@ -3,7 +3,7 @@
 ``sample_problem(cfg, rng)`` draws user positions, block fading over the path-loss gain (the
 models of :mod:`mec_env.radio`, Rayleigh over free space by default), ES and local capacities and
 one query per user. Everything downstream (baselines, environments, experiments) reads a
-:class:`Problem` and hands assignments to :func:`mec_env.model.evaluate`.
+:class:`Problem` and hands assignments to :func:`mec_env.evaluator.evaluate`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Problem:
     A batch of B independent instances (the batched environment's slots) is the same class
     with a leading axis on every array: ``gain`` (B, N, M), per-user arrays (B, N),
     ``es_capacity`` (B, M); the scalars are shared. The evaluator's batched functions
-    (:func:`~mec_env.model.user_delays`, :func:`~mec_env.model.objective`) accept both.
+    (:func:`~mec_env.evaluator.user_delays`, :func:`~mec_env.evaluator.objective`) accept both.
     """
 
     gain: np.ndarray  # (N, M) |h_ij|^2: large-scale gain x Exp(1) fading, linear

@@ -1,5 +1,5 @@
 """The compiled (numba) slot of ``MECOffloadQueue-v0``: the new jobs, their service for one slot
-(:mod:`mec_env.queueing` describes the disciplines), the fused decide-and-serve step and the flat
+(:mod:`mec_env.queues` describes the disciplines), the fused decide-and-serve step and the flat
 observation. Arguments come in the named groups below, each passed as a plain tuple
 (:func:`mec_env.kernels.kernel_tuple`: numba types a plain tuple in C, a namedtuple in Python field by
 field); each kernel rebuilds its namedtuples, so fields keep their names inside.
@@ -15,7 +15,7 @@ from mec_env.kernels import RadioScalars, _delays_into, _jit
 
 
 class JobArrays(NamedTuple):
-    """The pool's jobs in arrival order (:class:`mec_env.queueing.JobPool`'s arrays; room for the new ones)."""
+    """The pool's jobs in arrival order (:class:`mec_env.queues.JobPool`'s arrays; room for the new ones)."""
 
     server: np.ndarray  # -1 device, j >= 0 ES j
     user: np.ndarray

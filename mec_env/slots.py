@@ -2,7 +2,7 @@
 slot to the next (user positions, ES background load) and what an agent observes of a slot.
 
 Environments are thin Gymnasium shells over :class:`SlotProcess` and the evaluator
-(:mod:`mec_env.model`); the joint environment, its batched twin and the sequential
+(:mod:`mec_env.evaluator`); the joint environment, its batched twin and the sequential
 environment all draw their slots here, for one copy or a batch of B copies as (B, N, M) arrays,
 and the queueing environment draws the same i.i.d. slots through :class:`SlotBlocks`. The flat
 observation's layout is :mod:`mec_env.layout`'s, derived from :func:`observation_spaces`.
@@ -19,7 +19,7 @@ from gymnasium import spaces
 from mec_env.config import ScenarioConfig, check_array_budget
 from mec_env.errors import ConfigError
 from mec_env.layout import FlatLayout
-from mec_env.model import local_objective
+from mec_env.evaluator import local_objective
 from mec_env.queries import QuerySource
 from mec_env.problem import Problem, check_received_power, check_scenario, make_query_source, path_gain, \
     sample_problem, user_es_distance

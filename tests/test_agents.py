@@ -18,7 +18,7 @@ from agents.model_zip import load_model
 from agents.training import DQNConfig, PPOConfig, load_config
 from baselines import goa
 from mec_env.errors import ConfigError
-from mec_env.model import evaluate
+from mec_env.evaluator import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["env_kwargs.scenario=small", "progress_bar=false", "threads=1", "eval_seeds=2", "n_envs=2"]

@@ -12,7 +12,7 @@ from baselines.greedy import GreedyState, delay_gaps, greedy_offload
 from baselines.reference import reference_goa
 from helpers import tiny_problem
 from mec_env.config import load_scenario
-from mec_env.model import evaluate, objective, violations
+from mec_env.evaluator import evaluate, objective, violations
 from mec_env.problem import sample_problem
 
 

@@ -14,8 +14,8 @@ import pytest
 import mec_env  # noqa: F401
 from mec_env.config import load_scenario, read_yaml
 from mec_env.errors import AssignmentError, ConfigError
-from mec_env.model import validate_assignment
-from mec_env.queueing import JobPool, jakes_correlation
+from mec_env.evaluator import validate_assignment
+from mec_env.queues import JobPool, jakes_correlation
 
 # a queueing system small enough to step in milliseconds, with queries arriving
 QUEUE = {"n_users": 4, "n_edge_servers": 2, "arrival_probability": 0.5, "episode_length": 5}

@@ -16,7 +16,7 @@ from baselines import goa, min_delay
 from baselines.wrappers import StrategyInfo
 from mec_env.envs import MECOffloadEnv, MECOffloadSeqEnv, joint, sequential
 from mec_env.errors import AssignmentError, ConfigError
-from mec_env.model import evaluate
+from mec_env.evaluator import evaluate
 
 SMALL = {"scenario": "small"}  # 8 users, 2 ESs, synthetic queries
 ENV_CLASSES = [MECOffloadEnv, MECOffloadSeqEnv]

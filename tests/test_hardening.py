@@ -25,7 +25,7 @@ from mec_env.config import ScenarioConfig, load_scenario, scenario_from_dict
 from mec_env.slots import relocate
 from mec_env.errors import AssignmentError, ConfigError
 from baselines.experiments import Point, monte_carlo
-from mec_env.model import evaluate, local_objective, user_delays
+from mec_env.evaluator import evaluate, local_objective, user_delays
 from mec_env.problem import es_grid_positions, sample_problem
 from mec_env.traces import TRACE_COLUMNS, TraceError, load_traces
 

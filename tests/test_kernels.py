@@ -12,7 +12,7 @@ from baselines.reference import random_instances, reference_goa
 from mec_env import kernels
 from mec_env.config import load_scenario
 from mec_env.errors import AssignmentError
-from mec_env.model import evaluate, evaluate_batch, objective, user_delays
+from mec_env.evaluator import evaluate, evaluate_batch, objective, user_delays
 from mec_env.problem import sample_problem
 
 
@@ -105,7 +105,8 @@ def test_evaluate_batch_rejects_mismatched_shapes():
 
 def test_compiled_goa_local_search_takes_the_reference_steps_on_random_instances():
     """Same local optimum as the brute-force search (same moves, order, ties) on 300 random instances."""
-    from baselines.exact import goa_local_search, goa_local_search_reference
+    from baselines.local_search import goa_local_search
+    from baselines.reference import goa_local_search_reference
 
     differ = [k for k, p in enumerate(random_instances(300, seed=5, n_max=24))
               if not np.array_equal(goa_local_search(p), goa_local_search_reference(p))]
@@ -116,7 +117,8 @@ def test_compiled_goa_local_search_where_the_rate_floor_may_bind_and_at_n_60():
     """The bound assumes the rate floor never binds; where it might, every neighbour is evaluated exactly."""
     import dataclasses
 
-    from baselines.exact import goa_local_search, goa_local_search_reference
+    from baselines.local_search import goa_local_search
+    from baselines.reference import goa_local_search_reference
 
     cfg, binds = load_scenario("paper"), 0
     for seed in range(6):

@@ -9,12 +9,12 @@ import pytest
 
 import mec_env  # noqa: F401
 from baselines import goa
-from baselines.queue import QUEUE_POLICIES, DriftPlusPenalty, queue_edge_all, queue_goa
+from baselines.queue_policies import QUEUE_POLICIES, DriftPlusPenalty, queue_edge_all, queue_goa
 from helpers import train_script
 from mec_env.errors import ConfigError
-from mec_env.model import evaluate
+from mec_env.evaluator import evaluate
 from mec_env.problem import path_gain, user_es_distance
-from mec_env.queueing import JobPool, jakes_correlation
+from mec_env.queues import JobPool, jakes_correlation
 
 # one worker compiles the queueing kernels (about 7 s) instead of both (make test: --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("queue")

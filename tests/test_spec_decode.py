@@ -1,4 +1,4 @@
-"""Token-level traces of speculative decoding (mec_env/lm/spec_decode.py) on two tiny Llamas with known
+"""Token-level traces of speculative decoding (mec_env/lm/token_traces.py) on two tiny Llamas with known
 next-token distributions: the recorded probabilities are the models', the hybrid's tokens follow the
 verifier's distribution, and a run killed between an answer's token rows and its answer row resumes
 to what an uninterrupted run writes."""
@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 
 from mec_env.babi import parse_babi_lines  # noqa: E402
 from mec_env.lm.profiler import load_causal_lm  # noqa: E402
-from mec_env.lm.spec_decode import (ANSWER_COLUMNS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens,  # noqa: E402
+from mec_env.lm.token_traces import (ANSWER_COLUMNS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens,  # noqa: E402
                                     rejection_correlations, speculative_step)
 from tiny_lm import BABI_LINES, LOGITS, VOCAB, make_tiny_llama  # noqa: E402
 

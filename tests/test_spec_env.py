@@ -189,7 +189,7 @@ def test_bad_actions_and_arguments_are_named():
 
 
 def play(strategy: str, seeds=range(4), **kwargs) -> dict:
-    from baselines.spec import SpecRuleAgent
+    from baselines.token_policies import SpecRuleAgent
 
     env = gym.make("MECSpecDecode-v0", n_users=10, max_rounds=200)
     agent = SpecRuleAgent(env, strategy, **kwargs)
@@ -226,7 +226,7 @@ def test_gelato_meets_its_energy_budget_and_outruns_hlm_at_the_same_energy():
     energy brackets it, b = 2 spending 24 % more (the traces' answers, 300 rounds, N = 10)."""
     from agents.evaluation import evaluate_agents
     from agents.spec_evaluation import TOKENS
-    from baselines.spec import SpecRuleAgent
+    from baselines.token_policies import SpecRuleAgent
 
     kwargs = {"n_users": 10, "max_rounds": 300, "session_tokens": 1500, "energy_budget_j": 0.2}
     agents = {f"HLM b={b}": (lambda e, b=b: SpecRuleAgent(e, "HLM", budget=b)) for b in (1, 2)}
@@ -244,7 +244,7 @@ def test_opportunistic_uhlm_sits_out_slow_rounds_when_energy_is_dear_and_gains_r
     U-HLM b=1 on every episode; with timing='slot' it refuses to run."""
     from agents.evaluation import evaluate_agents
     from agents.spec_evaluation import TOKENS
-    from baselines.spec import rule_factory
+    from baselines.token_policies import rule_factory
 
     kwargs = {"n_users": 10, "max_rounds": 32, "energy_budget_j": 0.2}
     env = gym.make("MECSpecDecode-v0", **kwargs)
@@ -312,7 +312,7 @@ def test_a_rule_cloned_into_ppo_acts_as_the_rule_on_new_episodes():
     from stable_baselines3.common.env_util import make_vec_env
 
     from agents.imitation import agent_rollouts, clone_into_sb3
-    from baselines.spec import rule_factory
+    from baselines.token_policies import rule_factory
 
     kwargs = {**SMALL, "tokens": "babi", "session_tokens": 600, "flat_obs": True}
     model = PPO("MlpPolicy", make_vec_env("MECSpecDecode-v0", n_envs=1, env_kwargs=kwargs), seed=0, device="cpu")
@@ -331,7 +331,7 @@ def test_a_rule_cloned_into_ppo_acts_as_the_rule_on_new_episodes():
 
 
 def test_strategies_by_name_and_a_bad_name_lists_the_known_ones():
-    from baselines.spec import rule_factory
+    from baselines.token_policies import rule_factory
 
     env = gym.make("MECSpecDecode-v0", **SMALL)
     assert rule_factory("U-HLM b=1")(env).budget == 1 and rule_factory("HLM b=3")(env).upload_level == 0

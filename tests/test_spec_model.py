@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mec_env.config import load_scenario
-from mec_env.model import delay_terms
+from mec_env.evaluator import delay_terms
 from mec_env.problem import sample_problem
 from mec_env.spec.control import VirtualEnergyQueue, drift_plus_penalty_budget, entropy_exit, uhlm_threshold
 from mec_env.spec.model import SpecConfig, evaluate_round
@@ -133,7 +133,7 @@ def test_synthetic_tokens_follow_the_linear_rejection_relation():
 def test_token_traces_replay_answers_and_name_what_is_wrong(tmp_path):
     import csv
 
-    from mec_env.lm.spec_decode import ANSWER_COLUMNS, TOKEN_COLUMNS
+    from mec_env.lm.token_traces import ANSWER_COLUMNS, TOKEN_COLUMNS
     from mec_env.spec.tokens import TokenTraceError, TokenTraceSource
 
     def row(task, pos, u, ok):

@@ -11,7 +11,7 @@ import mec_env  # noqa: F401
 from baselines import goa
 from mec_env.envs.vector import MECOffloadVectorEnv
 from mec_env.errors import AssignmentError, ConfigError
-from mec_env.model import evaluate, local_objective
+from mec_env.evaluator import evaluate, local_objective
 
 SMALL = {"scenario": "small"}
 

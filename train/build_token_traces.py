@@ -40,7 +40,7 @@ from agents.cli import MAX_THREADS, WHY_THREADS, count, run_main, script_parser
 from mec_env.babi import EXCLUDED_TASKS
 from mec_env.lm.profiler import cache_gguf_as_safetensors, load_causal_lm
 from mec_env.lm.trace_inputs import manifest_path, select_questions, smollm2_gguf
-from mec_env.lm.spec_decode import ANSWER_COLUMNS, PROMPTS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens
+from mec_env.lm.token_traces import ANSWER_COLUMNS, PROMPTS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens
 from mec_env.spec.tokens import DEFAULT_TOKEN_TRACES, TokenTraceSource, rejection_correlations
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@
     python train/queue_compare.py --only stability --episodes 5 --slots 1500
     python train/queue_compare.py --only sweep-v --set n_users=30 n_edge_servers=2 slot_seconds=0.01
 
-``stability``: every policy of :data:`baselines.queue.QUEUE_POLICIES` at each offered load (of the
+``stability``: every policy of :data:`baselines.queue_policies.QUEUE_POLICIES` at each offered load (of the
 ESs' mean capacity) on the same held-out episodes (seeds 20_000 + k) of ``--slots`` slots: the
 long-run objective (alpha-weighted time in the system per query), accuracy, device power against
 the budget, queries in the system and the backlog's growth; a policy's backlog is *bounded* when
@@ -28,7 +28,7 @@ import mec_env  # noqa: F401
 from agents.evaluation import evaluate_agents, play
 from agents.queue_evaluation import QUEUE
 from baselines.experiments import mean_ci95
-from baselines.queue import QUEUE_POLICIES, DriftPlusPenalty, QueuePolicyAgent, queue_agent
+from baselines.queue_policies import QUEUE_POLICIES, DriftPlusPenalty, QueuePolicyAgent, queue_agent
 from mec_env.config import parse_key_values
 from agents.cli import MAX_EPISODES, MAX_SLOTS, WHY_EPISODES, count, number, output_dir, run_main
 from agents.cli import save_png, script_parser

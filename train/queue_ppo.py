@@ -36,7 +36,7 @@ from agents.queue_policy import QueueEquivariantPolicy
 from agents.model_zip import load_model
 from agents.training import (PeriodicEvaluation, QueuePPOConfig, finish_wandb, learn_with_evaluation,
                              load_config, start_wandb)
-from baselines.queue import drift_plus_penalty, myopic_goa, queue_agent, queue_goa, queue_min_delay
+from baselines.queue_policies import drift_plus_penalty, myopic_goa, queue_agent, queue_goa, queue_min_delay
 from agents.cli import check_output_dir, check_run_config, run_main, saved_model, script_parser
 from mec_env.io import atomic_write_csv
 from mec_env.seeds import evaluation_seeds, held_out_seeds

@@ -27,7 +27,7 @@ import numpy as np
 
 from mec_env.errors import ConfigError
 from mec_env.config import ScenarioConfig, load_scenario, parse_key_values
-from baselines.exact import MAX_EXACT_ASSIGNMENTS
+from baselines.optimum import MAX_EXACT_ASSIGNMENTS
 from baselines.experiments import (BACKENDS, PAPER_N120, Point, add_address_argument, gap_configs, monte_carlo,
                                    optimality_gaps, summarize)
 from agents.cli import MAX_RUNS, MAX_WORKERS, WHY_WORKERS, count, output_dir, run_main, script_parser

@@ -36,7 +36,7 @@ from agents.rllib import POLICY, RLlibAgent, RLlibPPOConfig, load_module, load_r
 from agents.saved_agents import model_factory
 from agents.agent import ScriptedAgent
 from baselines import STRATEGIES
-from baselines.queue import QUEUE_POLICIES, queue_agent
+from baselines.queue_policies import QUEUE_POLICIES, queue_agent
 from baselines.experiments import add_address_argument, ray_runtime
 from agents.cli import check_run_config, existing_path, run_main, script_parser
 from mec_env.io import atomic_write_csv, atomic_write_text
@@ -49,7 +49,7 @@ def compare(cfg: RLlibPPOConfig, module: object, agent_specs: list[str], name: s
     """The module, the scripted baselines and SB3 models on the same held-out episodes of every eval env:
     per slot by :func:`agents.evaluation.evaluate_agents` in ``MECOffload-v0``, per episode (long-run
     objective, energy, backlog) at the queue level (:data:`agents.queue_evaluation.QUEUE`) in the
-    queueing env, whose scripted policies are the queue-aware ones of :mod:`baselines.queue`."""
+    queueing env, whose scripted policies are the queue-aware ones of :mod:`baselines.queue_policies`."""
     queueing = cfg.env_id == "MECOffloadQueue-v0"
     strategies = QUEUE_POLICIES if queueing else STRATEGIES
     rows = []

@@ -27,7 +27,7 @@ from agents.model_zip import load_model
 from agents.evaluation import evaluate_agents, print_table
 from agents.spec_evaluation import TOKENS, print_paired_returns
 from agents.spec_policy import sized_for
-from baselines.spec import SpecRuleAgent, rule_factory
+from baselines.token_policies import SpecRuleAgent, rule_factory
 from mec_env.config import parse_key_values
 from agents.cli import MAX_EPISODES, WHY_EPISODES, count, output_dir, probability, run_main
 from agents.cli import script_parser

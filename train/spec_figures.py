@@ -31,7 +31,7 @@ import numpy as np
 import mec_env  # noqa: F401
 from agents.evaluation import evaluate_agents
 from agents.spec_evaluation import TOKENS
-from baselines.spec import SpecRuleAgent
+from baselines.token_policies import SpecRuleAgent
 from mec_env.config import parse_key_values
 from agents.cli import MAX_EPISODES, WHY_EPISODES, count, number, output_dir, probability, run_main
 from agents.cli import save_png, script_parser

@@ -48,7 +48,7 @@ from agents.training import (PeriodicEvaluation, SpecPPOConfig, finish_wandb, le
                              load_config, start_wandb)
 from agents.imitation import agent_rollouts, clone_into_sb3
 from agents.spec_policy import SpecUserPolicy
-from baselines.spec import RULES, SpecRuleAgent, budget_draft, rule_factory
+from baselines.token_policies import RULES, SpecRuleAgent, budget_draft, rule_factory
 from agents.cli import check_run_config, run_main, script_parser
 from mec_env.errors import ConfigError
 from mec_env.io import atomic_write_csv

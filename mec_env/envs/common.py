@@ -5,7 +5,7 @@ The penalised objective of an assignment ``a`` on a slot's problem is
 
     J(a) = objective(a) / objective(all local) + penalty_weight * P(a)
 
-with ``objective`` eq. (10) (``sum_i alpha_i d_i``, from :func:`mec_env.model.evaluate`) and
+with ``objective`` eq. (10) (``sum_i alpha_i d_i``, from :func:`mec_env.evaluator.evaluate`) and
 ``P(a)`` either the fraction of users breaking constraint (11) (``penalty="violations"``) or
 the fraction answered wrongly (``penalty="wrong_answers"``, i.e. ``1 - accuracy``). All local
 therefore has a delay part of exactly 1, and ``-J`` is the reward.
@@ -24,7 +24,7 @@ from gymnasium.error import ResetNeeded
 
 from mec_env.config import INF, QueryConfig, ScenarioConfig, build_config, config_field, load_scenario, validate
 from mec_env.errors import AssignmentError, ConfigError, UnknownArgumentError
-from mec_env.model import BatchEvaluation, Evaluation, validate_assignment
+from mec_env.evaluator import BatchEvaluation, Evaluation, validate_assignment
 from mec_env.problem import Problem, delay_bounds, finite_ratio, largest_query_bits
 from mec_env.queries import QuerySource
 from mec_env.slots import LOAD_MAX, SlotProcess

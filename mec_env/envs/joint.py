@@ -22,7 +22,7 @@ from mec_env.envs.common import (
     slot_caption,
     slot_metrics,
 )
-from mec_env.model import Evaluation, evaluate_valid
+from mec_env.evaluator import Evaluation, evaluate_valid
 from mec_env.problem import Problem
 from mec_env.slots import SlotProcess, observation_spaces
 
@@ -38,7 +38,7 @@ class MECOffloadEnv(SlotShell, gym.Env[dict[str, np.ndarray] | np.ndarray, np.nd
     small model (SLM) or upload it to one of M edge servers (ES) running the large model (LLM).
     Users on an ES share its bandwidth and compute and are interfered by users on other ESs.
     One step is one time slot: the agent assigns every user at once, the slot is evaluated by
-    :func:`mec_env.model.evaluate` (paper eqs. 2-11) and a new slot is drawn by the system
+    :func:`mec_env.evaluator.evaluate` (paper eqs. 2-11) and a new slot is drawn by the system
     core, :class:`mec_env.slots.SlotProcess`.
 
     ## Action Space

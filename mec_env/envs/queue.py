@@ -31,7 +31,7 @@ from mec_env.problem import Problem, check_scenario, finite_ratio, largest_query
 from mec_env.radio import fading_model, path_loss_model
 from mec_env.radio.link import fading_power
 from mec_env.queries import QuerySource
-from mec_env.queueing import DISCIPLINES, JobPool, SlotOutcome, channel_kernel, jakes_correlation, \
+from mec_env.queues import DISCIPLINES, JobPool, SlotOutcome, channel_kernel, jakes_correlation, \
     observation_kernel
 from mec_env.layout import FlatLayout
 from mec_env.queue_kernels import ObservationScales
@@ -172,7 +172,7 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
     uploaded over the shared, interfered uplink (eqs. 2-5) and queued at the ES. Queries are
     served across as many slots as their work takes; a query's delay is its time in the system,
     uplink + waiting + service, so today's decisions load tomorrow's queues. The queues, the
-    service disciplines and the static special case are those of :mod:`mec_env.queueing`: FIFO
+    service disciplines and the static special case are those of :mod:`mec_env.queues`: FIFO
     over LLM instances of C_max each (default, work-conserving) or processor sharing with the
     paper's per-user share. Slots are drawn as ``MECOffload-v0`` draws them
     (:func:`mec_env.problem.sample_problem`: queries from the trace table, capacities); with

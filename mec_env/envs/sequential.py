@@ -26,7 +26,7 @@ from mec_env.envs.common import (
     slot_metrics,
 )
 from mec_env.layout import FlatLayout
-from mec_env.model import Evaluation, GreedyState, evaluate_valid, join_delays
+from mec_env.evaluator import Evaluation, GreedyState, evaluate_valid, join_delays
 from mec_env.slots import (
     GAIN_OBS_CLIP,
     RATIO_OBS_MAX,
@@ -87,7 +87,7 @@ class MECOffloadSeqEnv(SlotShell, gym.Env[np.ndarray, np.int64]):
 
     ``hi`` is the scenario's ``local_capacity_high``. The nominal local delay is the SLM
     workload of one query over the scenario's nominal local capacity (a fixed scale). The edge
-    delays come from :func:`mec_env.model.join_delays` with the current loads and
+    delays come from :func:`mec_env.evaluator.join_delays` with the current loads and
     interference, so a value below 1 means offloading to that ES now is faster than staying
     local. After the last user the user features and edge delays are 0 and the progress is 1.
 

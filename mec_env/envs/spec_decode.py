@@ -165,7 +165,7 @@ class MECSpecDecodeEnv(gym.Env):
       ``theta_e`` (GELATO's inner loop); ``e = K - 1`` never stops early.
 
     Uncertainties are normalised to [0, 1] (entropy by ln V). U-HLM is a fixed upload level,
-    GELATO a budget chosen against the energy queue with an exit level (``baselines.spec``).
+    GELATO a budget chosen against the energy queue with an exit level (``baselines.token_policies``).
     An action entry must be an integer of its range (an integer-valued float is accepted); anything
     else is an :class:`~mec_env.errors.AssignmentError`. ``action_masks()`` (sb3-contrib's
     MaskablePPO) allows a budget up to the tokens a user has left and every level.

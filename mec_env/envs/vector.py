@@ -22,7 +22,7 @@ from mec_env.envs.common import (
 )
 from mec_env.envs.joint import ENV_ID
 from mec_env.errors import AssignmentError
-from mec_env.model import BatchEvaluation, evaluate_batch_valid, evaluate_valid, validate_assignment
+from mec_env.evaluator import BatchEvaluation, evaluate_batch_valid, evaluate_valid, validate_assignment
 from mec_env.problem import Problem
 from mec_env.slots import SlotProcess, observation_spaces
 
@@ -32,7 +32,7 @@ class MECOffloadVectorEnv(SlotShell, VectorEnv):
     The batched twin of :class:`~mec_env.envs.joint.MECOffloadEnv`: ``num_envs`` independent
     copies whose slots are drawn and evaluated as (B, N, M) numpy arrays by the same system core
     (:class:`mec_env.slots.SlotProcess` with ``num_copies=B``) and the same evaluator
-    (:func:`mec_env.model.evaluate_batch`). The MDP of each copy is the single environment's:
+    (:func:`mec_env.evaluator.evaluate_batch`). The MDP of each copy is the single environment's:
     same spaces, reward, dynamics (mobility, background load), action masks and arguments (the
     fields of :class:`~mec_env.envs.common.BatchedEnvConfig`: the joint environment's plus
     ``num_envs``, default 64); see its docstring.

@@ -1,8 +1,8 @@
 """The link-level physics of eqs. 2-7, written once for numpy arrays and numba kernels alike.
 
 Every function here uses only operations numpy and numba both support, so the numpy evaluator
-(:mod:`mec_env.model`) calls it on arrays and the compiled kernels (:mod:`mec_env.kernels`,
-:mod:`baselines.local_search`, :mod:`mec_env.queueing`) on scalars; ``jitable`` registers it with
+(:mod:`mec_env.evaluator`) calls it on arrays and the compiled kernels (:mod:`mec_env.kernels`,
+:mod:`baselines.local_search`, :mod:`mec_env.queues`) on scalars; ``jitable`` registers it with
 numba (``register_jitable``) so a kernel inlines it. The operation order is the one the
 fingerprint tests recorded: do not reassociate.
 

@@ -2,7 +2,7 @@
 
 **U-HLM** (uncertainty-aware skipping): with the empirical line ``rejection ~ slope * u + intercept``
 between the SLM's uncertainty u and the LLM's rejection probability (fitted by
-:func:`mec_env.lm.spec_decode.rejection_correlations`), a token is skipped when its predicted
+:func:`mec_env.lm.token_traces.rejection_correlations`), a token is skipped when its predicted
 rejection is at most the tolerated risk rho, i.e. when ``u <= (rho - intercept) / slope``. The
 risk-averse threshold takes rho = 0 (skip only where the line predicts no rejection at all); the
 paper's derivation is not public here, so rho is a knob and we say so.

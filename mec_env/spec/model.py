@@ -4,7 +4,7 @@ In a round each user i drafts ``drafted[i]`` tokens with its SLM (``2 x slm_para
 at its local capacity C_L,i), uploads the ones ``upload[i]`` marks to ES ``es[i]`` (each carries the
 SLM's top-k distribution: ``k (ceil(log2 V) + prob_bits)`` bits), and the ES's LLM verifies the
 uploaded block (``2 x llm_params`` FLOPs a token). Uplink and ES compute are the query-level model's
-(:func:`mec_env.model.delay_terms`, eqs. 2-7): users uploading to the same ES share its band and
+(:func:`mec_env.evaluator.delay_terms`, eqs. 2-7): users uploading to the same ES share its band and
 compute, users uploading to other ESs interfere. Users that upload nothing take no part in the
 sharing.
 
@@ -28,7 +28,7 @@ import numpy as np
 from mec_env import kernels
 from mec_env.radio.link import INTERFERENCE_MODELS
 from mec_env.config import INF, config_field
-from mec_env.model import delay_terms, es_state
+from mec_env.evaluator import delay_terms, es_state
 from mec_env.problem import Problem
 
 

@@ -6,7 +6,7 @@ probability ``min(1, q/p)``). Two sources give a batch of answers as padded arra
 (:class:`TokenStreams`):
 
 * :class:`TokenTraceSource` replays real ones: the token and answer tables of
-  ``train/build_token_traces.py`` (:mod:`mec_env.lm.spec_decode`), validated on load: a missing
+  ``train/build_token_traces.py`` (:mod:`mec_env.lm.token_traces`), validated on load: a missing
   column, a value out of range or a gap in an answer's positions is a :class:`TokenTraceError`
   naming the file, row and column.
 * :class:`SyntheticTokenSource` draws them from U-HLM's empirical finding, a rejection

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import tiny_problem
 from mec_env.errors import AssignmentError
-from mec_env.model import edge_delay, evaluate, join_delays, objective
+from mec_env.evaluator import edge_delay, evaluate, join_delays, objective
 
 
 def rate(bandwidth: float, sinr: float) -> float:

@@ -1,4 +1,4 @@
-"""Beyond the paper: the exact optimum of (10)-(13) for small N, and GOA + local search.
+"""Beyond the paper: the exact optimum of (10)-(13) for small N.
 
 ``optimum`` enumerates every feasible assignment (users with alpha > tau choose among the M
 ESs, the others among local and the M ESs) in batches through the batched evaluator, so it
@@ -9,12 +9,10 @@ or pairwise swap on the true objective until none improves it.
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 
-from baselines.greedy import goa
-from mec_env.model import objective, violations
+from mec_env.evaluator import objective
 from mec_env.problem import Problem
 
 MAX_EXACT_ASSIGNMENTS = 50_000_000
@@ -54,41 +52,3 @@ def optimum(problem: Problem, batch_size: int = 65_536) -> tuple[np.ndarray, flo
             best_value, best = float(values[k]), assignments[k].copy()
     assert best is not None
     return best, best_value
-
-
-def goa_local_search(problem: Problem, max_rounds: int = 1000) -> np.ndarray:
-    """GOA followed by best-improvement local search on the true objective.
-
-    Neighbourhood: every feasible single-user move (local or any ES) and every swap of the
-    decisions of two users. Constraint (11) is kept. Stops at a local optimum or after
-    ``max_rounds`` improving steps. Runs compiled (:mod:`baselines.local_search`, a few ms at
-    N = 120) when numba is enabled, else as :func:`goa_local_search_reference`; both take the
-    same steps.
-    """
-    from baselines import local_search
-
-    if local_search.available():
-        return local_search.improve(problem, goa(problem), max_rounds)
-    return goa_local_search_reference(problem, max_rounds)
-
-
-def goa_local_search_reference(problem: Problem, max_rounds: int = 1000) -> np.ndarray:
-    """:func:`goa_local_search` by brute force: every neighbour through the evaluator, every round."""
-    a = goa(problem)
-    n, m = problem.n_users, problem.n_edge_servers
-    current = float(objective(problem, a))
-    pairs = np.array(list(itertools.combinations(range(n), 2)), dtype=np.int64).reshape(-1, 2)
-    for _ in range(max_rounds):
-        moves = np.repeat(a[None, :], n * (m + 1), axis=0)
-        moves[np.arange(n * (m + 1)), np.repeat(np.arange(n), m + 1)] = np.tile(np.arange(m + 1), n)
-        swaps = np.repeat(a[None, :], len(pairs), axis=0)
-        swaps[np.arange(len(pairs)), pairs[:, 0]] = a[pairs[:, 1]]
-        swaps[np.arange(len(pairs)), pairs[:, 1]] = a[pairs[:, 0]]
-        neighbours = np.concatenate([moves, swaps])
-        feasible = ~violations(problem, neighbours).any(axis=-1)
-        values = np.where(feasible, objective(problem, neighbours), np.inf)
-        k = int(np.argmin(values))
-        if not values[k] < current * (1 - 1e-12):
-            break
-        a, current = neighbours[k].copy(), float(values[k])
-    return a

@@ -2,7 +2,7 @@
 
 Every query is a *job*. A user's query arriving in a slot is decided at the slot's start: kept
 local, it joins the user's device queue; offloaded to ES j, it is uploaded (t_comm of eqs. 2-5,
-the slot's uploaders sharing the band and interfering as in :func:`mec_env.model.user_delays`)
+the slot's uploaders sharing the band and interfering as in :func:`mec_env.evaluator.user_delays`)
 and joins ES j's queue. Jobs stay until their work (FLOPs) is served, across as many slots as
 that takes; a job's delay is its sojourn time, uplink + waiting + service.
 

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from baselines.greedy import Backlog, edge_all, goa, min_delay
-from mec_env.model import GreedyState, edge_delay
+from mec_env.evaluator import GreedyState, edge_delay
 
 QueuePolicy = Callable[[object], np.ndarray]
 
