@@ -45,6 +45,7 @@ from baselines.reference import goa_local_search_reference
 from baselines.reference import random_instances, reference_goa
 from mec_env import kernels, load_scenario, sample_problem
 from baselines.experiments import Point, monte_carlo
+from mec_env.host import usable_cpus
 from mec_env.io import atomic_write_text
 from agents.cli import output_file, run_main, script_parser
 
@@ -218,7 +219,7 @@ def bench_ppo(n_users: int, batch: int) -> dict:
     from agents.policies import EquivariantPolicy
     from agents.vector import SB3VecEnv
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(usable_cpus())
     kw = {"n_users": n_users, "flat_obs": True}
     out = {}
     for name in ("dummy", "batched"):
@@ -250,10 +251,16 @@ def bench_fig3(runs: int, workers: int) -> dict:
     t0 = time.perf_counter()
     rows = monte_carlo(cfg, points, PAPER_STRATEGIES, runs=runs, workers=workers, progress=False)
     wall = time.perf_counter() - t0
+    # where the time goes: the strategies' own solve time against the rest (drawing the instances,
+    # the evaluator, pool start-up, kernel loading, moving rows between processes)
+    solve = sum(r["runtime_ms"] for r in rows) / 1e3
+    draws = len(points) * runs
     print(f"  Fig. 3 sweep: {len(points)} points x {runs} draws x {len(PAPER_STRATEGIES)} strategies "
-          f"= {len(rows):,} evaluations in {wall:.1f} s on {workers} worker(s)", flush=True)
+          f"= {len(rows):,} evaluations in {wall:.1f} s on {workers} worker(s); the strategies' solves "
+          f"{solve:.1f} s of {wall * workers:.1f} worker-seconds, {1e3 * wall * workers / draws:.2f} ms a draw",
+          flush=True)
     return {"points": len(points), "runs": runs, "strategies": len(PAPER_STRATEGIES), "workers": workers,
-            "wall_s": wall}
+            "wall_s": wall, "solve_s": solve, "worker_ms_per_draw": 1e3 * wall * workers / draws}
 
 
 def machine() -> dict:
@@ -264,7 +271,8 @@ def machine() -> dict:
         pass
     import numba
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cpus": usable_cpus(), "python": platform.python_version(),
+            "numpy": np.__version__,
             "numba": numba.__version__ if kernels.numba_enabled() else "disabled", "gymnasium": gym.__version__,
             "date": time.strftime("%Y-%m-%d")}
 
@@ -298,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     print("MECOffloadQueue-v0, N = 120, random actions:")
     queue = bench_queue_env(120, seconds=3.0 if not args.quick else 1.0)
     ppo = bench_ppo(120, 64) if args.ppo else None
-    fig3 = bench_fig3(runs=500 if not args.quick else 100, workers=os.cpu_count() or 1)
+    fig3 = bench_fig3(runs=500 if not args.quick else 100, workers=usable_cpus())
     memory = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
     print(f"peak memory: this process {memory['peak_rss_mb']:.0f} MB, largest sweep worker "

@@ -95,10 +95,12 @@ def interference_contribution(problem: Problem, users: np.ndarray, es: np.ndarra
     The caller excludes the user's own ES: users sharing an ES split its band and do not
     interfere with each other.
     """
-    own = problem.gain[users, es]
-    added = interference_added(INTERFERENCE_MODELS[problem.interference], problem.tx_power_w,
-                               problem.gain[users, :], own[..., None])
-    return np.broadcast_to(added, own.shape + (problem.n_edge_servers,))
+    code = INTERFERENCE_MODELS[problem.interference]
+    row = problem.gain[users, :]
+    own = problem.gain[users, es][..., None] if code == INTERFERENCE_MODELS["paper"] else row  # only it reads own
+    added = interference_added(code, problem.tx_power_w, row, own)
+    # the greedy envs call this once a step: broadcast only the paper model's (..., 1) column
+    return added if added.shape == row.shape else np.broadcast_to(added, row.shape)
 
 
 def _at_es(values: np.ndarray, es: np.ndarray) -> np.ndarray:
