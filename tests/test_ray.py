@@ -145,7 +145,7 @@ def test_import_of_the_package_and_baselines_leaves_ray_out():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.slow  # 20 s: three SB3 trainings under Tune, end to end (make test-slow, CI)
+@pytest.mark.slow  # about 70 s on 2 cores: three SB3 trainings under Tune, end to end (make test-slow, CI)
 def test_tune_sweep_stops_laggards_and_scores_the_best_trial(ray_runtime, tmp_path):
     over = ["timesteps=512", "report_every=256", "eval_seeds=1", "final_eval_seeds=2", "grace_period=1",
             "base_set=[env_kwargs.scenario=small, n_envs=1, n_steps=64, batch_size=64, n_epochs=1]"]
@@ -193,7 +193,7 @@ def test_tune_config_errors_name_the_field():
         load_tune_config("tune", ["base_set=[n_envs=0]"])
 
 
-@pytest.mark.slow  # 12 s: a second RLlib run, on the queueing env and its evaluator (make test-slow, CI)
+@pytest.mark.slow  # about 35 s: a second RLlib run, on the queueing env and its evaluator (make test-slow, CI)
 def test_rllib_ppo_on_the_queueing_env_is_scored_against_the_queue_aware_policies(ray_runtime, tmp_path):
     over = ["iterations=1", "train_batch_size=40", "minibatch_size=40", "num_epochs=1", "num_env_runners=1",
             "hidden=[8]", "env_kwargs.n_users=6", "env_kwargs.offered_load=0.3", "env_kwargs.episode_length=20",
