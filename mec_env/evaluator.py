@@ -162,9 +162,8 @@ def _delays_and_load(problem: Problem, a: np.ndarray) -> tuple[np.ndarray, np.nd
 def kernel_args(problem: Problem) -> tuple:
     """``(radio, gain, query_bits, workload_llm, local_delay, es_capacity)``, the problem as the compiled kernels
     of :mod:`mec_env.kernels` take it: ``radio`` the :class:`~mec_env.kernels.RadioScalars` as a plain tuple."""
-    return ((float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
-             float(problem.noise_power_w), float(problem.min_rate_bps), INTERFERENCE_MODELS[problem.interference]),
-            problem.gain, problem.query_bits, problem.workload_llm, problem.local_delay, problem.es_capacity)
+    return (kernels.radio_scalars(problem), problem.gain, problem.query_bits, problem.workload_llm,
+            problem.local_delay, problem.es_capacity)
 
 
 def local_objective(problem: Problem) -> float | np.ndarray:

@@ -23,7 +23,7 @@ try:  # pragma: no cover - exercised by whichever path is installed
 except ImportError:  # pragma: no cover
     numba = None
 
-from mec_env.radio.link import (compute_share, floored_distance, free_space_gain,
+from mec_env.radio.link import (INTERFERENCE_MODELS, compute_share, floored_distance, free_space_gain,
                                 interference_added, sinr, uplink_rate)
 
 
@@ -180,6 +180,12 @@ class RadioScalars(NamedTuple):
     noise_power_w: float
     min_rate_bps: float
     mode: int  # mec_env.radio.link.INTERFERENCE_MODELS
+
+
+def radio_scalars(problem) -> tuple:
+    """A problem's :class:`RadioScalars` as the plain tuple the kernels take (:func:`kernel_tuple`)."""
+    return (float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
+            float(problem.noise_power_w), float(problem.min_rate_bps), INTERFERENCE_MODELS[problem.interference])
 
 
 class TokenCosts(NamedTuple):

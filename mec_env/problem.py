@@ -188,15 +188,10 @@ def largest_query_bits(cfg: ScenarioConfig, source: QuerySource) -> float | None
     return most if cfg.query_size_unit == "bytes_as_bits" else 8.0 * most
 
 
-# a Rayleigh power draw |h|^2 ~ Exp(1) above this has probability e^-64: the largest fading a check assumes
-# (each fading model of mec_env.radio states its own bound, power_max)
-FADING_MAX = 64.0
-
-
 def check_scenario(cfg: ScenarioConfig, source: QuerySource) -> None:
     """The checks :func:`problem_from_queries` makes on every draw, made once before any draw (an
     environment's construction), with the largest values a draw can take: worst-case delays with
-    the source's largest query, received power at ``min_distance_m`` with a fading of ``FADING_MAX``."""
+    the source's largest query, received power at ``min_distance_m`` with the fading model's ``power_max``."""
     bits = largest_query_bits(cfg, source)
     if bits is not None:
         check_delay_bounds(cfg, cfg.n_users, bits)

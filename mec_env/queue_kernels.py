@@ -58,6 +58,12 @@ class Backlog(NamedTuple):
     work_in: np.ndarray  # (M + 1,) per ES, then devices
 
 
+def slot_queries(p) -> tuple:
+    """A slot's problem as the plain :class:`SlotQueries` tuple the queue kernels take (``kernels.kernel_tuple``)."""
+    return (p.gain, p.query_bits, p.workload_llm, p.workload_slm, p.local_capacity, p.es_capacity, p.alpha,
+            float(p.tau), p.llm_correct, p.slm_correct)
+
+
 class SlotQueries(NamedTuple):
     """The slot's problem instance as the queue kernels read it (:class:`mec_env.problem.Problem`'s fields)."""
 

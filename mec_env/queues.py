@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mec_env.kernels import _jit
-from mec_env.radio.link import INTERFERENCE_MODELS
+from mec_env.kernels import _jit, radio_scalars
 from mec_env.radio.link import floored_distance, free_space_gain
-from mec_env.queue_kernels import Backlog, JobArrays, SlotTallies, decide_kernel, observation_kernel, \
+from mec_env.queue_kernels import Backlog, JobArrays, SlotTallies, decide_kernel, observation_kernel, slot_queries, \
     queue_step_kernel, slot_kernel
 
 DISCIPLINES = ("fifo", "ps")
@@ -113,7 +112,7 @@ class JobPool:
         self.es_work, self.es_jobs = np.zeros(m), np.zeros(m, dtype=np.int64)
         self.local_work, self.local_jobs = np.zeros(n), np.zeros(n, dtype=np.int64)
         self.work_in = np.zeros(m + 1)
-        self._backlog_tuple = tuple(Backlog(self.es_work, self.es_jobs, self.local_work, self.local_jobs, self.work_in))
+        self.backlog_tuple = tuple(Backlog(self.es_work, self.es_jobs, self.local_work, self.local_jobs, self.work_in))
 
     def step(self, users: np.ndarray, servers: np.ndarray, work: np.ndarray, upload_s: np.ndarray,
              alpha: np.ndarray, es_capacity: np.ndarray, local_capacity: np.ndarray, c_max: float, dt: float,
@@ -130,7 +129,7 @@ class JobPool:
         tallies = SlotTallies(served_es, served_local, areas, done_user, done_server, done_delay, done_alpha)
         size, n_done = slot_kernel(self.size, self._job_tuple, (users, servers, work, upload_s, alpha), es_capacity,
                                    local_capacity, float(c_max), float(dt), discipline == "fifo", tuple(tallies),
-                                   self._backlog_tuple)
+                                   self.backlog_tuple)
         self.size = int(size)
         return SlotOutcome(served_es, served_local, float(areas[0]), float(areas[1]), done_user[:n_done],
                            done_server[:n_done], done_delay[:n_done], done_alpha[:n_done])
@@ -157,14 +156,12 @@ class JobPool:
         counts = np.zeros(4, dtype=np.int64)
         p = problem
         # plain tuples (mec_env.kernels.kernel_tuple: numba types them in C); the kernels name the fields
-        queries = (p.gain, p.query_bits, p.workload_llm, p.workload_slm, p.local_capacity, p.es_capacity, p.alpha,
-                   float(p.tau), p.llm_correct, p.slm_correct)  # SlotQueries
-        radio = (float(p.c_max), float(p.bandwidth_hz), float(p.tx_power_w), float(p.noise_power_w),
-                 float(p.min_rate_bps), INTERFERENCE_MODELS[p.interference])  # RadioScalars
+        queries = slot_queries(p)
+        radio = radio_scalars(p)  # RadioScalars
         energies = (energy_queue, float(e_bar), float(joule_per_flop), energy)  # EnergyQueues
         tallies = (served_es, served_local, areas, done_user, done_server, done_delay, done_alpha)  # SlotTallies
         size, n_done = queue_step_kernel(self.size, self._job_tuple, assignment, has_query, queries, radio,
-                                         energies, float(dt), discipline == "fifo", tallies, self._backlog_tuple,
+                                         energies, float(dt), discipline == "fifo", tallies, self.backlog_tuple,
                                          (counts, sums))
         self.size = int(size)
         out = SlotOutcome(served_es, served_local, float(areas[0]), float(areas[1]), done_user[:n_done],

@@ -34,7 +34,7 @@ from mec_env.queries import QuerySource
 from mec_env.queues import DISCIPLINES, JobPool, SlotOutcome, channel_kernel, jakes_correlation, \
     observation_kernel
 from mec_env.layout import FlatLayout
-from mec_env.queue_kernels import ObservationScales
+from mec_env.queue_kernels import ObservationScales, slot_queries
 from mec_env.slots import GAIN_DB_OFFSET, GAIN_DB_SCALE, GAIN_OBS_CLIP, QUERY_KBIT_MAX, SLOT_BLOCK, SlotBlocks, \
     check_mobility, nominal_local_delay
 
@@ -483,9 +483,8 @@ class MECOffloadQueueEnv(gym.Env[dict[str, np.ndarray] | np.ndarray, np.ndarray]
     def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
         p, o, pool = self.problem, self.options, self.pool
         flat = np.empty(self.layout.size, dtype=np.float32)
-        queries = (p.gain, p.query_bits, p.workload_llm, p.workload_slm, p.local_capacity, p.es_capacity, p.alpha,
-                   p.tau, p.llm_correct, p.slm_correct)  # SlotQueries, a plain tuple (kernels.kernel_tuple)
-        observation_kernel(flat, self.has_query, queries, self.energy_queue, pool._backlog_tuple, self._obs_scales)
+        observation_kernel(flat, self.has_query, slot_queries(p), self.energy_queue, pool.backlog_tuple,
+                           self._obs_scales)
         if o.flat_obs:
             return flat
         return self.layout.unflatten(flat)

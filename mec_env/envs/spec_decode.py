@@ -12,7 +12,6 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
 from mec_env import kernels
-from mec_env.radio.link import INTERFERENCE_MODELS
 from mec_env.config import INF, ScenarioConfig, config_field
 from mec_env.envs.common import RENDER_MODES, Picture, Scenario, build_env_config, check_render_mode
 from mec_env.errors import AssignmentError, ConfigError, short_repr
@@ -256,7 +255,6 @@ class MECSpecDecodeEnv(gym.Env):
         self.rounds, self._last, self._last_es, self._round_problem = 0, None, None, None
         # the fused compiled step (numba) or the numpy reference; tests hold the two equal
         self.compiled = kernels.numba_enabled()
-        self._interference_code = INTERFERENCE_MODELS[self.cfg.interference]
         self._token_bits = o.token_bits()
         self._slm_flops = self.cfg.flops_per_param_token * self.cfg.slm_params
         self._llm_flops = self.cfg.flops_per_param_token * self.cfg.llm_params
@@ -335,9 +333,7 @@ class MECSpecDecodeEnv(gym.Env):
         """The round and the state updates in one compiled call (:func:`mec_env.kernels.spec_step_kernel`)."""
         o, s, b = self.options, self.streams, self._buffers
         if self._kernel_groups is None:  # built once per episode: the state arrays are rebound at reset
-            radio = kernels.RadioScalars(float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
-                                         float(problem.noise_power_w), float(problem.min_rate_bps),
-                                         self._interference_code)
+            radio = kernels.RadioScalars(*kernels.radio_scalars(problem))
             costs = kernels.TokenCosts(self._token_bits, self._slm_flops, self._llm_flops, o.verify_block_cost,
                                        o.joule_per_flop, o.round_trip_s, o.energy_budget_j, self._per_user_time,
                                        o.draft_length)

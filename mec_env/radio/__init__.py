@@ -45,7 +45,7 @@ class Fading:
 
     name: str
     draw: Callable[[np.random.Generator, tuple[int, ...], Any], np.ndarray]
-    power_max: float = 64.0
+    power_max: float = 64.0  # a Rayleigh draw |h|^2 ~ Exp(1) exceeds this with probability e^-64
     amplitudes: Callable[[Any], tuple[float, float]] | None = None
 
 

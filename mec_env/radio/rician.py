@@ -33,4 +33,4 @@ def draw(rng, shape, cfg):
     return draw_k(rng, shape, k_linear(cfg))
 
 
-RICIAN = register_fading(Fading("rician", draw, power_max=64.0, amplitudes=lambda cfg: amplitudes(k_linear(cfg))))
+RICIAN = register_fading(Fading("rician", draw, amplitudes=lambda cfg: amplitudes(k_linear(cfg))))

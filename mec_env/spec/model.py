@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from mec_env import kernels
-from mec_env.radio.link import INTERFERENCE_MODELS
 from mec_env.config import INF, config_field
 from mec_env.evaluator import delay_terms, es_state
 from mec_env.problem import Problem
@@ -107,9 +106,7 @@ def evaluate_round(problem: Problem, spec: SpecConfig, drafted: np.ndarray, uplo
                 es.max(initial=0) >= m:
             raise ValueError(f"drafted must be in 0..L = {length} and es in 0..M-1 = {m - 1}")
     if kernels.numba_enabled() if compiled is None else compiled:
-        radio = kernels.RadioScalars(float(problem.c_max), float(problem.bandwidth_hz), float(problem.tx_power_w),
-                                     float(problem.noise_power_w), float(problem.min_rate_bps),
-                                     INTERFERENCE_MODELS[problem.interference])
+        radio = kernels.RadioScalars(*kernels.radio_scalars(problem))
         costs = kernels.TokenCosts(spec.token_bits(), flops_per_param_token * slm_params,
                                    flops_per_param_token * llm_params, spec.verify_block_cost, spec.joule_per_flop,
                                    spec.round_trip_s, 0.0, False, length)
