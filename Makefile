@@ -9,6 +9,10 @@ WHEELS := /opt/wheels
 # --no-compile: Python compiles a module the first time it is imported; byte-compiling all of torch and
 # Ray up front doubled the install time.
 TORCH_FIND := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
+# Python writes each module's bytecode the first time it is imported; where PYTHONDONTWRITEBYTECODE is set (as in
+# some CI images) nothing is ever written, and every process, each test worker and each script a test starts,
+# compiles torch's sources again: the suite ran twice as long.
+unexport PYTHONDONTWRITEBYTECODE
 
 RUNS ?= 60
 OUT ?= results

@@ -69,3 +69,12 @@ def test_scripts_edit_no_sys_path_and_the_bench_imports_no_test_module():
 def test_each_shared_concept_is_defined_once(definition):
     hits = [str(p.relative_to(ROOT)) for p in _source_files() if re.search(definition, p.read_text(), re.M)]
     assert len(hits) == 1, f"{definition!r} defined in {hits}"
+
+
+@pytest.mark.xdist_group("structure")
+def test_xdist_group_marks_take_effect(request):
+    """``make test`` pins each Ray runtime and each compiled queue kernel to one worker with ``xdist_group``; a
+    pytest that ignores the group suffix pytest-xdist writes into the node id would silently undo that."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not run by pytest-xdist with --dist loadgroup")
+    assert request.node.nodeid.endswith("@structure"), request.node.nodeid

@@ -28,13 +28,6 @@ from mec_env.errors import ConfigError  # noqa: E402
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray runtime, on one worker
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # not a cluster of this machine
-    yield
-    ray.shutdown()
-
-
 def test_ray_backend_gives_the_process_pools_rows_and_says_where_they_ran(ray_runtime):
     cfg = load_scenario("paper")
     points = [Point(30, 0.6), Point(60, 0.8)]
@@ -74,7 +67,8 @@ def test_reproduce_backend_ray_writes_the_process_pools_figure_and_where_it_ran(
 
 
 def test_rllib_ppo_trains_resumes_and_is_scored_by_the_evaluator(ray_runtime, tmp_path):
-    over = ["iterations=2", "train_batch_size=60", "minibatch_size=32", "num_epochs=1", "num_env_runners=1",
+    # the env runner in this process; remote env runners are the slow queue test's (below)
+    over = ["iterations=2", "train_batch_size=60", "minibatch_size=32", "num_epochs=1", "num_env_runners=0",
             "hidden=[16]", "env_kwargs.scenario=small", "env_kwargs.episode_length=20", f"run_dir={tmp_path}",
             "progress_bar=false", "final_eval_seeds=2", "eval_envs=[{}, {n_users: 7}]"]
     rows = train_script("rllib_ppo").main(["--set", *over, "--agents", "GOA", "Local all"])

@@ -1,0 +1,18 @@
+"""Fixtures shared by the test modules. Helper functions (tiny models, scripts loaded as modules, pickles that
+record whether they ran) live in ``helpers.py``."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """A local Ray runtime of this test process, never a cluster that runs on this machine, for one module.
+
+    The modules that use it carry ``pytest.mark.xdist_group("ray")``: with ``--dist loadgroup`` they run on one
+    worker, one after the other, so no two runtimes start side by side on the two cores."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
