@@ -16,3 +16,15 @@ def ray_runtime():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def child_processes():
+    """The ``subprocess.Popen`` objects a test appends here are killed if still running when it ends: a training
+    started with a budget it never reaches, for a signal to stop it, must not outlive a test that failed first."""
+    procs = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -7,18 +7,21 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
-import mec_env  # noqa: F401
-from agents.evaluation import evaluate_agents
-from helpers import train_script
-from agents.policies import EquivariantPolicy, flat_obs_layout, transfer_policy
-from agents.agent import ModelAgent, ScriptedAgent
-from agents.model_zip import load_model
-from agents.training import DQNConfig, PPOConfig, load_config
-from baselines import goa
-from mec_env.errors import ConfigError
-from mec_env.evaluator import evaluate
+torch = pytest.importorskip("torch")  # the train extra
+pytest.importorskip("stable_baselines3")
+
+
+import mec_env  # noqa: E402, F401
+from agents.evaluation import evaluate_agents  # noqa: E402
+from helpers import train_script  # noqa: E402
+from agents.policies import EquivariantPolicy, flat_obs_layout, transfer_policy  # noqa: E402
+from agents.agent import ModelAgent, ScriptedAgent  # noqa: E402
+from agents.model_zip import load_model  # noqa: E402
+from agents.training import DQNConfig, PPOConfig, load_config  # noqa: E402
+from baselines import goa  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
+from mec_env.evaluator import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["env_kwargs.scenario=small", "progress_bar=false", "threads=1", "eval_seeds=2", "n_envs=2"]

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-from stable_baselines3 import PPO
 
-import mec_env  # noqa: F401
-from agents.checkpoint import (
+torch = pytest.importorskip("torch")  # the train extra
+pytest.importorskip("stable_baselines3")
+
+from stable_baselines3 import PPO  # noqa: E402
+
+import mec_env  # noqa: E402, F401
+from agents.checkpoint import (  # noqa: E402
     checkpoint_dir,
     discard_checkpoint,
     fingerprint,
@@ -29,9 +33,11 @@ from agents.checkpoint import (
     save_checkpoint,
     unlock_run,
 )
-from agents.training import DQNConfig, PPOConfig, load_config
-from mec_env.errors import ConfigError
-from mec_env.seeds import TRAINING
+from agents.cli import run_main  # noqa: E402
+from agents.training import DQNConfig, PPOConfig, load_config  # noqa: E402
+from helpers import train_script  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
+from mec_env.seeds import TRAINING  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["env_kwargs.scenario=small", "progress_bar=false", "threads=1", "eval_seeds=2", "n_envs=1",
@@ -180,7 +186,7 @@ def test_dqn_on_an_env_with_multidiscrete_actions_is_a_config_error_naming_env_i
         load_config(DQNConfig, "dqn", ["env_id=MECOffload-v0", "env_kwargs.scenario=small"])
 
 
-def test_a_locked_run_dir_is_refused_by_another_process_and_freed_when_its_holder_dies(tmp_path):
+def test_a_locked_run_dir_is_refused_by_another_process_and_freed_when_its_holder_dies(tmp_path, child_processes):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     # a bare holder of the same OS lock (-S: no SB3 import, a second saved); lock_run's own is held in the test below
@@ -188,6 +194,7 @@ def test_a_locked_run_dir_is_refused_by_another_process_and_freed_when_its_holde
                                f"fd = os.open({str(run_dir / '.lock')!r}, os.O_RDWR | os.O_CREAT); "
                                "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d' % os.getpid()); "
                                "print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    child_processes.append(holder)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(ConfigError, match=f"'run_dir'.*process {holder.pid} holds"):
         lock_run(run_dir)
@@ -249,31 +256,37 @@ def scalar_steps(folder: Path) -> dict[str, list[int]]:
     return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def test_a_second_training_on_the_same_run_dir_fails_fast_and_the_first_finishes_intact(tmp_path):
+def test_a_second_training_on_the_same_run_dir_fails_fast_and_the_first_finishes_intact(tmp_path, capsys,
+                                                                                         child_processes):
     run_dir = tmp_path / "ppo"
-    args = [sys.executable, str(ROOT / "train" / "ppo.py"), "--set", f"run_dir={run_dir}", "total_timesteps=512",
-            "checkpoint_freq=256", "eval_freq=1000000", "eval_seeds=2", "progress_bar=false", "threads=1",
-            "n_envs=2", "env_kwargs.scenario=small", "env_kwargs.n_users=8", "n_steps=64", "batch_size=64",
-            "n_epochs=1"]
+    args = [f"run_dir={run_dir}", "total_timesteps=512", "checkpoint_freq=256", "eval_freq=1000000", "eval_seeds=2",
+            "progress_bar=false", "threads=1", "n_envs=2", "env_kwargs.scenario=small", "env_kwargs.n_users=8",
+            "n_steps=64", "batch_size=64", "n_epochs=1"]
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    # both start at once (their imports overlap); the one that takes the lock is the first
-    t0 = time.monotonic()
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-             for _ in range(2)]
+    # the first is a process of its own (the lock is per open file, so the second may run in this one)
+    first = subprocess.Popen([sys.executable, str(ROOT / "train" / "ppo.py"), "--set", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    child_processes.append(first)
     lock = run_dir / ".lock"
-    while not (lock.exists() and lock.read_text().strip().isdigit()):
-        assert all(p.poll() is None for p in procs) and time.monotonic() - t0 < 60, [p.stdout.read() for p in procs]
+    t0 = time.monotonic()
+    while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+        assert first.poll() is None and time.monotonic() - t0 < 60, first.stdout.read()
         time.sleep(0.02)
-    first, second = sorted(procs, key=lambda p: p.pid != int(lock.read_text()))
     first.send_signal(signal.SIGSTOP)  # frozen holding the lock: the second meets it however fast the first trains
+    threads = torch.get_num_threads()
     try:
-        said, _ = second.communicate(timeout=120)
+        capsys.readouterr()
+        t0 = time.monotonic()
+        with pytest.raises(SystemExit) as second:
+            run_main(train_script("ppo").main, ["--set", *args], prog="ppo.py")
         took = time.monotonic() - t0
+        said = capsys.readouterr().err
     finally:
         first.send_signal(signal.SIGCONT)
-    assert second.returncode != 0 and "'run_dir'" in said and str(run_dir) in said, said
+        torch.set_num_threads(threads)  # the script sets the process-wide thread count
+    assert second.value.code == 2 and "'run_dir'" in said and str(run_dir) in said, said
     assert f"process {first.pid} holds" in said and "Traceback" not in said, said
-    assert took < 30  # at once: before building a model
+    assert took < 10  # at once: before building a model
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out
     final = PPO.load(run_dir / "final_model.zip", device="cpu")

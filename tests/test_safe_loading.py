@@ -13,11 +13,15 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from stable_baselines3 import A2C, DQN, PPO
 
-import mec_env  # noqa: F401
-from agents.model_zip import load_model
-from agents.restricted_pickle import PLAIN_DATA, restricted_loads
+pytest.importorskip("torch")  # the train extra
+pytest.importorskip("stable_baselines3")
+
+from stable_baselines3 import A2C, DQN, PPO  # noqa: E402
+
+import mec_env  # noqa: E402, F401
+from agents.model_zip import load_model  # noqa: E402
+from agents.restricted_pickle import PLAIN_DATA, restricted_loads  # noqa: E402
 
 
 class Payload:

@@ -7,12 +7,16 @@ import itertools
 
 import pytest
 
-from agents.imitation import ImitationConfig
-from agents.training import DQNConfig, PPOConfig, QueuePPOConfig, SpecPPOConfig, eval_seeds
-from agents.tuning import TuneConfig
-from mec_env.config import build_config
-from mec_env.errors import ConfigError
-from mec_env.seeds import (EVALUATION, HELD_OUT, RANGES, TRAINING, VALIDATION, evaluation_seeds, held_out_seeds,
+pytest.importorskip("torch")  # the train extra: agents.training builds on SB3
+pytest.importorskip("stable_baselines3")
+
+
+from agents.imitation import ImitationConfig  # noqa: E402
+from agents.training import DQNConfig, PPOConfig, QueuePPOConfig, SpecPPOConfig, eval_seeds  # noqa: E402
+from agents.tuning import TuneConfig  # noqa: E402
+from mec_env.config import build_config  # noqa: E402
+from mec_env.errors import ConfigError  # noqa: E402
+from mec_env.seeds import (EVALUATION, HELD_OUT, RANGES, TRAINING, VALIDATION, evaluation_seeds, held_out_seeds,  # noqa: E402
                            resumed_seed, training_seeds, validation_seeds)
 
 

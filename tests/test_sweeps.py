@@ -117,7 +117,7 @@ SWEEPS = {
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; workers die with their parent on Linux")
 @pytest.mark.parametrize("figure", list(SWEEPS))
-def test_a_killed_sweep_leaves_no_orphans_and_resumes_to_the_same_result(tmp_path, figure):
+def test_a_killed_sweep_leaves_no_orphans_and_resumes_to_the_same_result(tmp_path, figure, child_processes):
     def cmd(out: Path) -> list[str]:
         return [*REPRODUCE, figure, *SWEEPS[figure], "--workers", "2", "--out", str(out)]
 
@@ -126,6 +126,7 @@ def test_a_killed_sweep_leaves_no_orphans_and_resumes_to_the_same_result(tmp_pat
 
     with open(tmp_path / "log", "wb") as log:
         proc = subprocess.Popen(cmd(out), stdout=log, stderr=log)
+        child_processes.append(proc)
         deadline, workers = time.monotonic() + 120, []
         while proc.poll() is None and time.monotonic() < deadline:  # until draws are kept and workers run
             if _partial_rows(out) >= 1:
@@ -163,12 +164,13 @@ def _default_sigint() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)])
-def test_sigterm_and_sigint_end_the_pool_and_keep_the_partial_file(tmp_path, sig, status):
+def test_sigterm_and_sigint_end_the_pool_and_keep_the_partial_file(tmp_path, sig, status, child_processes):
     out = tmp_path / "out"
     # 10x the fig3 draws of SWEEPS (about 10 s): the signal must find the sweep running (stopped, it costs ~1 s)
     proc = subprocess.Popen([*REPRODUCE, "fig3", "--runs", "3000", "--n", "60", "90", "120", "--workers", "2",
                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_default_sigint)
+    child_processes.append(proc)
     deadline, workers = time.monotonic() + 120, []
     while proc.poll() is None and not workers and time.monotonic() < deadline:
         if _partial_rows(out) >= 1:

@@ -20,17 +20,20 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
-from stable_baselines3 import A2C, DQN, PPO
-from stable_baselines3.common.save_util import json_to_data
 
-import mec_env  # noqa: F401
-from agents.policies import EquivariantPolicy, transfer_policy
-from helpers import train_script
-from agents import model_zip
-from agents.model_zip import ModelLoadError, detect_algorithm, load_model
-from helpers import OpensMarker, payload_pickle
-from mec_env.errors import MECOffloadError
+torch = pytest.importorskip("torch")  # the train extra
+pytest.importorskip("stable_baselines3")
+
+from stable_baselines3 import A2C, DQN, PPO  # noqa: E402
+from stable_baselines3.common.save_util import json_to_data  # noqa: E402
+
+import mec_env  # noqa: E402, F401
+from agents.policies import EquivariantPolicy, transfer_policy  # noqa: E402
+from helpers import train_script  # noqa: E402
+from agents import model_zip  # noqa: E402
+from agents.model_zip import ModelLoadError, detect_algorithm, load_model  # noqa: E402
+from helpers import OpensMarker, payload_pickle  # noqa: E402
+from mec_env.errors import MECOffloadError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"scenario": "small", "flat_obs": True}  # N = 8 users, M = 2 edge servers
