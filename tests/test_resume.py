@@ -1,5 +1,6 @@
 """Interrupted training: PPO and DQN killed (SIGKILL) or stopped (SIGINT) mid-run resume from
-their last committed checkpoint and finish with a continuous step counter."""
+their last committed checkpoint and finish with a continuous step counter (slow-marked: each kills a real
+training); the checkpoint commit is atomic."""
 
 from __future__ import annotations
 
@@ -109,6 +110,7 @@ def stop_past_the_checkpoint(proc: subprocess.Popen, run_dir: Path, algo: str, t
     raise AssertionError("the run never logged past its last checkpoint")
 
 
+@pytest.mark.slow  # about 8 s each: a real training stopped mid-run by a signal (make test-slow, CI)
 @pytest.mark.parametrize("script,how", [("ppo", signal.SIGKILL), ("dqn", signal.SIGINT)])
 def test_training_resumes_after_interruption(tmp_path, script, how, capsys, monkeypatch, child_processes):
     run_dir = tmp_path / script
@@ -192,6 +194,7 @@ def test_checkpoint_commit_is_atomic_and_keeps_one(tmp_path):
         read_state(tmp_path)
 
 
+@pytest.mark.slow  # about 9 s: the LM training SIGKILLed mid-run (make test-slow, CI)
 def test_babi_lm_training_resumes_bit_for_bit_after_sigkill(tmp_path, capsys, child_processes):
     babi = babi_subset(tmp_path)
     tiny = ["--babi", str(babi), "--hidden-size", "16", "--layers", "1", "--heads", "2", "--intermediate-size", "32",
