@@ -52,6 +52,8 @@ CASES = [
     ("train/queue_compare.py", ["--v", "-1", "--only", "sweep-v", "--episodes", "1", "--slots", "4",
                                 "--out", "{tmp}/q"], "--v"),
     ("train/queue_compare.py", ["--slots", "100000000", "--out", "{tmp}/q"], "--slots"),
+    ("train/spec_timing.py", ["--agents", "Oracle", "--episodes", "2", "--out", "{tmp}/t"], "--agents"),
+    ("train/spec_timing.py", ["--episodes", "1", "--out", "{tmp}/t"], "--episodes"),
     ("train/spec_compare.py", ["--risk", "nan", "--episodes", "1", "--set", "scenario=small", "n_users=2",
                                "tokens=synthetic", "--out", "{tmp}/s"], "--risk"),
     ("train/spec_compare.py", ["--agents", "HLM b=99", "--episodes", "1", "--set", "scenario=small", "n_users=2",
