@@ -136,3 +136,20 @@ def test_a_token_table_with_a_byte_order_mark_or_a_short_row_reads_or_names_the_
     path.write_text(path.read_text() + "1,1,1,2\n")
     with pytest.raises(TraceError, match="line 4: fewer fields than the header"):
         TokenTraceSource(path)
+
+
+def test_the_content_token_correlation_leaves_the_sure_end_tokens_out():
+    from mec_env.spec.tokens import END_TOKEN, rejection_correlations
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for answer in range(1000):  # a content token whose uncertainty says nothing, then a sure end token
+        u = rng.uniform(0.2, 1.0)
+        rows.append({"token": 17, "position": 0, "accept_prob": rng.uniform(0.0, 1.0), "slm_temperature_uncertainty": u,
+                     "slm_entropy": u, "slm_margin": u})
+        rows.append({"token": END_TOKEN, "position": 1, "accept_prob": 1.0, "slm_temperature_uncertainty": 0.0,
+                     "slm_entropy": 0.0, "slm_margin": 0.0})
+    c = rejection_correlations(rows)["slm_entropy"]
+    assert c["pearson_r"] > 0.6  # the end tokens alone make the all-token r look strong
+    assert abs(c["pearson_r_content"]) < 0.1 and c["content_tokens"] == 1000
+    assert c["pearson_r_first"] == pytest.approx(c["pearson_r_content"])  # here the content tokens are the first

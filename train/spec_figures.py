@@ -84,7 +84,8 @@ def scatter(tokens: str, out: Path, bins: int = 10) -> list[dict]:
     save_png(fig, out / "uncertainty_rejection.png")
     for metric in UNCERTAINTIES:
         c = corr[metric]
-        print(f"  {metric:28s} Pearson r {c['pearson_r']:+.3f}, binned r {c['binned_r']:+.3f}, "
+        print(f"  {metric:28s} Pearson r {c['pearson_r']:+.3f} (content tokens {c['pearson_r_content']:+.3f}, "
+              f"first tokens {c['pearson_r_first']:+.3f}), binned r {c['binned_r']:+.3f}, "
               f"rejection ~ {c['slope']:.3f} u + {c['intercept']:.3f}")
     return table
 

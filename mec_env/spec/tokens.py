@@ -36,6 +36,7 @@ from mec_env.traces import TraceError, read_table
 # the shipped token table (train/build_token_traces.py --ship); its answer table is spec_answers_babi.csv
 DEFAULT_TOKEN_TRACES = Path(__file__).resolve().parent.parent / "data" / "spec_tokens_babi.csv"
 UNCERTAINTIES = ("slm_temperature_uncertainty", "slm_entropy", "slm_margin")  # what an SLM can measure itself
+END_TOKEN = 2  # SmolLM2's <|im_end|>: it ends every answer of the shipped table, and is almost never rejected
 KEY = ("task", "story_id", "question_id")
 TOKEN_COLUMNS = KEY + (
     "position", "token", "slm_prob", "llm_prob", "accept_prob", "expected_rejection", "slm_entropy", "slm_margin",
@@ -269,15 +270,22 @@ def _cached_source(path: str, _mtime: int, metric: str) -> TokenTraceSource:
     return TokenTraceSource(path, metric)
 
 
-def rejection_correlations(token_rows: Iterable[dict], bins: int = 10) -> dict[str, dict[str, float]]:
+def rejection_correlations(token_rows: Iterable[dict], bins: int = 10, end_token: int = END_TOKEN
+                           ) -> dict[str, dict[str, float]]:
     """How well each SLM uncertainty predicts the LLM's rejection probability (U-HLM's linear relation).
 
     For each metric: Pearson r against ``1 - accept_prob`` (the rejection probability of the drafted
     token) over all tokens, r of the means over ``bins`` equal-count bins of the metric, and the
     least-squares line ``rejection ~ slope * u + intercept`` that U-HLM's threshold is read from.
+    Pearson r also over the content tokens alone (``end_token`` excluded: a sure, never rejected end token
+    drives much of the all-token r) and over each answer's first token (``pearson_r_content``,
+    ``pearson_r_first``).
     """
     rows = list(token_rows)
     rejection = np.array([1.0 - float(r["accept_prob"]) for r in rows])
+    # rows without a token id or a position (a table of uncertainties alone) count as content, as no first token
+    content = np.array([int(r.get("token", -1)) != end_token for r in rows], dtype=bool)
+    first = np.array([int(r.get("position", -1)) == 0 for r in rows], dtype=bool)
     out: dict[str, dict[str, float]] = {}
     for metric in UNCERTAINTIES:
         u = np.array([float(r[metric]) for r in rows])
@@ -286,7 +294,9 @@ def rejection_correlations(token_rows: Iterable[dict], bins: int = 10) -> dict[s
         mu, mr = np.array([u[g].mean() for g in groups]), np.array([rejection[g].mean() for g in groups])
         slope, intercept = np.polyfit(u, rejection, 1) if np.ptp(u) > 0 else (math.nan, math.nan)
         out[metric] = {"pearson_r": _pearson(u, rejection), "binned_r": _pearson(mu, mr), "slope": float(slope),
-                       "intercept": float(intercept), "tokens": len(rows)}
+                       "intercept": float(intercept), "tokens": len(rows),
+                       "pearson_r_content": _pearson(u[content], rejection[content]),
+                       "pearson_r_first": _pearson(u[first], rejection[first]), "content_tokens": int(content.sum())}
     return out
 
 
