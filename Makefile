@@ -74,7 +74,8 @@ test: $(STAMP)
 	$(PY) -m baselines.compile_kernels
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
-# The slow-marked tests: the wheel installed into a fresh venv, rl-zoo3 end to end (about 1 min).
+# The slow-marked tests: trainings killed and resumed, the wheel installed into a fresh venv, rl-zoo3 end to end,
+# Ray and Tune runs (about 2 min).
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m slow tests
 
