@@ -200,6 +200,7 @@ class TokenCosts(NamedTuple):
     energy_budget: float  # J per user and round (the env's; unused by spec_round_kernel)
     per_user_time: bool  # timing="user" (the env's)
     draft_length: int  # L
+    oracle_uploads: bool = False  # upload_rule="oracle" (the env's): exactly the drafted tokens the LLM rejects
 
 
 class TokenTables(NamedTuple):
@@ -338,6 +339,7 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
     c = TokenCosts(*costs)
     slm_flops_per_token, joule_per_flop, round_trip_s, energy_budget, per_user_time, draft_length = \
         c.slm_flops_per_token, c.joule_per_flop, c.round_trip_s, c.energy_budget, c.per_user_time, c.draft_length
+    oracle = c.oracle_uploads
     tab = TokenTables(*tokens)
     length, uncertainty, accepted, answer, answer_end, width = \
         tab.length, tab.uncertainty, tab.accepted, tab.answer, tab.answer_end, tab.width
@@ -376,7 +378,7 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
         n_sent[i] = 0
         for t in range(d):
             k = row + min(position[i] + t, width - 1)
-            if uncertainty[k] > upload_at:
+            if (not accepted[k]) if oracle else uncertainty[k] > upload_at:
                 n_sent[i] += 1
                 if not accepted[k] and first == d:
                     first = t + 1  # the LLM's resample ends the round's output here
@@ -385,7 +387,8 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
             unverified[i, t] = False
         for t in range(first):
             k = row + min(position[i] + t, width - 1)
-            if not uncertainty[k] > upload_at and not accepted[k]:
+            sent = (not accepted[k]) if oracle else uncertainty[k] > upload_at
+            if not sent and not accepted[k]:
                 unverified[i, t] = True
     _verification_into(gain, es_capacity, radio, costs, n_sent, es, comm_time, verify_time, load)
     n_tokens = 0

@@ -67,7 +67,8 @@ def test_seeded_episodes_repeat_and_end_when_every_answer_is_complete():
 
 
 @pytest.mark.parametrize("kwargs", [{"n_users": 20}, {**SMALL, "interference": "paper", "timing": "slot"},
-                                    {**SMALL, "tokens": "babi", "uncertainty_metric": "slm_entropy"}])
+                                    {**SMALL, "tokens": "babi", "uncertainty_metric": "slm_entropy"},
+                                    {**SMALL, "tokens": "babi", "upload_rule": "oracle"}])
 def test_the_fused_compiled_step_equals_the_numpy_step(kwargs):
     """Random actions (every budget, upload and exit level) through both paths of the step: the same
     rewards, ends, info, observations and last round, episode after episode (the sum orders differ)."""
@@ -94,6 +95,27 @@ def test_the_fused_compiled_step_equals_the_numpy_step(kwargs):
             done, steps = t0 or u0, steps + 1
     assert (fused.position == reference.position).all() and (fused.tainted == reference.tainted).all()
     assert i0["answers"] > 0 and steps > 20
+
+
+def test_the_oracle_uploads_exactly_the_rejected_tokens_and_outruns_hlm_on_the_same_rounds():
+    """``upload_rule="oracle"``: every uploaded token is one the LLM rejects, no kept token is one it would reject,
+    and on the same seed (the same channels and token streams) it emits what HLM emits, never slower."""
+    kwargs = {**SMALL, "tokens": "babi", "n_users": 8}
+    hlm, oracle = (gym.make("MECSpecDecode-v0", **kwargs, upload_rule=rule_name) for rule_name in ("threshold",
+                                                                                                  "oracle"))
+    hlm.reset(seed=5), oracle.reset(seed=5)
+    sent = np.zeros(2, dtype=int)
+    for _ in range(20):
+        _, r_hlm, *_, i_hlm = hlm.step(rule(hlm, 8, 0))
+        _, r_oracle, *_, i_oracle = oracle.step(rule(oracle, 8, 0))  # upload level 0 (upload all) is ignored
+        h, o = hlm.unwrapped.last, oracle.unwrapped.last
+        assert i_oracle["unverified_rejects"] == 0 and i_hlm["unverified_rejects"] == 0
+        np.testing.assert_array_equal(o.emitted, h.emitted)  # the first rejected token ends both rounds
+        assert (o.uploaded <= h.uploaded).all() and (o.delay <= h.delay * (1 + 1e-12)).all()
+        assert r_oracle >= r_hlm - 1e-12
+        sent += (i_hlm["uploaded"], i_oracle["uploaded"])
+    assert 0 < sent[1] < sent[0]  # it skipped the tokens the LLM keeps, and uploaded the ones it rejects
+    assert (oracle.unwrapped.user_time <= hlm.unwrapped.user_time * (1 + 1e-12)).all()
 
 
 def test_hlm_verifies_everything_and_slm_only_uploads_nothing():

@@ -48,6 +48,10 @@ class SpecEnvConfig(SpecConfig):
                                "trace CSV (train/build_token_traces.py)")
     uncertainty_metric: str = config_field("slm_temperature_uncertainty", "the SLM uncertainty the thresholds apply to",
                                            choices=UNCERTAINTIES)
+    upload_rule: str = config_field("threshold", "'threshold': a drafted token is uploaded when its uncertainty "
+                                    "exceeds the action's upload level; 'oracle': exactly the drafted tokens the LLM "
+                                    "rejects (a bound no device can reach: it skips every token it would keep, and "
+                                    "the action's upload level is ignored)", choices=("threshold", "oracle"))
     timing: str = config_field("user", "'user': each user runs its rounds back to back at its own pace (a device "
                                "does not wait for others); 'slot': a round is a slot that lasts until its slowest "
                                "user is done", choices=("user", "slot"))
@@ -159,7 +163,9 @@ class MECSpecDecodeEnv(gym.Env):
     * draft budget ``b`` in 0..L (0: idle this round);
     * upload level ``j``: a drafted token is uploaded when its uncertainty is
       greater than ``theta_j``: ``theta_0 = -inf`` (upload all: HLM), ``theta_j = (j - 1) / (K - 3)``
-      for j = 1..K-2, ``theta_{K-1} = +inf`` (upload nothing);
+      for j = 1..K-2, ``theta_{K-1} = +inf`` (upload nothing); with ``upload_rule="oracle"`` the
+      level is ignored and exactly the drafted tokens the LLM rejects are uploaded (the bound of any
+      skipping rule: nothing is verified that would be kept, nothing kept that would be rejected);
     * exit level ``e``: drafting stops after the first token whose uncertainty exceeds
       ``theta_e`` (GELATO's inner loop); ``e = K - 1`` never stops early.
 
@@ -336,7 +342,7 @@ class MECSpecDecodeEnv(gym.Env):
             radio = kernels.RadioScalars(*kernels.radio_scalars(problem))
             costs = kernels.TokenCosts(self._token_bits, self._slm_flops, self._llm_flops, o.verify_block_cost,
                                        o.joule_per_flop, o.round_trip_s, o.energy_budget_j, self._per_user_time,
-                                       o.draft_length)
+                                       o.draft_length, o.upload_rule == "oracle")
             tokens = kernels.TokenTables(s.length, self._uncertainty, self._accepted, self._answer, self._answer_end,
                                          self._width, s.hybrid_correct, s.llm_correct, s.slm_correct)
             state = kernels.SpecState(self.position, self.queue, self.energy_sum, self.last_uncertainty, self.tainted,
@@ -364,7 +370,9 @@ class MECSpecDecodeEnv(gym.Env):
         above = (u > exit_at[:, None]) & (self._offsets < drafted[:, None])
         drafted = np.where(above.any(axis=1), np.minimum(drafted, above.argmax(axis=1) + 1), drafted)
         es = problem.gain.argmax(axis=1)  # each user uploads to its strongest ES this round
-        ev = evaluate_round(problem, self.spec_config, drafted, u > upload_at[:, None], self._accepted.take(idx), es,
+        accepted = self._accepted.take(idx)
+        upload = ~accepted if self.options.upload_rule == "oracle" else u > upload_at[:, None]
+        ev = evaluate_round(problem, self.spec_config, drafted, upload, accepted, es,
                             self.cfg.flops_per_param_token, self.cfg.slm_params, self.cfg.llm_params, check=False)
         took = drafted > 0
         self.last_uncertainty = np.where(took, u[self._users, np.maximum(drafted - 1, 0)], self.last_uncertainty)
