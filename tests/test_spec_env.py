@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -372,8 +374,12 @@ def test_spec_figures_write_their_tables_and_plots(tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     levels = (tmp_path / "uhlm_threshold.csv").read_text().splitlines()
     assert len(levels) == 1 + 4 and levels[0].startswith("level,threshold")
-    budget = (tmp_path / "gelato_budget.csv").read_text().splitlines()
-    assert len(budget) == 1 + 2 * 3 + 2  # HLM and U-HLM at budgets 1..3, GELATO at 2 energy budgets
+    budget = list(csv.DictReader(open(tmp_path / "gelato_budget.csv")))
+    assert len(budget) == 3 * 3 + 2  # HLM, U-HLM and the oracle at budgets 1..3, GELATO at 2 energy budgets
+    by = {(r["agent"], r["draft_budget"]): r for r in budget}
+    for b in ("1", "2", "3"):  # the oracle verifies what HLM verifies that it rejects: as accurate, never slower
+        assert float(by["Oracle", b]["tokens_per_s"]) >= float(by["HLM", b]["tokens_per_s"]) * (1 - 1e-9)
+        assert float(by["Oracle", b]["accuracy_vs_llm"]) == pytest.approx(float(by["HLM", b]["accuracy_vs_llm"]))
 
 
 def test_sb3_ppo_trains_on_it_through_make_vec_env():

@@ -154,7 +154,8 @@ def threshold(env_kwargs: dict, episodes: int, risk: float, out: Path) -> list[d
 
 
 def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path) -> list[dict]:
-    """Figure 3: GELATO's throughput and energy against the budget, with HLM / U-HLM at fixed drafts."""
+    """Figure 3: GELATO's throughput, accuracy and energy against the budget, with HLM, U-HLM and the oracle
+    (``upload_rule="oracle"``: the bound of any skipping rule) at fixed drafts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,21 +171,35 @@ def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path) -> 
                              progress=True):
         table.append({"agent": r.name.split(" b=")[0], "draft_budget": int(r.name.split("b=")[1]),
                       "energy_budget_j": float("nan"), **{k: v for k, v in r.row().items() if k != "agent"}})
+    # the bound of every skipping rule: uploads exactly the tokens the verifier rejects (HLM's drafts, the env's
+    # upload_rule="oracle")
+    oracle = {f"Oracle b={b}": (lambda e, b=b: SpecRuleAgent(e, "HLM", budget=b)) for b in range(1, length + 1)}
+    for r in evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs, upload_rule="oracle"), oracle, seeds,
+                             level=TOKENS, progress=True):
+        table.append({"agent": "Oracle", "draft_budget": int(r.name.split("b=")[1]), "energy_budget_j": float("nan"),
+                      **{k: v for k, v in r.row().items() if k != "agent"}})
     for e_bar in budgets:
         r = evaluate_agents(lambda e_bar=e_bar: gym.make("MECSpecDecode-v0", **kwargs, energy_budget_j=e_bar),
                             {"GELATO": lambda e: SpecRuleAgent(e, "GELATO")}, seeds, level=TOKENS, progress=True)[0]
         table.append({"agent": "GELATO", "draft_budget": -1, "energy_budget_j": e_bar,
                       **{k: v for k, v in r.row().items() if k != "agent"}})
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.5))
-    for name, color in (("HLM", "C0"), ("U-HLM", "C1"), ("GELATO", "C3")):
+    fig, (ax, cx, bx) = plt.subplots(1, 3, figsize=(19, 4.5))
+    for name, color in (("HLM", "C0"), ("U-HLM", "C1"), ("Oracle", "C2"), ("GELATO", "C3")):
         rows = [t for t in table if t["agent"] == name]
-        ax.errorbar([t["energy_j"] for t in rows], [t["tokens_per_s"] for t in rows],
-                    xerr=[t["energy_j_ci95"] for t in rows], yerr=[t["tokens_per_s_ci95"] for t in rows],
-                    fmt="o-", color=color, capsize=2,
-                    label=f"{name}, draft budget 1..{length}" if name != "GELATO" else "GELATO, energy budgets")
+        label = {"GELATO": "GELATO, energy budgets", "Oracle": f"oracle skipping (a bound), draft budget 1..{length}"
+                 }.get(name, f"{name}, draft budget 1..{length}")
+        energy = [t["energy_j"] for t in rows]
+        ax.errorbar(energy, [t["tokens_per_s"] for t in rows], xerr=[t["energy_j_ci95"] for t in rows],
+                    yerr=[t["tokens_per_s_ci95"] for t in rows], fmt="o-", color=color, capsize=2, label=label)
+        cx.errorbar(energy, [100 * t["accuracy_vs_llm"] for t in rows],
+                    yerr=[100 * t["accuracy_vs_llm_ci95"] for t in rows], fmt="o-", color=color, capsize=2,
+                    label=label)
     ax.set(xlabel="device energy per user and round (J, after burn-in)", ylabel="tokens / s (all users)",
            title="throughput against energy")
     ax.legend(fontsize=8)
+    cx.set(xlabel="device energy per user and round (J, after burn-in)", ylabel="accuracy relative to the LLM (%)",
+           title="accuracy against energy")
+    cx.legend(fontsize=8)
     g = [t for t in table if t["agent"] == "GELATO"]
     bx.errorbar([t["energy_budget_j"] for t in g], [t["energy_j"] for t in g], yerr=[t["energy_j_ci95"] for t in g],
                 fmt="o-", color="C3", capsize=2, label="GELATO's time-average energy")
