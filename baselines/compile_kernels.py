@@ -59,10 +59,10 @@ def _token_env() -> None:
     import mec_env  # noqa: F401
     from baselines.token_policies import rule_factory
 
-    _env_steps("MECSpecDecode-v0")
     env = gym.make("MECSpecDecode-v0")
     obs, _ = env.reset(seed=0)
-    env.step(rule_factory("GELATO")(env).predict(obs)[0])  # GELATO prices its budgets with the round evaluator
+    # the env's step, and the round evaluator GELATO prices its budgets with
+    env.step(rule_factory("GELATO")(env).predict(obs)[0])
     env.close()
 
 

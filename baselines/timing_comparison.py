@@ -40,21 +40,21 @@ def play_rounds(strategy: str, seed: int, rounds: int, **env_kwargs: Any) -> Pla
     u = env.unwrapped
     obs, _ = env.reset(seed=seed)
     agent = rule_factory(strategy)(env)
-    n = u.cfg.n_users
+    n, spec = u.cfg.n_users, u.spec_config
+    llm_flops = u.cfg.flops_per_param_token * u.cfg.llm_params
     local, bits, flops, wait, emitted = (np.zeros((n, rounds)) for _ in range(5))
     problem = es = None
     for k in range(rounds):
-        left = u.position < u.streams.length
+        clock = u.user_time.copy()
         action, _ = agent.predict(obs)
         obs, _, terminated, truncated, _ = env.step(action)
         ev = u.last
         if problem is None:
             problem, es = u.last_round[0], u.last_round[1].copy()
-        took = ev.draft_time > 0
-        local[:, k] = np.where(took, ev.draft_time, np.where(left, u._slm_flops / problem.local_capacity, 0.0))
-        bits[:, k] = u._token_bits * ev.uploaded
-        sent = ev.uploaded > 0
-        flops[:, k] = np.where(sent, u._llm_flops * (1.0 + u.options.verify_block_cost * (ev.uploaded - 1)), 0.0)
+        # a user that drafted nothing: the time the env charged it (one token's drafting while it has work left)
+        local[:, k] = np.where(ev.draft_time > 0, ev.draft_time, u.user_time - clock)
+        bits[:, k] = spec.token_bits() * ev.uploaded
+        flops[:, k] = llm_flops * spec.verified_tokens(ev.uploaded)
         wait[:, k] = ev.wait_time
         emitted[:, k] = ev.emitted
         if terminated or truncated:

@@ -181,16 +181,7 @@ def bench_spec_env(n_users: int, seconds: float) -> dict:
         out[f"{name}_steps_per_s"], _ = steps_per_second(step, acts, seconds)
     out["compiled_over_numpy"] = out["compiled_steps_per_s"] / out["numpy_steps_per_s"]
     # the query-level env at the same N, measured alike right after: the token env's cost in its units
-    query = gym.make("MECOffload-v0", n_users=n_users)
-    query.reset(seed=0)
-    query_acts = [query.action_space.sample() for _ in range(256)]
-
-    def query_step(action) -> None:
-        if any(query.step(action)[2:4]):
-            query.reset()
-
-    steps_per_second(query_step, query_acts[:32], 0.2)
-    out["query_env_steps_per_s"], _ = steps_per_second(query_step, query_acts, seconds)
+    out["query_env_steps_per_s"] = random_steps_per_second("MECOffload-v0", n_users, seconds)
     out["over_query_env"] = out["compiled_steps_per_s"] / out["query_env_steps_per_s"]
     print(f"  single env, compiled step: {out['compiled_steps_per_s']:10,.0f} steps/s (target 10,000)")
     print(f"  MECOffload-v0 at N = {n_users}:   {out['query_env_steps_per_s']:10,.0f} steps/s; token env / it "
@@ -200,6 +191,20 @@ def bench_spec_env(n_users: int, seconds: float) -> dict:
     return out
 
 
+def random_steps_per_second(env_id: str, n_users: int, seconds: float) -> float:
+    """Steps/s of one ``env_id`` through gym.make on random actions, reset at an episode's end, after a warm-up."""
+    env = gym.make(env_id, n_users=n_users)
+    env.reset(seed=0)
+    acts = [env.action_space.sample() for _ in range(256)]
+
+    def step(action) -> None:
+        if any(env.step(action)[2:4]):
+            env.reset()
+
+    steps_per_second(step, acts[:64], 0.3)  # warm up (and compile)
+    return steps_per_second(step, acts, seconds)[0]
+
+
 def bench_queue_env(n_users: int, seconds: float) -> dict:
     """MECOffloadQueue-v0 and MECOffload-v0 through gym.make, random actions, side by side: steps/s and ratio.
 
@@ -207,16 +212,7 @@ def bench_queue_env(n_users: int, seconds: float) -> dict:
     """
     out: dict = {"n_users": n_users}
     for name, env_id in (("queue", "MECOffloadQueue-v0"), ("static", "MECOffload-v0")):
-        env = gym.make(env_id, n_users=n_users)
-        env.reset(seed=0)
-        acts = [env.action_space.sample() for _ in range(256)]
-
-        def step(action, env=env) -> None:
-            if any(env.step(action)[2:4]):
-                env.reset()
-
-        steps_per_second(step, acts[:64], 0.3)  # warm up (and compile)
-        out[f"{name}_steps_per_s"], _ = steps_per_second(step, acts, seconds)
+        out[f"{name}_steps_per_s"] = random_steps_per_second(env_id, n_users, seconds)
     out["queue_over_static"] = out["queue_steps_per_s"] / out["static_steps_per_s"]
     print(f"  MECOffloadQueue-v0: {out['queue_steps_per_s']:10,.0f} steps/s (target 10,000)")
     print(f"  MECOffload-v0:      {out['static_steps_per_s']:10,.0f} steps/s")

@@ -67,10 +67,17 @@ def delay_terms(
     including this one (the ``max(1, .)`` guards of eqs. 2 and 6 are applied here).
     """
     share = np.maximum(1, n_sharing)
-    rate = uplink_rate(problem.bandwidth_hz / share,
-                       sinr(problem.tx_power_w, own_gain, interference_w, problem.noise_power_w), problem.min_rate_bps)
-    t_comm = query_bits / rate
+    t_comm = query_bits / shared_uplink_rate(problem, own_gain, share, interference_w)
     return t_comm, workload_llm / compute_share(problem.c_max, es_capacity, share)
+
+
+def shared_uplink_rate(problem: Problem, own_gain: np.ndarray, n_sharing: np.ndarray,
+                       interference_w: np.ndarray) -> np.ndarray:
+    """Eq. 2's rate (bit/s) of a user on an ES whose band ``n_sharing`` users split (the ``max(1, .)`` guard
+    applied here), hearing ``interference_w``."""
+    share = np.maximum(1, n_sharing)
+    return uplink_rate(problem.bandwidth_hz / share,
+                       sinr(problem.tx_power_w, own_gain, interference_w, problem.noise_power_w), problem.min_rate_bps)
 
 
 def edge_delay(

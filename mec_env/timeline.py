@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mec_env.evaluator import delay_terms, es_state
+from mec_env.evaluator import delay_terms, es_state, shared_uplink_rate
 from mec_env.problem import Problem
-from mec_env.radio.link import compute_share, sinr, uplink_rate
+from mec_env.radio.link import compute_share
 
 PHASES = ("local", "upload", "verify", "wait")
 
@@ -89,9 +89,7 @@ def _rates(problem: Problem, es: np.ndarray, phase: np.ndarray) -> np.ndarray:
     uploading, verifying = phase == 1, phase == 2
     if uploading.any():
         load, interference = es_state(problem, np.where(uploading, es + 1, 0))
-        own = problem.gain[np.arange(n), es]
-        up = uplink_rate(problem.bandwidth_hz / np.maximum(1, load[es]),
-                         sinr(problem.tx_power_w, own, interference[es], problem.noise_power_w), problem.min_rate_bps)
+        up = shared_uplink_rate(problem, problem.gain[np.arange(n), es], load[es], interference[es])
         rate = np.where(uploading, up, rate)
     if verifying.any():
         being_verified = np.bincount(es[verifying], minlength=problem.n_edge_servers)

@@ -11,23 +11,14 @@ their ratio, round-number over continuous. Held-out seeds 20_000 + k. Writes ``s
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 from tqdm import tqdm
 
 from agents.cli import count, output_dir, run_main, script_parser
+from baselines.experiments import mean_ci95
 from baselines.timing_comparison import compare
-from baselines.token_policies import RULES
+from baselines.token_policies import rule_factory
 from mec_env.io import atomic_write_csv
 from mec_env.seeds import held_out_seeds
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % normal CI."""
-    x = np.asarray(values, dtype=float)
-    half = 1.96 * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
-    return float(x.mean()), float(half)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -40,15 +31,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=output_dir, default="results/spec_timing", help="output folder")
     args = parser.parse_args(argv)
     for name in args.agents:
-        if name not in RULES and "b=" not in name:
-            parser.error(f"argument --agents: unknown strategy {name!r}; expected one of {', '.join(RULES)}")
+        try:
+            rule_factory(name)
+        except ValueError as err:
+            parser.error(f"argument --agents: {err}")
     seeds = held_out_seeds(args.episodes, "--episodes")
     rows, table = [], []
     work = [(n, name) for n in args.n_users for name in args.agents]
     for n, name in tqdm(work, desc="strategies x N", unit="point"):
         episodes = [compare(name, seed, args.rounds, n_users=n) for seed in seeds]
         rows += [{"n_users": n, **row} for row in episodes]
-        stats = {key: mean_ci([row[key] for row in episodes])
+        stats = {key: mean_ci95([row[key] for row in episodes])
                  for key in ("throughput_round_number", "throughput_continuous", "ratio")}
         table.append((n, name, stats))
     print(f"{'N':>4}  {'strategy':<14} {'round-number tok/s':>20} {'continuous tok/s':>20} {'ratio':>16}")

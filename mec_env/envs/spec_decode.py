@@ -266,6 +266,7 @@ class MECSpecDecodeEnv(gym.Env):
         self._llm_flops = self.cfg.flops_per_param_token * self.cfg.llm_params
         self._stats = np.zeros(12)
         self._per_user_time = o.timing == "user"
+        self._oracle_uploads = o.upload_rule == "oracle"
         self._buffers = {name: np.zeros(n, dtype=np.int64) for name in ("drafted", "es", "emitted", "uploaded")}
         self._buffers.update({name: np.zeros(n) for name in ("draft_time", "comm_time", "verify_time", "energy",
                                                                "delay")})
@@ -342,7 +343,7 @@ class MECSpecDecodeEnv(gym.Env):
             radio = kernels.RadioScalars(*kernels.radio_scalars(problem))
             costs = kernels.TokenCosts(self._token_bits, self._slm_flops, self._llm_flops, o.verify_block_cost,
                                        o.joule_per_flop, o.round_trip_s, o.energy_budget_j, self._per_user_time,
-                                       o.draft_length, o.upload_rule == "oracle")
+                                       o.draft_length, self._oracle_uploads)
             tokens = kernels.TokenTables(s.length, self._uncertainty, self._accepted, self._answer, self._answer_end,
                                          self._width, s.hybrid_correct, s.llm_correct, s.slm_correct)
             state = kernels.SpecState(self.position, self.queue, self.energy_sum, self.last_uncertainty, self.tainted,
@@ -371,7 +372,7 @@ class MECSpecDecodeEnv(gym.Env):
         drafted = np.where(above.any(axis=1), np.minimum(drafted, above.argmax(axis=1) + 1), drafted)
         es = problem.gain.argmax(axis=1)  # each user uploads to its strongest ES this round
         accepted = self._accepted.take(idx)
-        upload = ~accepted if self.options.upload_rule == "oracle" else u > upload_at[:, None]
+        upload = ~accepted if self._oracle_uploads else u > upload_at[:, None]
         ev = evaluate_round(problem, self.spec_config, drafted, upload, accepted, es,
                             self.cfg.flops_per_param_token, self.cfg.slm_params, self.cfg.llm_params, check=False)
         took = drafted > 0

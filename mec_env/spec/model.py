@@ -51,6 +51,11 @@ class SpecConfig:
         """Uplink bits of one uploaded token: k (index, quantised probability) pairs."""
         return float(self.top_k * (math.ceil(math.log2(self.vocab_size)) + self.prob_bits))
 
+    def verified_tokens(self, n_sent: np.ndarray) -> np.ndarray:
+        """Token-equivalents of the verification pass over ``n_sent`` uploaded tokens (0 for none): the first
+        token's forward pass and ``verify_block_cost`` of it for each further one."""
+        return np.where(n_sent > 0, 1.0 + self.verify_block_cost * (n_sent - 1), 0.0)
+
 
 @dataclass(frozen=True)
 class RoundEvaluation:
@@ -131,7 +136,7 @@ def evaluate_round(problem: Problem, spec: SpecConfig, drafted: np.ndarray, uplo
     uploading = n_sent > 0
     assignment = np.where(uploading, es + 1, 0)
     load, interference = es_state(problem, assignment)
-    block = np.where(uploading, 1.0 + spec.verify_block_cost * (n_sent - 1), 0.0)  # token-equivalents of the pass
+    block = spec.verified_tokens(n_sent)
     t_comm, t_verify = delay_terms(problem, problem.gain[np.arange(n), es], spec.token_bits() * n_sent,
                                    flops_per_param_token * llm_params * block, problem.es_capacity[es], load[es],
                                    interference[es])
