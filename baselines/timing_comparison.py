@@ -33,15 +33,15 @@ class PlayedRounds:
 
 def play_rounds(strategy: str, seed: int, rounds: int, **env_kwargs: Any) -> PlayedRounds:
     """Play ``rounds`` rounds of ``strategy`` (:data:`baselines.token_policies.RULES`) in ``MECSpecDecode-v0`` from
-    ``seed`` and read each user's phases off the round evaluator: drafting time, the uploaded tokens' bits, the
-    verified block's FLOPs and the round trip; a user that drafts nothing with tokens left sits out one token's
+    ``seed`` and read each user's phases off the round evaluator: drafting time, the uplink's bits (uploaded tokens
+    and a new generation's prompt), the ES's FLOPs (the verified block and the prompt's prefill) and the round
+    trip; a user that drafts nothing with tokens left sits out one token's
     drafting time, as the env charges it."""
     env = gym.make("MECSpecDecode-v0", timing="user", **env_kwargs)
     u = env.unwrapped
     obs, _ = env.reset(seed=seed)
     agent = rule_factory(strategy)(env)
-    n, spec = u.cfg.n_users, u.spec_config
-    llm_flops = u.cfg.flops_per_param_token * u.cfg.llm_params
+    n = u.cfg.n_users
     local, bits, flops, wait, emitted = (np.zeros((n, rounds)) for _ in range(5))
     problem = es = None
     for k in range(rounds):
@@ -53,8 +53,8 @@ def play_rounds(strategy: str, seed: int, rounds: int, **env_kwargs: Any) -> Pla
             problem, es = u.last_round[0], u.last_round[1].copy()
         # a user that drafted nothing: the time the env charged it (one token's drafting while it has work left)
         local[:, k] = np.where(ev.draft_time > 0, ev.draft_time, u.user_time - clock)
-        bits[:, k] = spec.token_bits() * ev.uploaded
-        flops[:, k] = llm_flops * spec.verified_tokens(ev.uploaded)
+        bits[:, k] = ev.bits
+        flops[:, k] = ev.es_flops
         wait[:, k] = ev.wait_time
         emitted[:, k] = ev.emitted
         if terminated or truncated:

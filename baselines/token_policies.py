@@ -20,7 +20,10 @@
   env's metric: temperature perturbation by default, GELATO's entropy with
   ``uncertainty_metric="slm_entropy"``). The default exit threshold is U-HLM's skip threshold
   read from the same fitted line at the same risk: drafting goes on while the SLM is as sure as
-  U-HLM needs to keep a token unverified, and stops after the first token it is not.
+  U-HLM needs to keep a token unverified, and stops after the first token it is not. **GELATO no
+  exit** drafts its whole budget: with a drafter whose surest tokens are still rejected more
+  often than the risk (the long-generation traces: the fitted line's intercept is above 0.3), the
+  exit stops every draft after one token.
 
 The uncertainty-rejection line defaults to the env's token source's: the synthetic source's
 parameters, or the least-squares line over the replayed token table (in the env's normalised
@@ -120,13 +123,14 @@ class SpecRuleAgent:
         active = env.position < env.streams.length
         draft_time = cfg.flops_per_param_token * cfg.slm_params / env.problem.local_capacity
         upload = np.ones((n, 1), dtype=bool)
+        prompt = env.prompt_due()
         ev = evaluate_round(env.problem, env.spec_config, active.astype(np.int64), upload, upload,
                             env.problem.gain.argmax(axis=1), cfg.flops_per_param_token, cfg.slm_params,
-                            cfg.llm_params, check=False)
+                            cfg.llm_params, check=False, prompt_tokens=prompt)
         s = self.skip  # a skipped token: one token (or 1 + mu off) in the drafting time; an upload: one token
         rate = s * (1.0 - (1.0 + o.error_weight) * self.skip_error) / draft_time \
             + (1.0 - s) / np.maximum(ev.delay, 1e-12)
-        energy = o.joule_per_flop * cfg.flops_per_param_token * cfg.slm_params \
+        energy = o.joule_per_flop * cfg.flops_per_param_token * cfg.slm_params * (1.0 + o.prefill_cost * prompt) \
             + (1.0 - s) * cfg.tx_power_w * ev.comm_time
         return np.where(active, rate / env.r0 - o.energy_weight * energy / o.energy_budget_j, -np.inf)
 
@@ -150,10 +154,12 @@ class SpecRuleAgent:
         active = env.position < env.streams.length
         es = env.problem.gain.argmax(axis=1)
         upload = np.ones((n, length), dtype=bool)
+        prompt = env.prompt_due()  # a user starting a generation sends its prompt and prefills it, whatever b
         tokens, delay, excess = np.empty((length, n)), np.empty((length, n)), np.empty((length, n))
         for b in range(1, length + 1):
             ev = evaluate_round(env.problem, env.spec_config, np.where(active, b, 0), upload, upload, es,
-                                cfg.flops_per_param_token, cfg.slm_params, cfg.llm_params, check=False)
+                                cfg.flops_per_param_token, cfg.slm_params, cfg.llm_params, check=False,
+                                prompt_tokens=prompt)
             tokens[b - 1] = np.where(active, (1.0 - self.mean_accept ** b) / (1.0 - self.mean_accept), 0.0)
             delay[b - 1] = ev.delay
             excess[b - 1] = np.where(active, ev.energy / o.energy_budget_j - 1.0, 0.0)
@@ -168,15 +174,19 @@ class SpecRuleAgent:
 
 
 def budget_draft(env: Any) -> int:
-    """The largest drafting budget whose drafting energy stays within the long-term budget (>= 1); the
-    uplink's energy, about 1e-6 of it here (0.2 W for microseconds), is left out."""
+    """The largest drafting budget whose drafting energy, with each generation's prompt prefill spread over its
+    tokens, stays within the long-term budget (>= 1); the uplink's energy, about 1e-6 of it here (0.2 W for
+    microseconds), is left out."""
     u = env.unwrapped
-    per_token = u.options.joule_per_flop * u.cfg.flops_per_param_token * u.cfg.slm_params
+    source = u.source  # prompt tokens a generated token (the synthetic source has no prompts)
+    prompts = float(source.prompt_tokens.mean() / source.length.mean()) if hasattr(source, "prompt_tokens") else 0.0
+    per_token = u.options.joule_per_flop * u.cfg.flops_per_param_token * u.cfg.slm_params * \
+        (1.0 + u.options.prefill_cost * prompts)
     return int(max(1, min(u.options.draft_length, math.floor(u.options.energy_budget_j / per_token))))
 
 
-RULES = ("SLM only", "HLM", "U-HLM", "U-HLM risk 0", "U-HLM at budget", "U-HLM opportunistic", "GELATO", "HLM b=K",
-         "U-HLM b=K")
+RULES = ("SLM only", "HLM", "U-HLM", "U-HLM risk 0", "U-HLM at budget", "U-HLM opportunistic", "GELATO",
+         "GELATO no exit", "HLM b=K", "U-HLM b=K")
 
 
 def rule_factory(name: str, risk: float = 0.1) -> Callable[[Any], SpecRuleAgent]:
@@ -192,6 +202,9 @@ def rule_factory(name: str, risk: float = 0.1) -> Callable[[Any], SpecRuleAgent]
         return lambda env: SpecRuleAgent(env, "U-HLM", risk=risk, budget=budget_draft(env))
     if name == "U-HLM risk 0":
         return lambda env: SpecRuleAgent(env, "U-HLM", risk=0.0)
+    if name == "GELATO no exit":  # the top level never stops a draft
+        return lambda env: SpecRuleAgent(env, "GELATO", risk=risk,
+                                         exit_level=env.unwrapped.options.threshold_levels - 1)
     if name in SpecRuleAgent.STRATEGIES:
         return lambda env: SpecRuleAgent(env, name, risk=risk)
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(RULES)} (K a drafting budget 0..L)")

@@ -201,6 +201,8 @@ class TokenCosts(NamedTuple):
     per_user_time: bool  # timing="user" (the env's)
     draft_length: int  # L
     oracle_uploads: bool = False  # upload_rule="oracle" (the env's): exactly the drafted tokens the LLM rejects
+    prompt_token_bits: float = 0.0  # uplink bits of one prompt token (its index)
+    prefill_cost: float = 1.0  # a prompt token's prefill, relative to one token's forward pass (ES and device)
 
 
 class TokenTables(NamedTuple):
@@ -215,6 +217,7 @@ class TokenTables(NamedTuple):
     hybrid_correct: np.ndarray  # (N, answers)
     llm_correct: np.ndarray
     slm_correct: np.ndarray
+    prompt_tokens: np.ndarray  # (N, answers) the prompt a generation starts with
 
 
 class SpecState(NamedTuple):
@@ -245,6 +248,8 @@ class RoundBuffers(NamedTuple):
     delay: np.ndarray
     load: np.ndarray  # (M,)
     stats: np.ndarray  # (12,)
+    bits: np.ndarray  # uplink bits: the uploaded tokens and a new generation's prompt
+    es_flops: np.ndarray  # the ES's work: the verified block and a new generation's prefill
 
 
 def kernel_tuple(group: tuple) -> tuple:
@@ -258,31 +263,31 @@ def kernel_tuple(group: tuple) -> tuple:
 
 
 @_jit
-def _verification_into(gain, es_capacity, radio, costs, n_sent, es, comm_time, verify_time, load):
-    """Uplink and verification time of each user's uploaded block (eqs. 2-7 among the users that upload):
-    writes ``comm_time``, ``verify_time`` (0 for a user that uploads nothing) and ``load`` (users per ES).
-    ``radio`` and ``costs`` are :class:`RadioScalars` and :class:`TokenCosts` (as tuples)."""
+def _verification_into(gain, es_capacity, radio, costs, n_sent, prompt, es, comm_time, verify_time, load, bits,
+                       es_flops):
+    """Uplink and verification time of each user's uploaded block and, for a user starting a generation,
+    its ``prompt`` tokens' upload and prefill (eqs. 2-7 among the users that send anything): writes
+    ``comm_time``, ``verify_time`` (0 for a user that sends nothing), ``load`` (users per ES), ``bits``
+    and ``es_flops``. ``radio`` and ``costs`` are :class:`RadioScalars` and :class:`TokenCosts` (as tuples)."""
     c = TokenCosts(*costs)
     token_bits, llm_flops_per_token, verify_block_cost = c.token_bits, c.llm_flops_per_token, c.verify_block_cost
     n = gain.shape[0]
     assignment = np.zeros(n, dtype=np.int64)
-    query_bits = np.empty(n)
-    workload = np.empty(n)
     for i in range(n):
-        if n_sent[i] > 0:
+        if n_sent[i] > 0 or prompt[i] > 0:
             assignment[i] = es[i] + 1
-        query_bits[i] = token_bits * n_sent[i]
+        bits[i] = token_bits * n_sent[i] + c.prompt_token_bits * prompt[i]
         block = 1.0 + verify_block_cost * (n_sent[i] - 1) if n_sent[i] > 0 else 0.0
-        workload[i] = llm_flops_per_token * block
+        es_flops[i] = llm_flops_per_token * (block + c.prefill_cost * prompt[i])
         comm_time[i] = 0.0
     load[:] = 0
-    _delays_into(radio, gain, query_bits, workload, np.zeros(n), es_capacity, assignment, comm_time, verify_time, load)
+    _delays_into(radio, gain, bits, es_flops, np.zeros(n), es_capacity, assignment, comm_time, verify_time, load)
 
 
 @_jit
-def spec_round_kernel(gain, es_capacity, local_capacity, radio, costs, drafted, upload, accepted, es):
+def spec_round_kernel(gain, es_capacity, local_capacity, radio, costs, drafted, upload, accepted, es, prompt):
     """One round of token-level offloading, as the numpy path of :func:`mec_env.spec.model.evaluate_round`:
-    ``(emitted, uploaded, unverified, draft_time, comm_time, verify_time, energy, es_users)``.
+    ``(emitted, uploaded, unverified, draft_time, comm_time, verify_time, energy, es_users, bits, es_flops)``.
     ``radio`` and ``costs`` are :class:`RadioScalars` and :class:`TokenCosts` (as tuples)."""
     tx_power_w = RadioScalars(*radio).tx_power_w
     c = TokenCosts(*costs)
@@ -307,14 +312,17 @@ def spec_round_kernel(gain, es_capacity, local_capacity, radio, costs, drafted, 
     comm_time = np.empty(n)
     verify_time = np.empty(n)
     load = np.empty(m, dtype=np.int64)
-    _verification_into(gain, es_capacity, radio, costs, n_sent, es, comm_time, verify_time, load)
+    bits = np.empty(n)
+    es_flops = np.empty(n)
+    _verification_into(gain, es_capacity, radio, costs, n_sent, prompt, es, comm_time, verify_time, load, bits,
+                       es_flops)
     draft_time = np.empty(n)
     energy = np.empty(n)
     for i in range(n):
-        draft_flops = slm_flops_per_token * drafted[i]
+        draft_flops = slm_flops_per_token * (drafted[i] + c.prefill_cost * prompt[i])
         draft_time[i] = draft_flops / local_capacity[i]
         energy[i] = joule_per_flop * draft_flops + tx_power_w * comm_time[i]
-    return emitted, n_sent, unverified, draft_time, comm_time, verify_time, energy, load
+    return emitted, n_sent, unverified, draft_time, comm_time, verify_time, energy, load, bits, es_flops
 
 
 @_jit
@@ -344,6 +352,7 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
     length, uncertainty, accepted, answer, answer_end, width = \
         tab.length, tab.uncertainty, tab.accepted, tab.answer, tab.answer_end, tab.width
     hybrid_correct, llm_correct, slm_correct = tab.hybrid_correct, tab.llm_correct, tab.slm_correct
+    prompt_tokens = tab.prompt_tokens
     st = SpecState(*state)
     position, queue, energy_sum, last_uncertainty, tainted, answer_counts, user_time, user_errors = \
         st.position, st.queue, st.energy_sum, st.last_uncertainty, st.tainted, st.answer_counts, st.user_time, \
@@ -353,16 +362,21 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
         b.drafted, b.es, b.emitted, b.n_sent, b.unverified, b.draft_time, b.comm_time, b.verify_time, b.energy, \
         b.delay, b.load, b.stats
     n, m = gain.shape
+    prompt = np.zeros(n)
     total_drafted = 0
     for i in range(n):
         row = i * width
         d = min(action[i, 0], max(length[i] - position[i], 0))
         exit_at = thresholds[action[i, 2]]
         for t in range(d):
-            if uncertainty[row + min(position[i] + t, width - 1)] > exit_at:
-                d = t + 1  # GELATO's early exit: stop after the first token above the threshold
+            k = row + min(position[i] + t, width - 1)
+            if uncertainty[k] > exit_at or answer_end[k]:
+                d = t + 1  # GELATO's early exit after the first token above the threshold; a generation's end
                 break
         drafted[i] = d
+        # a user drafting the first token of a generation sends its prompt first (and both models prefill it)
+        if d > 0 and (position[i] == 0 or answer_end[row + position[i] - 1]):
+            prompt[i] = prompt_tokens[i, answer[row + position[i]]]
         total_drafted += d
         best = 0
         for j in range(1, m):
@@ -390,7 +404,8 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
             sent = (not accepted[k]) if oracle else uncertainty[k] > upload_at
             if not sent and not accepted[k]:
                 unverified[i, t] = True
-    _verification_into(gain, es_capacity, radio, costs, n_sent, es, comm_time, verify_time, load)
+    _verification_into(gain, es_capacity, radio, costs, n_sent, prompt, es, comm_time, verify_time, load, b.bits,
+                       b.es_flops)
     n_tokens = 0
     errors = 0
     uploaded = 0
@@ -401,10 +416,10 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
     token_rate = 0.0
     error_rate = 0.0
     for i in range(n):
-        draft_flops = slm_flops_per_token * drafted[i]
+        draft_flops = slm_flops_per_token * (drafted[i] + c.prefill_cost * prompt[i])
         draft_time[i] = draft_flops / local_capacity[i]
         energy[i] = joule_per_flop * draft_flops + tx_power_w * comm_time[i]
-        wait = round_trip_s if n_sent[i] > 0 else 0.0
+        wait = round_trip_s if n_sent[i] > 0 or prompt[i] > 0 else 0.0
         delay[i] = draft_time[i] + comm_time[i] + verify_time[i] + wait
         if drafted[i] > 0:
             round_time = max(round_time, delay[i])  # the slot lasts until its slowest user is done

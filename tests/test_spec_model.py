@@ -64,6 +64,34 @@ def test_delays_and_energy_are_the_query_models_with_token_payloads():
         evaluate_round(p, spec, np.array([4, 0, 0]), upload, upload, es, **SIZES)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_new_generation_sends_its_prompt_and_both_models_prefill_it(compiled):
+    """Closed forms: a user alone on its ES that starts a generation of P prompt tokens and uploads n drafted
+    tokens sends ``P ceil(log2 V) + n x token bits`` over the whole band, the ES works ``2 W_LLM (1 + 0.2 (n - 1)
+    + c P)`` FLOPs at min(c_max, C), the device ``2 W_SLM (d + c P)``; with nothing drafted uploaded, the prompt
+    alone is sent and the user still waits the round trip."""
+    p = sample_problem(CFG, 3, n_users=2)
+    spec = SpecConfig(draft_length=4, prefill_cost=0.5)
+    prompt, es = np.array([120, 0]), np.array([0, 1])
+    drafted = np.array([3, 2])
+    for n_up in (0, 2):
+        upload = np.zeros((2, 4), dtype=bool)
+        upload[0, :n_up] = True
+        ev = evaluate_round(p, spec, drafted, upload, np.ones((2, 4), dtype=bool), es, **SIZES, compiled=compiled,
+                            prompt_tokens=prompt)
+        bits = 120 * math.ceil(math.log2(spec.vocab_size)) + n_up * spec.token_bits()
+        rate = p.bandwidth_hz * math.log2(1 + p.tx_power_w * p.gain[0, 0] / p.noise_power_w)  # alone, no interferer
+        assert ev.bits[0] == pytest.approx(bits) and ev.comm_time[0] == pytest.approx(bits / max(rate, p.min_rate_bps))
+        block = (1 + spec.verify_block_cost * (n_up - 1)) if n_up else 0.0
+        assert ev.es_flops[0] == pytest.approx(2 * CFG.llm_params * (block + 0.5 * 120))
+        assert ev.verify_time[0] == pytest.approx(ev.es_flops[0] / min(p.c_max, p.es_capacity[0]))
+        assert ev.draft_time[0] == pytest.approx(2 * CFG.slm_params * (3 + 0.5 * 120) / p.local_capacity[0])
+        assert ev.wait_time[0] == spec.round_trip_s and ev.es_users[0] == 1
+        assert ev.bits[1] == ev.comm_time[1] == ev.verify_time[1] == ev.wait_time[1] == 0.0  # user 1 sends nothing
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        evaluate_round(p, spec, drafted, upload, upload, es, **SIZES, prompt_tokens=np.array([-1, 0]))
+
+
 @pytest.mark.parametrize("interference", ["physical", "paper", "none"])
 def test_the_compiled_round_is_the_numpy_round(interference):
     import dataclasses
@@ -76,10 +104,12 @@ def test_the_compiled_round_is_the_numpy_round(interference):
         drafted = rng.integers(0, 7, size=n)
         upload, accepted = rng.random((n, 6)) < rng.random(), rng.random((n, 6)) < 0.7
         es = rng.integers(0, p.n_edge_servers, size=n)
-        a, b = (evaluate_round(p, spec, drafted, upload, accepted, es, **SIZES, compiled=c) for c in (False, True))
+        prompt = np.where(rng.random(n) < 0.3, rng.integers(1, 300, size=n), 0)  # some users start a generation
+        a, b = (evaluate_round(p, spec, drafted, upload, accepted, es, **SIZES, compiled=c, prompt_tokens=prompt)
+                for c in (False, True))
         for field in ("emitted", "uploaded", "unverified", "es_users"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
-        for field in ("draft_time", "comm_time", "verify_time", "wait_time", "energy", "delay"):
+        for field in ("draft_time", "comm_time", "verify_time", "wait_time", "energy", "delay", "bits", "es_flops"):
             np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=1e-12, atol=0)
 
 

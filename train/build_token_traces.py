@@ -41,7 +41,7 @@ from mec_env.babi import EXCLUDED_TASKS
 from mec_env.lm.profiler import cache_gguf_as_safetensors, load_causal_lm
 from mec_env.lm.trace_inputs import manifest_path, select_questions, smollm2_gguf
 from mec_env.lm.token_traces import ANSWER_COLUMNS, PROMPTS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens
-from mec_env.spec.tokens import DEFAULT_TOKEN_TRACES, TokenTraceSource, rejection_correlations
+from mec_env.spec.tokens import SHIPPED_TOKEN_TRACES, TokenTraceSource, rejection_correlations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--finetune-minutes", type=float, default=55.0, help="the verifier's training budget")
     ap.add_argument("--draft-minutes", type=float, default=7.0, help="the drafter's training budget")
     ap.add_argument("--ship", action="store_true", help="copy the tables into the package with a manifest")
-    ap.add_argument("--ship-to", type=Path, default=DEFAULT_TOKEN_TRACES, help="where --ship writes the token table")
+    ap.add_argument("--ship-to", type=Path, default=SHIPPED_TOKEN_TRACES["babi"],
+                    help="where --ship writes the token table")
     args = ap.parse_args(argv)
     if args.also and not args.ship:
         ap.error("--also merges other shards into what --ship writes: pass --ship too")
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def ship(tokens: list[dict], answers: list[dict], summary: dict, args: argparse.Namespace, drafter: Path,
-         verifier: Path, tasks: list[int], out: Path = DEFAULT_TOKEN_TRACES) -> None:
+         verifier: Path, tasks: list[int], out: Path = SHIPPED_TOKEN_TRACES["babi"]) -> None:
     """Write the tables (shards merged, in task order) and their manifest to the package data.
 
     All three are staged beside the destination and validated (the loader's checks, the manifest

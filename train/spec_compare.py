@@ -1,6 +1,6 @@
 """The token-level strategies side by side on MECSpecDecode-v0, scored by the one evaluator.
 
-    python train/spec_compare.py                                   # shipped bAbI token traces, N = 20, 200 episodes
+    python train/spec_compare.py                                   # shipped token traces, N = 20, 200 episodes
     python train/spec_compare.py --set tokens=synthetic --episodes 20
     python train/spec_compare.py --agents HLM U-HLM policy=runs/spec_ppo/final_model.zip
     python train/spec_compare.py --set n_users=40 flat_obs=true --agents "U-HLM b=1" PPO=runs/x/final_model.zip
@@ -25,7 +25,7 @@ import mec_env  # noqa: F401
 from agents.agent import ModelAgent
 from agents.model_zip import load_model
 from agents.evaluation import evaluate_agents, print_table
-from agents.spec_evaluation import TOKENS, print_paired_returns
+from agents.spec_evaluation import SpecLevel, print_paired_returns
 from agents.spec_policy import sized_for
 from baselines.token_policies import SpecRuleAgent, rule_factory
 from mec_env.config import parse_key_values
@@ -65,10 +65,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="U-HLM's tolerated rejection probability of a skip (in [0, 1])")
     ap.add_argument("--out", type=output_dir, default="results/spec", help="CSV folder (writable)")
     ap.add_argument("--paired", metavar="AGENT", help="also this agent's return minus each other's, paired by episode")
+    ap.add_argument("--reference", metavar="AGENT", default="HLM",
+                    help="the agent the 'vs HLM' column divides by, episode by episode (e.g. \"HLM b=2\")")
     args = ap.parse_args(argv)
-    env_kwargs = {"n_users": 20, "tokens": "babi", **parse_key_values(args.set)}
+    env_kwargs = {"n_users": 20, **parse_key_values(args.set)}
     agents = agent_factories(args.agents, args.risk)
-    if "HLM" not in agents:
+    if args.reference not in agents:
+        if args.reference != "HLM":
+            raise ConfigError("--reference", args.reference, f"one of the agents ({', '.join(agents)})")
         agents = {"HLM": lambda env: SpecRuleAgent(env, "HLM"), **agents}  # the reference of "vs HLM"
     probe = gym.make("MECSpecDecode-v0", **env_kwargs)
     for name, factory in agents.items():  # a budget past the env's L is refused now, not after the others ran
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raise ConfigError("--agents", name, f"a strategy this env can run ({err})") from None
     probe.close()
     results = evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **env_kwargs), agents,
-                              held_out_seeds(args.episodes), level=TOKENS, progress=True)
+                              held_out_seeds(args.episodes), level=SpecLevel(reference=args.reference), progress=True)
     print_table(results, f"MECSpecDecode-v0 {env_kwargs}, {args.episodes} held-out episodes (95 % CI)")
     if args.paired:
         print_paired_returns(results, args.paired)

@@ -31,7 +31,8 @@ import numpy as np
 import mec_env  # noqa: F401
 from agents.evaluation import evaluate_agents
 from agents.spec_evaluation import TOKENS
-from baselines.token_policies import SpecRuleAgent
+from baselines.token_policies import SpecRuleAgent, rule_factory
+from mec_env.envs.spec_decode import SpecEnvConfig
 from mec_env.config import parse_key_values
 from agents.cli import MAX_EPISODES, WHY_EPISODES, count, number, output_dir, probability, run_main
 from agents.cli import save_png, script_parser
@@ -153,7 +154,8 @@ def threshold(env_kwargs: dict, episodes: int, risk: float, out: Path) -> list[d
     return table
 
 
-def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path) -> list[dict]:
+def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path, gelato: str = "GELATO",
+           risk: float = 0.1) -> list[dict]:
     """Figure 3: GELATO's throughput, accuracy and energy against the budget, with HLM, U-HLM and the oracle
     (``upload_rule="oracle"``: the bound of any skipping rule) at fixed drafts."""
     import matplotlib
@@ -180,13 +182,13 @@ def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path) -> 
                       **{k: v for k, v in r.row().items() if k != "agent"}})
     for e_bar in budgets:
         r = evaluate_agents(lambda e_bar=e_bar: gym.make("MECSpecDecode-v0", **kwargs, energy_budget_j=e_bar),
-                            {"GELATO": lambda e: SpecRuleAgent(e, "GELATO")}, seeds, level=TOKENS, progress=True)[0]
+                            {"GELATO": rule_factory(gelato, risk)}, seeds, level=TOKENS, progress=True)[0]
         table.append({"agent": "GELATO", "draft_budget": -1, "energy_budget_j": e_bar,
                       **{k: v for k, v in r.row().items() if k != "agent"}})
     fig, (ax, cx, bx) = plt.subplots(1, 3, figsize=(19, 4.5))
     for name, color in (("HLM", "C0"), ("U-HLM", "C1"), ("Oracle", "C2"), ("GELATO", "C3")):
         rows = [t for t in table if t["agent"] == name]
-        label = {"GELATO": "GELATO, energy budgets", "Oracle": f"oracle skipping (a bound), draft budget 1..{length}"
+        label = {"GELATO": f"{gelato}, energy budgets", "Oracle": f"oracle skipping (a bound), draft budget 1..{length}"
                  }.get(name, f"{name}, draft budget 1..{length}")
         energy = [t["energy_j"] for t in rows]
         ax.errorbar(energy, [t["tokens_per_s"] for t in rows], xerr=[t["energy_j_ci95"] for t in rows],
@@ -231,28 +233,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-episodes", type=count(1, MAX_EPISODES), default=10,
                     help="1,000-round episodes per budget point (>= 1)")
     ap.add_argument("--budgets", type=number(0.0, open_low=True), nargs="+",
-                    default=[0.1, 0.13, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4],
+                    default=[0.006, 0.008, 0.010, 0.012, 0.014, 0.016, 0.020],
                     help="GELATO's energy budgets (J per user and round, > 0)")
+    ap.add_argument("--gelato", choices=("GELATO", "GELATO no exit"), default="GELATO",
+                    help="the GELATO rule the budget figure runs (with or without its early exit)")
     ap.add_argument("--risk", type=probability, default=0.1,
                     help="U-HLM's tolerated rejection probability of a skip (in [0, 1])")
     ap.add_argument("--out", type=output_dir, default="results/spec",
                     help="folder of the CSVs and PNGs (writable)")
     args = ap.parse_args(argv)
-    env_kwargs = {"n_users": 20, "tokens": "babi", "max_rounds": 400, **parse_key_values(args.set)}
+    env_kwargs = {"n_users": 20, "max_rounds": 400, **parse_key_values(args.set)}
     only = set(args.only or ("scatter", "threshold", "budget"))
     args.out.mkdir(parents=True, exist_ok=True)
     if "scatter" in only:
-        if env_kwargs["tokens"] == "synthetic":
-            print("scatter: needs a token table (tokens=babi or a path); skipped")
+        tokens = env_kwargs.get("tokens", SpecEnvConfig.tokens)
+        if tokens == "synthetic":
+            print("scatter: needs a token table (tokens=generations, babi or a path); skipped")
         else:
             print("1. uncertainty vs rejection")
-            scatter(env_kwargs["tokens"], args.out)
+            scatter(tokens, args.out)
     if "threshold" in only:
         print(f"2. U-HLM threshold sweep, {args.episodes} episodes per level")
         threshold(env_kwargs, args.episodes, args.risk, args.out)
     if "budget" in only:
         print(f"3. GELATO against energy budgets, {args.budget_episodes} long episodes per point")
-        budget(env_kwargs, args.budget_episodes, args.budgets, args.out)
+        budget(env_kwargs, args.budget_episodes, args.budgets, args.out, args.gelato, args.risk)
     print(f"wrote {args.out}/")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -12,11 +13,12 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
 from mec_env import kernels
-from mec_env.config import INF, ScenarioConfig, config_field
+from mec_env.config import INF, config_field
 from mec_env.envs.common import RENDER_MODES, Picture, Scenario, build_env_config, check_render_mode
-from mec_env.errors import AssignmentError, ConfigError, short_repr
+from mec_env.errors import AssignmentError, short_repr
 from mec_env.layout import FlatLayout
 from mec_env.slots import GAIN_OBS_CLIP, SlotProcess, normalised_es_capacity
+from mec_env.spec.limits import check_round_bounds, check_session_memory
 from mec_env.spec.model import RoundEvaluation, SpecConfig, evaluate_round
 from mec_env.spec.tokens import UNCERTAINTIES, SyntheticTokenSource, TokenStreams, load_token_traces
 
@@ -41,11 +43,17 @@ class SpecEnvConfig(SpecConfig):
     error_weight: float = config_field(4.0, "mu: an unverified token the LLM would have rejected costs 1 + mu "
                                        "tokens of the reward's count", range=(0.0, INF))
     max_rounds: int = config_field(64, "rounds before the episode is truncated", range=(1, 10**6))
-    session_tokens: int = config_field(600, "each user's session: answers back to back until at least this many "
+    session_tokens: int = config_field(600, "each user's work: generations back to back until at least this many "
                                        "tokens (600 > 64 rounds x 8: users always have work, every episode lasts "
                                        "max_rounds)", range=(1, 1 << 16))
-    tokens: str = config_field("babi", "token streams: 'babi' (the shipped traces), 'synthetic' or a token "
-                               "trace CSV (train/build_token_traces.py)")
+    tokens: str = config_field("generations", "token streams: 'generations' (the shipped traces of long "
+                               "generations), 'babi' (the shipped one-word bAbI answers), 'synthetic' or a token "
+                               "trace CSV (train/build_generation_traces.py, train/build_token_traces.py)")
+    model_sizes: str = config_field("traces", "'traces': drafting and verification are charged the parameters of "
+                                    "the drafter and verifier that made the traces (their manifest's; the "
+                                    "scenario's where a table has none); 'scenario': the scenario's slm_params "
+                                    "and llm_params (the paper's 1.24B and 8.03B: costs of a pair other than the "
+                                    "one whose acceptance is replayed)", choices=("traces", "scenario"))
     uncertainty_metric: str = config_field("slm_temperature_uncertainty", "the SLM uncertainty the thresholds apply to",
                                            choices=UNCERTAINTIES)
     upload_rule: str = config_field("threshold", "'threshold': a drafted token is uploaded when its uncertainty "
@@ -58,86 +66,12 @@ class SpecEnvConfig(SpecConfig):
     flat_obs: bool = config_field(False, "one float32 Box instead of the Dict")
 
 
-def check_round_bounds(cfg: ScenarioConfig, o: SpecEnvConfig) -> None:
-    """Refuse settings whose rounds cannot be simulated in finite float64 numbers, naming the field.
-
-    Bounds of one user's round (the evaluator's terms, ``W = flops_per_param_token x params``):
-    drafting at most ``L W_SLM / (C_L x low)`` s and at least ``W_SLM / (C_L x high)`` s a token
-    (so at most ``C_L x high / W_SLM`` tokens per second), uplink at most ``L x token bits /
-    min_rate_bps``, verification at most ``W_LLM (1 + (L - 1) verify_block_cost) / min(C_max, C x
-    low / N)``, energy at most ``joule_per_flop x L W_SLM + P x uplink``. The users' rates with
-    their ``1 + mu`` error weight, the clocks and queues over ``max_rounds`` and N users, and the
-    reward's two terms must stay finite.
-    """
-    n, length, rounds = cfg.n_users, o.draft_length, o.max_rounds
-
-    def refuse(name: str, what: str, value: float) -> None:
-        owner = cfg if hasattr(cfg, name) else o
-        raise ConfigError(name, getattr(owner, name), f"a value that keeps {what} finite (it is {value:g})")
-
-    def div(a: float, b: float) -> float:
-        return a / b if b > 0.0 else math.inf  # a denominator that underflowed to 0
-
-    slm = cfg.flops_per_param_token * cfg.slm_params
-    llm = cfg.flops_per_param_token * cfg.llm_params
-    for name, work in (("slm_params", slm), ("llm_params", llm)):
-        if not math.isfinite(work * length * n):
-            refuse(name, "a round's work of N users (flops_per_param_token x params x L x N FLOP)", work * length * n)
-    fastest = div(cfg.local_capacity_flops * max(cfg.local_capacity_high, 1.0), slm)  # tokens/s, r0 included
-    if not math.isfinite(fastest * length * n):
-        refuse("local_capacity_flops", "the fastest drafting rate of N users, C_L x high / W_SLM x L x N tokens/s",
-               fastest * length * n)
-    if not math.isfinite((1.0 + o.error_weight) * fastest * length * n):
-        refuse("error_weight", "the weighted errors per second, (1 + mu) x C_L x high / W_SLM x L x N",
-               (1.0 + o.error_weight) * fastest * length * n)
-    upload = div(o.token_bits() * length, cfg.min_rate_bps)
-    compute = min(cfg.c_max_flops, cfg.es_capacity_flops * cfg.es_capacity_low / n)
-    times = {  # the longest time of each part of a round, by the field that sets it
-        "local_capacity_flops": div(slm * length, cfg.local_capacity_flops * cfg.local_capacity_low),
-        "min_rate_bps": upload,
-        ("c_max_flops" if cfg.c_max_flops <= compute else "es_capacity_flops"):
-            div(llm * (1.0 + o.verify_block_cost * (length - 1)), compute),
-        "round_trip_s": o.round_trip_s,
-    }
-    longest = sum(times.values())
-    if not math.isfinite(longest * rounds * n):
-        name = max(times, key=times.get)
-        refuse(name, "the longest round times max_rounds x N (s)", longest * rounds * n)
-    energies = {"joule_per_flop": o.joule_per_flop * slm * length, "tx_power_w": cfg.tx_power_w * upload}
-    most = sum(energies.values())
-    if not math.isfinite(most * rounds * n):
-        refuse(max(energies, key=energies.get), "the most energy of a round times max_rounds x N (J)",
-               most * rounds * n)
-    if not math.isfinite(o.energy_weight * most * n):
-        refuse("energy_weight", "lambda x the most energy of a round of N users (J)", o.energy_weight * most * n)
-    price = o.energy_weight * most * n / (n * o.energy_budget_j)
-    if not math.isfinite(price):
-        refuse("energy_budget_j", "the reward's energy term, lambda x the most energy of a round / energy_budget_j",
-               price)
-    rate = (1.0 + o.error_weight) * length * max(cfg.local_capacity_high, 1.0)  # the rate term in units of r0
-    if not math.isfinite(rate + price):
-        refuse("error_weight" if rate > price else "energy_weight", "the reward's rate and energy terms together",
-               rate + price)
-
-
-def check_session_memory(cfg: ScenarioConfig, o: SpecEnvConfig, entries: int) -> None:
-    """Refuse sessions whose (N, T) token arrays (``entries`` float64 in the largest) exceed ``max_array_bytes``."""
-    size = 8.0 * entries
-    if size > cfg.max_array_bytes:
-        name = "session_tokens" if o.session_tokens > SpecEnvConfig.session_tokens else "n_users"
-        value = o.session_tokens if name == "session_tokens" else cfg.n_users
-        raise ConfigError(name, value, f"a size whose token arrays fit the memory budget: N = {cfg.n_users} sessions "
-                          f"of session_tokens = {o.session_tokens} from tokens = {o.tokens!r} need "
-                          f"{size / 2**30:.3g} GiB in one array > max_array_bytes = "
-                          f"{cfg.max_array_bytes / 2**30:.3g} GiB")
-
-
 class MECSpecDecodeEnv(gym.Env):
     """
     ## Description
 
     Token-level offloading of U-HLM and GELATO on the project's channel and edge model. N users
-    each generate an answer token by token: the device SLM drafts, the edge LLM verifies what is
+    each generate text token by token: the device SLM drafts, the edge LLM verifies what is
     uploaded (speculative decoding). One step is one round: every unfinished user drafts up to
     ``draft_length`` tokens, uploads those whose SLM uncertainty reaches its threshold to its
     strongest ES, and keeps the result of :func:`mec_env.spec.model.evaluate_round` (the one
@@ -145,6 +79,16 @@ class MECSpecDecodeEnv(gym.Env):
     shared ES, speculative acceptance, device energy). The channel is redrawn every round (a slot
     of the query-level model); the tokens come from real traces or the synthetic source
     (:mod:`mec_env.spec.tokens`).
+
+    **Sessions.** A user's work is generations one after the other, each one prompt and the
+    verifier's generation from it (the default traces: SmolLM2-135M-Instruct's answers and
+    explanations of bAbI stories, 30 to 128 tokens, drafted by a distilled model a seventh of its
+    size). A round drafts no further than the end of the user's current generation; the round
+    that drafts a generation's first token also sends its prompt (token indices) and pays both
+    models' prefill of it (``prefill_cost``), after which both keep its KV cache. By default
+    drafting and verification cost the traces' own pair (``model_sizes="traces"``); with
+    ``model_sizes="scenario"`` they cost the scenario's ``slm_params`` and ``llm_params`` (the
+    paper's 1.24B and 8.03B) while acceptance stays the traced pair's.
 
     **Timing.** With ``timing="user"`` (default) each user runs its rounds back to back on its own
     clock, as a device does in speculative decoding: its round takes its own drafting, uplink,
@@ -220,7 +164,7 @@ class MECSpecDecodeEnv(gym.Env):
     by the ES it uploaded to in the last round, or ``"ansi"``: a line of text), the fields of
     :class:`SpecEnvConfig` and any scenario field (``n_users=20``). A bad value is a
     :class:`~mec_env.errors.ConfigError` naming it, and so is a setting whose rounds would overflow
-    float64 (:func:`check_round_bounds`) or whose token arrays would exceed ``max_array_bytes``.
+    float64 (:func:`mec_env.spec.limits.check_round_bounds`) or whose token arrays would exceed ``max_array_bytes``.
     """
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": 1}
@@ -231,9 +175,12 @@ class MECSpecDecodeEnv(gym.Env):
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         o, n, m = self.options, self.cfg.n_users, self.cfg.n_edge_servers
         self.spec_config: SpecConfig = o  # the evaluator's settings are the env's first fields
-        check_round_bounds(self.cfg, o)
         self.source = SyntheticTokenSource() if o.tokens == "synthetic" else \
             load_token_traces(o.tokens, o.uncertainty_metric)
+        sizes = getattr(self.source, "model_parameters", None)
+        if o.model_sizes == "traces" and sizes is not None:  # the pair whose acceptance the traces hold
+            self.cfg = dataclasses.replace(self.cfg, slm_params=float(sizes[0]), llm_params=float(sizes[1]))
+        check_round_bounds(self.cfg, o)
         check_session_memory(self.cfg, o, self.source.draw_size(n, o.session_tokens))
         # entropy (nats) is normalised by its maximum ln V; the synthetic source draws in [0, 1] already
         self.uncertainty_scale = math.log(o.vocab_size) if o.uncertainty_metric == "slm_entropy" and \
@@ -271,6 +218,7 @@ class MECSpecDecodeEnv(gym.Env):
         self._buffers.update({name: np.zeros(n) for name in ("draft_time", "comm_time", "verify_time", "energy",
                                                                "delay")})
         self._buffers["unverified"] = np.zeros((n, o.draft_length), dtype=bool)
+        self._buffers.update({name: np.zeros(n) for name in ("bits", "es_flops")})
         self._buffers["es_users"] = np.zeros(m, dtype=np.int64)
         self._picture = Picture(self.render_mode, self.cfg.area_side_m, m, ENV_ID, self.metadata["render_fps"])
 
@@ -343,14 +291,14 @@ class MECSpecDecodeEnv(gym.Env):
             radio = kernels.RadioScalars(*kernels.radio_scalars(problem))
             costs = kernels.TokenCosts(self._token_bits, self._slm_flops, self._llm_flops, o.verify_block_cost,
                                        o.joule_per_flop, o.round_trip_s, o.energy_budget_j, self._per_user_time,
-                                       o.draft_length, self._oracle_uploads)
+                                       o.draft_length, self._oracle_uploads, o.prompt_token_bits(), o.prefill_cost)
             tokens = kernels.TokenTables(s.length, self._uncertainty, self._accepted, self._answer, self._answer_end,
-                                         self._width, s.hybrid_correct, s.llm_correct, s.slm_correct)
+                                         self._width, s.hybrid_correct, s.llm_correct, s.slm_correct, s.prompt_tokens)
             state = kernels.SpecState(self.position, self.queue, self.energy_sum, self.last_uncertainty, self.tainted,
                                       self._answer_counts, self.user_time, self.user_errors)
             out = kernels.RoundBuffers(b["drafted"], b["es"], b["emitted"], b["uploaded"], b["unverified"],
                                        b["draft_time"], b["comm_time"], b["verify_time"], b["energy"], b["delay"],
-                                       b["es_users"], self._stats)
+                                       b["es_users"], self._stats, b["bits"], b["es_flops"])
             self._kernel_groups = tuple(map(kernels.kernel_tuple, (radio, costs, tokens, state, out)))
         kernels.spec_step_kernel(a, self.thresholds, problem.gain, problem.es_capacity, problem.local_capacity,
                                  *self._kernel_groups)
@@ -367,14 +315,17 @@ class MECSpecDecodeEnv(gym.Env):
         idx = self._row_start + np.minimum(self.position[:, None] + self._offsets, self._width - 1)
         u = self._uncertainty.take(idx)
         drafted = np.minimum(budget, np.maximum(remaining, 0))
-        # GELATO's early exit: stop after the first drafted token above the exit threshold
-        above = (u > exit_at[:, None]) & (self._offsets < drafted[:, None])
-        drafted = np.where(above.any(axis=1), np.minimum(drafted, above.argmax(axis=1) + 1), drafted)
+        # stop after the first drafted token above the exit threshold (GELATO's early exit) or at the end of the
+        # generation (drafting never runs into the next one)
+        stop = ((u > exit_at[:, None]) | self._answer_end.take(idx)) & (self._offsets < drafted[:, None])
+        drafted = np.where(stop.any(axis=1), np.minimum(drafted, stop.argmax(axis=1) + 1), drafted)
         es = problem.gain.argmax(axis=1)  # each user uploads to its strongest ES this round
         accepted = self._accepted.take(idx)
         upload = ~accepted if self._oracle_uploads else u > upload_at[:, None]
+        prompt = np.where(drafted > 0, self.prompt_due(), 0)
         ev = evaluate_round(problem, self.spec_config, drafted, upload, accepted, es,
-                            self.cfg.flops_per_param_token, self.cfg.slm_params, self.cfg.llm_params, check=False)
+                            self.cfg.flops_per_param_token, self.cfg.slm_params, self.cfg.llm_params, check=False,
+                            prompt_tokens=prompt)
         took = drafted > 0
         self.last_uncertainty = np.where(took, u[self._users, np.maximum(drafted - 1, 0)], self.last_uncertainty)
         self._score_answers(idx, ev)
@@ -397,15 +348,23 @@ class MECSpecDecodeEnv(gym.Env):
                 float((ev.emitted / own).sum()), float((errors / own).sum()), float((self.position / elapsed).sum()),
                 float(((self.position - self.user_errors) / elapsed).sum()))
 
+    def prompt_due(self) -> np.ndarray:
+        """(N,) prompt tokens each user sends if it drafts this round: its next generation's prompt where it is
+        at a generation's start (0 elsewhere, and for a user whose session is done)."""
+        s, position = self.streams, self.position
+        starts = (position == 0) | self._answer_end.take(self._row_start[:, 0] + np.maximum(position - 1, 0))
+        first = self._answer.take(self._row_start[:, 0] + np.minimum(position, self._width - 1))
+        return np.where(starts & (position < s.length), s.prompt_tokens[self._users, first], 0)
+
     @property
     def last(self) -> RoundEvaluation | None:
         """What the last round did (:class:`~mec_env.spec.model.RoundEvaluation`); None before the first step."""
         if self._last is None and self.rounds > 0 and self.compiled:  # copied from the kernel's buffers when asked
             b = self._buffers
-            wait = np.where(b["uploaded"] > 0, self.options.round_trip_s, 0.0)
+            wait = np.where(b["bits"] > 0, self.options.round_trip_s, 0.0)  # the round sent tokens or a prompt
             self._last = RoundEvaluation(**{k: b[k].copy() for k in (
                 "emitted", "uploaded", "unverified", "draft_time", "comm_time", "verify_time", "delay", "energy",
-                "es_users")}, wait_time=wait)
+                "es_users", "bits", "es_flops")}, wait_time=wait)
             self._last_es = b["es"].copy()
         return self._last
 

@@ -5,8 +5,13 @@ at its local capacity C_L,i), uploads the ones ``upload[i]`` marks to ES ``es[i]
 SLM's top-k distribution: ``k (ceil(log2 V) + prob_bits)`` bits), and the ES's LLM verifies the
 uploaded block (``2 x llm_params`` FLOPs a token). Uplink and ES compute are the query-level model's
 (:func:`mec_env.evaluator.delay_terms`, eqs. 2-7): users uploading to the same ES share its band and
-compute, users uploading to other ESs interfere. Users that upload nothing take no part in the
+compute, users uploading to other ESs interfere. Users that send nothing take no part in the
 sharing.
+
+A session is one prompt and its generation: a user that starts a generation sends its prompt (token
+indices, ``ceil(log2 V)`` bits each) in that round, and the ES's LLM and the device's SLM prefill it
+(``prefill_cost x 2 x params`` FLOPs a prompt token); both then keep the prompt's KV cache for the
+generation.
 
 Acceptance follows speculative decoding: an uploaded token the LLM rejects is replaced by the LLM's
 resample and ends the round's output there (later drafts are discarded); a skipped token is kept
@@ -46,10 +51,17 @@ class SpecConfig:
                                             "the first (one forward pass verifies the block)", range=(0.0, 1.0))
     round_trip_s: float = config_field(0.008, "latency of a round that uploads, besides transmission (3GPP TR "
                                        "38.913 eMBB: 4 ms up + 4 ms down)", range=(0.0, INF))
+    prefill_cost: float = config_field(1.0, "cost of each prompt token of a new generation's prefill, relative to "
+                                       "one token's forward pass, on the ES (verifier) and the device (drafter); 1: "
+                                       "FLOPs proportional to the prompt's tokens", range=(0.0, INF))
 
     def token_bits(self) -> float:
         """Uplink bits of one uploaded token: k (index, quantised probability) pairs."""
         return float(self.top_k * (math.ceil(math.log2(self.vocab_size)) + self.prob_bits))
+
+    def prompt_token_bits(self) -> float:
+        """Uplink bits of one prompt token: its index in the vocabulary."""
+        return float(math.ceil(math.log2(self.vocab_size)))
 
     def verified_tokens(self, n_sent: np.ndarray) -> np.ndarray:
         """Token-equivalents of the verification pass over ``n_sent`` uploaded tokens (0 for none): the first
@@ -64,6 +76,8 @@ class RoundEvaluation:
     emitted: np.ndarray  # tokens added to the answer
     uploaded: np.ndarray  # tokens sent for verification
     unverified: np.ndarray  # (N, L) bool, emitted tokens that were skipped and the LLM would have rejected
+    bits: np.ndarray  # uplink bits: the uploaded tokens' top-k and a new generation's prompt
+    es_flops: np.ndarray  # ES work: the verified block and a new generation's prefill
     draft_time: np.ndarray
     comm_time: np.ndarray
     verify_time: np.ndarray
@@ -86,13 +100,21 @@ class RoundEvaluation:
 
 def evaluate_round(problem: Problem, spec: SpecConfig, drafted: np.ndarray, upload: np.ndarray,
                    accepted: np.ndarray, es: np.ndarray, flops_per_param_token: float, slm_params: float,
-                   llm_params: float, check: bool = True, compiled: bool | None = None) -> RoundEvaluation:
+                   llm_params: float, check: bool = True, compiled: bool | None = None,
+                   prompt_tokens: np.ndarray | None = None) -> RoundEvaluation:
     """Evaluate one round of N users (one problem instance: gains, capacities, the channel model).
+
+    A user that starts a generation this round (``prompt_tokens[i] > 0``) first sends its prompt, token
+    indices of ``ceil(log2 V)`` bits, with its uploads, and both models prefill it: ``prefill_cost x
+    prompt`` token-equivalents on the ES (with the verified block) and on the device (with the drafting).
+    It takes part in the band and ES sharing even if it uploads no drafted token.
 
     :param drafted: (N,) tokens drafted, 0..L.
     :param upload: (N, L) bool, which drafted tokens are sent (positions >= drafted are ignored).
     :param accepted: (N, L) bool, the LLM's verdict on each drafted token (from the traces).
     :param es: (N,) ES index 0..M-1 a user uploads to.
+    :param prompt_tokens: (N,) prompt tokens of the generation a user starts this round, 0 for none
+        (default: none).
     :param check: validate the shapes and ranges (the env, whose inputs are valid by construction, skips it).
     :param compiled: use the numba kernel (:func:`mec_env.kernels.spec_round_kernel`; default: when
         available); the numpy code below is the reference, and the tests hold the two equal.
@@ -101,6 +123,7 @@ def evaluate_round(problem: Problem, spec: SpecConfig, drafted: np.ndarray, uplo
     drafted = np.asarray(drafted, dtype=np.int64)
     upload, accepted = np.asarray(upload, dtype=bool), np.asarray(accepted, dtype=bool)
     es = np.asarray(es, dtype=np.int64)
+    prompt = np.zeros(n) if prompt_tokens is None else np.asarray(prompt_tokens, dtype=np.float64)
     length = upload.shape[1] if upload.ndim == 2 else 0
     if check:
         if drafted.shape != (n,) or upload.ndim != 2 or upload.shape[0] != n or accepted.shape != upload.shape \
@@ -110,17 +133,21 @@ def evaluate_round(problem: Problem, spec: SpecConfig, drafted: np.ndarray, uplo
         if drafted.min(initial=0) < 0 or drafted.max(initial=0) > length or es.min(initial=0) < 0 or \
                 es.max(initial=0) >= m:
             raise ValueError(f"drafted must be in 0..L = {length} and es in 0..M-1 = {m - 1}")
+        if prompt.shape != (n,) or not (np.isfinite(prompt) & (prompt >= 0)).all():
+            raise ValueError(f"prompt_tokens must be (N,) = ({n},) finite counts >= 0; got shape {prompt.shape}")
     if kernels.numba_enabled() if compiled is None else compiled:
         radio = kernels.RadioScalars(*kernels.radio_scalars(problem))
         costs = kernels.TokenCosts(spec.token_bits(), flops_per_param_token * slm_params,
                                    flops_per_param_token * llm_params, spec.verify_block_cost, spec.joule_per_flop,
-                                   spec.round_trip_s, 0.0, False, length)
-        emitted, n_sent, unverified, draft_time, t_comm, t_verify, energy, load = kernels.spec_round_kernel(
-            problem.gain, problem.es_capacity, problem.local_capacity, kernels.kernel_tuple(radio),
-            kernels.kernel_tuple(costs), drafted, upload, accepted, es)
-        wait = np.where(n_sent > 0, spec.round_trip_s, 0.0)
-        return RoundEvaluation(emitted=emitted, uploaded=n_sent, unverified=unverified, draft_time=draft_time,
-                               comm_time=t_comm, verify_time=t_verify, wait_time=wait,
+                                   spec.round_trip_s, 0.0, False, length, False, spec.prompt_token_bits(),
+                                   spec.prefill_cost)
+        emitted, n_sent, unverified, draft_time, t_comm, t_verify, energy, load, bits, es_flops = \
+            kernels.spec_round_kernel(problem.gain, problem.es_capacity, problem.local_capacity,
+                                      kernels.kernel_tuple(radio), kernels.kernel_tuple(costs), drafted, upload,
+                                      accepted, es, prompt)
+        wait = np.where((n_sent > 0) | (prompt > 0), spec.round_trip_s, 0.0)
+        return RoundEvaluation(emitted=emitted, uploaded=n_sent, unverified=unverified, bits=bits, es_flops=es_flops,
+                               draft_time=draft_time, comm_time=t_comm, verify_time=t_verify, wait_time=wait,
                                delay=draft_time + t_comm + t_verify + wait, energy=energy, es_users=load)
     position = np.arange(length)[None, :]
     valid = position < drafted[:, None]
@@ -131,19 +158,20 @@ def evaluate_round(problem: Problem, spec: SpecConfig, drafted: np.ndarray, uplo
     emitted = np.minimum(first, drafted)
     unverified = ~sent & ~accepted & (position < emitted[:, None])
 
-    draft_flops = flops_per_param_token * slm_params * drafted
+    draft_flops = flops_per_param_token * slm_params * (drafted + spec.prefill_cost * prompt)
     draft_time = draft_flops / problem.local_capacity
-    uploading = n_sent > 0
+    uploading = (n_sent > 0) | (prompt > 0)
     assignment = np.where(uploading, es + 1, 0)
     load, interference = es_state(problem, assignment)
-    block = spec.verified_tokens(n_sent)
-    t_comm, t_verify = delay_terms(problem, problem.gain[np.arange(n), es], spec.token_bits() * n_sent,
-                                   flops_per_param_token * llm_params * block, problem.es_capacity[es], load[es],
-                                   interference[es])
+    bits = spec.token_bits() * n_sent + spec.prompt_token_bits() * prompt
+    es_flops = flops_per_param_token * llm_params * (spec.verified_tokens(n_sent) + spec.prefill_cost * prompt)
+    t_comm, t_verify = delay_terms(problem, problem.gain[np.arange(n), es], bits, es_flops, problem.es_capacity[es],
+                                   load[es], interference[es])
     t_comm, t_verify = np.where(uploading, t_comm, 0.0), np.where(uploading, t_verify, 0.0)
     wait = np.where(uploading, spec.round_trip_s, 0.0)
     return RoundEvaluation(
-        emitted=emitted, uploaded=n_sent, unverified=unverified, draft_time=draft_time, comm_time=t_comm,
+        emitted=emitted, uploaded=n_sent, unverified=unverified, bits=bits, es_flops=es_flops, draft_time=draft_time,
+        comm_time=t_comm,
         verify_time=t_verify, wait_time=wait, delay=draft_time + t_comm + t_verify + wait,
         energy=spec.joule_per_flop * draft_flops + problem.tx_power_w * t_comm, es_users=load)
 

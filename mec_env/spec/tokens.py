@@ -33,8 +33,12 @@ import numpy as np
 from mec_env.errors import short_repr
 from mec_env.traces import TraceError, read_table
 
-# the shipped token table (train/build_token_traces.py --ship); its answer table is spec_answers_babi.csv
-DEFAULT_TOKEN_TRACES = Path(__file__).resolve().parent.parent / "data" / "spec_tokens_babi.csv"
+_DATA = Path(__file__).resolve().parent.parent / "data"
+# the shipped token tables, by the name ``tokens=`` takes: "generations" (train/build_generation_traces.py: one
+# prompt and the verifier's own generation of tens to hundreds of tokens, a distilled drafter) and "babi"
+# (train/build_token_traces.py: one-word bAbI answers of two SmolLM2 fine-tunes); each answer table beside
+SHIPPED_TOKEN_TRACES = {"generations": _DATA / "spec_tokens_generations.csv", "babi": _DATA / "spec_tokens_babi.csv"}
+DEFAULT_TOKEN_TRACES = SHIPPED_TOKEN_TRACES["generations"]  # what MECSpecDecode-v0 replays unless told
 UNCERTAINTIES = ("slm_temperature_uncertainty", "slm_entropy", "slm_margin")  # what an SLM can measure itself
 END_TOKEN = 2  # SmolLM2's <|im_end|>: it ends every answer of the shipped table, and is almost never rejected
 KEY = ("task", "story_id", "question_id")
@@ -66,20 +70,25 @@ class TokenStreams:
     hybrid_correct: np.ndarray  # (B, A) bool, the answer as speculative decoding emitted it is correct
     llm_correct: np.ndarray  # (B, A) bool, the LLM's own (greedy) answer is correct
     slm_correct: np.ndarray  # (B, A) bool, the SLM's own (greedy) answer is correct
+    prompt_tokens: np.ndarray  # (B, A) int, the prompt each answer (generation) starts with
 
     def __len__(self) -> int:
         return int(self.length.size)
 
 
 def sessions(picks: np.ndarray, lengths: np.ndarray, tokens: dict[str, np.ndarray], correct: dict[str, np.ndarray],
-             session_tokens: int, starts: np.ndarray) -> TokenStreams:
+             session_tokens: int, starts: np.ndarray, prompt_tokens: np.ndarray | None = None) -> TokenStreams:
     """Concatenate answers of a pool into sessions of at least ``session_tokens`` tokens each.
+
+    A user's session is its answers one after the other; each answer is a generation of its own (the env
+    drafts no further than an answer's end, and a new answer sends its prompt).
 
     :param picks: (B, A) pool indices, the answers each session may take, in order (A >= session_tokens
         suffices: an answer has at least one token).
     :param lengths: (P,) tokens of each pool answer; ``tokens`` flat arrays ``uncertainty``, ``accepted``,
         ``accept_prob`` holding answer p's tokens from ``starts[p]`` on (a ragged pool: no padding to
-        the longest answer); ``correct`` (P,) bool ``hybrid``, ``llm``, ``slm``.
+        the longest answer); ``correct`` (P,) bool ``hybrid``, ``llm``, ``slm``; ``prompt_tokens`` (P,)
+        each answer's prompt (default 0: no prompt cost).
     """
     count = picks.shape[0]
     cum = np.cumsum(lengths[picks], axis=1)
@@ -99,9 +108,11 @@ def sessions(picks: np.ndarray, lengths: np.ndarray, tokens: dict[str, np.ndarra
     a_max = int(used.max(initial=1))
     answers = picks[:, :a_max]
     taken = np.arange(a_max)[None, :] < used[:, None]
+    prompt = np.zeros(lengths.shape, dtype=np.int64) if prompt_tokens is None else prompt_tokens
     return TokenStreams(total, arrays["uncertainty"].astype(np.float64), arrays["accepted"].astype(bool),
                         arrays["accept_prob"].astype(np.float64), np.where(valid, slot, 0), end,
-                        *(correct[k][answers] & taken for k in ("hybrid", "llm", "slm")))
+                        *(correct[k][answers] & taken for k in ("hybrid", "llm", "slm")),
+                        np.where(taken, prompt[answers], 0).astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -204,18 +215,22 @@ class TokenTraceSource:
         self.answers_path = Path(answers_csv) if answers_csv is not None else \
             self.path.with_name(self.path.name.replace("tokens", "answers", 1))
         correct = {key: None for key in order}
+        prompts = {}
         for line, r in enumerate(_read(self.answers_path, ANSWER_COLUMNS, "answer"), start=2):
             key = (r["task"], r["story_id"], r["question_id"])
             if key in correct:
                 correct[key] = tuple(_flag(r, f"{m}_correct", line, self.answers_path)
                                      for m in ("hybrid", "llm", "slm"))
+                prompts[key] = int(_number(r, "prompt_tokens", line, self.answers_path, 0, 1 << 20))
         missing = [key for key, v in correct.items() if v is None]
         if missing:
             raise TokenTraceError(f"{self.answers_path} has no row for {len(missing)} answers of {self.path}, "
                                   f"e.g. (task, story_id, question_id) = {missing[0]}")
         flags = np.array([correct[key] for key in order], dtype=bool).reshape(len(order), 3)
         self.hybrid_correct, self.llm_correct, self.slm_correct = flags.T.copy()
+        self.prompt_tokens = np.array([prompts[key] for key in order], dtype=np.int64)
         manifest = self.path.with_name(self.path.name.replace(".csv", ".manifest.json"))
+        self.model_parameters: tuple[int, int] | None = None  # (drafter, verifier), where the manifest says
         if manifest.exists():  # a shipped table: it must be the one its manifest describes
             try:
                 meta = json.loads(manifest.read_text(encoding="utf-8"))
@@ -227,6 +242,10 @@ class TokenTraceSource:
                 meta = meta if isinstance(meta, dict) else {}
                 raise TokenTraceError(f"{self.path} has {len(rows)} token rows of {len(order)} answers; its manifest "
                                       f"{manifest.name} says {meta.get('token_rows')} of {meta.get('answers')}")
+            sizes = [(meta.get(model) or {}).get("parameters") if isinstance(meta.get(model), dict) else None
+                     for model in ("drafter", "verifier")]
+            if all(isinstance(v, int) and v > 0 for v in sizes):
+                self.model_parameters = (sizes[0], sizes[1])
 
     def __len__(self) -> int:
         return int(self.length.size)
@@ -256,12 +275,13 @@ class TokenTraceSource:
         return sessions(picks, self.length,
                         {"uncertainty": self.uncertainty, "accepted": self.accepted, "accept_prob": self.accept_prob},
                         {"hybrid": self.hybrid_correct, "llm": self.llm_correct, "slm": self.slm_correct},
-                        session_tokens, self.start)
+                        session_tokens, self.start, self.prompt_tokens)
 
 
 def load_token_traces(tokens: str | Path, metric: str = "slm_temperature_uncertainty") -> TokenTraceSource:
-    """``"babi"`` (the shipped table) or a token table's path, parsed once per file version and metric."""
-    path = (DEFAULT_TOKEN_TRACES if str(tokens) == "babi" else Path(tokens)).resolve()
+    """A shipped table by name (:data:`SHIPPED_TOKEN_TRACES`: ``"generations"``, ``"babi"``) or a token table's
+    path, parsed once per file version and metric."""
+    path = SHIPPED_TOKEN_TRACES.get(str(tokens), Path(tokens)).resolve()
     return _cached_source(str(path), path.stat().st_mtime_ns if path.exists() else 0, metric)
 
 
@@ -340,6 +360,7 @@ def _number(row: dict, column: str, line: int, path: Path, low: float, high: flo
     return value
 
 
-__all__ = ["DEFAULT_TOKEN_TRACES", "TokenStreams", "sessions", "SyntheticTokenSource", "TokenTraceSource",
+__all__ = ["DEFAULT_TOKEN_TRACES", "SHIPPED_TOKEN_TRACES", "TokenStreams", "sessions", "SyntheticTokenSource",
+           "TokenTraceSource",
            "load_token_traces", "TokenTraceError", "rejection_correlations", "TOKEN_COLUMNS", "ANSWER_COLUMNS",
            "UNCERTAINTIES", "KEY"]
