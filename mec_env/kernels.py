@@ -332,7 +332,8 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
     (updated in place) and :class:`RoundBuffers` (written), each as a plain tuple (:func:`kernel_tuple`).
 
     From the (N, 3) actions (draft budget, upload and exit levels) and the flat (N x width) token
-    streams: the drafted tokens with the early exit, each user's strongest ES, the round as
+    streams: the drafted tokens with the early exit, cut at the end of the user's generation, the
+    prompt of a generation a user starts, each user's strongest ES, the round as
     :func:`spec_round_kernel` computes it (acceptance inline, uplink and verification through the
     same helper), the answers scored, and the state updated in place (``position``, energy
     ``queue`` and ``energy_sum``, ``last_uncertainty``, ``tainted``, ``answer_counts``: answers,

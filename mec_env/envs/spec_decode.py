@@ -82,8 +82,8 @@ class MECSpecDecodeEnv(gym.Env):
 
     **Sessions.** A user's work is generations one after the other, each one prompt and the
     verifier's generation from it (the default traces: SmolLM2-135M-Instruct's answers and
-    explanations of bAbI stories, 30 to 128 tokens, drafted by a distilled model a seventh of its
-    size). A round drafts no further than the end of the user's current generation; the round
+    explanations of bAbI stories, 2 to 128 tokens and 72 on average, drafted by a distilled model a
+    seventh of its size). A round drafts no further than the end of the user's current generation; the round
     that drafts a generation's first token also sends its prompt (token indices) and pays both
     models' prefill of it (``prefill_cost``), after which both keep its KV cache. By default
     drafting and verification cost the traces' own pair (``model_sizes="traces"``); with

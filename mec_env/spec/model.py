@@ -53,7 +53,7 @@ class SpecConfig:
                                        "38.913 eMBB: 4 ms up + 4 ms down)", range=(0.0, INF))
     prefill_cost: float = config_field(1.0, "cost of each prompt token of a new generation's prefill, relative to "
                                        "one token's forward pass, on the ES (verifier) and the device (drafter); 1: "
-                                       "FLOPs proportional to the prompt's tokens", range=(0.0, INF))
+                                       "FLOPs proportional to the prompt's tokens", range=(0.0, 1e3))
 
     def token_bits(self) -> float:
         """Uplink bits of one uploaded token: k (index, quantised probability) pairs."""
