@@ -149,7 +149,6 @@ def train_drafter(teacher, tok, generations: list[dict], out: Path, args) -> Pat
         opt.load_state_dict(state["optimizer"])
         step, order, seconds = state["step"], state["order"], state.get("seconds", 0.0)
         torch.set_rng_state(state["torch_rng"])
-    rng = np.random.default_rng(args.seed)
     pad = teacher.config.pad_token_id if teacher.config.pad_token_id is not None else 0
     model.train()
     losses = []

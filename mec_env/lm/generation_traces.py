@@ -182,7 +182,7 @@ def position_stats(drafter_logits: torch.Tensor, verifier_logits: torch.Tensor, 
             "slm_temperature_uncertainty": temperature_uncertainty(log_p.float(), temps.float(), gen),
             "slm_top1": p.argmax(dim=1), "llm_top1": q.argmax(dim=1), "slm_topk": top})
     cat = {k: torch.cat([d[k] for d in parts]).numpy() for k in parts[0]}
-    return PositionStats(**{("slm_topk" if k == "slm_topk" else k): v for k, v in cat.items()})
+    return PositionStats(**cat)
 
 
 def student_config(teacher_config, hidden: int, layers: int, heads: int, intermediate: int):
