@@ -72,10 +72,9 @@ def select(babi: Path, split: str, count_: int, seed: int) -> list:
 def generate(model, tok, questions: list, out_dir: Path, args, split: str) -> list[dict]:
     """The verifier's sampled generation for each question, batch by batch into ``out_dir`` (one JSON
     file a batch, written atomically; a rerun skips the batches it finds)."""
-    import torch
     from tqdm.auto import tqdm
 
-    from mec_env.lm.generation_traces import chat_prompt
+    from mec_env.lm.generation_traces import chat_prompt, sample
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{args.seed}-templates-{split}")
@@ -87,31 +86,16 @@ def generate(model, tok, questions: list, out_dir: Path, args, split: str) -> li
     # similar prompt lengths in a batch waste less padding
     order = sorted(range(len(items)), key=lambda i: len(items[i]["prompt_ids"]))
     batches = [order[s:s + args.batch_size] for s in range(0, len(order), args.batch_size)]
-    pad = tok.pad_token_id
     done = []
     for b, idx in enumerate(tqdm(batches, desc=f"verifier generations ({split})", unit="batch")):
         path = out_dir / f"batch-{b:04d}.json"
         if not path.exists():
-            width = max(len(items[i]["prompt_ids"]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):  # left padding: every prompt ends where generation starts
-                n = len(items[i]["prompt_ids"])
-                ids[r, width - n:] = torch.tensor(items[i]["prompt_ids"])
-                mask[r, width - n:] = 1
-            torch.manual_seed(int(np.random.SeedSequence([args.seed, 7 if split == "train" else 11, b])
-                                  .generate_state(1)[0]))
-            with torch.no_grad():
-                seq = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.max_new_tokens,
-                                     do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
-                                     pad_token_id=pad, eos_token_id=tok.eos_token_id)
-            rows = []
-            for r, i in enumerate(idx):
-                gen = seq[r, width:].tolist()
-                if tok.eos_token_id in gen:  # keep the end token: the verifier emits it, a drafter drafts it
-                    gen = gen[:gen.index(tok.eos_token_id) + 1]
-                rows.append({k: items[i][k] for k in ("task", "story_id", "question_id", "answer", "template",
-                                                      "prompt_ids", "prompt_bytes")} | {"tokens": gen})
+            # the end token stays in: the verifier emits it, a drafter drafts it
+            seed = int(np.random.SeedSequence([args.seed, 7 if split == "train" else 11, b]).generate_state(1)[0])
+            outputs = sample(model, [items[i]["prompt_ids"] for i in idx], args.max_new_tokens, args.temperature,
+                             tok.pad_token_id, tok.eos_token_id, seed)
+            rows = [{k: items[i][k] for k in ("task", "story_id", "question_id", "answer", "template", "prompt_ids",
+                                              "prompt_bytes")} | {"tokens": gen} for i, gen in zip(idx, outputs)]
             atomic_write_text(path, json.dumps(rows))
         done += json.loads(path.read_text(encoding="utf-8"))
     return sorted(done, key=lambda r: (r["task"], r["story_id"], r["question_id"]))
@@ -123,7 +107,7 @@ def train_drafter(teacher, tok, generations: list[dict], out: Path, args) -> Pat
     from tqdm.auto import tqdm
     from transformers import LlamaForCausalLM
 
-    from mec_env.lm.generation_traces import parameter_count, projected_embedding, student_config
+    from mec_env.lm.generation_traces import padded, parameter_count, projected_embedding, student_config
 
     final = out / "training.json"  # written last: its presence means the model and tokenizer are there
     if final.exists():
@@ -159,15 +143,10 @@ def train_drafter(teacher, tok, generations: list[dict], out: Path, args) -> Pat
             rng = np.random.default_rng([args.seed, step])
             order = order + rng.permutation(len(sequences)).tolist()
         idx, order = order[:args.train_batch], order[args.train_batch:]
-        width = min(max(len(sequences[i]) for i in idx), args.max_len)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        target = torch.zeros((len(idx), width), dtype=torch.bool)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):  # right padding: causal attention never looks at the pad after a sequence
-            s = sequences[i][:width]
-            ids[r, :len(s)] = torch.tensor(s)
-            mask[r, :len(s)] = 1
-            target[r, prompt_len[i] - 1:len(s) - 1] = True  # positions that predict a generated token
+        ids, mask = padded([sequences[i][:args.max_len] for i in idx], pad)
+        target = torch.zeros(ids.shape, dtype=torch.bool)
+        for r, i in enumerate(idx):  # positions that predict a generated token
+            target[r, prompt_len[i] - 1:min(len(sequences[i]), args.max_len) - 1] = True
         lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / args.drafter_steps))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -225,7 +204,7 @@ def trace(drafter, verifier, tok, generations: list[dict], out_dir: Path, args) 
     import torch
     from tqdm.auto import tqdm
 
-    from mec_env.lm.generation_traces import first_sentence, position_stats, rouge_l
+    from mec_env.lm.generation_traces import first_sentence, padded, position_stats, rouge_l, sample
     from mec_env.lm.profiler import is_correct
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,28 +215,13 @@ def trace(drafter, verifier, tok, generations: list[dict], out_dir: Path, args) 
     for c, chunk in enumerate(tqdm(chunks, desc="traces", unit="batch")):
         path = out_dir / f"traces-{c:04d}.json"
         if not path.exists():
-            seqs = [g["prompt_ids"] + g["tokens"] for g in chunk]
-            width = max(map(len, seqs))
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, s in enumerate(seqs):
-                ids[r, :len(s)] = torch.tensor(s)
-                mask[r, :len(s)] = 1
+            ids, mask = padded([g["prompt_ids"] + g["tokens"] for g in chunk], pad)
             with torch.no_grad():
                 lv = verifier(input_ids=ids, attention_mask=mask).logits
                 ld = drafter(input_ids=ids, attention_mask=mask).logits
-            # the drafter's own generations, for ROUGE-L against the verifier's (left padded)
-            pw = max(len(g["prompt_ids"]) for g in chunk)
-            pids = torch.full((len(chunk), pw), pad, dtype=torch.long)
-            pmask = torch.zeros_like(pids)
-            for r, g in enumerate(chunk):
-                pids[r, pw - len(g["prompt_ids"]):] = torch.tensor(g["prompt_ids"])
-                pmask[r, pw - len(g["prompt_ids"]):] = 1
-            torch.manual_seed(int(np.random.SeedSequence([args.seed, 13, c]).generate_state(1)[0]))
-            with torch.no_grad():
-                own = drafter.generate(input_ids=pids, attention_mask=pmask, max_new_tokens=args.max_new_tokens,
-                                       do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
-                                       pad_token_id=pad, eos_token_id=tok.eos_token_id)[:, pw:].tolist()
+            # the drafter's own generations, for ROUGE-L against the verifier's
+            own = sample(drafter, [g["prompt_ids"] for g in chunk], args.max_new_tokens, args.temperature, pad,
+                         tok.eos_token_id, int(np.random.SeedSequence([args.seed, 13, c]).generate_state(1)[0]))
             tokens, answers = [], []
             for r, g in enumerate(chunk):
                 n_prompt, n = len(g["prompt_ids"]), len(g["tokens"])
@@ -273,8 +237,6 @@ def trace(drafter, verifier, tok, generations: list[dict], out_dir: Path, args) 
                                    int(st.llm_top1[t]), ";".join(f"{v:.4g}" for v in st.slm_topk[t]),
                                    int(st.accepted[t]), g["tokens"][t]])
                 mine = own[r]
-                if tok.eos_token_id in mine:
-                    mine = mine[:mine.index(tok.eos_token_id) + 1]
                 text_v = tok.decode(g["tokens"], skip_special_tokens=True).replace("\n", " ").strip()
                 text_d = tok.decode(mine, skip_special_tokens=True).replace("\n", " ").strip()
                 right_v = int(is_correct(first_sentence(text_v), g["answer"]))

@@ -61,6 +61,35 @@ def chat_prompt(tok, q: BabiQuestion, template: int) -> list[int]:
     return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
 
+def padded(seqs: list[list[int]], pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)`` of token sequences padded with ``pad`` to the longest: on the right for teacher
+    forcing (causal attention never looks at the pad after a sequence), on the left for generation (every
+    prompt ends where generation starts)."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        cols = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[r, cols] = torch.tensor(s, dtype=torch.long)
+        mask[r, cols] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: float, pad: int, eos: int,
+           seed: int) -> list[list[int]]:
+    """Each prompt's continuation sampled at ``temperature`` from the whole vocabulary (torch's generator seeded
+    with ``seed``), up to and including the end token where the model emits one."""
+    ids, mask = padded(prompts, pad, left=True)
+    torch.manual_seed(seed)
+    seq = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=True,
+                         temperature=temperature, top_k=0, top_p=1.0, pad_token_id=pad, eos_token_id=eos)
+    out = []
+    for row in seq[:, ids.shape[1]:].tolist():
+        out.append(row[:row.index(eos) + 1] if eos in row else row)
+    return out
+
+
 def first_sentence(text: str) -> str:
     """The text up to its first full stop or line break (where a generation states its answer)."""
     cut = [i for i in (text.find("."), text.find("\n")) if i >= 0]
@@ -220,5 +249,6 @@ def summary(values: np.ndarray) -> dict[str, float]:
         if len(values) else {"mean": math.nan, "min": math.nan, "max": math.nan}
 
 
-__all__ = ["TEMPLATES", "chat_prompt", "first_sentence", "rouge_l", "couple", "temperature_uncertainty",
-           "PositionStats", "position_stats", "student_config", "projected_embedding", "parameter_count", "summary"]
+__all__ = ["TEMPLATES", "chat_prompt", "padded", "sample", "first_sentence", "rouge_l", "couple",
+           "temperature_uncertainty", "PositionStats", "position_stats", "student_config", "projected_embedding",
+           "parameter_count", "summary"]

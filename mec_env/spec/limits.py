@@ -4,7 +4,6 @@ the field that sets the bound. ``o`` is the env's :class:`~mec_env.envs.spec_dec
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -78,8 +77,7 @@ def check_session_memory(cfg: ScenarioConfig, o: Any, entries: int) -> None:
     """Refuse sessions whose (N, T) token arrays (``entries`` float64 in the largest) exceed ``max_array_bytes``."""
     size = 8.0 * entries
     if size > cfg.max_array_bytes:
-        default = {f.name: f.default for f in dataclasses.fields(o)}["session_tokens"]
-        name = "session_tokens" if o.session_tokens > default else "n_users"
+        name = "session_tokens" if o.session_tokens > type(o).session_tokens else "n_users"  # past the default
         value = o.session_tokens if name == "session_tokens" else cfg.n_users
         raise ConfigError(name, value, f"a size whose token arrays fit the memory budget: N = {cfg.n_users} sessions "
                           f"of session_tokens = {o.session_tokens} from tokens = {o.tokens!r} need "

@@ -242,7 +242,7 @@ class TokenTraceSource:
                 meta = meta if isinstance(meta, dict) else {}
                 raise TokenTraceError(f"{self.path} has {len(rows)} token rows of {len(order)} answers; its manifest "
                                       f"{manifest.name} says {meta.get('token_rows')} of {meta.get('answers')}")
-            sizes = [(meta.get(model) or {}).get("parameters") if isinstance(meta.get(model), dict) else None
+            sizes = [m.get("parameters") if isinstance(m := meta.get(model), dict) else None
                      for model in ("drafter", "verifier")]
             if all(isinstance(v, int) and v > 0 for v in sizes):
                 self.model_parameters = (sizes[0], sizes[1])
