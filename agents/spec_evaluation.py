@@ -13,15 +13,18 @@ which no action changes), so differences are paired. A record per episode:
   the sum over users of each user's tokens over its own elapsed time (``timing="user"``), or all
   users' tokens over the summed slots (``timing="slot"``, slots last until their slowest user is done);
 * ``accepted_per_s``: the same without the errors (skipped tokens the LLM would have rejected);
+* ``goodput_per_s``: the same with each error counting ``1 + mu`` tokens off (the env's ``error_weight``:
+  a kept reject spoils its answer), the rate of the env's reward;
 * ``vs_hlm``: ``tokens_per_s`` over HLM's on the same episode (paired; needs an ``"HLM"`` agent, or the
   level's ``reference`` agent: e.g. HLM at its best fixed drafting budget);
 * ``skip_fraction``: drafted tokens not uploaded (U-HLM's saving in uplinks and LLM work);
 * ``accuracy``: answers right (the trace's hybrid answer, and no skipped token the LLM would have
   rejected) over answers completed; ``accuracy_vs_llm``: right answers over the answers the LLM
   alone gets right;
-* ``energy_j``: device energy per user and round, averaged over the rounds after a burn-in (the
-  first ``burn_in`` fraction), users done with their session counting 0 J; ``energy_vs_budget``
-  its ratio to the long-term budget (per user and round, as the env's virtual queues count it);
+* ``energy_j``: device energy per round of drafting (the users' energy over the rounds in which they
+  drafted), over the rounds after a burn-in (the first ``burn_in`` fraction); ``energy_vs_budget``
+  its ratio to the long-term budget (per round of drafting, as the env's virtual queues count it:
+  an idle round, which takes a token's drafting time, neither spends nor earns budget);
 * ``unverified_per_token``: skipped tokens the LLM would have rejected, per emitted token.
 
 Reported as mean and 95 % CI half-width (1.96 s / sqrt(episodes)).
@@ -32,12 +35,11 @@ from __future__ import annotations
 import math
 
 import gymnasium as gym
-import numpy as np
 
 from agents.evaluation import Column, Episode, EvaluationResult, Level, paired_difference
 
-SPEC_METRICS = ("return", "tokens_per_s", "accepted_per_s", "vs_hlm", "skip_fraction", "accuracy", "accuracy_vs_llm",
-                "energy_j", "energy_vs_budget", "unverified_per_token", "rounds", "decision_ms")
+SPEC_METRICS = ("return", "tokens_per_s", "accepted_per_s", "goodput_per_s", "vs_hlm", "skip_fraction", "accuracy",
+                "accuracy_vs_llm", "energy_j", "energy_vs_budget", "unverified_per_token", "rounds", "decision_ms")
 
 
 class SpecEpisode(Episode):
@@ -45,9 +47,11 @@ class SpecEpisode(Episode):
 
     def __init__(self, env: gym.Env, burn_in: float) -> None:
         self.n, self.budget = env.unwrapped.cfg.n_users, env.unwrapped.options.energy_budget_j
+        self.error_weight = env.unwrapped.options.error_weight
         self.burn_in = burn_in
         self.total = {"return": 0.0, "tokens": 0, "drafted": 0, "uploaded": 0, "unverified": 0, "decide": 0.0}
         self.energy: list[float] = []
+        self.drafting: list[int] = []
 
     def step(self, reward: float, info: dict, seconds: float, done: bool) -> None:
         total = self.total
@@ -57,20 +61,24 @@ class SpecEpisode(Episode):
         total["drafted"] += info["drafted"]
         total["uploaded"] += info["uploaded"]
         total["unverified"] += info["unverified_rejects"]
-        self.energy.append(info["energy_j"] / self.n)
+        self.energy.append(info["energy_j"])
+        self.drafting.append(info["drafting_users"])
 
     def end(self, info: dict) -> dict:
         total, energy = self.total, self.energy
         rounds = len(energy)
-        after = np.asarray(energy[int(self.burn_in * rounds):] or energy)
+        start = int(self.burn_in * rounds) if rounds > 1 else 0
+        energy_j = sum(energy[start:]) / max(1, sum(self.drafting[start:]))
         return {
             "return": total["return"], "tokens_per_s": info["throughput_tokens_per_s"],
             "accepted_per_s": info["accepted_tokens_per_s"],
+            "goodput_per_s": info["accepted_tokens_per_s"] - self.error_weight * (info["throughput_tokens_per_s"] -
+                                                                                 info["accepted_tokens_per_s"]),
             "skip_fraction": 1.0 - total["uploaded"] / max(1, total["drafted"]),
             "accuracy": info["answers_correct"] / info["answers"] if info["answers"] else float("nan"),
             "accuracy_vs_llm": info["answers_correct"] / info["answers_llm_correct"] if info["answers_llm_correct"]
             else float("nan"),
-            "energy_j": float(after.mean()), "energy_vs_budget": float(after.mean()) / self.budget,
+            "energy_j": energy_j, "energy_vs_budget": energy_j / self.budget,
             "unverified_per_token": total["unverified"] / max(1, total["tokens"]), "rounds": rounds,
             "decision_ms": 1e3 * total["decide"] / rounds, "answers": info["answers"],
         }

@@ -13,9 +13,10 @@
   cost more reward than it earns (users on their own clocks, ``timing="user"``, only).
 * **GELATO**: each round, each device's drafting budget minimising the drift-plus-penalty bound
   (:func:`mec_env.spec.control.drift_plus_penalty`) against its virtual energy queue (one budget
-  for all against their mean with ``timing="slot"``),
-  with each budget's time and energy priced by the round evaluator on the round's channel and
-  its expected tokens from the token source's mean acceptance; every drafted token is uploaded
+  for all against their mean with ``timing="slot"``), with each budget's time and energy priced by
+  the round evaluator on the round's channel, its expected tokens from the traces' runs of
+  accepted drafts, and a new generation's prefill booked as a share of every emitted token, in
+  the pricing and in GELATO's own queue, rather than as a lump in one round; every drafted token is uploaded
   and drafting stops after the first token whose uncertainty exceeds the exit threshold (the
   env's metric: temperature perturbation by default, GELATO's entropy with
   ``uncertainty_metric="slm_entropy"``). The default exit threshold is U-HLM's skip threshold
@@ -71,7 +72,6 @@ class SpecRuleAgent:
             fit_slope, fit_intercept = self.env.source.rejection_line()
             slope = fit_slope * self.env.uncertainty_scale if slope is None else slope  # per normalised unit
             intercept = fit_intercept if intercept is None else intercept
-        self.mean_accept = float(np.clip(self.env.source.mean_accept(), 0.05, 0.99))
         length = self.env.options.draft_length
         if budget is not None and not 0 <= budget <= length:
             raise ValueError(f"budget must be in 0..L = {length}, got {budget}")
@@ -85,6 +85,12 @@ class SpecRuleAgent:
         self.threshold = threshold if strategy.startswith("U-HLM") else None
         self.upload_level = {"SLM only": k - 1, "HLM": 0, "GELATO": 0}.get(strategy) if self.threshold is None \
             else _level(self.env, self.threshold)
+        if strategy == "GELATO":
+            self.survival = accepted_run_survival(self.env)
+            self.prompt_mean, self.generation_mean = prompt_tokens_per_token(self.env)
+            o, cfg = self.env.options, self.env.cfg  # the device's prefill energy of one prompt token
+            self._prefill_j = o.joule_per_flop * cfg.flops_per_param_token * cfg.slm_params * o.prefill_cost
+            self._backlog, self._sent = None, np.zeros(cfg.n_users)
         if strategy == "U-HLM opportunistic":
             if self.env.options.timing != "user":
                 raise ValueError("U-HLM opportunistic prices each device's own round: it needs timing='user'")
@@ -135,35 +141,50 @@ class SpecRuleAgent:
         return np.where(active, rate / env.r0 - o.energy_weight * energy / o.energy_budget_j, -np.inf)
 
     def _gelato_budgets(self) -> np.ndarray:
-        """The drafting budgets minimising the drift-plus-penalty bound of the round.
+        """The drafting budgets, 1 to L, minimising the drift-plus-penalty bound of the round.
 
         For each candidate b the round evaluator prices the round in which every unfinished user
-        drafts b tokens and uploads them all (this round's channel and ES sharing); a user's expected
-        tokens come from the token source's mean acceptance ``a``: ``(1 - a^b) / (1 - a)`` (a user's
-        last uncertainty predicts its next token too weakly to help: measured on the traces).
-        Queues and energy are in units of the budget, rates in units of ``r0``.
+        drafts b tokens, cut at the end of its generation, and uploads them all (this round's channel
+        and ES sharing). A user's expected tokens are ``sum_{k < b} S(k)``, S(k) the traces' chance
+        that a draft's first k tokens are all accepted (:func:`accepted_run_survival`: easy tokens
+        come in runs, so this is above the mean acceptance's ``a^k``). A new generation's prompt is
+        priced as what it is in the long run, a share of each emitted token (its prefill's time and
+        energy over the generation's mean length), not as a lump in the round it happens to fall in:
+        the lump comes whatever b is, while a larger b reaches the next prompt sooner. Queues and
+        energy are in units of the budget, rates in units of ``r0``.
 
         * ``timing="user"`` (each user on its own clock, as a GELATO device): every user picks its own
-          b minimising ``-V x tokens_i / (delay_i x r0) + Z_i (e_i - e_bar)``.
+          b minimising ``-V x tokens_i / (delay_i x r0) + Z_i (e_i / e_bar - 1)``.
         * ``timing="slot"`` (a round lasts until its slowest user is done): one b for the round,
-          minimising ``-V x tokens / (round time x N x r0) + mean_i Z_i (e_i - e_bar)``, since a user
+          minimising ``-V x tokens / (round time x N x r0) + mean_i Z_i (e_i / e_bar - 1)``, since a user
           drafting longer than the others makes them all wait.
         """
         env, o, cfg = self.env, self.env.options, self.env.cfg
         n, length = cfg.n_users, o.draft_length
-        active = env.position < env.streams.length
+        left = env.generation_left()
+        active = left > 0
         es = env.problem.gain.argmax(axis=1)
         upload = np.ones((n, length), dtype=bool)
-        prompt = env.prompt_due()  # a user starting a generation sends its prompt and prefills it, whatever b
+
+        def price(drafted: np.ndarray, prompt: np.ndarray | None = None):
+            return evaluate_round(env.problem, env.spec_config, drafted, upload, upload, es, cfg.flops_per_param_token,
+                                  cfg.slm_params, cfg.llm_params, check=False, prompt_tokens=prompt)
+
+        plain, prompted = price(active.astype(np.int64)), price(active.astype(np.int64), self.prompt_mean * active)
+        prefill_delay = (prompted.delay - plain.delay) / self.generation_mean  # per emitted token
+        prefill_energy = self._prefill_j * self.prompt_mean / self.generation_mean
+        self._book(n, o.energy_budget_j, prefill_energy)
         tokens, delay, excess = np.empty((length, n)), np.empty((length, n)), np.empty((length, n))
+        run_tokens = np.cumsum(self.survival)  # expected tokens of a draft of 1..L
         for b in range(1, length + 1):
-            ev = evaluate_round(env.problem, env.spec_config, np.where(active, b, 0), upload, upload, es,
-                                cfg.flops_per_param_token, cfg.slm_params, cfg.llm_params, check=False,
-                                prompt_tokens=prompt)
-            tokens[b - 1] = np.where(active, (1.0 - self.mean_accept ** b) / (1.0 - self.mean_accept), 0.0)
-            delay[b - 1] = ev.delay
-            excess[b - 1] = np.where(active, ev.energy / o.energy_budget_j - 1.0, 0.0)
-        backlog = env.queue / o.energy_budget_j
+            drafted = np.where(active, np.minimum(b, left), 0)
+            ev = price(drafted)
+            tokens[b - 1] = np.where(active, run_tokens[np.maximum(drafted, 1) - 1], 0.0)
+            delay[b - 1] = ev.delay + prefill_delay * tokens[b - 1]
+            excess[b - 1] = np.where(active, (ev.energy + prefill_energy * tokens[b - 1]) / o.energy_budget_j - 1.0,
+                                     0.0)
+        backlog = self._backlog / o.energy_budget_j
+        self._sent = np.where(active, env.prompt_due(), 0)  # the prompts this round's drafting sends
         if o.timing == "user":
             rate = tokens / (np.maximum(delay, 1e-12) * env.r0)
             best = drift_plus_penalty(backlog, self.tradeoff, rate, excess).argmin(axis=0) + 1
@@ -172,14 +193,60 @@ class SpecRuleAgent:
         value = drift_plus_penalty(1.0, self.tradeoff, rate, (backlog * excess).mean(axis=1))
         return np.where(active, int(value.argmin()) + 1, 0)
 
+    def _book(self, n: int, budget: float, prefill_per_token: float) -> None:
+        """GELATO's own virtual energy queues, one a user, from the last round: what it spent, with a prompt's
+        device prefill booked as ``prefill_per_token`` a token emitted instead of as a lump in the round it
+        came. The long-run energy is the same as the env's queue counts; but a lump, about 40 rounds of
+        budget, no longer throws the queue across every drafting budget's range at once. (The prompt's
+        uplink energy, a millionth of its prefill's, stays in the round it is sent.)"""
+        env = self.env
+        if env.rounds == 0 or self._backlog is None:
+            self._backlog = np.zeros(n)
+            return
+        last = env.last
+        took = last.emitted > 0  # a round that drafted emits at least one token
+        spent = last.energy - self._prefill_j * self._sent + prefill_per_token * last.emitted
+        self._backlog = np.where(took, np.maximum(self._backlog + spent - budget, 0.0), self._backlog)
+
+
+def accepted_run_survival(env: Any, sessions: int = 256) -> np.ndarray:
+    """(L,) S(k), k = 0..L-1: the chance that a draft's first k tokens are all accepted, over every position
+    of ``sessions`` sessions of the env's token source (a fixed seed) with at least k tokens of its
+    generation left; S(0) = 1. Independent tokens of acceptance a would give ``a^k``."""
+    u = env.unwrapped
+    s = u.source.sample(np.random.default_rng(0), sessions, 4 * u.options.draft_length)
+    width = s.accepted.shape[1]
+    valid = np.arange(width)[None, :] < s.length[:, None]
+    run, left = np.zeros(s.accepted.shape, dtype=np.int64), np.zeros(s.accepted.shape, dtype=np.int64)
+    for t in range(width - 1, -1, -1):  # accepted tokens from t on, and tokens to the generation's end
+        same = ~s.answer_end[:, t] if t + 1 < width else np.zeros(len(s), dtype=bool)
+        ahead_run = run[:, t + 1] if t + 1 < width else 0
+        ahead_left = left[:, t + 1] if t + 1 < width else 0
+        run[:, t] = np.where(valid[:, t] & s.accepted[:, t], 1 + np.where(same, ahead_run, 0), 0)
+        left[:, t] = np.where(valid[:, t], 1 + np.where(same, ahead_left, 0), 0)
+    survival = np.ones(u.options.draft_length)
+    for k in range(1, survival.size):
+        at = left >= k + 1  # a draft of k + 1 tokens fits here
+        survival[k] = (run[at] >= k).mean() if at.any() else 0.0
+    return survival
+
+
+def prompt_tokens_per_token(env: Any) -> tuple[float, float]:
+    """``(mean prompt tokens, mean generation tokens)`` of the env's token source (0 prompt tokens for the
+    synthetic source, which has no prompts)."""
+    source = env.unwrapped.source
+    if not hasattr(source, "prompt_tokens"):
+        return 0.0, float(source.mean_length)
+    return float(source.prompt_tokens.mean()), float(source.length.mean())
+
 
 def budget_draft(env: Any) -> int:
     """The largest drafting budget whose drafting energy, with each generation's prompt prefill spread over its
     tokens, stays within the long-term budget (>= 1); the uplink's energy, about 1e-6 of it here (0.2 W for
     microseconds), is left out."""
     u = env.unwrapped
-    source = u.source  # prompt tokens a generated token (the synthetic source has no prompts)
-    prompts = float(source.prompt_tokens.mean() / source.length.mean()) if hasattr(source, "prompt_tokens") else 0.0
+    prompt, generation = prompt_tokens_per_token(env)
+    prompts = prompt / generation  # prompt tokens a generated token
     per_token = u.options.joule_per_flop * u.cfg.flops_per_param_token * u.cfg.slm_params * \
         (1.0 + u.options.prefill_cost * prompts)
     return int(max(1, min(u.options.draft_length, math.floor(u.options.energy_budget_j / per_token))))

@@ -450,7 +450,8 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
                 if slm_correct[i, a]:
                     answer_counts[3] += 1
         position[i] += emitted[i]
-        queue[i] = max(queue[i] + energy[i] - energy_budget, 0.0)
+        if drafted[i] > 0:  # the budget is per round of drafting: an idle round neither spends nor earns
+            queue[i] = max(queue[i] + energy[i] - energy_budget, 0.0)
         energy_sum[i] += energy[i]
         n_tokens += emitted[i]
         uploaded += n_sent[i]

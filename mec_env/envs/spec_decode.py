@@ -37,7 +37,7 @@ class SpecEnvConfig(SpecConfig):
     draft_length: int = config_field(8, "L: most tokens a user drafts in a round", range=(1, 64))
     threshold_levels: int = config_field(19, "K: levels of the upload and exit thresholds an action picks from "
                                          "(19: steps of 1/16, temperature perturbation's grain)", range=(4, 101))
-    energy_budget_j: float = config_field(0.5, "long-term average device energy per user and round (J)",
+    energy_budget_j: float = config_field(0.5, "long-term average device energy per round a user drafts (J)",
                                           range=(0.0, INF), open_low=True)
     energy_weight: float = config_field(1.0, "lambda: weight of the energy term of the reward", range=(0.0, INF))
     error_weight: float = config_field(4.0, "mu: an unverified token the LLM would have rejected costs 1 + mu "
@@ -145,9 +145,12 @@ class MECSpecDecodeEnv(gym.Env):
     each user's tokens over its own elapsed time (with ``timing="slot"``, every user's elapsed
     time is the slots', so it is all tokens over the slots); ``accepted_tokens_per_s`` counts
     without the errors. Each user's virtual queue
-    ``Z_i <- max(Z_i + e_i - e_bar, 0)`` is observed; ``info`` has the users' mean queue
-    (``mean_energy_queue``) and their mean energy per round so far (``mean_energy_per_round_j``): a
-    policy meets the long-term budget when the queues stay bounded. ``info`` also counts the
+    ``Z_i <- max(Z_i + e_i - e_bar, 0)``, updated in the rounds the user drafts, is observed; ``info``
+    has the users' mean queue (``mean_energy_queue``), their mean energy per round of drafting so far
+    (``mean_energy_per_round_j``) and the users drafting this round (``drafting_users``): a policy meets
+    the long-term budget when the queues stay bounded. The budget is per round of drafting, not per
+    round of the clock: an idle round takes only a token's drafting time, so counting it would let a
+    policy meet any budget by idling between expensive rounds. ``info`` also counts the
     answers completed and how many are right (``answers``, ``answers_correct``; the LLM's and
     the SLM's own answers to the same questions: ``answers_llm_correct``, ``answers_slm_correct``).
 
@@ -236,6 +239,7 @@ class MECSpecDecodeEnv(gym.Env):
         self.queue = np.zeros(n)
         self.last_uncertainty = np.zeros(n)
         self.energy_sum, self.rounds, self._last, self._round_problem = np.zeros(n), 0, None, None
+        self.user_rounds = 0  # rounds in which a user drafted, summed over the users: what the budget is per
         self.tainted = np.zeros(self.streams.hybrid_correct.shape, dtype=bool)  # an unverified reject in the answer
         self._width = self.streams.uncertainty.shape[1]
         self._row_start = (np.arange(n) * self._width)[:, None]
@@ -264,6 +268,8 @@ class MECSpecDecodeEnv(gym.Env):
         (tokens, errors, energy, uploaded, drafted, round_time, queue_total, energy_total, token_rate, error_rate,
          throughput, accepted_throughput) = (self._step_compiled if self.compiled else self._step_numpy)(a, problem)
         self.rounds += 1
+        drafting = int(np.count_nonzero(self._buffers["drafted"]))
+        self.user_rounds += drafting
         # a wrong unverified token is not an accepted one, and it spoils its answer: 1 + mu tokens off
         if self._per_user_time:  # each user's tokens over its own round's time
             rate = (token_rate - (1.0 + o.error_weight) * error_rate) / (n * self.r0)
@@ -278,7 +284,8 @@ class MECSpecDecodeEnv(gym.Env):
         info = {"round": self.rounds, "tokens": tokens, "round_time_s": round_time, "tokens_per_s": round_rate,
                 "throughput_tokens_per_s": throughput, "accepted_tokens_per_s": accepted_throughput,
                 "uploaded": uploaded, "drafted": drafted, "unverified_rejects": errors, "energy_j": energy,
-                "mean_energy_per_round_j": energy_total / (n * self.rounds), "mean_energy_queue": queue_total / n,
+                "drafting_users": drafting, "mean_energy_per_round_j": energy_total / max(1, self.user_rounds),
+                "mean_energy_queue": queue_total / n,
                 "answers": int(c[0]), "answers_correct": int(c[1]), "answers_llm_correct": int(c[2]),
                 "answers_slm_correct": int(c[3])}
         self.core.advance(self.np_random)
@@ -330,7 +337,8 @@ class MECSpecDecodeEnv(gym.Env):
         self.last_uncertainty = np.where(took, u[self._users, np.maximum(drafted - 1, 0)], self.last_uncertainty)
         self._score_answers(idx, ev)
         self.position += ev.emitted
-        self.queue = np.maximum(self.queue + ev.energy - o.energy_budget_j, 0.0)
+        self.queue = np.where(took, np.maximum(self.queue + ev.energy - o.energy_budget_j, 0.0), self.queue)
+        self._buffers["drafted"][:] = drafted
         self.energy_sum += ev.energy
         self._last, self._last_es = ev, es
         round_time = float(ev.delay.max()) if took.any() else 0.0  # the slot lasts until its slowest user is done
@@ -347,6 +355,14 @@ class MECSpecDecodeEnv(gym.Env):
                 int(drafted.sum()), round_time, float(self.queue.sum()), float(self.energy_sum.sum()),
                 float((ev.emitted / own).sum()), float((errors / own).sum()), float((self.position / elapsed).sum()),
                 float(((self.position - self.user_errors) / elapsed).sum()))
+
+    def generation_left(self) -> np.ndarray:
+        """(N,) the most tokens each user can draft this round, up to ``draft_length``: the tokens left of its
+        current generation (drafting never runs into the next one), 0 for a user whose session is done."""
+        idx = self._row_start + np.minimum(self.position[:, None] + self._offsets, self._width - 1)
+        ends = self._answer_end.take(idx)
+        left = np.where(ends.any(axis=1), ends.argmax(axis=1) + 1, self.options.draft_length)
+        return np.minimum(left, np.maximum(self.streams.length - self.position, 0))
 
     def prompt_due(self) -> np.ndarray:
         """(N,) prompt tokens each user sends if it drafts this round: its next generation's prompt where it is
@@ -442,8 +458,13 @@ class MECSpecDecodeEnv(gym.Env):
                                 s.llm_correct[u, a].sum(), s.slm_correct[u, a].sum())
 
     def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
+        obs = self.dict_observation()
+        return self.layout.flatten(obs) if self.options.flat_obs else obs
+
+    def dict_observation(self) -> dict[str, np.ndarray]:
+        """The observation as the Dict space's entries, whatever ``flat_obs`` is."""
         p, o = self.problem, self.options
-        obs = {
+        return {
             "channel_gain_db": self.core.features["channel_gain_db"],
             "energy_queue": np.minimum(self.queue / o.energy_budget_j, QUEUE_OBS_MAX).astype(np.float32),  # Z >= 0
             "es_capacity": normalised_es_capacity(p.es_capacity, self.cfg),
@@ -451,7 +472,6 @@ class MECSpecDecodeEnv(gym.Env):
             "local_capacity": self.core.features["local_capacity"],
             "remaining": np.minimum((self.streams.length - self.position) / o.draft_length, 64.0).astype(np.float32),
         }
-        return self.layout.flatten(obs) if o.flat_obs else obs
 
 
 __all__ = ["MECSpecDecodeEnv", "SpecEnvConfig", "ENV_ID", "OBS_KEYS"]
