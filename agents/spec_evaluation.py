@@ -92,11 +92,12 @@ class SpecLevel(Level):
     columns = (
         Column("return", "return", "7.2f", 15, ci="5.2f"),
         Column("tokens/s", "tokens_per_s", "9.1f", 9),
+        Column("goodput", "goodput_per_s", "9.1f", 9),
         Column("vs HLM", "vs_hlm", "6.3f", 14, ci="5.3f"),
         Column("skipped", "skip_fraction", "7.1f", 8, scale=100.0, suffix="%"),
         Column("acc/LLM", "accuracy_vs_llm", "6.1f", 15, ci="4.1f", scale=100.0, suffix="%"),
         Column("kept rejects", "unverified_per_token", "6.2f", 12, scale=100.0, suffix="%"),
-        Column("J/user-round", "energy_j", "13.3f", 13),
+        Column("J/draft round", "energy_j", "13.3f", 13),
         Column("/budget", "energy_vs_budget", "8.3f", 8),
     )
 

@@ -43,11 +43,13 @@ def _layer_widths(widths: list) -> str | None:
     return None if ok else "a non-empty list of layer widths >= 1"
 
 
-def _env_id(default: str) -> str:
+def env_id_field(default: str) -> str:
+    """A config's ``env_id`` field: a registered environment id, ``default`` unless set."""
     return config_field(default, "environment id", check=_registered)
 
 
-def _env_kwargs(**defaults: Any) -> dict:
+def env_kwargs_field(**defaults: Any) -> dict:
+    """A config's ``env_kwargs`` field: the environment's arguments, ``defaults`` unless set (keys merge)."""
     return config_field(help="environment arguments (scenario fields included)", default_factory=lambda: dict(defaults))
 
 
@@ -58,8 +60,8 @@ class CommonConfig:
 
     ACTION_SPACES: ClassVar[tuple[type, ...]] = (gym.spaces.Space,)  # what the algorithm can act in
 
-    env_id: str = _env_id("MECOffload-v0")
-    env_kwargs: dict = _env_kwargs(scenario="paper", n_users=20, flat_obs=True)
+    env_id: str = env_id_field("MECOffload-v0")
+    env_kwargs: dict = env_kwargs_field(scenario="paper", n_users=20, flat_obs=True)
     total_timesteps: int = config_field(200_000, "environment steps to train for, summed over envs", range=(1, INF))
     n_envs: int = config_field(4, f"environments collecting rollouts ({WHY_ENVS})", range=(1, MAX_ENVS))
     seed: int = config_field(0, "seed of the model and of the training envs (seed + k, k < n_envs, inside "
@@ -82,7 +84,7 @@ class CommonConfig:
 @dataclass
 class PPOConfig(CommonConfig):
     ACTION_SPACES: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete, gym.spaces.MultiDiscrete)
-    env_kwargs: dict = _env_kwargs(scenario="paper", n_users=20, flat_obs=True, episode_length=10)
+    env_kwargs: dict = env_kwargs_field(scenario="paper", n_users=20, flat_obs=True, episode_length=10)
     policy: str = config_field("equivariant", "the permutation-equivariant per-user policy (agents.policies) or "
                                "SB3's MLP", choices=("equivariant", "mlp"))
     hidden: int = config_field(64, f"width of the equivariant policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
@@ -106,8 +108,8 @@ class PPOConfig(CommonConfig):
 @dataclass
 class DQNConfig(CommonConfig):
     ACTION_SPACES: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete,)  # a Q-value per action
-    env_id: str = _env_id("MECOffloadSeq-v0")
-    env_kwargs: dict = _env_kwargs(scenario="paper", n_users=20)
+    env_id: str = env_id_field("MECOffloadSeq-v0")
+    env_kwargs: dict = env_kwargs_field(scenario="paper", n_users=20)
     run_dir: str = config_field("runs/dqn", "folder of logs, checkpoints and models")
     net_arch: list = config_field(help="Q-network layer widths", default_factory=lambda: [128, 128],
                                   check=_layer_widths)
@@ -130,8 +132,8 @@ class SpecPPOConfig(PPOConfig):
     """PPO on the token-level env (SB3's MLP or the per-user policy); rounds shape later ones (queues, sessions), so
     gamma < 1."""
 
-    env_id: str = _env_id("MECSpecDecode-v0")
-    env_kwargs: dict = _env_kwargs(n_users=20, flat_obs=True)
+    env_id: str = env_id_field("MECSpecDecode-v0")
+    env_kwargs: dict = env_kwargs_field(n_users=20, flat_obs=True)
     run_dir: str = config_field("runs/spec_ppo", "folder of logs, checkpoints and models")
     n_steps: int = inherited_field(PPOConfig, "n_steps", 256)
     eval_freq: int = inherited_field(PPOConfig, "eval_freq", 20_000)
@@ -151,8 +153,8 @@ class SpecPPOConfig(PPOConfig):
 class QueuePPOConfig(PPOConfig):
     """PPO on the queueing env with the queue-aware equivariant policy; slots shape later ones, so gamma < 1."""
 
-    env_id: str = _env_id("MECOffloadQueue-v0")
-    env_kwargs: dict = _env_kwargs(n_users=30, n_edge_servers=2, slot_seconds=0.01, offered_load=1.1,
+    env_id: str = env_id_field("MECOffloadQueue-v0")
+    env_kwargs: dict = env_kwargs_field(n_users=30, n_edge_servers=2, slot_seconds=0.01, offered_load=1.1,
                                    penalty="wrong_answers", penalty_weight=4.0, flat_obs=True)
     run_dir: str = config_field("runs/queue_ppo", "folder of logs, checkpoints and models")
     total_timesteps: int = inherited_field(PPOConfig, "total_timesteps", 600_000)
@@ -470,6 +472,6 @@ def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "Comparison
     return results
 
 
-__all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "SpecPPOConfig", "load_config", "make_env", "InfoLoggerCallback",
-           "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "train_and_finish", "ppo_model",
-           "baseline_agents", "eval_seeds"]
+__all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "SpecPPOConfig", "load_config", "make_env",
+           "InfoLoggerCallback", "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "train_and_finish",
+           "ppo_model", "baseline_agents", "eval_seeds"]

@@ -197,7 +197,7 @@ class TokenCosts(NamedTuple):
     verify_block_cost: float
     joule_per_flop: float
     round_trip_s: float
-    energy_budget: float  # J per user and round (the env's; unused by spec_round_kernel)
+    energy_budget: float  # J per round a user drafts (the env's; unused by spec_round_kernel)
     per_user_time: bool  # timing="user" (the env's)
     draft_length: int  # L
     oracle_uploads: bool = False  # upload_rule="oracle" (the env's): exactly the drafted tokens the LLM rejects

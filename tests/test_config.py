@@ -86,7 +86,9 @@ def test_3gpp_path_loss_is_weaker_than_free_space_at_range():
 
 # The dataclass each packaged config fills (module, class): a YAML holds only what differs from its defaults.
 TRAIN_CONFIGS = {"ppo": ("agents.training", "PPOConfig"), "dqn": ("agents.training", "DQNConfig"),
-                 "spec_ppo": ("agents.training", "SpecPPOConfig"), "queue_ppo": ("agents.training", "QueuePPOConfig"),
+                 "spec_ppo": ("agents.training", "SpecPPOConfig"),
+                 "spec_budget_ppo": ("agents.spec_users", "SpecBudgetPPOConfig"),
+                 "queue_ppo": ("agents.training", "QueuePPOConfig"),
                  "imitate": ("agents.imitation", "ImitationConfig"), "tune": ("agents.tuning", "TuneConfig"),
                  "rllib_ppo": ("agents.rllib", "RLlibPPOConfig"), "rllib_queue": ("agents.rllib", "RLlibPPOConfig")}
 

@@ -12,7 +12,7 @@ largest budget that meets the energy budget (``U-HLM at budget``) or a given one
 GELATO, and any saved SB3 model (``name=path``; the per-user policy runs at any number of users).
 Held-out seeds 20_000 + k; per agent the mean and 95 % CI of the episode return, tokens per
 second, throughput relative to HLM (paired), uploads skipped, accuracy relative to the LLM's own
-answers, energy per user and round against the budget (the token level of :mod:`agents.evaluation`,
+answers, energy per round of drafting against the budget (the token level of :mod:`agents.evaluation`,
 :mod:`agents.spec_evaluation`).
 Writes ``spec_compare.csv`` to ``--out``.
 """

@@ -15,7 +15,7 @@
    U-HLM thresholds (risk 0 and ``--risk``) are marked.
 3. ``gelato_budget``: GELATO (drift-plus-penalty drafting budget + entropy exit) at each long-term
    energy budget, against HLM and U-HLM drafting a fixed 1..L tokens a round, over 1,000-round
-   episodes: throughput against time-average energy per user and round (after a 20 % burn-in),
+   episodes: throughput against time-average energy per round of drafting (after a 20 % burn-in),
    and GELATO's energy over its budget.
 
 Writes ``{name}.csv`` and ``{name}.png`` to ``--out`` (atomically).
@@ -196,10 +196,10 @@ def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path, gel
         cx.errorbar(energy, [100 * t["accuracy_vs_llm"] for t in rows],
                     yerr=[100 * t["accuracy_vs_llm_ci95"] for t in rows], fmt="o-", color=color, capsize=2,
                     label=label)
-    ax.set(xlabel="device energy per user and round (J, after burn-in)", ylabel="tokens / s (all users)",
+    ax.set(xlabel="device energy per round of drafting (J, after burn-in)", ylabel="tokens / s (all users)",
            title="throughput against energy")
     ax.legend(fontsize=8)
-    cx.set(xlabel="device energy per user and round (J, after burn-in)", ylabel="accuracy relative to the LLM (%)",
+    cx.set(xlabel="device energy per round of drafting (J, after burn-in)", ylabel="accuracy relative to the LLM (%)",
            title="accuracy against energy")
     cx.legend(fontsize=8)
     g = [t for t in table if t["agent"] == "GELATO"]
@@ -207,7 +207,7 @@ def budget(env_kwargs: dict, episodes: int, budgets: list[float], out: Path, gel
                 fmt="o-", color="C3", capsize=2, label="GELATO's time-average energy")
     lim = [min(budgets), max(budgets)]
     bx.plot(lim, lim, "k--", label="the budget")
-    bx.set(xlabel="long-term energy budget (J per user and round)", ylabel="energy (J per user and round)",
+    bx.set(xlabel="long-term energy budget (J per round of drafting)", ylabel="energy (J per round of drafting)",
            title=f"GELATO's energy against its budget ({episodes} episodes, 95 % CI)")
     bx.legend(fontsize=8)
     atomic_write_csv(out / "gelato_budget.csv", table)
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="1,000-round episodes per budget point (>= 1)")
     ap.add_argument("--budgets", type=number(0.0, open_low=True), nargs="+",
                     default=[0.006, 0.008, 0.010, 0.012, 0.014, 0.016, 0.020],
-                    help="GELATO's energy budgets (J per user and round, > 0)")
+                    help="GELATO's energy budgets (J per round of drafting, > 0)")
     ap.add_argument("--gelato", choices=("GELATO", "GELATO no exit"), default="GELATO",
                     help="the GELATO rule the budget figure runs (with or without its early exit)")
     ap.add_argument("--risk", type=probability, default=0.1,
