@@ -116,9 +116,12 @@ def test_spec_budget_ppo_trains_calibrates_and_scores_against_the_rules(tmp_path
                      "threads=1", f"run_dir={tmp_path}"])
     assert [v["budget_j"] for v in verdicts] == [0.006]
     v = verdicts[0]
-    assert v["best_rule"] in ("GELATO no exit", "HLM b=1", "HLM b=2", "U-HLM b=1")
+    assert v["best_rule"] in ("GELATO no exit", "HLM b=1", "HLM b=2", "U-HLM b=1") or \
+        v["best_rule"].startswith("GELATO exit at ")
     assert 0.1 <= v["multiplier"] <= 10.0
     assert v["beats"] == (v["gain"] - v["gain_ci95"] > 0 and v["ppo_energy_vs_budget"] <= 1.02)
     rows = list(csv.DictReader(open(tmp_path / "comparison.csv")))
-    assert {r["agent"] for r in rows} == {"GELATO no exit", "HLM b=1", "HLM b=2", "U-HLM b=1", "PPO"}
+    names = {r["agent"] for r in rows}
+    tuned = [n for n in names if n.startswith("GELATO exit at ")]  # its exit tuned on the calibration episodes
+    assert len(tuned) == 1 and names - set(tuned) == {"GELATO no exit", "HLM b=1", "HLM b=2", "U-HLM b=1", "PPO"}
     assert (tmp_path / "final_model.zip").exists() and (tmp_path / "verdicts.csv").exists()

@@ -14,9 +14,11 @@ each budget gets the multiplier that meets it on validation episodes
 
 Then, per budget, on ``final_eval_seeds`` held-out episodes of ``eval_rounds`` rounds (seeds
 20_000 + k, 95 % CIs), PPO at its multiplier against the rules at the same budget:
-GELATO (drift-plus-penalty over the drafting budget; without its exit, which on the shipped traces
-stops every draft after one token), HLM drafting 1 and 2 tokens, and U-HLM drafting one token at
-risk 0.4 (it skips uploads, so it keeps tokens the verifier would reject). Scores are the one
+GELATO (drift-plus-penalty over the drafting budget) without its exit (at its default risk the
+exit stops every draft after one token on the shipped traces) and with its exit threshold tuned
+for the budget on the calibration episodes (the threshold of most goodput within the budget),
+HLM drafting 1 and 2 tokens, and U-HLM drafting one token at risk 0.4 (it skips uploads, so it
+keeps tokens the verifier would reject). Scores are the one
 evaluator's (:mod:`agents.spec_evaluation`); ``goodput`` is tokens per second with each kept
 reject counting ``1 + mu`` off, the env's own rate. The best rule at a budget is the one of most
 goodput among those within 2 % of the budget; PPO beats it when its paired goodput difference
@@ -45,11 +47,12 @@ from agents.ppo import build_ppo
 from agents.spec_evaluation import TOKENS, SpecLevel
 from agents.spec_users import SpecBudgetPPOConfig, SpecUsersAgent, SpecUsersVecEnv, calibrate_multiplier
 from agents.training import PeriodicEvaluation, finish_wandb, learn_with_evaluation, load_config, start_wandb
-from baselines.token_policies import rule_factory
+from baselines.token_policies import SpecRuleAgent, rule_factory
 from mec_env.io import atomic_write_csv
 from mec_env.seeds import evaluation_seeds, held_out_seeds
 
 RULES = ("GELATO no exit", "HLM b=1", "HLM b=2", "U-HLM b=1")
+EXIT_LEVELS = range(1, 17)  # GELATO's exit thresholds tried at each budget: after a token of u > 0 .. 0.9375
 WITHIN = 0.02  # a budget is met within 2 % (GELATO's tolerance)
 PROBE_MULTIPLIERS = (0.3, 1.0, 3.0)  # the learning curves: energy and throughput at these prices
 
@@ -108,10 +111,25 @@ def calibrated(model: PPO, cfg: SpecBudgetPPOConfig, budget: float) -> float:
     return calibrate_multiplier(energy_at, budget, (cfg.multiplier_low, cfg.multiplier_high))
 
 
+def tuned_gelato(cfg: SpecBudgetPPOConfig, budget: float) -> tuple[str, Any]:
+    """GELATO with the exit threshold of :data:`EXIT_LEVELS` of most goodput within ``budget`` on the calibration
+    episodes: ``(name, env -> agent)``."""
+    make = env_factory(cfg, budget, cfg.eval_rounds)
+    thresholds = make().unwrapped.thresholds
+    agents = {f"GELATO exit at {thresholds[level]:g}": (lambda env, level=level: SpecRuleAgent(env, "GELATO",
+              exit_level=level)) for level in EXIT_LEVELS}
+    results = evaluate_agents(make, agents, evaluation_seeds(cfg.calibration_seeds, "calibration_seeds"), level=TOKENS)
+    within = [r for r in results if r.mean["energy_vs_budget"] <= 1.0 + WITHIN] or results
+    best = max(within, key=lambda r: r.mean["goodput_per_s"]).name
+    return best, agents[best]
+
+
 def compare_at(model: PPO, cfg: SpecBudgetPPOConfig, budget: float) -> tuple[list[EvaluationResult], dict]:
     """PPO at its calibrated multiplier and the rules, on the held-out episodes at ``budget``; and the verdict."""
     multiplier = calibrated(model, cfg, budget)
     agents = {name: rule_factory(name, risk=0.4) for name in RULES}
+    name, gelato = tuned_gelato(cfg, budget)
+    agents[name] = gelato
     agents["PPO"] = ppo_agent(model, multiplier)
     results = evaluate_agents(env_factory(cfg, budget, cfg.eval_rounds), agents, held_out_seeds(cfg.final_eval_seeds),
                               level=SpecLevel(reference=RULES[0]), progress=True)
