@@ -341,7 +341,7 @@ def test_gelato_meets_binding_budgets_on_the_long_generations_and_reaches_the_mi
     kwargs = {"n_users": 20, "max_rounds": 1000, "session_tokens": 12000, "energy_budget_j": 0.006}
     agents = {f"HLM b={b}": (lambda e, b=b: SpecRuleAgent(e, "HLM", budget=b)) for b in (1, 2)}
     agents["GELATO"] = rule_factory("GELATO no exit")
-    r = {x.name: x.mean for x in evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), agents, range(8),
+    r = {x.name: x.mean for x in evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), agents, range(6),
                                                  level=TOKENS)}
     assert r["GELATO"]["energy_vs_budget"] == pytest.approx(1.0, abs=0.02)
     (e1, t1), (e2, t2) = ((r[f"HLM b={b}"]["energy_j"], r[f"HLM b={b}"]["tokens_per_s"]) for b in (1, 2))
