@@ -18,7 +18,7 @@ would learn to put generations off).
 ``multipliers``, and observed; ``theta`` is kept per ``lambda`` bin from the rollouts
 (:meth:`SpecUsersVecEnv.update_prices`). So a single run learns the best round for every price
 of energy; meeting a budget then needs only the ``lambda`` whose energy meets it
-(:func:`calibrate_multiplier`, a bisection on validation episodes).
+(:func:`calibrate_multiplier`, a bisection on evaluation episodes, not the held-out ones).
 
 **Users as SB3 envs.** :class:`SpecUsersVecEnv` runs ``n_envs`` token envs and shows each of their
 N users to SB3 as one env of a ``VecEnv``: a user's own features in, its own (budget, upload
@@ -55,6 +55,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 from agents.training import PPOConfig, env_id_field, env_kwargs_field
 from baselines.token_policies import prompt_tokens_per_token
 from mec_env.config import INF, config_field, inherited_field
+from mec_env.errors import ConfigError
 from mec_env.seeds import EVALUATION, HELD_OUT
 
 MULTIPLIERS = (0.1, 10.0)  # the range lambda is drawn from: from drafting 4-8 tokens a round to one
@@ -242,7 +243,7 @@ def calibrate_multiplier(energy_at: Callable[[float], float], budget_j: float,
     """The smallest multiplier (the most energy) whose energy per round of drafting meets ``budget_j x (1 -
     margin)``, by bisection on ln lambda (a policy's energy falls as lambda rises).
 
-    :param energy_at: ``lambda -> J`` per round of drafting, measured on validation episodes.
+    :param energy_at: ``lambda -> J`` per round of drafting, measured on evaluation episodes.
     :returns: the multiplier; ``multipliers[1]`` when even that one spends more than the target (the
         caller sees its energy in the final table).
     """
@@ -284,17 +285,23 @@ class SpecBudgetPPOConfig(PPOConfig):
     eval_freq: int = inherited_field(PPOConfig, "eval_freq", 500_000)
     eval_seeds: int = inherited_field(PPOConfig, "eval_seeds", 4)
     checkpoint_freq: int = inherited_field(PPOConfig, "checkpoint_freq", 1_000_000)
-    multiplier_low: float = config_field(0.1, "smallest multiplier of the budget drawn in training",
+    multiplier_low: float = config_field(MULTIPLIERS[0], "smallest multiplier of the budget drawn in training",
                                          range=(0.0, INF), open_low=True)
-    multiplier_high: float = config_field(10.0, "largest multiplier of the budget drawn in training",
+    multiplier_high: float = config_field(MULTIPLIERS[1], "largest multiplier of the budget drawn in training",
                                           range=(0.0, INF), open_low=True)
     budgets: list = config_field(help="energy budgets (J per round of drafting) the policy is calibrated to and "
                                  "scored at", default_factory=lambda: [0.006, 0.0065, 0.007], check=_budgets)
     eval_rounds: int = config_field(1000, "rounds of each calibration and final episode", range=(1, 10**6))
-    calibration_seeds: int = config_field(10, "validation episodes a calibration step plays, seeds 10_000 + k",
+    calibration_seeds: int = config_field(10, "evaluation episodes a calibration step plays, seeds 10_000 + k",
                                           range=(1, EVALUATION.size))
     final_eval_seeds: int = config_field(200, "held-out episodes of the final comparison, seeds 20_000 + k",
                                          range=(1, HELD_OUT.size))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.multiplier_high > self.multiplier_low:
+            raise ConfigError("multiplier_high", self.multiplier_high,
+                              f"a multiplier above multiplier_low = {self.multiplier_low}")
 
 
 __all__ = ["SpecBudgetPPOConfig", "SpecUsersVecEnv", "SpecUsersAgent", "PrefillBooking", "calibrate_multiplier",

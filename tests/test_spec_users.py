@@ -125,3 +125,12 @@ def test_spec_budget_ppo_trains_calibrates_and_scores_against_the_rules(tmp_path
     tuned = [n for n in names if n.startswith("GELATO exit at ")]  # its exit tuned on the calibration episodes
     assert len(tuned) == 1 and names - set(tuned) == {"GELATO no exit", "HLM b=1", "HLM b=2", "U-HLM b=1", "PPO"}
     assert (tmp_path / "final_model.zip").exists() and (tmp_path / "verdicts.csv").exists()
+
+
+def test_a_multiplier_range_that_is_empty_is_refused_naming_the_field():
+    from agents.spec_users import SpecBudgetPPOConfig
+    from agents.training import load_config
+    from mec_env.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="multiplier_high.*above multiplier_low = 2"):
+        load_config(SpecBudgetPPOConfig, "spec_budget_ppo", ["multiplier_low=2", "multiplier_high=1"])

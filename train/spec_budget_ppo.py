@@ -9,7 +9,7 @@ its own features in, its own (drafting budget, upload level, exit level) out, an
 the Lagrangian of "most tokens per second with at most ``e_bar`` joules per round of drafting"
 at a multiplier lambda the user observes (drawn per episode), with Dinkelbach's price of time
 learned per lambda. One policy thus learns every trade of energy for throughput; after training
-each budget gets the multiplier that meets it on validation episodes
+each budget gets the multiplier that meets it on evaluation episodes
 (:func:`agents.spec_users.calibrate_multiplier`), and no new run.
 
 Then, per budget, on ``final_eval_seeds`` held-out episodes of ``eval_rounds`` rounds (seeds
