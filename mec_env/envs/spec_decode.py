@@ -318,8 +318,7 @@ class MECSpecDecodeEnv(gym.Env):
         self._kernel_groups = None  # this path rebinds the state arrays
         budget, upload_at, exit_at = a[:, 0], self.thresholds[a[:, 1]], self.thresholds[a[:, 2]]
         remaining = self.streams.length - self.position
-        # flat indices of the next L tokens of each session (clipped at its end: those are never drafted)
-        idx = self._row_start + np.minimum(self.position[:, None] + self._offsets, self._width - 1)
+        idx = self._window()
         u = self._uncertainty.take(idx)
         drafted = np.minimum(budget, np.maximum(remaining, 0))
         # stop after the first drafted token above the exit threshold (GELATO's early exit) or at the end of the
@@ -356,11 +355,14 @@ class MECSpecDecodeEnv(gym.Env):
                 float((ev.emitted / own).sum()), float((errors / own).sum()), float((self.position / elapsed).sum()),
                 float(((self.position - self.user_errors) / elapsed).sum()))
 
+    def _window(self) -> np.ndarray:
+        """(N, L) flat indices of each session's next L tokens (clipped at its end: those are never drafted)."""
+        return self._row_start + np.minimum(self.position[:, None] + self._offsets, self._width - 1)
+
     def generation_left(self) -> np.ndarray:
         """(N,) the most tokens each user can draft this round, up to ``draft_length``: the tokens left of its
         current generation (drafting never runs into the next one), 0 for a user whose session is done."""
-        idx = self._row_start + np.minimum(self.position[:, None] + self._offsets, self._width - 1)
-        ends = self._answer_end.take(idx)
+        ends = self._answer_end.take(self._window())
         left = np.where(ends.any(axis=1), ends.argmax(axis=1) + 1, self.options.draft_length)
         return np.minimum(left, np.maximum(self.streams.length - self.position, 0))
 
