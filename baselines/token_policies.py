@@ -212,7 +212,8 @@ class SpecRuleAgent:
 def accepted_run_survival(env: Any, sessions: int = 256) -> np.ndarray:
     """(L,) S(k), k = 0..L-1: the chance that a draft's first k tokens are all accepted, over every position
     of ``sessions`` sessions of the env's token source (a fixed seed) where a draft of k + 1 tokens fits in
-    what is left of its generation (S(k) counts only for drafts that long); S(0) = 1. Independent tokens of acceptance a would give ``a^k``."""
+    what is left of its generation (S(k) counts only for drafts that long); S(0) = 1. Independent tokens
+    of acceptance a would give ``a^k``."""
     u = env.unwrapped
     s = u.source.sample(np.random.default_rng(0), sessions, 4 * u.options.draft_length)
     width = s.accepted.shape[1]
