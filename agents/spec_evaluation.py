@@ -46,7 +46,7 @@ class SpecEpisode(Episode):
     """The running totals of one token-level episode; its record (module docstring) at the end."""
 
     def __init__(self, env: gym.Env, burn_in: float) -> None:
-        self.n, self.budget = env.unwrapped.cfg.n_users, env.unwrapped.options.energy_budget_j
+        self.budget = env.unwrapped.options.energy_budget_j
         self.error_weight = env.unwrapped.options.error_weight
         self.burn_in = burn_in
         self.total = {"return": 0.0, "tokens": 0, "drafted": 0, "uploaded": 0, "unverified": 0, "decide": 0.0}

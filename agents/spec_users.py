@@ -53,7 +53,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from agents.training import PPOConfig, env_id_field, env_kwargs_field
-from baselines.token_policies import prompt_tokens_per_token
+from baselines.token_policies import PrefillBooking
 from mec_env.config import INF, config_field, inherited_field
 from mec_env.errors import ConfigError
 from mec_env.seeds import EVALUATION, HELD_OUT
@@ -75,26 +75,6 @@ def user_features(env: Any, multiplier: np.ndarray) -> np.ndarray:
                (u.prompt_due() > 0)[:, None], np.minimum(o["remaining"], SESSION_CLIP)[:, None],
                np.log(np.broadcast_to(multiplier, (n,)))[:, None]]
     return np.concatenate(columns, axis=1).astype(np.float32)
-
-
-class PrefillBooking:
-    """A new generation's device prefill booked per emitted token (module docstring), for a token env."""
-
-    def __init__(self, env: Any) -> None:
-        u = env.unwrapped
-        o, cfg = u.options, u.cfg
-        self.flops = cfg.flops_per_param_token * cfg.slm_params * o.prefill_cost  # one prompt token's prefill
-        self.joules = o.joule_per_flop * self.flops
-        prompt, generation = prompt_tokens_per_token(u)
-        self.share = prompt / generation  # prompt tokens a generated token
-
-    def time(self, sent: np.ndarray, emitted: np.ndarray, capacity: np.ndarray) -> np.ndarray:
-        """(N,) seconds to add to a round's time: its share of prefill less the lump it paid."""
-        return self.flops * (self.share * emitted - sent) / capacity
-
-    def energy(self, sent: np.ndarray, emitted: np.ndarray) -> np.ndarray:
-        """(N,) joules to add to a round's energy: its share of prefill less the lump it paid."""
-        return self.joules * (self.share * emitted - sent)
 
 
 class SpecUsersVecEnv(VecEnv):
@@ -304,5 +284,5 @@ class SpecBudgetPPOConfig(PPOConfig):
                               f"a multiplier above multiplier_low = {self.multiplier_low}")
 
 
-__all__ = ["SpecBudgetPPOConfig", "SpecUsersVecEnv", "SpecUsersAgent", "PrefillBooking", "calibrate_multiplier",
+__all__ = ["SpecBudgetPPOConfig", "SpecUsersVecEnv", "SpecUsersAgent", "calibrate_multiplier",
            "user_features", "MULTIPLIERS"]

@@ -87,10 +87,8 @@ class SpecRuleAgent:
             else _level(self.env, self.threshold)
         if strategy == "GELATO":
             self.survival = accepted_run_survival(self.env)
-            self.prompt_mean, self.generation_mean = prompt_tokens_per_token(self.env)
-            o, cfg = self.env.options, self.env.cfg  # the device's prefill energy of one prompt token
-            self._prefill_j = o.joule_per_flop * cfg.flops_per_param_token * cfg.slm_params * o.prefill_cost
-            self._backlog, self._sent = None, np.zeros(cfg.n_users)
+            self.booking = PrefillBooking(self.env)
+            self._backlog, self._sent = None, np.zeros(self.env.cfg.n_users)
         if strategy == "U-HLM opportunistic":
             if self.env.options.timing != "user":
                 raise ValueError("U-HLM opportunistic prices each device's own round: it needs timing='user'")
@@ -170,10 +168,11 @@ class SpecRuleAgent:
             return evaluate_round(env.problem, env.spec_config, drafted, upload, upload, es, cfg.flops_per_param_token,
                                   cfg.slm_params, cfg.llm_params, check=False, prompt_tokens=prompt)
 
-        plain, prompted = price(active.astype(np.int64)), price(active.astype(np.int64), self.prompt_mean * active)
-        prefill_delay = (prompted.delay - plain.delay) / self.generation_mean  # per emitted token
-        prefill_energy = self._prefill_j * self.prompt_mean / self.generation_mean
-        self._book(n, o.energy_budget_j, prefill_energy)
+        booking = self.booking
+        plain, prompted = price(active.astype(np.int64)), price(active.astype(np.int64), booking.prompt * active)
+        prefill_delay = (prompted.delay - plain.delay) / booking.generation  # per emitted token
+        prefill_energy = booking.joules * booking.share
+        self._book(n, o.energy_budget_j)
         tokens, delay, excess = np.empty((length, n)), np.empty((length, n)), np.empty((length, n))
         run_tokens = np.cumsum(self.survival)  # expected tokens of a draft of 1..L
         for b in range(1, length + 1):
@@ -193,9 +192,9 @@ class SpecRuleAgent:
         value = drift_plus_penalty(1.0, self.tradeoff, rate, (backlog * excess).mean(axis=1))
         return np.where(active, int(value.argmin()) + 1, 0)
 
-    def _book(self, n: int, budget: float, prefill_per_token: float) -> None:
+    def _book(self, n: int, budget: float) -> None:
         """GELATO's own virtual energy queues, one a user, from the last round: what it spent, with a prompt's
-        device prefill booked as ``prefill_per_token`` a token emitted instead of as a lump in the round it
+        device prefill booked per token emitted (:class:`PrefillBooking`) instead of as a lump in the round it
         came. The long-run energy is the same as the env's queue counts; but a lump, about 40 rounds of
         budget, no longer throws the queue across every drafting budget's range at once. (The prompt's
         uplink energy, a millionth of its prefill's, stays in the round it is sent.)"""
@@ -205,7 +204,7 @@ class SpecRuleAgent:
             return
         last = env.last
         took = last.emitted > 0  # a round that drafted emits at least one token
-        spent = last.energy - self._prefill_j * self._sent + prefill_per_token * last.emitted
+        spent = last.energy + self.booking.energy(self._sent, last.emitted)
         self._backlog = np.where(took, np.maximum(self._backlog + spent - budget, 0.0), self._backlog)
 
 
@@ -216,15 +215,15 @@ def accepted_run_survival(env: Any, sessions: int = 256) -> np.ndarray:
     of acceptance a would give ``a^k``."""
     u = env.unwrapped
     s = u.source.sample(np.random.default_rng(0), sessions, 4 * u.options.draft_length)
-    width = s.accepted.shape[1]
+    count, width = s.accepted.shape
     valid = np.arange(width)[None, :] < s.length[:, None]
-    run, left = np.zeros(s.accepted.shape, dtype=np.int64), np.zeros(s.accepted.shape, dtype=np.int64)
-    for t in range(width - 1, -1, -1):  # accepted tokens from t on, and tokens to the generation's end
-        same = ~s.answer_end[:, t] if t + 1 < width else np.zeros(len(s), dtype=bool)
-        ahead_run = run[:, t + 1] if t + 1 < width else 0
-        ahead_left = left[:, t + 1] if t + 1 < width else 0
-        run[:, t] = np.where(valid[:, t] & s.accepted[:, t], 1 + np.where(same, ahead_run, 0), 0)
-        left[:, t] = np.where(valid[:, t], 1 + np.where(same, ahead_left, 0), 0)
+    # accepted tokens from t on, and tokens to the generation's end; a column of zeros past the last token
+    run, left = np.zeros((count, width + 1), dtype=np.int64), np.zeros((count, width + 1), dtype=np.int64)
+    for t in range(width - 1, -1, -1):
+        same = ~s.answer_end[:, t]  # the next token is of the same generation
+        run[:, t] = np.where(valid[:, t] & s.accepted[:, t], 1 + np.where(same, run[:, t + 1], 0), 0)
+        left[:, t] = np.where(valid[:, t], 1 + np.where(same, left[:, t + 1], 0), 0)
+    run, left = run[:, :width], left[:, :width]
     survival = np.ones(u.options.draft_length)
     for k in range(1, survival.size):
         at = left >= k + 1  # a draft of k + 1 tokens fits here
@@ -232,13 +231,32 @@ def accepted_run_survival(env: Any, sessions: int = 256) -> np.ndarray:
     return survival
 
 
-def prompt_tokens_per_token(env: Any) -> tuple[float, float]:
-    """``(mean prompt tokens, mean generation tokens)`` of the env's token source (0 prompt tokens for the
-    synthetic source, which has no prompts)."""
-    source = env.unwrapped.source
-    if not hasattr(source, "prompt_tokens"):
-        return 0.0, float(source.mean_length)
-    return float(source.prompt_tokens.mean()), float(source.length.mean())
+class PrefillBooking:
+    """A new generation's device prefill booked per emitted token, its long-run cost, instead of as a lump in the
+    round the generation starts: ``share`` prompt tokens a generated token (the env's token source's mean prompt
+    over its mean generation; 0 for the synthetic source, which has no prompts), each ``flops`` FLOPs and
+    ``joules`` J of device prefill."""
+
+    def __init__(self, env: Any) -> None:
+        u = env.unwrapped
+        o, cfg, source = u.options, u.cfg, u.source
+        self.flops = cfg.flops_per_param_token * cfg.slm_params * o.prefill_cost  # one prompt token's prefill
+        self.joules = o.joule_per_flop * self.flops
+        if hasattr(source, "prompt_tokens"):
+            self.prompt, self.generation = float(source.prompt_tokens.mean()), float(source.length.mean())
+        else:
+            self.prompt, self.generation = 0.0, float(source.mean_length)
+        self.share = self.prompt / self.generation
+
+    def time(self, sent: np.ndarray, emitted: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+        """(N,) seconds to add to a round's time on devices of ``capacity`` FLOP/s: its share of prefill less the
+        lump of ``sent`` prompt tokens it paid."""
+        return self.flops * (self.share * emitted - sent) / capacity
+
+    def energy(self, sent: np.ndarray, emitted: np.ndarray) -> np.ndarray:
+        """(N,) joules to add to a round's energy: its share of prefill less the lump of ``sent`` prompt tokens
+        it paid."""
+        return self.joules * (self.share * emitted - sent)
 
 
 def budget_draft(env: Any) -> int:
@@ -246,10 +264,8 @@ def budget_draft(env: Any) -> int:
     tokens, stays within the long-term budget (>= 1); the uplink's energy, about 1e-6 of it here (0.2 W for
     microseconds), is left out."""
     u = env.unwrapped
-    prompt, generation = prompt_tokens_per_token(env)
-    prompts = prompt / generation  # prompt tokens a generated token
     per_token = u.options.joule_per_flop * u.cfg.flops_per_param_token * u.cfg.slm_params * \
-        (1.0 + u.options.prefill_cost * prompts)
+        (1.0 + u.options.prefill_cost * PrefillBooking(env).share)
     return int(max(1, min(u.options.draft_length, math.floor(u.options.energy_budget_j / per_token))))
 
 
@@ -278,4 +294,4 @@ def rule_factory(name: str, risk: float = 0.1) -> Callable[[Any], SpecRuleAgent]
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(RULES)} (K a drafting budget 0..L)")
 
 
-__all__ = ["SpecRuleAgent", "budget_draft", "rule_factory", "RULES"]
+__all__ = ["SpecRuleAgent", "PrefillBooking", "accepted_run_survival", "budget_draft", "rule_factory", "RULES"]

@@ -308,25 +308,35 @@ def test_uhlm_skips_uploads_and_beats_hlms_throughput_and_gelato_spends_less_ene
     assert gelato["energy"] / gelato["tokens"] < hlm["energy"] / hlm["tokens"]  # less energy per token than HLM
 
 
+def gelato_against_hlm_line(gelato, episodes: int, **kwargs) -> tuple[dict, float, float, float, float]:
+    """GELATO and HLM drafting 1 and 2 tokens on the same episodes: ``(GELATO's means, e1, e2, t1, line)``, the
+    HLM budgets' energies, HLM b = 1's tokens/s and the line joining the two HLM points at GELATO's energy."""
+    from agents.evaluation import evaluate_agents
+    from agents.spec_evaluation import TOKENS
+    from baselines.token_policies import SpecRuleAgent
+
+    agents = {f"HLM b={b}": (lambda e, b=b: SpecRuleAgent(e, "HLM", budget=b)) for b in (1, 2)}
+    agents["GELATO"] = gelato
+    r = {x.name: x.mean for x in evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), agents,
+                                                 range(episodes), level=TOKENS)}
+    (e1, t1), (e2, t2) = ((r[f"HLM b={b}"]["energy_j"], r[f"HLM b={b}"]["tokens_per_s"]) for b in (1, 2))
+    line = t1 + (r["GELATO"]["energy_j"] - e1) / (e2 - e1) * (t2 - t1)
+    return r["GELATO"], e1, e2, t1, line
+
+
 def test_gelato_meets_its_energy_budget_and_outruns_hlm_at_the_same_energy():
     """Per-user drift-plus-penalty budgets with the exit (users on their own clocks), at a budget below what GELATO
     spends unconstrained (0.17 J): the time-average energy after burn-in within 2 % of the budget, and more tokens/s
     than the line joining HLM's fixed drafts of 1 and 2 tokens, whose energies bracket it (the synthetic source's
     answers of 9 tokens at the paper's sizes, 300 rounds, N = 10)."""
-    from agents.evaluation import evaluate_agents
-    from agents.spec_evaluation import TOKENS
     from baselines.token_policies import SpecRuleAgent
 
-    kwargs = {"n_users": 10, "max_rounds": 300, "session_tokens": 1500, "energy_budget_j": 0.15, "tokens": "synthetic"}
-    agents = {f"HLM b={b}": (lambda e, b=b: SpecRuleAgent(e, "HLM", budget=b)) for b in (1, 2)}
-    agents["GELATO"] = lambda e: SpecRuleAgent(e, "GELATO")
-    r = {x.name: x.mean for x in evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), agents, range(3),
-                                                 level=TOKENS)}
-    assert r["GELATO"]["energy_vs_budget"] == pytest.approx(1.0, abs=0.02)
-    (e1, t1), (e2, t2) = ((r[f"HLM b={b}"]["energy_j"], r[f"HLM b={b}"]["tokens_per_s"]) for b in (1, 2))
+    gelato, e1, e2, _, line = gelato_against_hlm_line(lambda e: SpecRuleAgent(e, "GELATO"), 3, n_users=10,
+                                                      max_rounds=300, session_tokens=1500, energy_budget_j=0.15,
+                                                      tokens="synthetic")
+    assert gelato["energy_vs_budget"] == pytest.approx(1.0, abs=0.02)
     assert e1 < 0.15 < e2
-    line = t1 + (r["GELATO"]["energy_j"] - e1) / (e2 - e1) * (t2 - t1)
-    assert r["GELATO"]["tokens_per_s"] > line
+    assert gelato["tokens_per_s"] > line
 
 
 def test_gelato_meets_binding_budgets_on_the_long_generations_and_reaches_the_mixed_hlm_line():
@@ -334,21 +344,14 @@ def test_gelato_meets_binding_budgets_on_the_long_generations_and_reaches_the_mi
     as a lump): at 0.006 J, between HLM drafting 1 and 2 tokens, its energy per round after burn-in is within 2 % of
     the budget, it mixes the two budgets, and its tokens/s are within 1 % of the line joining them or above it (a
     device mixing the two in time reaches that line)."""
-    from agents.evaluation import evaluate_agents
-    from agents.spec_evaluation import TOKENS
-    from baselines.token_policies import SpecRuleAgent, rule_factory
+    from baselines.token_policies import rule_factory
 
-    kwargs = {"n_users": 20, "max_rounds": 1000, "session_tokens": 12000, "energy_budget_j": 0.006}
-    agents = {f"HLM b={b}": (lambda e, b=b: SpecRuleAgent(e, "HLM", budget=b)) for b in (1, 2)}
-    agents["GELATO"] = rule_factory("GELATO no exit")
-    r = {x.name: x.mean for x in evaluate_agents(lambda: gym.make("MECSpecDecode-v0", **kwargs), agents, range(6),
-                                                 level=TOKENS)}
-    assert r["GELATO"]["energy_vs_budget"] == pytest.approx(1.0, abs=0.02)
-    (e1, t1), (e2, t2) = ((r[f"HLM b={b}"]["energy_j"], r[f"HLM b={b}"]["tokens_per_s"]) for b in (1, 2))
+    gelato, e1, e2, t1, line = gelato_against_hlm_line(rule_factory("GELATO no exit"), 6, n_users=20,
+                                                       max_rounds=1000, session_tokens=12000, energy_budget_j=0.006)
+    assert gelato["energy_vs_budget"] == pytest.approx(1.0, abs=0.02)
     assert e1 < 0.006 < e2
-    line = t1 + (r["GELATO"]["energy_j"] - e1) / (e2 - e1) * (t2 - t1)
-    assert r["GELATO"]["tokens_per_s"] > 0.99 * line
-    assert r["GELATO"]["tokens_per_s"] > 1.05 * t1
+    assert gelato["tokens_per_s"] > 0.99 * line
+    assert gelato["tokens_per_s"] > 1.05 * t1
 
 
 @pytest.mark.parametrize("compiled", [False, True])
