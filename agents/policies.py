@@ -43,7 +43,7 @@ def flat_obs_size(n_users: int, n_edge_servers: int) -> int:
     return FlatLayout.for_users(OBS_KEYS, n_users, n_edge_servers).size
 
 
-def _mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+def _mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     layers: list[nn.Module] = []
     for k in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[k], sizes[k + 1]))
@@ -55,7 +55,16 @@ def _mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequenti
 class PerUserExtractor(nn.Module):
     """SB3 ``mlp_extractor``: latent_pi = per-user logits (flattened, N x (M + 1)), latent_vf = state summary.
 
+    Its cost per sample is linear in N M with a small constant: only the users (N x hidden^2, once) and the
+    ESs (M x hidden^2 a round) go through full-width layers. A pair (i, j) gets its logit from a narrow
+    ``pair_hidden`` layer over the sum of three projections, of the user's state, of the pair's own
+    features (computed once) and of the ES's state, as one wide MLP over their concatenation would start;
+    a user's state takes the ESs' messages as a mixture of their projected states, weighted by its
+    decision probabilities (a linear map commutes with the mixture, so no (user, ES) pair is projected).
+
+    :param hidden: width of the user and ES states.
     :param rounds: message-passing rounds through the expected ES loads and interference.
+    :param pair_hidden: width of the per-pair layer.
 
     Subclasses for other observations (``agents.queue_policy``) override :meth:`make_layout`,
     :meth:`inputs`, :meth:`es_inputs` and the input widths; the message passing is shared.
@@ -63,18 +72,21 @@ class PerUserExtractor(nn.Module):
 
     USER_DIM, PAIR_DIM, ES_DIM = 6, 4, 6  # widths of inputs(), es_inputs()
 
-    def __init__(self, n_users: int, n_edge_servers: int, hidden: int = 64, rounds: int = 2) -> None:
+    def __init__(self, n_users: int, n_edge_servers: int, hidden: int = 64, rounds: int = 2,
+                 pair_hidden: int = 16) -> None:
         super().__init__()
         self.n, self.m, self.rounds = n_users, n_edge_servers, rounds
         self.layout = self.make_layout(n_users, n_edge_servers)
         self.user_encoder = _mlp([self.USER_DIM, hidden, hidden])
-        self.pair_encoder = _mlp([self.PAIR_DIM + hidden, hidden, hidden])
+        self.pair_input = nn.Linear(self.PAIR_DIM, pair_hidden)
+        self.pair_from_user = nn.Linear(hidden, pair_hidden, bias=False)
         self.es_encoders = nn.ModuleList(_mlp([self.ES_DIM, hidden, hidden]) for _ in range(rounds))
-        self.pair_updates = nn.ModuleList(_mlp([2 * hidden, hidden, hidden]) for _ in range(rounds))
-        self.user_updates = nn.ModuleList(_mlp([2 * hidden, hidden, hidden]) for _ in range(rounds))
-        self.local_head = _mlp([hidden, hidden, 1])
-        self.es_head = _mlp([hidden, hidden, 1])
+        self.pair_from_es = nn.ModuleList(nn.Linear(hidden, pair_hidden, bias=False) for _ in range(rounds))
+        self.user_messages = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(rounds))
+        self.local_head = _mlp([hidden, pair_hidden, 1])
+        self.es_head = _mlp([pair_hidden, pair_hidden, 1])
         self.value = _mlp([2 * hidden, hidden, hidden])
+        self.user_value = _mlp([2 * hidden, pair_hidden, 1])  # each user's own credit (agents.difference_ppo)
         self.latent_dim_pi = n_users * (n_edge_servers + 1)
         self.latent_dim_vf = hidden
 
@@ -106,10 +118,11 @@ class PerUserExtractor(nn.Module):
         return th.stack([capacity, o["es_background_load"], th.log1p(load), capacity / (1.0 + load),
                          (th.log10(interference + 1e-20) + 9.0) / 4.0, alpha_load], dim=-1)
 
-    def _logits(self, h: th.Tensor, e: th.Tensor, above_tau: th.Tensor, idle: th.Tensor | None) -> th.Tensor:
+    def _logits(self, h: th.Tensor, pair: th.Tensor, above_tau: th.Tensor, idle: th.Tensor | None) -> th.Tensor:
+        """Logits (B, N, M + 1) from the user states h (B, N, H) and the pairs' pre-activations (B, N, M, Hp)."""
         local = self.local_head(h)  # (B, N, 1)
         local = local.masked_fill(above_tau[..., None] > 0.5, MASKED_LOGIT)
-        logits = th.cat([local, self.es_head(e)[..., 0]], dim=-1)  # (B, N, M + 1)
+        logits = th.cat([local, self.es_head(th.relu(pair))[..., 0]], dim=-1)  # (B, N, M + 1)
         if idle is not None:  # users without a decision to take: local, with probability 1 (no gradient noise)
             forced = th.full_like(logits, MASKED_LOGIT)
             forced[..., 0] = 0.0
@@ -121,9 +134,10 @@ class PerUserExtractor(nn.Module):
         o = self._read(obs)
         gain, alpha, above = o["channel_gain_db"], o["uncertainty"], o["above_tau"]
         user_x, pair_x, idle = self.inputs(o)
-        h = self.user_encoder(user_x)
-        e = self.pair_encoder(th.cat([pair_x, h[:, :, None, :].expand(-1, -1, self.m, -1)], dim=-1))
-        logits = self._logits(h, e, above, idle)
+        h0 = self.user_encoder(user_x)  # (B, N, H)
+        pair_own = self.pair_input(pair_x)  # (B, N, M, Hp), the same every round
+        h = h0
+        logits = self._logits(h, pair_own + self.pair_from_user(h)[:, :, None, :], above, idle)
         # linear |h_ij|^2 from the observed (dB + 90) / 40, for the expected interference
         linear_gain = th.pow(10.0, (40.0 * gain - 90.0) / 10.0)
         z = th.zeros(obs.shape[0], self.m, h.shape[-1], device=obs.device)
@@ -135,9 +149,9 @@ class PerUserExtractor(nn.Module):
             interference = ((offloaded - p_es) * linear_gain).sum(dim=1)  # from users expected on other ESs
             alpha_load = (p_es * alpha[..., None]).sum(dim=1) / (load + 1e-6)
             z = self.es_encoders[r](self.es_inputs(o, load, interference, alpha_load))  # (B, M, H)
-            e = e + self.pair_updates[r](th.cat([e, z[:, None, :, :].expand(-1, self.n, -1, -1)], dim=-1))
-            h = h + self.user_updates[r](th.cat([h, th.einsum("bnm,bmh->bnh", p_es, z)], dim=-1))
-            logits = self._logits(h, e, above, idle)
+            h = h0 + th.relu(th.einsum("bnm,bmh->bnh", p_es, self.user_messages[r](z)))
+            pair = pair_own + self.pair_from_user(h)[:, :, None, :] + self.pair_from_es[r](z)[:, None, :, :]
+            logits = self._logits(h, pair, above, idle)
         return logits, h, z
 
     def forward_actor(self, obs: th.Tensor) -> th.Tensor:
@@ -150,6 +164,13 @@ class PerUserExtractor(nn.Module):
     def forward(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         logits, h, z = self._states(obs)
         return logits.reshape(obs.shape[0], -1), self.value(th.cat([h.mean(dim=1), z.mean(dim=1)], dim=-1))
+
+    def forward_users(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """``(logits (B, N, M+1), each user's value (B, N))``: the per-user view :mod:`agents.difference_ppo`
+        trains, a user's value estimating its own difference reward from its state and the ESs' mean state."""
+        logits, h, z = self._states(obs)
+        es_mean = z.mean(dim=1, keepdim=True).expand(-1, self.n, -1)
+        return logits, self.user_value(th.cat([h, es_mean], dim=-1))[..., 0]
 
 
 class IndependentCategorical(MultiCategoricalDistribution):
@@ -191,7 +212,7 @@ class EquivariantPolicy(ActorCriticPolicy):
     ENV_ID = "MECOffload-v0"
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Any,
-                 hidden: int = 64, rounds: int = 2, **kwargs: Any) -> None:
+                 hidden: int = 64, rounds: int = 2, pair_hidden: int = 16, **kwargs: Any) -> None:
         if not isinstance(action_space, spaces.MultiDiscrete) or len(set(action_space.nvec.tolist())) != 1:
             raise ValueError(f"{type(self).__name__} needs MultiDiscrete([M+1]*N) actions, got {action_space}")
         self.n_users = int(action_space.nvec.size)
@@ -201,13 +222,14 @@ class EquivariantPolicy(ActorCriticPolicy):
         if not isinstance(observation_space, spaces.Box) or observation_space.shape != (expected,):
             raise ValueError(f"{type(self).__name__} needs {self.ENV_ID}'s flat observation of shape ({expected},); "
                              f"got {observation_space} (make the env with flat_obs=True)")
-        self.hidden, self.rounds = hidden, rounds
+        self.hidden, self.rounds, self.pair_hidden = hidden, rounds, pair_hidden
         kwargs.setdefault("share_features_extractor", True)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
         self.action_dist = IndependentCategorical(action_space.nvec.tolist())
 
     def _build_mlp_extractor(self) -> None:
-        self.mlp_extractor = self.EXTRACTOR(self.n_users, self.n_edge_servers, self.hidden, self.rounds)
+        self.mlp_extractor = self.EXTRACTOR(self.n_users, self.n_edge_servers, self.hidden, self.rounds,
+                                            self.pair_hidden)
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
@@ -227,9 +249,17 @@ class EquivariantPolicy(ActorCriticPolicy):
             return logits.argmax(dim=-1)
         return th.distributions.Categorical(logits=logits).sample()
 
+    def evaluate_user_actions(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Per user: ``(log-probability of its action, entropy, value)``, each (B, N); users choose independently,
+        so the joint log-probability of SB3's :meth:`evaluate_actions` is the sum of the first over users."""
+        features = self.extract_features(obs, self.pi_features_extractor)
+        logits, values = self.mlp_extractor.forward_users(features)
+        dist = th.distributions.Categorical(logits=logits)
+        return dist.log_prob(actions.long()), dist.entropy(), values
+
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(hidden=self.hidden, rounds=self.rounds)
+        data.update(hidden=self.hidden, rounds=self.rounds, pair_hidden=self.pair_hidden)
         return data
 
 
@@ -242,6 +272,11 @@ def env_sizes(action_space: spaces.Space) -> str:
     if isinstance(action_space, spaces.Discrete):
         return f"M = {int(action_space.n) - 1} edge servers"
     return str(action_space)
+
+
+def policy_kwargs(policy: "EquivariantPolicy") -> dict[str, int]:
+    """The widths that rebuild ``policy``'s architecture (a warm start, a transfer to another N)."""
+    return {"hidden": policy.hidden, "rounds": policy.rounds, "pair_hidden": policy.pair_hidden}
 
 
 def transfer_policy(model: Any, env: Any) -> Any:
@@ -263,11 +298,11 @@ def transfer_policy(model: Any, env: Any) -> Any:
         raise MECOffloadError(f"the equivariant policy acts in MECOffload-v0 (MultiDiscrete([M+1]*N) actions); "
                               f"this env has {space}")
     cls = type(model)
-    new = cls(type(policy), env, policy_kwargs={"hidden": policy.hidden, "rounds": policy.rounds}, device="cpu",
-              seed=0)
+    new = cls(type(policy), env, policy_kwargs=policy_kwargs(policy), device="cpu", seed=0)
     new.policy.load_state_dict(policy.state_dict())
     return new
 
 
-__all__ = ["EquivariantPolicy", "PerUserExtractor", "env_sizes", "flat_obs_layout", "flat_obs_size", "transfer_policy",
+__all__ = ["EquivariantPolicy", "PerUserExtractor", "env_sizes", "policy_kwargs", "flat_obs_layout", "flat_obs_size",
+           "transfer_policy",
            "MASKED_LOGIT"]
