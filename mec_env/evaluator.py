@@ -269,7 +269,11 @@ def evaluate_batch(problem: Problem, assignment: np.ndarray) -> BatchEvaluation:
 
 def evaluate_batch_valid(problem: Problem, a: np.ndarray) -> BatchEvaluation:
     """:func:`evaluate_batch` of assignments already validated (int64, (B, N), entries 0..M)."""
-    t_comm, t_compute, load = _delays_and_load(problem, a)
+    return _batch_evaluation(problem, a, *_delays_and_load(problem, a))
+
+
+def _batch_evaluation(problem: Problem, a: np.ndarray, t_comm: np.ndarray, t_compute: np.ndarray,
+                      load: np.ndarray) -> BatchEvaluation:
     delay = t_comm + t_compute
     offloaded = a > 0
     correct = np.where(offloaded, problem.llm_correct, problem.slm_correct)

@@ -143,23 +143,29 @@ def free_space_gain_kernel(user_xy, es_xy, fading, min_distance_m, carrier_hz):
 
 
 @_jit
-def _delays_into(radio, gain, query_bits, workload_llm, local_delay, es_capacity, assignment, t_comm, t_compute, load):
-    """Eqs. 2-7 of one assignment into ``t_comm``, ``t_compute`` and ``load``; ``radio`` a :class:`RadioScalars`
-    as a tuple."""
-    c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode = radio  # RadioScalars' order
-    n, m = gain.shape
-    interference = np.zeros(m)
-    for i in range(n):
+def _join(mode, tx_power_w, gain, i, e, sign, load, interference):
+    """User i joining ES e (``sign`` 1) or leaving it (-1): its share of n_e and its interference at the other ESs."""
+    load[e] += sign
+    for j in range(gain.shape[1]):
+        if j != e:
+            interference[j] += sign * interference_added(mode, tx_power_w, gain[i, j], gain[i, e])
+
+
+@_jit
+def _es_state_into(radio, gain, assignment, load, interference):
+    """n_j and the interference at each ES of one assignment, added into ``load`` and ``interference``."""
+    for i in range(gain.shape[0]):
         if assignment[i] > 0:
-            load[assignment[i] - 1] += 1
-    for i in range(n):
-        e = assignment[i] - 1
-        if e < 0:
-            continue
-        for j in range(m):
-            if j != e:
-                interference[j] += interference_added(mode, tx_power_w, gain[i, j], gain[i, e])
-    for i in range(n):
+            _join(radio[5], radio[2], gain, i, assignment[i] - 1, 1, load, interference)
+
+
+@_jit
+def _user_delays_into(radio, gain, query_bits, workload_llm, local_delay, es_capacity, assignment, load, interference,
+                      t_comm, t_compute):
+    """Eqs. 2-7 of each user given the ES state (``load``, ``interference``) of the assignment: into ``t_comm``
+    (left as it is for local users) and ``t_compute``."""
+    c_max, bandwidth_hz, tx_power_w, noise_power_w, min_rate_bps, mode = radio  # RadioScalars' order
+    for i in range(gain.shape[0]):
         e = assignment[i] - 1
         if e < 0:
             t_compute[i] = local_delay[i]
@@ -169,6 +175,16 @@ def _delays_into(radio, gain, query_bits, workload_llm, local_delay, es_capacity
                            min_rate_bps)
         t_comm[i] = query_bits[i] / rate
         t_compute[i] = workload_llm[i] / compute_share(c_max, es_capacity[e], share)
+
+
+@_jit
+def _delays_into(radio, gain, query_bits, workload_llm, local_delay, es_capacity, assignment, t_comm, t_compute, load):
+    """Eqs. 2-7 of one assignment into ``t_comm``, ``t_compute`` and ``load``; ``radio`` a :class:`RadioScalars`
+    as a tuple."""
+    interference = np.zeros(gain.shape[1])
+    _es_state_into(radio, gain, assignment, load, interference)
+    _user_delays_into(radio, gain, query_bits, workload_llm, local_delay, es_capacity, assignment, load, interference,
+                      t_comm, t_compute)
 
 
 class RadioScalars(NamedTuple):

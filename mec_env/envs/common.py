@@ -62,6 +62,8 @@ class SlotEnvConfig(EnvConfig):
                                              "redrawn every slot", range=(0.0, INF))
     background_load: float = config_field(0.0, "mean AR(1) background load fraction of each ES's compute; 0 = off",
                                           range=(0.0, LOAD_MAX))
+    difference_rewards: bool = config_field(False, "info['difference_rewards']: each user's reward(a) - reward(a "
+                                            "with that user local), its own credit in the slot's reward")
 
 
 @dataclass(frozen=True)

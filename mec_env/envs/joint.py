@@ -22,6 +22,7 @@ from mec_env.envs.common import (
     slot_caption,
     slot_metrics,
 )
+from mec_env.credit import difference_rewards
 from mec_env.evaluator import Evaluation, evaluate_valid
 from mec_env.problem import Problem
 from mec_env.slots import SlotProcess, observation_spaces
@@ -188,6 +189,9 @@ class MECOffloadEnv(SlotShell, gym.Env[dict[str, np.ndarray] | np.ndarray, np.nd
         ev = evaluate_valid(problem, assignment)
         info = slot_metrics(ev, self.core.local_objective, o.penalty, o.penalty_weight)
         info["slot"] = self.core.slot
+        if o.difference_rewards:
+            info["difference_rewards"] = difference_rewards(problem, assignment, info["penalised_objective"],
+                                                            self.core.local_objective, o.penalty, o.penalty_weight)
         self.last_slot = (problem, ev, self.core.es_background_load)
 
         # draw the next slot even at truncation: the final observation is a real next state

@@ -22,6 +22,7 @@ from mec_env.envs.common import (
 )
 from mec_env.envs.joint import ENV_ID
 from mec_env.errors import AssignmentError
+from mec_env.credit import difference_rewards
 from mec_env.evaluator import BatchEvaluation, evaluate_batch_valid, evaluate_valid, validate_assignment
 from mec_env.problem import Problem
 from mec_env.slots import SlotProcess, observation_spaces
@@ -99,6 +100,9 @@ class MECOffloadVectorEnv(SlotShell, VectorEnv):
         info = slot_metrics(ev, self.core.local_objective, o.penalty, o.penalty_weight)
         info["slot"] = np.full(self.num_envs, self.core.slot, dtype=np.int64)
         rewards = -np.asarray(info["penalised_objective"], dtype=np.float64)
+        if o.difference_rewards:
+            info["difference_rewards"] = difference_rewards(problem, a, info["penalised_objective"],
+                                                            self.core.local_objective, o.penalty, o.penalty_weight)
         self.last_slots = (problem, ev)
 
         self.core.advance(self.np_random)
