@@ -313,6 +313,22 @@ class SlotLevel(Level):
 SLOTS = SlotLevel()
 
 
+def standing(results: list[EvaluationResult], algo: str) -> str:
+    """One line on where ``algo`` stands: its rank by J among the agents with no violation, and the share of
+    GOA+LS's paired gain over GOA it recovers."""
+    by_name = {r.name: r for r in results}
+    mine = by_name[algo].mean
+    feasible = sorted((r.mean["penalised_objective"], r.name) for r in results if r.mean["violations"] == 0)
+    rank = [name for _, name in feasible].index(algo) + 1 if mine["violations"] == 0 else None
+    where = (f"{algo} ranks {rank} of {len(feasible)} by J among the agents without violations"
+             if rank else f"{algo} breaks constraint (11) ({mine['violations']:.2f} violations a slot)")
+    expert = by_name.get("GOA+LS")
+    if expert is not None and expert.mean["j_vs_goa_pct"] < 0:
+        where += (f"; J vs GOA {mine['j_vs_goa_pct']:+.2f} %, {mine['j_vs_goa_pct'] / expert.mean['j_vs_goa_pct']:.1%}"
+                  f" of GOA+LS's {expert.mean['j_vs_goa_pct']:+.2f} %")
+    return where
+
+
 def normalised_score(j_agent: float, j_local: float, j_goa: float) -> float:
     """``(J_local - J_agent) / |J_local - J_GOA|``: decreasing in ``j_agent`` whatever the sign of the gap."""
     scale = abs(j_local - j_goa)
@@ -329,5 +345,5 @@ def run_episodes(env: gym.Env, agent: Agent, seeds: Iterable[int]) -> list[dict]
 
 
 __all__ = ["AgentFactory", "Column", "Episode", "Level", "EvaluationResult", "play", "warm_up", "summarise",
-           "evaluate_agents", "format_table", "print_table", "paired_difference", "SLOT_METRICS", "SlotLevel", "SLOTS",
-           "normalised_score", "run_episodes", "held_out_seeds"]
+           "evaluate_agents", "format_table", "print_table", "standing", "paired_difference", "SLOT_METRICS",
+           "SlotLevel", "SLOTS", "normalised_score", "run_episodes", "held_out_seeds"]

@@ -25,7 +25,7 @@ from stable_baselines3.common.logger import KVWriter
 import mec_env  # noqa: F401  (registers the environments)
 from agents.cli import MAX_ENVS, MAX_HIDDEN, MAX_THREADS, WHY_ENVS, WHY_HIDDEN, WHY_THREADS
 from agents.checkpoint import ResumableCheckpoint, exit_code_interrupted, learn_resumable, save_model, unlock_run
-from agents.evaluation import evaluate_agents, print_table
+from agents.evaluation import evaluate_agents, print_table, standing
 from agents.agent import ModelAgent, ScriptedAgent
 from mec_env.config import INF, build_config, config_data, config_field, inherited_field
 from mec_env.errors import ConfigError
@@ -74,7 +74,9 @@ class CommonConfig:
     wandb: bool = config_field(False, "log to Weights & Biases too (WANDB_MODE=offline works without network)")
     wandb_project: str = config_field("mecoffload", "W&B project")
     progress_bar: bool = config_field(True, "SB3's progress bar")
-    threads: int = config_field(2, f"torch threads ({WHY_THREADS})", range=(1, MAX_THREADS))
+    threads: int = config_field(1, f"torch threads ({WHY_THREADS}); 1 by default: the envs step in this process "
+                                "between forward passes of small layers, and a second thread on a busy 2-core machine "
+                                "made a small layer 35x slower", range=(1, MAX_THREADS))
     resume: bool = config_field(True, "continue from {run_dir}/checkpoints if a committed checkpoint is there")
 
     def __post_init__(self) -> None:
@@ -91,6 +93,7 @@ class PPOConfig(CommonConfig):
     init_model: str = config_field("", "a saved model whose policy weights start a fresh run (e.g. train/imitate.py's "
                                    "final_model.zip: RL fine-tuning of an imitation warm start); '' for none")
     learning_rate: float = config_field(3e-4, "Adam step size", range=(0.0, INF), open_low=True)
+    anneal_lr: bool = config_field(False, "the step size decays linearly from learning_rate to 0 over total_timesteps")
     n_steps: int = config_field(128, "steps per env per rollout", range=(1, INF))
     batch_size: int = config_field(256, "minibatch size", range=(1, INF))
     n_epochs: int = config_field(10, "passes over a rollout", range=(1, INF))
@@ -103,6 +106,33 @@ class PPOConfig(CommonConfig):
     max_grad_norm: float = config_field(0.5, "gradient clipping norm", range=(0.0, INF), open_low=True)
     batched_env: bool = config_field(False, "n_envs copies in one batched env (MECOffload-v0's vector twin) via "
                                      "SB3VecEnv")
+    credit: str = config_field("team", "what weights each user's decision in the update: the slot's reward "
+                               "(SB3's PPO) or the user's own difference reward (agents.difference_ppo; gamma 0, the "
+                               "equivariant policy)", choices=("team", "difference"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.credit == "difference" and self.gamma != 0.0:
+            raise ConfigError("gamma", self.gamma, "0 with credit=difference (a difference reward credits a "
+                              "decision with its own slot only)")
+        if self.credit == "difference" and self.policy != "equivariant":
+            raise ConfigError("policy", self.policy, "equivariant with credit=difference (it needs per-user "
+                              "values and log-probabilities)")
+
+    def training_env_kwargs(self) -> dict:
+        """The training environments' arguments: ``env_kwargs``, with the difference rewards the update reads."""
+        return {**self.env_kwargs, "difference_rewards": True} if self.credit == "difference" else self.env_kwargs
+
+    @property
+    def algorithm(self) -> type:
+        """SB3's PPO, or :class:`agents.difference_ppo.DifferencePPO` for ``credit="difference"``."""
+        if self.credit == "difference":
+            from agents.difference_ppo import DifferencePPO
+
+            return DifferencePPO
+        from stable_baselines3 import PPO
+
+        return PPO
 
 
 @dataclass
@@ -201,22 +231,7 @@ def make_env(cfg: CommonConfig, **changes: Any) -> gym.Env:
     return gym.make(cfg.env_id, **{**cfg.env_kwargs, **changes})
 
 
-def ppo_model(cfg: PPOConfig, env: Any, tensorboard_log: str | None = None,
-              equivariant: Mapping[str, Any] | None = None) -> Any:
-    """A fresh PPO of ``cfg`` (:func:`agents.ppo.build_ppo`) for the query level: the permutation-equivariant
-    per-user policy of width ``hidden`` (or of the ``equivariant`` keyword arguments, e.g. a warm start's
-    ``hidden`` and ``rounds``), or SB3's MLP."""
-    from agents.policies import EquivariantPolicy
-    from agents.ppo import build_ppo
-
-    if equivariant is not None or cfg.policy == "equivariant":
-        policy, policy_kwargs = EquivariantPolicy, dict(equivariant or {"hidden": cfg.hidden})
-    else:
-        policy, policy_kwargs = "MultiInputPolicy" if not cfg.env_kwargs.get("flat_obs") else "MlpPolicy", {}
-    return build_ppo(cfg, env, policy, policy_kwargs, tensorboard_log=tensorboard_log)
-
-
-def baseline_agents(names: Iterable[str] = ("GOA", "Min delay", "Local all")) -> dict[str, Any]:
+def baseline_agents(names: Iterable[str] = ("GOA", "GOA+LS", "Min delay", "Local all")) -> dict[str, Any]:
     return {name: (lambda env, name=name: ScriptedAgent(env, name)) for name in names}
 
 
@@ -466,7 +481,8 @@ def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "Comparison
     agents = baseline_agents()
     agents[algo] = lambda env: ModelAgent(model, algo, env=env)
     results = evaluate_agents(lambda: make_env(cfg), agents, eval_seeds(cfg))
-    print_table(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.eval_seeds} held-out episodes")
+    print_table(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.eval_seeds} evaluation episodes (seeds 10,000 + k)")
+    print(standing(results, algo))
     finish_wandb(use_wandb)
     print(f"saved {run_dir / 'final_model.zip'}; TensorBoard: tensorboard --logdir {run_dir}")
     return results
@@ -474,4 +490,4 @@ def finish_run(model: Any, cfg: CommonConfig, algo: str, comparison: "Comparison
 
 __all__ = ["CommonConfig", "PPOConfig", "DQNConfig", "SpecPPOConfig", "load_config", "make_env",
            "InfoLoggerCallback", "ComparisonCallback", "start_wandb", "finish_wandb", "finish_run", "train_and_finish",
-           "ppo_model", "baseline_agents", "eval_seeds"]
+           "baseline_agents", "eval_seeds"]

@@ -1,7 +1,7 @@
 """A Ray Tune sweep of the SB3 PPO training (``train/tune.py``): learning rate, entropy bonus, network
 width and seed, with ASHA stopping the trials that lag.
 
-Each trial is ``train/ppo.py``'s model (:func:`agents.training.ppo_model` from the base config plus
+Each trial is ``train/ppo.py``'s model (:func:`agents.ppo.ppo_model` from the base config plus
 the trial's values) trained in chunks of ``report_every`` steps; after each chunk the project's
 evaluator scores it against GOA on the same tuning episodes (seeds 10,000 + k, never the held-out
 ones) and the trial reports ``j_vs_goa_pct`` (paired, below 0 beats GOA), the normalised score, and
@@ -48,8 +48,8 @@ class TuneConfig:
 
     base_config: str = config_field("ppo", "the SB3 PPO config the trials start from (configs/train or a path)")
     base_set: list = config_field(help="KEY=VALUE overrides of the base config (e.g. env_kwargs.n_users=20)",
-                                  default_factory=lambda: ["env_kwargs.scenario=paper-n20-loaded", "n_envs=4",
-                                                           "threads=1"])
+                                  default_factory=lambda: ["env_kwargs.scenario=paper-n20-loaded",
+                                                           "env_kwargs.n_users=20", "n_envs=4", "threads=1"])
     learning_rate: list = config_field(help="learning rates to sample", default_factory=lambda: [1e-4, 3e-4, 1e-3],
                                        check=_values(1e-7, 1.0, float))
     ent_coef: list = config_field(help="entropy bonuses to sample", default_factory=lambda: [0.0, 0.01],
@@ -113,14 +113,14 @@ def ppo_trial(config: dict[str, Any], sweep: TuneConfig) -> None:
     import ray
     import torch
     from ray import tune
-    from stable_baselines3.common.env_util import make_vec_env
 
-    from agents.training import eval_seeds, ppo_model
+    from agents.ppo import ppo_model, training_envs
+    from agents.training import eval_seeds
 
     cfg = sweep
     ppo_cfg = trial_config(cfg, config["values"])
     torch.set_num_threads(1)  # one trial a CPU
-    env = make_vec_env(ppo_cfg.env_id, n_envs=ppo_cfg.n_envs, seed=ppo_cfg.seed, env_kwargs=ppo_cfg.env_kwargs)
+    env = training_envs(ppo_cfg, ppo_cfg.seed)
     model = ppo_model(ppo_cfg, env)
     node = ray.get_runtime_context().get_node_id()
     t0 = time.perf_counter()

@@ -24,7 +24,8 @@ from mec_env.errors import ConfigError  # noqa: E402
 from mec_env.evaluator import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = ["env_kwargs.scenario=small", "progress_bar=false", "threads=1", "eval_seeds=2", "n_envs=2"]
+SMALL = ["env_kwargs.scenario=small", "env_kwargs.n_users=20", "progress_bar=false", "threads=1", "eval_seeds=2",
+         "n_envs=2"]
 
 
 def scalar_tags(run_dir: Path) -> set[str]:

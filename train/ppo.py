@@ -20,15 +20,14 @@ from pathlib import Path
 import gymnasium as gym
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.env_util import make_vec_env
 
 from agents.checkpoint import open_run
 from agents.model_zip import load_model
 from mec_env.errors import ConfigError
 from agents.cli import check_run_config, run_main, script_parser
-from agents.policies import EquivariantPolicy
-from agents.vector import SB3VecEnv
-from agents.training import PPOConfig, load_config, ppo_model, train_and_finish
+from agents.policies import EquivariantPolicy, policy_kwargs
+from agents.ppo import ppo_model, training_envs
+from agents.training import PPOConfig, load_config, train_and_finish
 
 
 def main(argv: list[str] | None = None) -> PPO:
@@ -42,14 +41,10 @@ def main(argv: list[str] | None = None) -> PPO:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    # 1. environments: n_envs copies for rollouts, seeded `seed` + k
+    # 1. environments: n_envs copies for rollouts, seeded `seed` + k (one batched env with batched_env;
+    #    with credit=difference each reports every user's difference reward, info["difference_rewards"])
     def make_env(seed: int):
-        if cfg.batched_env:  # n_envs copies as numpy arrays in this process (gymnasium vector_entry_point)
-            env = SB3VecEnv(gym.make_vec(cfg.env_id, num_envs=cfg.n_envs, vectorization_mode="vector_entry_point",
-                                         **cfg.env_kwargs))
-            env.seed(seed)
-            return env
-        return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs=cfg.env_kwargs)
+        return training_envs(cfg, seed)
 
     # 2. the model: the permutation-equivariant per-user policy, or SB3's MLP
     def new_model(env) -> PPO:
@@ -58,7 +53,7 @@ def main(argv: list[str] | None = None) -> PPO:
             start = load_model(cfg.init_model, algorithm="PPO", reference_env=make_env_for_spaces())
         warm = start is not None and isinstance(start.policy, EquivariantPolicy)  # keep its architecture
         model = ppo_model(cfg, env, tensorboard_log=str(run_dir),
-                          equivariant={"hidden": start.policy.hidden, "rounds": start.policy.rounds} if warm else None)
+                          equivariant=policy_kwargs(start.policy) if warm else None)
         if start is not None:
             try:
                 model.policy.load_state_dict(start.policy.state_dict())
@@ -70,7 +65,7 @@ def main(argv: list[str] | None = None) -> PPO:
         return gym.make(cfg.env_id, **cfg.env_kwargs)
 
     # the run directory's checkpoint if it has one (resume), else a new model
-    model, state = open_run(PPO, cfg, make_env, new_model)
+    model, state = open_run(cfg.algorithm, cfg, make_env, new_model)
 
     # 3. train, logging slot metrics and comparisons with the baselines; checkpoints every
     #    checkpoint_freq steps and on Ctrl-C / SIGTERM (rerun the same command to resume)

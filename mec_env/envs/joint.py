@@ -112,7 +112,7 @@ class MECOffloadEnv(SlotShell, gym.Env[dict[str, np.ndarray] | np.ndarray, np.nd
     * the fields of :class:`~mec_env.envs.common.SlotEnvConfig` (each with its type, range
       and help): ``episode_length`` (10), ``penalty`` ("violations"), ``penalty_weight``
       (1.0), ``enforce_constraint`` (False), ``flat_obs`` (False), ``mobility_speed_mps``
-      (0.0), ``background_load`` (0.0);
+      (0.0), ``background_load`` (0.0), ``difference_rewards`` (False);
     * any scenario field, e.g. ``n_users=20``, ``tau=0.8``, ``area_side_m=300.0`` or
       ``**{"queries.source": "synthetic"}`` (``n_users``, ``n_edge_servers``, ``tau`` may be
       None: the scenario's).
@@ -131,7 +131,9 @@ class MECOffloadEnv(SlotShell, gym.Env[dict[str, np.ndarray] | np.ndarray, np.nd
 
     After each step: ``mean_delay_ms``, ``objective`` (eq. 10, s), ``penalised_objective`` (J),
     ``accuracy``, ``offload_fraction``, ``es_users`` (M,: n_j, users offloaded to each ES),
-    ``violations`` (count), ``slot``. The current slot's :class:`~mec_env.problem.Problem` is
+    ``violations`` (count), ``slot``; with ``difference_rewards=True`` also ``difference_rewards`` (N,),
+    each user's reward(a) - reward(a with that user local) (:mod:`mec_env.credit`; about 0.6 ms a slot at
+    N = 120), the per-user credit :mod:`agents.difference_ppo` trains on. The current slot's :class:`~mec_env.problem.Problem` is
     ``env.unwrapped.problem`` (for scripted agents); :class:`baselines.wrappers.StrategyInfo`
     adds a scripted strategy's metrics on the same slot (``goa_*`` keys).
 
