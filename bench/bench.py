@@ -2,7 +2,7 @@
 
     python bench/bench.py                  # everything (about 2 minutes on 2 cores)
     python bench/bench.py --quick          # fewer repeats, no N = 480 reference
-    python bench/bench.py --ppo            # also PPO training steps/s (batched twin vs DummyVecEnv)
+    python bench/bench.py --against 9fc28a1   # also the reference PPO training on that commit's code
 
 1. GOA solve time at N = 60, 120, 240, 480 (M = 4, paper scenario): the compiled incremental
    GOA (:func:`baselines.goa`) against the literal Algorithm 1 of ``tests/helpers.py`` (every
@@ -19,8 +19,13 @@
 4. ``MECSpecDecode-v0`` (token-level offloading) at N = 20 on the shipped token traces: steps/s
    of one environment (``gymnasium.make``, random actions), with the fused compiled step and with
    the numpy reference step (``MECOFFLOAD_NUMBA=0``'s path), side by side.
-5. The full Fig. 3 sweep (N = 60..120 step 10, 500 draws, 5 strategies) wall time.
-6. Peak resident memory of this process and of the sweep's workers.
+5. PPO training at N = 120, env steps/s end to end (rollouts and updates, one torch thread, a fresh
+   process each): ``python train/ppo.py``'s settings and the reference settings (the lean policy's
+   predecessor was timed with them: 4 single envs, 64 steps, minibatch 256, 4 epochs, the slot
+   reward) on this code, and with ``--against COMMIT`` the reference settings on that commit's code,
+   next to the env's random-action rate.
+6. The full Fig. 3 sweep (N = 60..120 step 10, 500 draws, 5 strategies) wall time.
+7. Peak resident memory of this process and of the sweep's workers.
 
 Results are printed and written to ``bench/results.json`` with the machine they ran on.
 """
@@ -220,38 +225,87 @@ def bench_queue_env(n_users: int, seconds: float) -> dict:
     return out
 
 
-def bench_ppo(n_users: int, batch: int) -> dict:
-    """PPO (equivariant policy) steps/s on the batched twin vs SB3's DummyVecEnv of single envs."""
-    import torch
-    from stable_baselines3 import PPO
+# One PPO training timed in a fresh process with one torch thread, with `overrides` on configs/train/ppo.yaml: the
+# code of whichever checkout runs it (cwd), so that an older commit's training is timed by the same lines. It uses
+# only what agents.training has had since the batched twin (load_config, PPOConfig; ppo_model, now in agents.ppo).
+TRAINING_SNIPPET = """
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+import gymnasium as gym
+import agents.ppo
+import agents.training as training
+cfg = training.load_config(training.PPOConfig, "ppo", sys.argv[2:] + ["threads=1"])
+if hasattr(agents.ppo, "training_envs"):
+    env = agents.ppo.training_envs(cfg, 0)
+else:  # before training_envs: train/ppo.py's own construction
     from stable_baselines3.common.env_util import make_vec_env
-
-    from agents.policies import EquivariantPolicy
     from agents.vector import SB3VecEnv
+    if cfg.batched_env:
+        env = SB3VecEnv(gym.make_vec(cfg.env_id, num_envs=cfg.n_envs, vectorization_mode="vector_entry_point",
+                                     **cfg.env_kwargs))
+        env.seed(0)
+    else:
+        env = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=0, env_kwargs=cfg.env_kwargs)
+model = (getattr(agents.ppo, "ppo_model", None) or training.ppo_model)(cfg, env)
+rollout = cfg.n_envs * cfg.n_steps
+model.learn(rollout)  # warm-up: the first rollout and update (kernels loaded, buffers allocated)
+steps = max(int(sys.argv[1]) // rollout, 1) * rollout
+t0 = time.perf_counter()
+model.learn(steps, reset_num_timesteps=False)
+print(json.dumps({"steps": steps, "seconds": time.perf_counter() - t0}))
+"""
 
-    torch.set_num_threads(usable_cpus())
-    kw = {"n_users": n_users, "flat_obs": True}
-    out = {}
-    for name in ("dummy", "batched"):
-        if name == "batched":
-            env = SB3VecEnv(gym.make_vec("MECOffload-v0", num_envs=batch, vectorization_mode="vector_entry_point",
-                                         **kw))
-            env.seed(0)
-        else:
-            env = make_vec_env("MECOffload-v0", n_envs=batch, seed=0, env_kwargs={**kw, "render_mode": None})
-        model = PPO(EquivariantPolicy, env, n_steps=64, batch_size=1024, n_epochs=4, gamma=0.0,
-                    policy_kwargs={"hidden": 64}, device="cpu", seed=0)
-        steps = batch * 64 * 4
-        t0 = time.perf_counter()
-        model.learn(steps)
-        learn_sps = steps / (time.perf_counter() - t0)
-        obs, t0 = env.reset(), time.perf_counter()
-        for _ in range(200):
-            obs, *_ = env.step(model.predict(obs, deterministic=False)[0])
-        rollout_sps = batch * 200 / (time.perf_counter() - t0)
-        out[name] = {"learn_steps_per_s": learn_sps, "rollout_steps_per_s": rollout_sps}
-        print(f"  PPO, {name:7s} B = {batch}: {learn_sps:7,.0f} steps/s end to end, {rollout_sps:7,.0f} steps/s "
-              "rollouts alone (policy + env)", flush=True)
+# The reference training: N = 120 with the issue's settings of the equivariant policy before the lean one (n_envs 4,
+# n_steps 64, minibatch 256, 4 epochs, one thread, SB3's PPO on the slot reward, DummyVecEnv of single envs).
+REFERENCE_TRAINING = ("env_kwargs.n_users=120", "n_envs=4", "n_steps=64", "batch_size=256", "n_epochs=4",
+                      "batched_env=false")
+
+
+def _timed_training(checkout: Path, steps: int, overrides: tuple[str, ...]) -> float:
+    """Env steps/s, end to end (rollouts and updates), of PPO trained by ``checkout``'s code in a fresh process."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", TRAINING_SNIPPET, str(steps), *overrides], cwd=checkout, env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the training in {checkout} failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["steps"] / result["seconds"]
+
+
+def bench_training(against: str | None, quick: bool) -> dict:
+    """PPO training throughput at N = 120, end to end: ``python train/ppo.py``'s settings and the reference
+    settings on this code, the reference settings on commit ``against`` (a git worktree), the env's random rate."""
+    import subprocess
+    import tempfile
+
+    out = {"env_random_steps_per_s": random_steps_per_second("MECOffload-v0", 120, 1.0 if quick else 3.0)}
+    print(f"  MECOffload-v0 alone, random actions: {out['env_random_steps_per_s']:8,.0f} steps/s")
+    out["default_steps_per_s"] = _timed_training(ROOT, 2048 if quick else 8192, ())
+    print(f"  train/ppo.py's settings (configs/train/ppo.yaml): {out['default_steps_per_s']:8,.0f} steps/s "
+          "end to end (rollouts and updates)", flush=True)
+    out["reference_steps_per_s"] = _timed_training(ROOT, 512 if quick else 2048, REFERENCE_TRAINING)
+    print(f"  the reference settings ({' '.join(REFERENCE_TRAINING)}): {out['reference_steps_per_s']:8,.0f} steps/s",
+          flush=True)
+    if against:
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = Path(tmp) / "tree"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), against], check=True,
+                           capture_output=True)
+            try:
+                out["against"] = against
+                out["against_reference_steps_per_s"] = _timed_training(tree, 512 if quick else 2048,
+                                                                       REFERENCE_TRAINING)
+            finally:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False,
+                               capture_output=True)
+        ratio = out["default_steps_per_s"] / out["against_reference_steps_per_s"]
+        print(f"  commit {against}, the reference settings: {out['against_reference_steps_per_s']:8,.0f} steps/s; "
+              f"train/ppo.py's settings here are {ratio:.1f}x that", flush=True)
+        out["default_vs_against"] = ratio
     return out
 
 
@@ -292,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repeats; no reference above N = 240")
     ap.add_argument("--out", type=output_file, default=str(ROOT / "bench" / "results.json"),
                     help="the JSON of results (checked writable before the run)")
-    ap.add_argument("--ppo", action="store_true", help="also PPO steps/s, batched twin vs DummyVecEnv (~1 min)")
+    ap.add_argument("--against", metavar="COMMIT", default=None,
+                    help="also time the reference PPO training on this commit's code (a git worktree), side by side")
     args = ap.parse_args(argv)
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores; python {info['python']}, numpy {info['numpy']}, "
@@ -315,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = bench_spec_env(20, seconds=3.0 if not args.quick else 1.0)
     print("MECOffloadQueue-v0, N = 120, random actions:")
     queue = bench_queue_env(120, seconds=3.0 if not args.quick else 1.0)
-    ppo = bench_ppo(120, 64) if args.ppo else None
+    print("PPO training at N = 120 (one torch thread, a fresh process each):")
+    ppo = bench_training(args.against, args.quick)
     fig3 = bench_fig3(runs=500 if not args.quick else 100, workers=usable_cpus())
     memory = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
