@@ -15,7 +15,8 @@ steps). Here every user is an agent of one shared policy (parameter sharing, as 
 
 A difference reward measures a decision's effect on its own slot only, so ``gamma`` must be 0 (slots of
 the paper scenario are i.i.d.: an assignment does not shape later slots). Rollouts are SB3's; only the
-update differs. A model saved by it is an ordinary SB3 ``PPO`` zip (load it with ``PPO.load``).
+update differs (the policy's forward keeps each user's log-probability and value of a step, so the update
+does not run the policy over the rollout again). A model saved by it is an ordinary SB3 ``PPO`` zip.
 """
 
 from __future__ import annotations
@@ -48,30 +49,27 @@ class DifferencePPO(PPO):
         if not hasattr(self.policy, "evaluate_user_actions"):
             raise ConfigError("policy", type(self.policy).__name__, "a per-user policy (the equivariant one) with "
                               "credit 'difference'")
-        n_users = int(np.prod(self.action_space.shape))
-        self.user_rewards = np.zeros((self.n_steps, self.n_envs, n_users), dtype=np.float32)
+        shape = (self.n_steps, self.n_envs, int(np.prod(self.action_space.shape)))
+        # per user and rollout step: the difference reward, and the log-probability and value of the policy
+        # that acted (its forward keeps them in rollout_user_stats)
+        self.user_rewards, self.user_log_probs, self.user_values = (np.zeros(shape, dtype=np.float32)
+                                                                   for _ in range(3))
 
     def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
         # SB3's collect_rollouts calls this after each env step, just before the step enters the rollout buffer
-        # at rollout_buffer.pos: the step's difference rewards go to the same row of user_rewards
+        # at rollout_buffer.pos: the step's per-user figures go to the same row
         super()._update_info_buffer(infos, dones)
         row = self.rollout_buffer.pos
+        log_prob, values = self.policy.rollout_user_stats
+        self.user_log_probs[row], self.user_values[row] = log_prob.numpy(), values.numpy()
         for k, info in enumerate(infos):
             if CREDIT_KEY not in info:
                 raise ConfigError("env_kwargs.difference_rewards", False, f"true for credit 'difference' (the "
                                   f"training environments report no info['{CREDIT_KEY}'])")
             self.user_rewards[row, k] = info[CREDIT_KEY]
-
-    def _per_user(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """Log-probabilities and values (each (S, N)) of the rollout under the policy that collected it."""
-        log_probs, values = [], []
-        with th.no_grad():
-            for start in range(0, len(obs), self.batch_size):
-                lp, _, v = self.policy.evaluate_user_actions(obs[start:start + self.batch_size],
-                                                             actions[start:start + self.batch_size])
-                log_probs.append(lp)
-                values.append(v)
-        return th.cat(log_probs), th.cat(values)
+            # gamma is 0: SB3 would bootstrap a truncated episode with gamma x V(final observation), one forward
+            # pass per env at every episode end, for a term that is 0
+            info.pop("terminal_observation", None)
 
     def train(self) -> None:
         self.policy.set_training_mode(True)
@@ -80,8 +78,8 @@ class DifferencePPO(PPO):
         buffer = self.rollout_buffer
         obs = th.as_tensor(buffer.observations.reshape(-1, *self.observation_space.shape), device=self.device)
         actions = th.as_tensor(buffer.actions.reshape(len(obs), -1), device=self.device).long()
-        rewards = th.as_tensor(self.user_rewards.reshape(len(obs), -1), device=self.device)
-        old_log_prob, old_values = self._per_user(obs, actions)
+        rewards, old_log_prob, old_values = (th.as_tensor(x.reshape(len(obs), -1), device=self.device)
+                                             for x in (self.user_rewards, self.user_log_probs, self.user_values))
         advantages_all = rewards - old_values  # gamma = 0: a slot's return is its reward
 
         pg_losses, value_losses, entropy_losses, clip_fractions, approx_kls = [], [], [], [], []

@@ -158,19 +158,21 @@ class PerUserExtractor(nn.Module):
         return self._states(obs)[0].reshape(obs.shape[0], -1)
 
     def forward_critic(self, obs: th.Tensor) -> th.Tensor:
-        _, h, z = self._states(obs)
-        return self.value(th.cat([h.mean(dim=1), z.mean(dim=1)], dim=-1))
+        return self.value_latent(*self._states(obs)[1:])
 
     def forward(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         logits, h, z = self._states(obs)
-        return logits.reshape(obs.shape[0], -1), self.value(th.cat([h.mean(dim=1), z.mean(dim=1)], dim=-1))
+        return logits.reshape(obs.shape[0], -1), self.value_latent(h, z)
 
-    def forward_users(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """``(logits (B, N, M+1), each user's value (B, N))``: the per-user view :mod:`agents.difference_ppo`
-        trains, a user's value estimating its own difference reward from its state and the ESs' mean state."""
-        logits, h, z = self._states(obs)
+    def value_latent(self, h: th.Tensor, z: th.Tensor) -> th.Tensor:
+        """The state's value features (SB3's latent_vf) from the mean user and ES states."""
+        return self.value(th.cat([h.mean(dim=1), z.mean(dim=1)], dim=-1))
+
+    def user_values(self, h: th.Tensor, z: th.Tensor) -> th.Tensor:
+        """Each user's value (B, N), estimating its own difference reward (:mod:`agents.difference_ppo`) from its
+        state and the ESs' mean state."""
         es_mean = z.mean(dim=1, keepdim=True).expand(-1, self.n, -1)
-        return logits, self.user_value(th.cat([h, es_mean], dim=-1))[..., 0]
+        return self.user_value(th.cat([h, es_mean], dim=-1))[..., 0]
 
 
 class IndependentCategorical(MultiCategoricalDistribution):
@@ -240,6 +242,18 @@ class EquivariantPolicy(ActorCriticPolicy):
             nn.init.zeros_(head[-1].bias)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
+    def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """SB3's ``(actions, values, joint log-probability)`` of a rollout step, from one (B, N, M + 1) tensor of
+        logits; each user's log-probability and value of the step stay in ``rollout_user_stats`` for
+        :mod:`agents.difference_ppo`, which would otherwise run the policy over the rollout once more."""
+        features = self.extract_features(obs, self.pi_features_extractor)
+        logits, h, z = self.mlp_extractor._states(features)
+        dist = th.distributions.Categorical(logits=logits)
+        actions = logits.argmax(dim=-1) if deterministic else dist.sample()
+        user_log_prob = dist.log_prob(actions)
+        self.rollout_user_stats = (user_log_prob, self.mlp_extractor.user_values(h, z))
+        return actions, self.value_net(self.mlp_extractor.value_latent(h, z)), user_log_prob.sum(dim=-1)
+
     def _predict(self, observation: th.Tensor, deterministic: bool = False) -> th.Tensor:
         # SB3's MultiCategorical builds one torch Categorical per user (about 3 ms at N = 120); the same
         # independent per-user choice from one (B, N, M + 1) tensor
@@ -253,9 +267,9 @@ class EquivariantPolicy(ActorCriticPolicy):
         """Per user: ``(log-probability of its action, entropy, value)``, each (B, N); users choose independently,
         so the joint log-probability of SB3's :meth:`evaluate_actions` is the sum of the first over users."""
         features = self.extract_features(obs, self.pi_features_extractor)
-        logits, values = self.mlp_extractor.forward_users(features)
+        logits, h, z = self.mlp_extractor._states(features)
         dist = th.distributions.Categorical(logits=logits)
-        return dist.log_prob(actions.long()), dist.entropy(), values
+        return dist.log_prob(actions.long()), dist.entropy(), self.mlp_extractor.user_values(h, z)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
