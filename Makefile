@@ -18,6 +18,7 @@ RUNS ?= 60
 OUT ?= results
 EVAL_SEEDS ?= 100
 IMITATE_SET ?=
+PPO_SET ?=
 
 .PHONY: run paper test test-slow bench install traces spec figures clean
 
@@ -30,13 +31,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job: a learned policy for the paper scenario at N = 120, where the strategies differ
-# (GOA+LS cloned into the equivariant policy, a few minutes on 2 cores), then it, GOA, GOA+LS and
-# Min delay on $(EVAL_SEEDS) held-out episodes: the table with 95 % CIs and decision times, and plots.
+# The main job: two learned policies for the paper scenario at N = 120, where the strategies differ: GOA+LS
+# cloned into the equivariant policy, and the same policy trained from scratch by PPO (each user credited with
+# its difference reward), a few minutes each on 2 cores; then both, GOA, GOA+LS, Min delay and Edge all on
+# $(EVAL_SEEDS) held-out episodes: the table with 95 % CIs and decision times, and plots.
 run: $(STAMP)
 	$(PY) train/imitate.py --set run_dir=$(OUT)/imitate $(IMITATE_SET)
+	$(PY) train/ppo.py --set run_dir=$(OUT)/ppo $(PPO_SET)
 	$(PY) train/evaluate.py --set n_users=120 --seeds $(EVAL_SEEDS) --out $(OUT)/eval \
-		--agents GOA GOA+LS "Min delay" "Edge all" policy=$(OUT)/imitate/final_model.zip
+		--agents GOA GOA+LS "Min delay" "Edge all" policy=$(OUT)/imitate/final_model.zip \
+		ppo=$(OUT)/ppo/final_model.zip
 
 # A quick reproduction of the paper's Fig. 3 and Fig. 4 ($(RUNS) draws a point).
 paper: $(STAMP)

@@ -27,7 +27,7 @@ from mec_env.seeds import HELD_OUT
 
 CPU_COUNT = os.cpu_count() or 1
 # Upper bounds of the counts a user gives; each says why in the help of the setting that uses it.
-MAX_THREADS = max(2, CPU_COUNT)  # torch threads past the cores only contend (2, the configs' default, always allowed)
+MAX_THREADS = max(2, CPU_COUNT)  # torch threads past the cores only contend (2 always allowed)
 MAX_WORKERS = 4 * CPU_COUNT  # worker processes: past a few per core they only contend and hold memory
 MAX_ENVS = 1024  # environments of one rollout: each holds its own state and adds per-step overhead
 MAX_HIDDEN = 4096  # network width: a 4096 x 4096 layer is already 64 MiB of float32 weights

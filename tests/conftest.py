@@ -3,7 +3,13 @@ record whether they ran) live in ``helpers.py``."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Two test workers share the two cores: torch (and the scripts the tests start, which inherit this) runs one
+# OpenMP thread each, never two per worker spinning against the other worker's
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="module")

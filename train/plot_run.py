@@ -1,9 +1,10 @@
-"""Plot a training run's TensorBoard scalars: the agent against GOA, Min delay and Local all.
+"""Plot a training run's TensorBoard scalars: the agent against the scripted strategies evaluated with it.
 
     python train/plot_run.py runs/ppo            # writes runs/ppo/learning_curves.png
 
-Panels: normalised score, mean delay (ms), accuracy (%) and offload fraction at every
-evaluation on the held-out seeds, read from the run's ``events.out.tfevents.*`` files; for a
+Panels: J vs GOA (paired, per slot; the normalised score for runs that did not log it), mean delay (ms),
+accuracy (%) and offload fraction at every evaluation on the evaluation seeds (10,000 + k), read from the
+run's ``events.out.tfevents.*`` files; for a
 ``train/queue_ppo.py`` run, the long-run objective (ms), accuracy (%), device power over its
 budget and the queries in the system.
 """
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> Path:
     panels = (("normalised_score", "normalised score (GOA = 1)", 1.0), ("mean_delay_ms", "mean delay (ms)", 1.0),
               ("accuracy", "accuracy (%)", 100.0), ("offload_fraction", "offload fraction", 1.0))
     log_panels: tuple[str, ...] = ()
+    if any(k.endswith("/j_vs_goa_pct") for k in scalars):  # the query level: the paired gap to GOA first
+        panels = (("j_vs_goa_pct", "J vs GOA (%, paired per slot)", 1.0),) + panels[1:]
     if any(k.endswith("/objective_ms") for k in scalars):  # a MECOffloadQueue-v0 run
         panels = (("objective_ms", "alpha-weighted time in system (ms / query)", 1.0), ("accuracy", "accuracy (%)",
                   100.0), ("energy_vs_budget", "device power / budget", 1.0), ("in_system", "queries in the system",
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> Path:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{args.run_dir}: evaluation on held-out seeds during training", fontsize=10)
+    fig.suptitle(f"{args.run_dir}: evaluations during training (seeds 10,000 + k)", fontsize=10)
     fig.tight_layout()
     out = args.out or args.run_dir / "learning_curves.png"
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
