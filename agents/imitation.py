@@ -59,7 +59,8 @@ class ImitationConfig:
     seed: int = config_field(0, "seed of the expert episodes and of the model",
                              range=(TRAINING.start, TRAINING.stop - 1))
     workers: int = config_field(2, f"processes drawing expert slots ({WHY_WORKERS})", range=(1, MAX_WORKERS))
-    threads: int = config_field(2, f"torch threads ({WHY_THREADS})", range=(1, MAX_THREADS))
+    threads: int = config_field(1, f"torch threads ({WHY_THREADS}); 1: the expert workers share the cores",
+                                range=(1, MAX_THREADS))
     run_dir: str = config_field("runs/imitate", "folder of the dataset, checkpoints, logs and models")
     progress_bar: bool = config_field(True, "progress bars (tqdm)")
     resume: bool = config_field(True, "reuse {run_dir}'s dataset and continue from its last epoch")

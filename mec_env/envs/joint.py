@@ -133,9 +133,9 @@ class MECOffloadEnv(SlotShell, gym.Env[dict[str, np.ndarray] | np.ndarray, np.nd
     ``accuracy``, ``offload_fraction``, ``es_users`` (M,: n_j, users offloaded to each ES),
     ``violations`` (count), ``slot``; with ``difference_rewards=True`` also ``difference_rewards`` (N,),
     each user's reward(a) - reward(a with that user local) (:mod:`mec_env.credit`; about 0.6 ms a slot at
-    N = 120), the per-user credit :mod:`agents.difference_ppo` trains on. The current slot's :class:`~mec_env.problem.Problem` is
-    ``env.unwrapped.problem`` (for scripted agents); :class:`baselines.wrappers.StrategyInfo`
-    adds a scripted strategy's metrics on the same slot (``goa_*`` keys).
+    N = 120), the per-user credit :mod:`agents.difference_ppo` trains on. The current slot's
+    :class:`~mec_env.problem.Problem` is ``env.unwrapped.problem`` (for scripted agents);
+    :class:`baselines.wrappers.StrategyInfo` adds a scripted strategy's metrics on the same slot (``goa_*`` keys).
 
     ## Example
 
