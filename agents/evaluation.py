@@ -322,10 +322,12 @@ def standing(results: list[EvaluationResult], algo: str) -> str:
     rank = [name for _, name in feasible].index(algo) + 1 if mine["violations"] == 0 else None
     where = (f"{algo} ranks {rank} of {len(feasible)} by J among the agents without violations"
              if rank else f"{algo} breaks constraint (11) ({mine['violations']:.2f} violations a slot)")
+    where += f"; J vs GOA {mine['j_vs_goa_pct']:+.2f} %"
     expert = by_name.get("GOA+LS")
     if expert is not None and expert.mean["j_vs_goa_pct"] < 0:
-        where += (f"; J vs GOA {mine['j_vs_goa_pct']:+.2f} %, {mine['j_vs_goa_pct'] / expert.mean['j_vs_goa_pct']:.1%}"
-                  f" of GOA+LS's {expert.mean['j_vs_goa_pct']:+.2f} %")
+        share = mine["j_vs_goa_pct"] / expert.mean["j_vs_goa_pct"]
+        gain = f": {share:.1%} of its gain)" if share > 0 else ")"
+        where += f" (GOA+LS {expert.mean['j_vs_goa_pct']:+.2f} %{gain}"
     return where
 
 

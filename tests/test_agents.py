@@ -133,6 +133,24 @@ def test_dqn_script_trains_on_the_sequential_env(tmp_path):
     assert {"eval/dqn/mean_delay_ms", "eval/goa/accuracy", "rollout/mean_delay_ms"} <= scalar_tags(run)
 
 
+def test_the_final_line_ranks_the_policy_among_feasible_agents_and_gives_its_share_of_goa_ls_gain():
+    from agents.evaluation import standing
+
+    # 30 users on the small scenario: Min delay breaks constraint (11), GOA+ILS is at least as good as GOA+LS
+    results = evaluate_agents(lambda: gym.make("MECOffload-v0", scenario="small", n_users=30, flat_obs=True),
+                              {name: (lambda env, name=name: ScriptedAgent(env, name))
+                               for name in ("GOA", "GOA+LS", "GOA+ILS", "Edge all", "Min delay")}, range(3))
+    by_name = {r.name: r.mean for r in results}
+    assert by_name["Min delay"]["violations"] > 0 and by_name["GOA+LS"]["j_vs_goa_pct"] < 0
+    feasible = sorted((r.mean["penalised_objective"], r.name) for r in results if r.mean["violations"] == 0)
+    line = standing(results, "GOA+ILS")
+    share = by_name["GOA+ILS"]["j_vs_goa_pct"] / by_name["GOA+LS"]["j_vs_goa_pct"]
+    assert f"ranks {[n for _, n in feasible].index('GOA+ILS') + 1} of {len(feasible)}" in line
+    assert f"{share:.1%} of its gain" in line and share >= 1.0
+    assert "of its gain" not in standing(results, "Edge all")  # worse than GOA: no share
+    assert "breaks constraint (11)" in standing(results, "Min delay")
+
+
 def test_training_config_rejects_unknown_keys_and_wrong_types():
     assert load_config(PPOConfig, "ppo").env_id == "MECOffload-v0"
     assert load_config(DQNConfig, "dqn", ["total_timesteps=1000"]).total_timesteps == 1000
