@@ -326,7 +326,7 @@ def learn_with_evaluation(model: Any, state: dict | None, evaluation: PeriodicEv
 class ComparisonCallback(BaseCallback):
     """Every ``eval_freq`` steps: the model and the scripted baselines on the same held-out seeds.
 
-    Logs ``eval/{agent}/{metric}`` (agent: the algorithm, ``goa``, ``min_delay``, ``local_all``)
+    Logs ``eval/{agent}/{metric}`` (agent: the algorithm, ``goa``, ``goa_ls``, ``min_delay``, ``local_all``)
     and ``eval/normalised_score`` to TensorBoard, and to W&B when a run is active; keeps the
     best model (by normalised score) as ``best_model.zip`` in the run directory.
     """

@@ -1,6 +1,6 @@
-"""Train DQN on MECOffloadSeq-v0 (one user per step) and compare it with GOA and Min delay.
+"""Train DQN on MECOffloadSeq-v0 (one user per step) and compare it with GOA, GOA+LS and Min delay.
 
-    python train/dqn.py                                  # configs/train/dqn.yaml
+    python train/dqn.py                                  # configs/train/dqn.yaml: N = 120, about 3 min
     python train/dqn.py --set total_timesteps=100000 env_kwargs.n_users=40
     WANDB_MODE=offline python train/dqn.py --set wandb=true
 

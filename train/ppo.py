@@ -1,14 +1,18 @@
-"""Train PPO on MECOffload-v0 and compare it with GOA and Min delay on the same held-out slots.
+"""Train PPO on MECOffload-v0 from scratch and compare it with GOA, GOA+LS and Min delay on the same slots.
 
-    python train/ppo.py                                  # configs/train/ppo.yaml
-    python train/ppo.py --config ppo --set total_timesteps=50000 env_kwargs.n_users=40
-    python train/ppo.py --set env_kwargs.n_users=120 init_model=runs/imitate/final_model.zip   # fine-tune a clone
+    python train/ppo.py                                  # configs/train/ppo.yaml: N = 120, about 2 min
+    python train/ppo.py --set total_timesteps=300000     # longer
+    python train/ppo.py --set credit=team                # SB3's PPO on the slot's reward alone
+    python train/ppo.py --set init_model=runs/imitate/final_model.zip learning_rate=1e-5   # fine-tune a clone
     WANDB_MODE=offline python train/ppo.py --set wandb=true
 
+By default every user is credited with its own difference reward (``credit=difference``,
+:mod:`agents.difference_ppo`); the training envs report it, the evaluation envs do not need to.
+
 Logs (TensorBoard, in ``{run_dir}``): ``rollout/*`` slot metrics while training,
-``eval/{ppo,goa,min_delay,local_all}/{mean_delay_ms,accuracy,offload_fraction,...}`` and
+``eval/{ppo,goa,goa_ls,min_delay,local_all}/{j_vs_goa_pct,mean_delay_ms,accuracy,...}`` and
 ``eval/normalised_score`` at every evaluation. Saves ``best_model.zip`` and ``final_model.zip``;
-prints the final comparison table. Checkpoints (model, optimizer, step counter) go to
+prints the final comparison table and the policy's rank in it. Checkpoints (model, optimizer, step counter) go to
 ``{run_dir}/checkpoints`` every ``checkpoint_freq`` steps and on Ctrl-C; rerunning the same
 command resumes there (``--set resume=false`` starts afresh).
 """
