@@ -47,7 +47,8 @@ def _vector_env() -> None:
 
     import mec_env  # noqa: F401
 
-    envs = gym.make_vec("MECOffload-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    # with the difference rewards: their leave-one-out kernel too (mec_env.credit)
+    envs = gym.make_vec("MECOffload-v0", num_envs=2, vectorization_mode="vector_entry_point", difference_rewards=True)
     envs.reset(seed=0)
     envs.step(np.stack([envs.single_action_space.sample()] * 2))
     envs.close()
