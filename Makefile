@@ -20,13 +20,13 @@ EVAL_SEEDS ?= 100
 IMITATE_SET ?=
 PPO_SET ?=
 
-.PHONY: run paper test test-slow bench install traces spec figures clean
+.PHONY: run paper test test-slow bench docs install traces spec figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-compile --upgrade pip
 	$(PY) -m pip install --quiet --no-compile $(TORCH_FIND) "torch==2.13.0"
-	$(PY) -m pip install --quiet --no-compile $(TORCH_FIND) -e ".[train,lm,ecosystem,multiagent,ray,dev]"
+	$(PY) -m pip install --quiet --no-compile $(TORCH_FIND) -e ".[train,lm,ecosystem,multiagent,ray,docs,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -85,5 +85,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m slow tests
 
+# The documentation site into site/ (MkDocs, strict: a broken link or an unrenderable docstring fails it).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) $(OUT)
+	rm -rf $(VENV) $(OUT) site

@@ -41,7 +41,7 @@ from mec_env.host import usable_cpus
 from mec_env.evaluator import evaluate, objective
 from mec_env.problem import sample_problem
 
-# Paper, Fig. 3 at N = 120, tau = 0.6 (DESIGN.md section 6): mean delay (ms), accuracy (%).
+# Paper, Fig. 3 at N = 120, tau = 0.6: mean delay (ms), accuracy (%).
 PAPER_N120 = {
     "Local all": (35.9, 45.2),
     "GOA": (31.2, 54.6),

@@ -1,6 +1,6 @@
 """Scenario configuration: typed dataclasses, loaded from YAML and validated.
 
-The defaults are the paper scenario (DESIGN.md section 3): ``ScenarioConfig()`` equals
+The defaults are the paper scenario (the paper's Table II; docs/model.md): ``ScenarioConfig()`` equals
 ``load_scenario("paper")``. Units are SI: Hz, W, W/Hz, FLOP, FLOP/s, m. Every field carries
 ``help`` and, where it has one, an allowed range or a set of choices in its metadata; the
 loader rejects unknown keys, wrong types and out-of-range values with an error that names
@@ -150,7 +150,7 @@ class QueryConfig:
 
 @dataclass(frozen=True)
 class ScenarioConfig:
-    """A MEC scenario. Defaults are the paper's reference settings (DESIGN.md section 3)."""
+    """A MEC scenario. Defaults are the paper's reference settings (its Table II; docs/model.md)."""
 
     name: str = _f("paper", "scenario name")
     n_users: int = _f(120, "number of users N", range=(1, 100_000))

@@ -1,4 +1,4 @@
-"""The paper's strategies, with the exact semantics of DESIGN.md section 4."""
+"""The paper's strategies, with the exact semantics of the paper (docs/model.md, Strategies)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,13 @@
 """The environments driven by the tools RL researchers already use, without wrappers or extra
 keywords: Stable-Baselines3's ``make_vec_env`` (Dummy and Subproc), sb3-contrib's MaskablePPO,
-Gymnasium's ``RecordVideo``, TorchRL's ``GymEnv`` and rl-zoo3 (slow, run by ``.ci/run``); and the README's
-Quick start Python, run as written."""
+Gymnasium's ``RecordVideo``, TorchRL's ``GymEnv`` and rl-zoo3 (slow, run by ``.ci/run``). The README's and
+the documentation's code blocks run in ``tests/test_docs_examples.py``."""
 
 from __future__ import annotations
 
 import pickle
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -264,42 +262,3 @@ def test_rl_zoo3_trains_the_queue_and_token_envs_with_the_shipped_hyperparameter
 
 def test_unknown_argument_error_is_importable_from_errors():
     assert issubclass(UnknownArgumentError, TypeError) and issubclass(UnknownArgumentError, ConfigError)
-
-
-# --- the README's Quick start, as written ------------------------------------------------------------
-
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def quick_start_python() -> list[str]:
-    """The ```python blocks of the README's Quick start section, verbatim."""
-    section = README.read_text(encoding="utf-8").split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)
-
-
-def test_the_quick_start_python_runs_as_written_and_its_rollouts_fit_the_steps_it_asks_for(tmp_path, monkeypatch):
-    from stable_baselines3 import PPO
-
-    learned = []  # every learn() call: the model as built, and the steps asked for (not run: the slow test runs it)
-    monkeypatch.setattr(PPO, "learn",
-                        lambda self, total_timesteps, **kw: learned.append((self, total_timesteps)) or self)
-    monkeypatch.chdir(tmp_path)
-    blocks = quick_start_python()
-    assert len(blocks) >= 2
-    for block in blocks:
-        exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})
-    assert learned
-    for model, total in learned:  # one rollout is n_envs x n_steps steps: no more than the steps asked for
-        assert model.n_envs * model.n_steps <= total, (model.n_envs, model.n_steps, total)
-
-
-@pytest.mark.slow
-def test_the_quick_start_python_finishes_in_the_time_the_readme_states(tmp_path):
-    script = tmp_path / "quick_start.py"
-    script.write_text("\n".join(quick_start_python()))
-    stated = [float(m) * 60 for m in re.findall(r"# ~(\d+) min$", script.read_text(), flags=re.M)]
-    start = time.monotonic()
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=900,
-                         env={**__import__("os").environ, "PYTHONPATH": str(README.parent)})
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert time.monotonic() - start <= 2 * sum(stated) + 60  # the stated minutes, with slack for a loaded machine

@@ -2,7 +2,7 @@
 
 Definitions, each in [0, 1], higher = less certain:
 
-- **margin** (eq. 9, DESIGN.md section 3): take the top 3K tokens (K = 10) of the next-token
+- **margin** (eq. 9 of the GOA paper): take the top 3K tokens (K = 10) of the next-token
   softmax after the prompt, decode each, strip and lower-case it, drop empty strings, merge
   equal strings by summing their probability, keep the top K, renormalise; with p1 >= p2 the
   two largest, ``alpha = 1 - (p1 - p2)`` (p2 = 0 when a single string remains).
