@@ -207,7 +207,9 @@ class EquivariantPolicy(ActorCriticPolicy):
 
     Needs ``MECOffload-v0`` with ``flat_obs=True`` (a Box) and its ``MultiDiscrete`` actions.
 
-    :param hidden: width of the per-user encoder, head and value networks.
+    :param hidden: width of the user and ES states.
+    :param rounds: message-passing rounds.
+    :param pair_hidden: width of the per-pair layer.
     """
 
     EXTRACTOR: type[PerUserExtractor] = PerUserExtractor
