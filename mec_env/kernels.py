@@ -94,10 +94,7 @@ def greedy_kernel(radio, gain, query_bits, workload_llm, local_delay, es_capacit
         i = candidates[best_k]
         alive[best_k] = False
         assignment[i] = best_j + 1
-        load[best_j] += 1
-        for j in range(m):
-            if j != best_j:
-                interference[j] += interference_added(mode, tx_power_w, gain[i, j], gain[i, best_j])
+        _join(mode, tx_power_w, gain, i, best_j, 1, load, interference)
         n_done += 1
     return n_done
 
