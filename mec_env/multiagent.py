@@ -4,33 +4,8 @@
     par = parallel_env("MECOffload-v0", n_users=20)          # pettingzoo.ParallelEnv
     aec = env("MECOffloadQueue-v0", team_reward=True)        # the AEC version (PettingZoo's converter)
 
-A thin shell over the single-agent environment (the same system core and evaluator): the joint
-action is assembled from the agents' actions and stepped once. Agent ``user_i``:
-
-* **action** ``Discrete(M + 1)``: 0 keeps its query local, j offloads it to ES j (an agent absent from
-  the action dict stays local); an action that is not an integer in 0..M, or one for an agent not
-  in ``agents``, is an :class:`~mec_env.errors.AssignmentError` naming the agent and the value;
-* **observation** a float32 ``Box``: its own entries of the env's observation (its row of channel
-  gains, its query's uncertainty and alpha > tau flag, its device's capacity, query size, and in
-  the queueing env whether it has a query, its device backlog and energy queue), then the
-  broadcast ES entries (capacities, background load or backlog and queries queued), each in the
-  env's key order; ``observation_layout()`` names the slices;
-* **reward** its own share: in ``MECOffload-v0``,
-  ``-(N alpha_i d_i / objective(all local) + penalty_weight x P_i)``, whose mean over the agents
-  is the env's reward; in ``MECOffloadQueue-v0``, ``-(sum of alpha x delay of its queries completed
-  in the slot / (lambda t_L) + penalty_weight x P_i + energy_weight x Z_i / e_bar)``, whose sum
-  over an episode tracks the env's (the holding cost counts queries still queued at the end, this
-  does not); ``P_i`` is 1 if its new query breaks (11) (or is answered wrongly, with
-  ``penalty="wrong_answers"``). With ``team_reward=True`` every agent gets the env's reward.
-
-Agents stay for the whole episode (PettingZoo does not let an agent come back once it is done): in
-the queueing env a user without a query this slot is idle, its ``has_query`` entry 0 and its
-action ignored. Every agent is truncated together when the episode is.
-
-``state()`` is the env's whole observation, flattened (for centralised critics); ``state_space``
-its Box.
-
-PettingZoo is imported only here (the ``multiagent`` extra); ``import mec_env`` does not import it.
+:class:`MECOffloadParallelEnv` documents the MDP. PettingZoo is imported only here (the ``multiagent``
+extra); ``import mec_env`` does not import it.
 """
 
 from __future__ import annotations
@@ -52,11 +27,85 @@ ENV_IDS = ("MECOffload-v0", "MECOffloadQueue-v0")
 
 
 class MECOffloadParallelEnv(ParallelEnv):
-    """Every user of ``MECOffload-v0`` or ``MECOffloadQueue-v0`` as an agent (module docstring).
+    """
+    ## Description
 
-    :param env_id: the single-agent environment.
-    :param team_reward: every agent gets the env's reward instead of its own share.
-    :param kwargs: the environment's arguments (scenario fields included); ``flat_obs`` is the shell's.
+    Every user of ``MECOffload-v0`` (one slot a step) or ``MECOffloadQueue-v0`` (queues, arrivals and
+    device energy) as an agent ``user_i`` of a PettingZoo ``ParallelEnv``. A thin shell over the
+    single-agent environment, its system core and the evaluator: the agents' actions are assembled
+    into the joint action and the environment is stepped once.
+
+    ## Action Space
+
+    ``Discrete(M + 1)`` per agent: 0 keeps its query local, j offloads it to ES j. An agent absent
+    from the action dict stays local. An action that is not an integer in 0..M, or one for an agent
+    not in ``agents``, raises :class:`~mec_env.errors.AssignmentError` naming the agent and the value.
+
+    ## Observation Space
+
+    A float32 ``Box`` per agent: its own entries of the environment's observation, then the entries
+    every agent shares (broadcast), each group in the environment's key order;
+    ``observation_layout()`` gives the slices. In ``MECOffload-v0`` (4 + 3 M entries):
+
+    | Key                  | Shape | Meaning                                              | Min  | Max  |
+    |----------------------|-------|------------------------------------------------------|------|------|
+    | `above_tau`          | (1,)  | 1 if its alpha_i > tau (constraint 11)               | 0    | 1    |
+    | `channel_gain_db`    | (M,)  | its row of normalised channel gains                  | -5   | 5    |
+    | `local_capacity`     | (1,)  | its device's C_L,i / scenario's local capacity       | 0    | hi   |
+    | `query_size`         | (1,)  | D_i in kbit                                          | 0    | 1000 |
+    | `uncertainty`        | (1,)  | its query's SLM uncertainty alpha_i                  | 0    | 1    |
+    | `es_background_load` | (M,)  | every ES's background load fraction (shared)         | 0    | 1    |
+    | `es_capacity`        | (M,)  | every ES's C_j / ``es_capacity_flops`` (shared)      | 0    | c_hi |
+
+    In ``MECOffloadQueue-v0`` the agent also sees ``energy_queue``, ``has_query`` and
+    ``local_backlog`` (its own), and ``es_backlog`` and ``es_jobs`` (shared) in place of
+    ``es_background_load``: 7 + 3 M entries. ``state()`` is the environment's whole observation,
+    flattened (for centralised critics), in ``state_space``.
+
+    ## Rewards
+
+    Each agent gets its own share, or with ``team_reward=True`` the environment's reward:
+
+    * ``MECOffload-v0``: ``-(N alpha_i d_i / objective(all local) + penalty_weight x P_i)``; the
+      mean over the agents is the environment's reward;
+    * ``MECOffloadQueue-v0``: ``-(sum of alpha x delay of its queries completed in the slot /
+      (lambda t_L) + penalty_weight x P_i + energy_weight x Z_i / e_bar)``, whose sum over an
+      episode tracks the environment's (whose holding cost also counts the queries still queued at
+      the end).
+
+    ``P_i`` is 1 if the agent's new query breaks constraint (11) (or, with
+    ``penalty="wrong_answers"``, is answered wrongly).
+
+    ## Starting State
+
+    The environment's: ``reset(seed=...)`` resets it and every agent of ``possible_agents`` is
+    in ``agents``.
+
+    ## Episode End
+
+    Agents stay for the whole episode (PettingZoo does not let an agent come back once it is done):
+    in the queueing environment a user without a query this slot is idle, its ``has_query`` entry
+    0 and its action ignored. Every agent is truncated together when the environment is. The
+    slot's metrics (the environment's ``info``) are in the first agent's info.
+
+    ## Arguments
+
+    * ``env_id``: ``"MECOffload-v0"`` (default) or ``"MECOffloadQueue-v0"``.
+    * ``team_reward``: every agent gets the environment's reward instead of its own share.
+    * ``render_mode``: the environment's (``"ansi"``, ``"rgb_array"``, ``"human"``).
+    * any argument of the environment (scenario fields included); ``flat_obs`` is ignored.
+
+    ## Example
+
+    >>> from mec_env.multiagent import parallel_env
+    >>> par = parallel_env("MECOffload-v0", scenario="small")
+    >>> observations, infos = par.reset(seed=0)
+    >>> len(par.agents), par.action_space("user_0"), observations["user_0"].shape
+    (8, Discrete(3), (10,))
+    >>> actions = {agent: 1 for agent in par.agents}
+    >>> observations, rewards, terminations, truncations, infos = par.step(actions)
+    >>> len(rewards), "mean_delay_ms" in infos["user_0"], any(truncations.values())
+    (8, True, False)
     """
 
     metadata = {"render_modes": ["ansi", "human", "rgb_array"], "name": "mec_offload_parallel_v0",

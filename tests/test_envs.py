@@ -92,7 +92,9 @@ def test_registration_is_idempotent():
 
 
 def test_docstring_examples_run():
-    for module in (joint, sequential):
+    from mec_env.envs import vector
+
+    for module in (joint, sequential, vector):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 

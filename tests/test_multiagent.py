@@ -122,3 +122,15 @@ def test_pettingzoo_state_test_passes_and_the_state_lies_in_state_space(env_id, 
     for _ in range(3):
         assert par.state_space.contains(par.state())
         par.step({a: 1 for a in par.agents})
+
+
+def test_the_class_docstring_example_runs_and_its_observation_table_matches_the_layout():
+    import doctest
+    import re
+
+    import mec_env.multiagent as multiagent
+
+    result = doctest.testmod(multiagent, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+    documented = re.findall(r"^\s*\| `(\w+)`", multiagent.MECOffloadParallelEnv.__doc__, re.M)
+    assert documented == list(parallel_env("MECOffload-v0", scenario="small").observation_layout())

@@ -30,31 +30,75 @@ from mec_env.slots import SlotProcess, observation_spaces
 
 class MECOffloadVectorEnv(SlotShell, VectorEnv):
     """
-    The batched twin of :class:`~mec_env.envs.joint.MECOffloadEnv`: ``num_envs`` independent
+    ## Description
+
+    The batched twin of :class:`~mec_env.envs.joint.MECOffloadEnv`: ``num_envs`` = B independent
     copies whose slots are drawn and evaluated as (B, N, M) numpy arrays by the same system core
     (:class:`mec_env.slots.SlotProcess` with ``num_copies=B``) and the same evaluator
     (:func:`mec_env.evaluator.evaluate_batch`). The MDP of each copy is the single environment's:
-    same spaces, reward, dynamics (mobility, background load), action masks and arguments (the
-    fields of :class:`~mec_env.envs.common.BatchedEnvConfig`: the joint environment's plus
-    ``num_envs``, default 64); see its docstring.
-
+    same spaces, reward, dynamics (mobility, background load) and action masks.
     ``gymnasium.make_vec("MECOffload-v0", num_envs=B, vectorization_mode="vector_entry_point")``
     builds it; :class:`agents.vector.SB3VecEnv` hands it to Stable-Baselines3.
 
-    Differences from ``SyncVectorEnv`` over B single environments, all of them documented
-    Gymnasium options:
+    ## Action Space
+
+    ``MultiDiscrete`` of shape (B, N), every entry in 0..M: row b is copy b's assignment
+    (0 = local, j = ES j). ``action_masks()`` is (B, N x (M + 1)).
+
+    ## Observation Space
+
+    The single environment's ``Dict`` with a leading batch axis (or, with ``flat_obs=True``, a
+    (B, N M + 2 M + 4 N) ``Box``):
+
+    | Key                  | Shape     | Meaning                                              | Min  | Max  |
+    |----------------------|-----------|------------------------------------------------------|------|------|
+    | `above_tau`          | (B, N)    | 1 if alpha_i > tau (constraint 11 forces offloading) | 0    | 1    |
+    | `channel_gain_db`    | (B, N, M) | (10 log10 abs(h_ij)^2 + 90) / 40, clipped            | -5   | 5    |
+    | `es_background_load` | (B, M)    | background load fraction L_j of each ES (0 when off) | 0    | 1    |
+    | `es_capacity`        | (B, M)    | C_j (after background load) / ``es_capacity_flops``  | 0    | c_hi |
+    | `local_capacity`     | (B, N)    | C_L,i / scenario ``local_capacity_flops``            | 0    | hi   |
+    | `query_size`         | (B, N)    | D_i, the query's uplink size, in kbit                | 0    | 1000 |
+    | `uncertainty`        | (B, N)    | SLM uncertainty alpha_i of the user's query          | 0    | 1    |
+
+    ## Rewards
+
+    (B,): each copy's ``-J(a)``, as in the single environment.
+
+    ## Episode End
+
+    Every copy starts together and episodes have a fixed length (``episode_length`` slots), so all
+    copies truncate on the same step. Autoreset is ``SAME_STEP``: the step that truncates returns the
+    new episode's first observation, with the observation that would have followed in
+    ``info["final_obs"]`` (mask ``info["_final_obs"]``) and that step's metrics in ``info``.
+
+    ## Arguments
+
+    The fields of :class:`~mec_env.envs.common.BatchedEnvConfig`: the joint environment's plus
+    ``num_envs`` (default 64); ``render_mode`` None or ``"rgb_array"`` (``render()`` gives one
+    picture per copy, a tuple, about 12 ms each at N = 120); any scenario field.
+
+    ## Differences from ``SyncVectorEnv``
+
+    All of them documented Gymnasium options:
 
     * Randomness comes from one ``self.np_random`` for the whole batch (as CartPole's vector
       env), so copy ``b`` does not replay the single environment seeded alike; each copy's
       slots are still i.i.d. draws of the same law, and a seed fixes the whole batch.
-    * Every copy starts together and episodes have a fixed length, so all copies truncate on the
-      same step. Autoreset is ``SAME_STEP``: the step that truncates returns the new episode's
-      first observation, with the observation that would have followed in
-      ``info["final_obs"]`` (mask ``info["_final_obs"]``) and that step's metrics in ``info``.
     * ``info`` holds one array per key with a leading batch axis (Gymnasium's vector info), no
       ``_key`` masks for the per-step metrics, which every copy has on every step.
-    * ``action_masks()`` is (B, N x (M + 1)); ``render()`` with ``render_mode="rgb_array"``
-      gives one picture per copy (a tuple), about 12 ms each at N = 120.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> import mec_env
+    >>> venv = gym.make_vec("MECOffload-v0", num_envs=4, vectorization_mode="vector_entry_point",
+    ...                     scenario="small")
+    >>> obs, info = venv.reset(seed=0)
+    >>> obs["channel_gain_db"].shape, venv.action_space.shape
+    ((4, 8, 2), (4, 8))
+    >>> obs, rewards, terminated, truncated, info = venv.step(venv.action_space.sample())
+    >>> rewards.shape, info["violations"].shape
+    ((4,), (4,))
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["rgb_array"]}
