@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mec_env.envs.common import penalised_objective
 from mec_env.evaluator import BatchEvaluation, _batch_evaluation, _delays_and_load, kernel_args
 from mec_env.kernels import _es_state_into, _jit, _join, _user_delays_into, numba_enabled
 from mec_env.problem import Problem
@@ -79,6 +78,8 @@ def difference_rewards(problem: Problem, assignment: np.ndarray, j: float | np.n
     of the reward of all N users, whose variance grows with N. The subtracted term does not depend on user i's
     action, so the gradient stays unbiased. Shape of ``assignment``: (..., N), returned alike.
     """
+    from mec_env.envs.common import penalised_objective  # the envs import this module: import it late
+
     j_without = penalised_objective(evaluate_leave_one_out(problem, assignment), local_objective, penalty, weight)
     return np.moveaxis(np.asarray(j_without, dtype=np.float64), 0, -1) - np.asarray(j)[..., None]
 

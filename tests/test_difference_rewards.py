@@ -112,3 +112,11 @@ def test_difference_credit_refuses_a_discount_an_mlp_and_envs_without_credits():
     model = DifferencePPO(EquivariantPolicy, envs, n_steps=8, batch_size=16, gamma=0.0, device="cpu")
     with pytest.raises(ConfigError, match="difference_rewards"):
         model.learn(16)
+
+
+def test_the_module_imports_first_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import mec_env.credit"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]  # the envs import it: it must not need them at import time
