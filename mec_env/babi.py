@@ -11,6 +11,7 @@ of its story that comes before it.
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ PROMPT_TEMPLATE = (
 
 # Tasks 7 (counting), 8 (lists/sets) and 19 (path finding) are left out, as in the paper's setup.
 EXCLUDED_TASKS = frozenset({7, 8, 19})
+
+# Where the trace builders look for bAbI v1.2 unless told (--babi): relative to the working directory. The data set
+# is not shipped; unpack its tasks_1-20_v1-2 archive there (any layout: the files are found by name).
+DEFAULT_BABI_ROOT = Path("data/babi")
 
 _FILE_RE = re.compile(r"qa(\d+)_([a-z\-]+)_(train|test)\.txt$")
 
@@ -95,12 +100,9 @@ def parse_babi_lines(lines: Iterable[str], task: int = 0, split: str = "test") -
             line_ids.append(line_id)
 
 
-def read_babi_dir(
-    root: str | Path,
-    split: str = "test",
-    tasks: Iterable[int] | None = None,
-) -> list[BabiQuestion]:
-    """Read every ``qa{task}_*_{split}.txt`` under ``root`` (searched recursively).
+def babi_files(root: str | Path, split: str = "test", tasks: Iterable[int] | None = None) -> list[tuple[int, Path]]:
+    """``(task, path)`` of every ``qa{task}_*_{split}.txt`` under ``root`` (searched recursively), by task; a
+    ``FileNotFoundError`` naming the folder when there is none (what the trace builders check before any work).
 
     :param tasks: tasks to keep; default all except :data:`EXCLUDED_TASKS`.
     """
@@ -113,7 +115,22 @@ def read_babi_dir(
         if m and m.group(3) == split and int(m.group(1)) in keep:
             files.append((int(m.group(1)), path))
     if not files:
-        raise FileNotFoundError(f"no bAbI {split} files for tasks {sorted(keep)} under {root}")
+        raise FileNotFoundError(errno.ENOENT, f"no bAbI v1.2 {split} files (qa{{task}}_*_{split}.txt) for tasks "
+                                f"{sorted(keep)} under {root}: unpack bAbI's tasks_1-20_v1-2 archive there or pass "
+                                f"--babi DIR")
+    return sorted(files)
+
+
+def read_babi_dir(
+    root: str | Path,
+    split: str = "test",
+    tasks: Iterable[int] | None = None,
+) -> list[BabiQuestion]:
+    """Read every ``qa{task}_*_{split}.txt`` under ``root`` (searched recursively).
+
+    :param tasks: tasks to keep; default all except :data:`EXCLUDED_TASKS`.
+    """
+    files = babi_files(root, split, tasks)
     out: list[BabiQuestion] = []
     for task, path in sorted(files):
         with open(path, encoding="utf-8") as fh:

@@ -70,6 +70,7 @@ CASES = [
     ("train/tune.py", ["--num-cpus", "100000", "--out", "{tmp}/tune"], "--num-cpus"),
     ("train/build_prompt_sizes.py", ["--babi", "{tmp}/missing", "--out", "{tmp}/sizes.csv"], "--babi"),
     ("train/build_traces.py", ["--threads", "100000"], "--threads"),
+    ("train/build_traces.py", ["--babi", "{tmp}/missing", "--work-dir", "{tmp}/w"], "--babi"),  # before any training
     pytest.param("train/build_token_traces.py", ["--threads", "100000"], "--threads",
                  marks=pytest.mark.slow),  # imports transformers: seconds
     pytest.param("train/train_babi_lm.py", ["--threads", "100000"], "--threads", marks=pytest.mark.slow),

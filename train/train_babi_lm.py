@@ -40,14 +40,14 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.cli import MAX_THREADS, count, run_main, script_parser
-from mec_env.babi import read_babi_dir
+from mec_env.babi import DEFAULT_BABI_ROOT, read_babi_dir
 from mec_env.io import atomic_write
 from mec_env.lm.wordlm import build_word_llama, build_word_tokenizer
 
 
 @dataclass
 class TrainConfig:
-    babi: str = "../shared/data/babi"
+    babi: str = str(DEFAULT_BABI_ROOT)
     out: str = "models/babi-llama"
     hidden_size: int = 128
     layers: int = 4
