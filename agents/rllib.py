@@ -69,7 +69,8 @@ class RLlibPPOConfig:
     team_reward: bool = config_field(False, "every agent gets the env's reward instead of its own share")
     iterations: int = config_field(30, "RLlib training iterations", range=(1, INF))
     train_batch_size: int = config_field(2000, "env steps (slots) per iteration; x N agent steps", range=(1, INF))
-    minibatch_size: int = config_field(512, "agent steps per SGD minibatch", range=(1, INF))
+    minibatch_size: int = config_field(512, "agent steps per SGD minibatch; RLlib also requires it <= "
+                                       "train_batch_size", range=(1, INF))
     num_epochs: int = config_field(5, "passes over an iteration's batch", range=(1, INF))
     lr: float = config_field(3e-4, "Adam step size", range=(0.0, INF), open_low=True)
     gamma: float = config_field(0.0, "discount; slots of MECOffload-v0 are i.i.d., an action shapes no later slot",

@@ -30,6 +30,12 @@ def model_factory(name: str, spec: str, vecnormalize: str | None = None) -> Call
             from agents.policies import EquivariantPolicy, env_sizes, transfer_policy
             from agents.model_zip import ModelLoadError
 
+            if isinstance(model.observation_space, gym.spaces.Dict) != isinstance(env.observation_space,
+                                                                                  gym.spaces.Dict):
+                flat = not isinstance(model.observation_space, gym.spaces.Dict)
+                raise ModelLoadError(f"{path} was trained on {'flat' if flat else 'Dict'} observations, this env "
+                                     f"gives {'Dict' if flat else 'flat'} ones: evaluate with --set "
+                                     f"flat_obs={str(flat).lower()}")
             if not isinstance(model.policy, EquivariantPolicy):
                 raise ModelLoadError(f"{path} was trained on observations of shape {model.observation_space.shape} "
                                      f"({env_sizes(model.action_space)}), this env has "

@@ -203,3 +203,16 @@ def test_normalised_score_ranks_agents_by_j_even_where_goa_is_worse_than_local_a
     score = {r.name: r.normalised_score for r in results}
     assert j["GOA"] > j["Local all"] and score["GOA"] == -1.0 and score["Local all"] == 0.0
     assert sorted(j, key=j.get) == sorted(score, key=score.get, reverse=True)
+
+
+def test_a_model_trained_on_dict_observations_is_refused_on_flat_ones_naming_the_setting(tmp_path):
+    from stable_baselines3 import PPO
+
+    from agents.model_zip import ModelLoadError
+    from agents.saved_agents import model_factory
+
+    PPO("MultiInputPolicy", gym.make("MECOffload-v0", scenario="small"), n_steps=8, batch_size=8).save(tmp_path / "m")
+    factory = model_factory("zoo", str(tmp_path / "m.zip"))
+    with pytest.raises(ModelLoadError, match="trained on Dict observations.*--set flat_obs=false"):
+        factory(gym.make("MECOffload-v0", scenario="small", flat_obs=True))
+    assert factory(gym.make("MECOffload-v0", scenario="small")).predict is not None  # the matching env loads it
