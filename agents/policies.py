@@ -14,12 +14,19 @@ ES states.
 
 No weight depends on N or M: a policy trained at N = 120, M = 4 runs at any N and M
 (:func:`transfer_policy`); permuting the users (or the ESs) permutes the logits the same way.
+
+With ``decentralised=True`` the same networks make a centralised-training, decentralised-execution
+(CTDE) actor-critic: each user's logits come from its own observation alone (the encoding before any
+message, the agent's observation of :mod:`mec_env.multiagent`: its own entries and the broadcast ES
+state), so a device can act on what it observes, while the critic still passes messages over every
+user's expected decision (the whole state) to value each user's credit.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import MultiCategoricalDistribution
@@ -27,7 +34,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from mec_env.errors import MECOffloadError
-from mec_env.layout import FlatLayout
+from mec_env.layout import FlatLayout, is_es_key
 from mec_env.slots import OBS_KEYS
 
 MASKED_LOGIT = -1e8  # local for alpha > tau users: probability exactly 0 in float32
@@ -65,6 +72,9 @@ class PerUserExtractor(nn.Module):
     :param hidden: width of the user and ES states.
     :param rounds: message-passing rounds through the expected ES loads and interference.
     :param pair_hidden: width of the per-pair layer.
+    :param decentralised: the logits are each user's own (round 0, from its observation alone) and one round of
+        messages, through the loads and interference the users' decisions are expected to make, feeds only the
+        critic (CTDE); ``rounds`` is then 1, as further rounds would see the same expected loads.
 
     Subclasses for other observations (``agents.queue_policy``) override :meth:`make_layout`,
     :meth:`inputs`, :meth:`es_inputs` and the input widths; the message passing is shared.
@@ -73,15 +83,17 @@ class PerUserExtractor(nn.Module):
     USER_DIM, PAIR_DIM, ES_DIM = 6, 4, 6  # widths of inputs(), es_inputs()
 
     def __init__(self, n_users: int, n_edge_servers: int, hidden: int = 64, rounds: int = 2,
-                 pair_hidden: int = 16) -> None:
+                 pair_hidden: int = 16, decentralised: bool = False) -> None:
         super().__init__()
-        self.n, self.m, self.rounds = n_users, n_edge_servers, rounds
+        rounds = 1 if decentralised else rounds
+        self.n, self.m, self.rounds, self.decentralised = n_users, n_edge_servers, rounds, decentralised
         self.layout = self.make_layout(n_users, n_edge_servers)
         self.user_encoder = _mlp([self.USER_DIM, hidden, hidden])
         self.pair_input = nn.Linear(self.PAIR_DIM, pair_hidden)
         self.pair_from_user = nn.Linear(hidden, pair_hidden, bias=False)
         self.es_encoders = nn.ModuleList(_mlp([self.ES_DIM, hidden, hidden]) for _ in range(rounds))
-        self.pair_from_es = nn.ModuleList(nn.Linear(hidden, pair_hidden, bias=False) for _ in range(rounds))
+        self.pair_from_es = nn.ModuleList(nn.Linear(hidden, pair_hidden, bias=False)
+                                          for _ in range(0 if decentralised else rounds))  # messages reach no logit
         self.user_messages = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(rounds))
         self.local_head = _mlp([hidden, pair_hidden, 1])
         self.es_head = _mlp([pair_hidden, pair_hidden, 1])
@@ -150,12 +162,36 @@ class PerUserExtractor(nn.Module):
             alpha_load = (p_es * alpha[..., None]).sum(dim=1) / (load + 1e-6)
             z = self.es_encoders[r](self.es_inputs(o, load, interference, alpha_load))  # (B, M, H)
             h = h0 + th.relu(th.einsum("bnm,bmh->bnh", p_es, self.user_messages[r](z)))
+            if self.decentralised:  # the users act on their own observations: the messages inform the critic only
+                continue
             pair = pair_own + self.pair_from_user(h)[:, :, None, :] + self.pair_from_es[r](z)[:, None, :, :]
             logits = self._logits(h, pair, above, idle)
         return logits, h, z
 
     def forward_actor(self, obs: th.Tensor) -> th.Tensor:
+        if self.decentralised:
+            return self.agent_logits(self._read(obs)).reshape(obs.shape[0], -1)
         return self._states(obs)[0].reshape(obs.shape[0], -1)
+
+    def agent_logits(self, o: dict[str, th.Tensor]) -> th.Tensor:
+        """The decentralised logits (B, N', M + 1) of the users in ``o`` (N' of them: every user of a flat
+        observation read by :meth:`_read`, or one agent's own observation read by :meth:`read_agent`): each from
+        its own entries and the broadcast ES entries, with no message from the other users."""
+        user_x, pair_x, idle = self.inputs(o)
+        h0 = self.user_encoder(user_x)
+        return self._logits(h0, self.pair_input(pair_x) + self.pair_from_user(h0)[:, :, None, :], o["above_tau"],
+                            idle)
+
+    def read_agent(self, obs: th.Tensor, layout: dict[str, slice]) -> dict[str, th.Tensor]:
+        """One agent's observations (B, d) of :class:`mec_env.multiagent.MECOffloadParallelEnv` (``layout``: its
+        ``observation_layout()``) read as :meth:`_read` reads a flat observation, for one user: its own entries
+        (B, 1), its channel gains (B, 1, M), the broadcast ES entries (B, M)."""
+        b = obs.shape[0]
+        out = {k: obs[:, sl] for k, sl in layout.items()}
+        for k, v in out.items():
+            if not is_es_key(k):
+                out[k] = v.reshape(b, 1, self.m) if k == "channel_gain_db" else v.reshape(b, 1)
+        return out
 
     def forward_critic(self, obs: th.Tensor) -> th.Tensor:
         return self.value_latent(*self._states(obs)[1:])
@@ -210,13 +246,15 @@ class EquivariantPolicy(ActorCriticPolicy):
     :param hidden: width of the user and ES states.
     :param rounds: message-passing rounds.
     :param pair_hidden: width of the per-pair layer.
+    :param decentralised: each user decides from its own observation; the critic sees the whole state (CTDE).
     """
 
     EXTRACTOR: type[PerUserExtractor] = PerUserExtractor
     ENV_ID = "MECOffload-v0"
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Any,
-                 hidden: int = 64, rounds: int = 2, pair_hidden: int = 16, **kwargs: Any) -> None:
+                 hidden: int = 64, rounds: int = 2, pair_hidden: int = 16, decentralised: bool = False,
+                 **kwargs: Any) -> None:
         if not isinstance(action_space, spaces.MultiDiscrete) or len(set(action_space.nvec.tolist())) != 1:
             raise ValueError(f"{type(self).__name__} needs MultiDiscrete([M+1]*N) actions, got {action_space}")
         self.n_users = int(action_space.nvec.size)
@@ -226,14 +264,14 @@ class EquivariantPolicy(ActorCriticPolicy):
         if not isinstance(observation_space, spaces.Box) or observation_space.shape != (expected,):
             raise ValueError(f"{type(self).__name__} needs {self.ENV_ID}'s flat observation of shape ({expected},); "
                              f"got {observation_space} (make the env with flat_obs=True)")
-        self.hidden, self.rounds, self.pair_hidden = hidden, rounds, pair_hidden
+        self.hidden, self.rounds, self.pair_hidden, self.decentralised = hidden, rounds, pair_hidden, decentralised
         kwargs.setdefault("share_features_extractor", True)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
         self.action_dist = IndependentCategorical(action_space.nvec.tolist())
 
     def _build_mlp_extractor(self) -> None:
         self.mlp_extractor = self.EXTRACTOR(self.n_users, self.n_edge_servers, self.hidden, self.rounds,
-                                            self.pair_hidden)
+                                            self.pair_hidden, self.decentralised)
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
@@ -275,8 +313,27 @@ class EquivariantPolicy(ActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(hidden=self.hidden, rounds=self.rounds, pair_hidden=self.pair_hidden)
+        data.update(hidden=self.hidden, rounds=self.rounds, pair_hidden=self.pair_hidden,
+                    decentralised=self.decentralised)
         return data
+
+
+def decentralised_actions(policy: EquivariantPolicy, observations: dict[str, Any], layout: dict[str, slice],
+                          deterministic: bool = True) -> dict[str, int]:
+    """Each agent's action from its own observation alone, as a device would compute it: ``observations`` and
+    ``layout`` are :class:`mec_env.multiagent.MECOffloadParallelEnv`'s (``reset``/``step``, ``observation_layout()``),
+    ``policy`` a trained ``decentralised`` :class:`EquivariantPolicy` (``train/ppo.py --set policy=decentralised``,
+    ``train/queue_ppo.py`` alike). The agents are stacked only to batch the arithmetic; none reads another's row."""
+    if not policy.decentralised:
+        raise MECOffloadError("decentralised_actions needs a policy trained with policy=decentralised; this one "
+                              "reads every user's observation (its users exchange messages)")
+    agents = list(observations)
+    obs = th.as_tensor(np.stack([np.asarray(observations[a], dtype=np.float32) for a in agents]))
+    ext = policy.mlp_extractor
+    with th.no_grad():
+        logits = ext.agent_logits(ext.read_agent(obs, layout))[:, 0]  # (agents, M + 1)
+    chosen = logits.argmax(dim=-1) if deterministic else th.distributions.Categorical(logits=logits).sample()
+    return dict(zip(agents, chosen.tolist()))
 
 
 def env_sizes(action_space: spaces.Space) -> str:
@@ -290,9 +347,11 @@ def env_sizes(action_space: spaces.Space) -> str:
     return str(action_space)
 
 
-def policy_kwargs(policy: "EquivariantPolicy") -> dict[str, int]:
-    """The widths that rebuild ``policy``'s architecture (a warm start, a transfer to another N)."""
-    return {"hidden": policy.hidden, "rounds": policy.rounds, "pair_hidden": policy.pair_hidden}
+def policy_kwargs(policy: "EquivariantPolicy") -> dict[str, Any]:
+    """The widths (and the execution) that rebuild ``policy``'s architecture (a warm start, a transfer to another
+    N)."""
+    return {"hidden": policy.hidden, "rounds": policy.rounds, "pair_hidden": policy.pair_hidden,
+            "decentralised": policy.decentralised}
 
 
 def transfer_policy(model: Any, env: Any) -> Any:
@@ -319,6 +378,5 @@ def transfer_policy(model: Any, env: Any) -> Any:
     return new
 
 
-__all__ = ["EquivariantPolicy", "PerUserExtractor", "env_sizes", "policy_kwargs", "flat_obs_layout", "flat_obs_size",
-           "transfer_policy",
-           "MASKED_LOGIT"]
+__all__ = ["EquivariantPolicy", "PerUserExtractor", "decentralised_actions", "env_sizes", "policy_kwargs",
+           "flat_obs_layout", "flat_obs_size", "transfer_policy", "MASKED_LOGIT"]

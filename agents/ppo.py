@@ -64,11 +64,12 @@ def ppo_model(cfg: Any, env: Any, tensorboard_log: str | None = None,
               equivariant: Mapping[str, Any] | None = None) -> Any:
     """A fresh PPO of ``cfg`` (:func:`build_ppo`) for the query level: the permutation-equivariant
     per-user policy of width ``hidden`` (or of the ``equivariant`` keyword arguments, e.g. a warm start's
-    ``hidden`` and ``rounds``), or SB3's MLP."""
+    ``hidden`` and ``rounds``), decentralised with ``policy=decentralised``, or SB3's MLP."""
     from agents.policies import EquivariantPolicy
 
-    if equivariant is not None or cfg.policy == "equivariant":
+    if equivariant is not None or cfg.policy in ("equivariant", "decentralised"):
         policy, policy_kwargs = EquivariantPolicy, dict(equivariant or {"hidden": cfg.hidden})
+        policy_kwargs["decentralised"] = cfg.policy == "decentralised"  # a warm start takes the run's execution
     else:
         policy, policy_kwargs = "MultiInputPolicy" if not cfg.env_kwargs.get("flat_obs") else "MlpPolicy", {}
     return build_ppo(cfg, env, policy, policy_kwargs, tensorboard_log=tensorboard_log, algorithm=cfg.algorithm)

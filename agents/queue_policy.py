@@ -35,7 +35,7 @@ class QueueUserExtractor(PerUserExtractor):
                            th.log10(o["query_size"] + 1e-3), best, gain.mean(dim=-1)], dim=-1)
         es = th.stack([o["es_capacity"], th.log1p(o["es_backlog"]), th.log1p(self.n * o["es_jobs"])], dim=-1)
         pair_x = th.cat([th.stack([gain, gain - best[..., None]], dim=-1),
-                         es[:, None, :, :].expand(-1, self.n, -1, -1)], dim=-1)
+                         es[:, None, :, :].expand(-1, gain.shape[1], -1, -1)], dim=-1)  # every user read
         return user_x, pair_x, o["has_query"] < 0.5
 
     def es_inputs(self, o: dict[str, th.Tensor], load: th.Tensor, interference: th.Tensor,

@@ -87,8 +87,9 @@ class CommonConfig:
 class PPOConfig(CommonConfig):
     ACTION_SPACES: ClassVar[tuple[type, ...]] = (gym.spaces.Discrete, gym.spaces.MultiDiscrete)
     env_kwargs: dict = env_kwargs_field(scenario="paper", n_users=20, flat_obs=True, episode_length=10)
-    policy: str = config_field("equivariant", "the permutation-equivariant per-user policy (agents.policies) or "
-                               "SB3's MLP", choices=("equivariant", "mlp"))
+    policy: str = config_field("equivariant", "the permutation-equivariant per-user policy (agents.policies); the "
+                               "same with each user deciding from its own observation and a centralised critic "
+                               "(decentralised: CTDE); or SB3's MLP", choices=("equivariant", "decentralised", "mlp"))
     hidden: int = config_field(64, f"width of the equivariant policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
     init_model: str = config_field("", "a saved model whose policy weights start a fresh run (e.g. train/imitate.py's "
                                    "final_model.zip: RL fine-tuning of an imitation warm start); '' for none")
@@ -115,9 +116,9 @@ class PPOConfig(CommonConfig):
         if self.credit == "difference" and self.gamma != 0.0:
             raise ConfigError("gamma", self.gamma, "0 with credit=difference (a difference reward credits a "
                               "decision with its own slot only)")
-        if self.credit == "difference" and self.policy != "equivariant":
-            raise ConfigError("policy", self.policy, "equivariant with credit=difference (it needs per-user "
-                              "values and log-probabilities)")
+        if self.credit == "difference" and self.policy == "mlp":
+            raise ConfigError("policy", self.policy, "equivariant or decentralised with credit=difference (it needs "
+                              "per-user values and log-probabilities)")
 
     def training_env_kwargs(self) -> dict:
         """The training environments' arguments: ``env_kwargs``, with the difference rewards the update reads."""
@@ -192,8 +193,9 @@ class QueuePPOConfig(PPOConfig):
     n_epochs: int = inherited_field(PPOConfig, "n_epochs", 4)
     eval_freq: int = inherited_field(PPOConfig, "eval_freq", 20_000)
     eval_seeds: int = inherited_field(PPOConfig, "eval_seeds", 8)
-    policy: str = config_field("equivariant", "the queue-aware equivariant policy (agents.queue_policy) or SB3's MLP",
-                               choices=("equivariant", "mlp"))
+    policy: str = config_field("equivariant", "the queue-aware equivariant policy (agents.queue_policy); the same with "
+                               "each user deciding from its own observation and a centralised critic (decentralised: "
+                               "CTDE); or SB3's MLP", choices=("equivariant", "decentralised", "mlp"))
     hidden: int = config_field(32, f"width of the equivariant policy's networks ({WHY_HIDDEN})", range=(1, MAX_HIDDEN))
     rounds: int = config_field(1, "message-passing rounds of the equivariant policy", range=(0, 8))
     gamma: float = config_field(0.97, "discount", range=(0.0, 1.0))

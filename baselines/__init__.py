@@ -1,7 +1,8 @@
 """Offloading strategies as pure functions ``solve(problem, ...) -> assignment``.
 
 The paper's five (GOA, Min delay, Edge all, Local all, Random) and ours beyond it (the
-exact optimum for small N, GOA + local search, GOA + iterated local search). ``STRATEGIES`` maps the names used in
+exact optimum for small N, GOA + local search, GOA + iterated local search, and the decentralised "Own best
+ES", each user deciding from its own observation). ``STRATEGIES`` maps the names used in
 reports to callables taking ``(problem, rng)``.
 """
 
@@ -11,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from baselines.decentralised import own_best_es
 from baselines.local_search import goa_local_search, iterated_local_search
 from baselines.optimum import optimum
 from baselines.greedy import edge_all, goa, local_all, min_delay, random_offload
@@ -26,8 +28,9 @@ STRATEGIES: dict[str, Strategy] = {
     "Random": lambda p, rng: random_offload(p, rng),
     "GOA+LS": lambda p, rng: goa_local_search(p),
     "GOA+ILS": lambda p, rng: iterated_local_search(p, rng),
+    "Own best ES": lambda p, rng: own_best_es(p),
 }
 PAPER_STRATEGIES = ("Local all", "Edge all", "Min delay", "GOA", "Random")
 
 __all__ = ["STRATEGIES", "PAPER_STRATEGIES", "goa", "min_delay", "edge_all", "local_all", "random_offload",
-           "optimum", "goa_local_search", "iterated_local_search"]
+           "optimum", "goa_local_search", "iterated_local_search", "own_best_es"]

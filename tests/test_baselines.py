@@ -126,3 +126,19 @@ def test_iterated_local_search_is_feasible_reproducible_and_never_worse_than_goa
         assert not violations(p, a).any()
         assert evaluate(p, a).objective <= evaluate(p, goa_local_search(p)).objective
         np.testing.assert_array_equal(a, iterated_local_search(p, 7, kicks=8))
+
+
+def test_own_best_es_offloads_exactly_the_constrained_users_each_on_its_own_observation():
+    from baselines import own_best_es
+
+    batch = sample_problem(load_scenario("paper", n_users=30), rng=4, batch=6)
+    a = own_best_es(batch)
+    assert ((a > 0) == (batch.alpha > batch.tau)).all()
+    for b in range(6):
+        p = batch.instance(b)
+        np.testing.assert_array_equal(own_best_es(p), a[b])
+        # every other user's channels and query changed: user 0 decides as before
+        rest = np.random.default_rng(b).permutation(np.arange(1, 30))
+        order = np.concatenate([[0], rest])
+        others = dataclasses.replace(p, gain=p.gain[order], alpha=p.alpha[order])
+        assert own_best_es(others)[0] == a[b][0]

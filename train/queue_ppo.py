@@ -116,8 +116,10 @@ def main(argv: list[str] | None = None) -> list[EvaluationResult]:
         return make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed, env_kwargs=cfg.env_kwargs)
 
     def new_model(env) -> PPO:
-        policy: Any = QueueEquivariantPolicy if cfg.policy == "equivariant" else "MlpPolicy"
-        kwargs = {"hidden": cfg.hidden, "rounds": cfg.rounds} if cfg.policy == "equivariant" else None
+        per_user = cfg.policy in ("equivariant", "decentralised")
+        policy: Any = QueueEquivariantPolicy if per_user else "MlpPolicy"
+        kwargs = {"hidden": cfg.hidden, "rounds": cfg.rounds, "decentralised": cfg.policy == "decentralised"} \
+            if per_user else None
         return build_ppo(cfg, env, policy, kwargs, tensorboard_log=str(run_dir))
 
     model, state = open_run(PPO, cfg, make_env, new_model)
