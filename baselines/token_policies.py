@@ -26,6 +26,11 @@
   often than the risk (the long-generation traces: the fitted line's intercept is above 0.3), the
   exit stops every draft after one token.
 
+**Association** (with ``association="action"``, where the action names each user's ES): every rule
+uploads to the user's strongest ES of the round (``"strongest"``, what the env does by default), or, named
+with ``" @greedy"`` (e.g. ``"HLM b=2 @greedy"``), to the ES GOA's greedy placement gives it on the round's
+expected costs (:func:`greedy_association`).
+
 The uncertainty-rejection line defaults to the env's token source's: the synthetic source's
 parameters, or the least-squares line over the replayed token table (in the env's normalised
 uncertainty). ``budget`` fixes the drafting budget of SLM only, HLM and U-HLM (default L).
@@ -33,13 +38,42 @@ uncertainty). ``budget`` fixes the drafting budget of SLM only, HLM and U-HLM (d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable
 
 import numpy as np
 
+from baselines.greedy import edge_all
 from mec_env.spec.control import drift_plus_penalty, uhlm_threshold
 from mec_env.spec.model import evaluate_round
+
+ASSOCIATIONS = ("strongest", "greedy")
+GREEDY_SUFFIX = " @greedy"  # a rule's name with it: the rule on the greedy association (rule_factory)
+
+
+def greedy_association(env: Any, drafted: np.ndarray, upload_share: float) -> np.ndarray:
+    """(N,) the ES (0..M-1) each user uploads to this round, by GOA's greedy placement on what the round is
+    expected to cost at each ES.
+
+    A user drafting ``drafted`` tokens is expected to upload ``drafted x upload_share`` of them (and its prompt,
+    where a generation starts): those bits are its query and their verification (with the prompt's prefill)
+    its ES workload. The uploading users are placed as GOA places them (Edge all's order: the smallest edge
+    delay first, each on the ES where its delay is least given the users placed before it: the band and
+    compute it would share, the interference it would meet), through the evaluator's delay model; a user that
+    uploads nothing keeps its strongest ES. Only what a device knows before drafting is used."""
+    o, cfg, problem = env.options, env.cfg, env.problem
+    n = cfg.n_users
+    prompt = np.where(drafted > 0, env.prompt_due(), 0)
+    sent = drafted * upload_share
+    bits = o.token_bits() * sent + o.prompt_token_bits() * prompt
+    work = cfg.flops_per_param_token * cfg.llm_params * (o.verified_tokens(sent) + o.prefill_cost * prompt)
+    uploading = (bits > 0) & (drafted > 0)
+    view = dataclasses.replace(problem, query_bits=bits, workload_llm=work, workload_slm=np.zeros(n),
+                               alpha=np.ones(n))  # the round's costs as a one-slot offloading problem
+    placed = edge_all(view, users=uploading)
+    return np.where(placed > 0, placed - 1, problem.gain.argmax(axis=1))
+
 
 def _level(env: Any, threshold: float) -> int:
     """The largest upload level whose threshold is at most ``threshold``: the env skips a token when
@@ -58,16 +92,20 @@ class SpecRuleAgent:
     :param tradeoff: GELATO's V (throughput in units of ``r0`` against the energy backlog in units of the budget).
     :param exit_level: GELATO's early-exit level (uncertainty threshold index); default U-HLM's skip level at ``risk``.
     :param budget: tokens drafted a round by SLM only, HLM and U-HLM (default L, the most).
+    :param association: ``"strongest"`` or ``"greedy"`` (:func:`greedy_association`; needs the env's
+        ``association="action"``), the ES each user uploads to.
     """
 
     STRATEGIES = ("SLM only", "HLM", "U-HLM", "U-HLM opportunistic", "GELATO")
 
     def __init__(self, env: Any, strategy: str, slope: float | None = None, intercept: float | None = None,
                  risk: float = 0.1, tradeoff: float = 100.0, exit_level: int | None = None,
-                 budget: int | None = None) -> None:
+                 budget: int | None = None, association: str = "strongest") -> None:
         if strategy not in self.STRATEGIES:
             raise ValueError(f"strategy must be one of {self.STRATEGIES}, got {strategy!r}")
-        self.env, self.name = env.unwrapped, strategy
+        self.env, self.name, self.strategy = env.unwrapped, strategy, strategy
+        self.chooses_es = self.env.options.association == "action"
+        self.association = "strongest"
         if slope is None or intercept is None:
             fit_slope, fit_intercept = self.env.source.rejection_line()
             slope = fit_slope * self.env.uncertainty_scale if slope is None else slope  # per normalised unit
@@ -89,11 +127,14 @@ class SpecRuleAgent:
             self.survival = accepted_run_survival(self.env)
             self.booking = PrefillBooking(self.env)
             self._backlog, self._sent = None, np.zeros(self.env.cfg.n_users)
+        self.upload_share = self._upload_share()
         if strategy == "U-HLM opportunistic":
             if self.env.options.timing != "user":
                 raise ValueError("U-HLM opportunistic prices each device's own round: it needs timing='user'")
             self.budget = 1
             self.skip, self.skip_error = self._skip_statistics()
+        if association != "strongest":
+            self.associate(association)
 
     def predict(self, observation: Any = None, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
@@ -101,13 +142,43 @@ class SpecRuleAgent:
         n, k = env.cfg.n_users, o.threshold_levels
         budget = np.full(n, self.budget)
         exit_level = np.full(n, k - 1)
-        if self.name == "GELATO":
+        if self.strategy == "GELATO":
             budget = self._gelato_budgets()
             exit_level[:] = self.exit_level
-        elif self.name == "U-HLM opportunistic":
+        elif self.strategy == "U-HLM opportunistic":
             budget = np.where(self._round_value() > 0, 1, 0)
-        action = np.stack([budget, np.full(n, self.upload_level), exit_level], axis=1)
-        return action.reshape(-1).astype(np.int64), state
+        columns = [budget, np.full(n, self.upload_level), exit_level]
+        if self.chooses_es:  # GELATO's budgets were priced on its ESs of the round
+            columns.append(self._priced_es if self.strategy == "GELATO" else self._es(budget))
+        return np.stack(columns, axis=1).reshape(-1).astype(np.int64), state
+
+    def associate(self, association: str) -> "SpecRuleAgent":
+        """The same rule with another association (``"strongest"`` or ``"greedy"``); returns the agent."""
+        if association not in ASSOCIATIONS:
+            raise ValueError(f"association must be one of {ASSOCIATIONS}, got {association!r}")
+        if association == "greedy" and not self.chooses_es:
+            raise ValueError("the greedy association names each user's ES in the action: make the env with "
+                             "association='action'")
+        self.association = association
+        self.name = self.strategy if association == "strongest" else self.strategy + GREEDY_SUFFIX
+        return self
+
+    def _es(self, drafted: np.ndarray) -> np.ndarray:
+        """(N,) the ES each user uploads to this round when it drafts ``drafted`` tokens (its association)."""
+        if self.association == "greedy":
+            return greedy_association(self.env, np.minimum(drafted, self.env.generation_left()), self.upload_share)
+        return self.env.problem.gain.argmax(axis=1)
+
+    def _upload_share(self) -> float:
+        """The share of drafted tokens the rule uploads: all (HLM, GELATO), none (SLM only), or those above U-HLM's
+        threshold in 256 sessions of the env's token source."""
+        k = self.env.options.threshold_levels
+        if self.upload_level in (0, k - 1):
+            return 1.0 if self.upload_level == 0 else 0.0
+        streams = self.env.source.sample(np.random.default_rng(0), 256, 64)
+        valid = np.arange(streams.uncertainty.shape[1])[None, :] < streams.length[:, None]
+        u = np.clip(streams.uncertainty[valid] / self.env.uncertainty_scale, 0.0, 1.0)
+        return float((u > self.env.thresholds[self.upload_level]).mean())
 
     def _skip_statistics(self) -> tuple[float, float]:
         """``(fraction of drafted tokens skipped at the upload level, fraction of those the LLM rejects)``,
@@ -129,7 +200,7 @@ class SpecRuleAgent:
         upload = np.ones((n, 1), dtype=bool)
         prompt = env.prompt_due()
         ev = evaluate_round(env.problem, env.spec_config, active.astype(np.int64), upload, upload,
-                            env.problem.gain.argmax(axis=1), cfg.flops_per_param_token, cfg.slm_params,
+                            self._es(active.astype(np.int64)), cfg.flops_per_param_token, cfg.slm_params,
                             cfg.llm_params, check=False, prompt_tokens=prompt)
         s = self.skip  # a skipped token: one token (or 1 + mu off) in the drafting time; an upload: one token
         rate = s * (1.0 - (1.0 + o.error_weight) * self.skip_error) / draft_time \
@@ -161,7 +232,7 @@ class SpecRuleAgent:
         n, length = cfg.n_users, o.draft_length
         left = env.generation_left()
         active = left > 0
-        es = env.problem.gain.argmax(axis=1)
+        es = self._priced_es = self._es(left)  # placed as if every user drafted all it may; budgets priced there
         upload = np.ones((n, length), dtype=bool)
 
         def price(drafted: np.ndarray, prompt: np.ndarray | None = None):
@@ -279,6 +350,9 @@ def rule_factory(name: str, risk: float = 0.1) -> Callable[[Any], SpecRuleAgent]
 
     :raises ValueError: naming the unknown strategy and the known ones.
     """
+    if name.endswith(GREEDY_SUFFIX):  # the same rule, each user on the ES of the greedy association
+        base = rule_factory(name[:-len(GREEDY_SUFFIX)], risk)
+        return lambda env: base(env).associate("greedy")
     if name.startswith(("U-HLM b=", "HLM b=")) and name.split("b=")[1].isdigit():
         strategy, b = name.split(" b=")[0], int(name.split("b=")[1])
         return lambda env: SpecRuleAgent(env, strategy, risk=risk, budget=b)

@@ -344,9 +344,10 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
     The groups are :class:`RadioScalars`, :class:`TokenCosts`, :class:`TokenTables`, :class:`SpecState`
     (updated in place) and :class:`RoundBuffers` (written), each as a plain tuple (:func:`kernel_tuple`).
 
-    From the (N, 3) actions (draft budget, upload and exit levels) and the flat (N x width) token
-    streams: the drafted tokens with the early exit, cut at the end of the user's generation, the
-    prompt of a generation a user starts, each user's strongest ES, the round as
+    From the (N, 3) actions (draft budget, upload and exit levels; (N, 4) with the ES index 0..M-1 last) and the
+    flat (N x width) token streams: the drafted tokens with the early exit, cut at the end of the user's
+    generation, the prompt of a generation a user starts, each user's ES (its choice, or its strongest), the
+    round as
     :func:`spec_round_kernel` computes it (acceptance inline, uplink and verification through the
     same helper), the answers scored, and the state updated in place (``position``, energy
     ``queue`` and ``energy_sum``, ``last_uncertainty``, ``tainted``, ``answer_counts``: answers,
@@ -392,11 +393,14 @@ def spec_step_kernel(action, thresholds, gain, es_capacity, local_capacity, radi
         if d > 0 and (position[i] == 0 or answer_end[row + position[i] - 1]):
             prompt[i] = prompt_tokens[i, answer[row + position[i]]]
         total_drafted += d
-        best = 0
-        for j in range(1, m):
-            if gain[i, j] > gain[i, best]:
-                best = j
-        es[i] = best
+        if action.shape[1] > 3:  # association="action": the ES the user chose
+            es[i] = action[i, 3]
+        else:  # its strongest ES this round
+            best = 0
+            for j in range(1, m):
+                if gain[i, j] > gain[i, best]:
+                    best = j
+            es[i] = best
     # the round: speculative acceptance, then eqs. 2-7 among the users that upload
     for i in range(n):
         row = i * width

@@ -63,6 +63,9 @@ class SpecEnvConfig(SpecConfig):
     timing: str = config_field("user", "'user': each user runs its rounds back to back at its own pace (a device "
                                "does not wait for others); 'slot': a round is a slot that lasts until its slowest "
                                "user is done", choices=("user", "slot"))
+    association: str = config_field("strongest", "'strongest': each user uploads to its strongest ES of the "
+                                    "round; 'action': each user's action also names the ES that verifies its "
+                                    "drafts (a fourth entry per user, 0..M-1)", choices=("strongest", "action"))
     flat_obs: bool = config_field(False, "one float32 Box instead of the Dict")
 
 
@@ -70,15 +73,14 @@ class MECSpecDecodeEnv(gym.Env):
     """
     ## Description
 
-    Token-level offloading of U-HLM and GELATO on the project's channel and edge model. N users
-    each generate text token by token: the device SLM drafts, the edge LLM verifies what is
-    uploaded (speculative decoding). One step is one round: every unfinished user drafts up to
-    ``draft_length`` tokens, uploads those whose SLM uncertainty reaches its threshold to its
-    strongest ES, and keeps the result of :func:`mec_env.spec.model.evaluate_round` (the one
-    evaluator: drafting FLOPs, top-k uploads on the shared, interfered uplink, verification on the
-    shared ES, speculative acceptance, device energy). The channel is redrawn every round (a slot
-    of the query-level model); the tokens come from real traces or the synthetic source
-    (:mod:`mec_env.spec.tokens`).
+    Token-level offloading of U-HLM and GELATO on the project's channel and edge model. N users each generate
+    text token by token: the device SLM drafts, the edge LLM verifies what is uploaded (speculative decoding).
+    One step is one round: every unfinished user drafts up to ``draft_length`` tokens, uploads those whose SLM
+    uncertainty reaches its threshold to its strongest ES (or the ES its action names), and keeps the result
+    of :func:`mec_env.spec.model.evaluate_round` (the one evaluator: drafting FLOPs, top-k uploads on the
+    shared, interfered uplink, verification on the shared ES, speculative acceptance, device energy). The
+    channel is redrawn every round (a slot of the query-level model); the tokens come from real traces or the
+    synthetic source (:mod:`mec_env.spec.tokens`).
 
     **Sessions.** A user's work is generations one after the other, each one prompt and the
     verifier's generation from it (the default traces: SmolLM2-135M-Instruct's answers and
@@ -112,6 +114,9 @@ class MECSpecDecodeEnv(gym.Env):
       skipping rule: nothing is verified that would be kept, nothing kept that would be rejected);
     * exit level ``e``: drafting stops after the first token whose uncertainty exceeds
       ``theta_e`` (GELATO's inner loop); ``e = K - 1`` never stops early.
+    * with ``association="action"``, a fourth entry: the ES ``j`` in 0..M-1 that verifies the user's
+      drafts this round (``MultiDiscrete([L + 1, K, K, M] * N)``); by default each user uploads to its
+      strongest ES of the round.
 
     Uncertainties are normalised to [0, 1] (entropy by ln V). U-HLM is a fixed upload level,
     GELATO a budget chosen against the energy queue with an exit level (``baselines.token_policies``).
@@ -191,7 +196,8 @@ class MECSpecDecodeEnv(gym.Env):
         self.core = SlotProcess(self.cfg)
         levels = o.threshold_levels
         self.thresholds = np.concatenate([[-np.inf], np.linspace(0.0, 1.0, levels - 2), [np.inf]])
-        self.action_space = spaces.MultiDiscrete(np.tile([o.draft_length + 1, levels, levels], n))
+        self._per_user = 4 if o.association == "action" else 3  # action entries a user
+        self.action_space = spaces.MultiDiscrete(np.tile([o.draft_length + 1, levels, levels, m][:self._per_user], n))
         self.dict_observation_space = spaces.Dict({
             "channel_gain_db": spaces.Box(-GAIN_OBS_CLIP, GAIN_OBS_CLIP, shape=(n, m), dtype=np.float32),
             "energy_queue": spaces.Box(0.0, QUEUE_OBS_MAX, shape=(n,), dtype=np.float32),
@@ -262,7 +268,7 @@ class MECSpecDecodeEnv(gym.Env):
         a = a.astype(np.int64)
         if not ((a >= 0) & (a < self._nvec)).all():
             self._bad_action(a, "an entry out of range")
-        a = a.reshape(n, 3)
+        a = a.reshape(n, self._per_user)
         problem = self.problem
         self._round_problem, self._last = problem, None
         (tokens, errors, energy, uploaded, drafted, round_time, queue_total, energy_total, token_rate, error_rate,
@@ -325,7 +331,7 @@ class MECSpecDecodeEnv(gym.Env):
         # generation (drafting never runs into the next one)
         stop = ((u > exit_at[:, None]) | self._answer_end.take(idx)) & (self._offsets < drafted[:, None])
         drafted = np.where(stop.any(axis=1), np.minimum(drafted, stop.argmax(axis=1) + 1), drafted)
-        es = problem.gain.argmax(axis=1)  # each user uploads to its strongest ES this round
+        es = a[:, 3] if self._per_user > 3 else problem.gain.argmax(axis=1)  # its choice, or its strongest ES
         accepted = self._accepted.take(idx)
         upload = ~accepted if self._oracle_uploads else u > upload_at[:, None]
         prompt = np.where(drafted > 0, self.prompt_due(), 0)
@@ -400,15 +406,17 @@ class MECSpecDecodeEnv(gym.Env):
             raise ResetNeeded("call reset() before action_masks()")
         o = self.options
         budgets = np.arange(o.draft_length + 1)[None, :] <= (self.streams.length - self.position)[:, None]
-        levels = np.ones((self.cfg.n_users, 2 * o.threshold_levels), dtype=bool)
+        levels = np.ones((self.cfg.n_users, 2 * o.threshold_levels + (self._per_user - 3) * self.cfg.n_edge_servers),
+                         dtype=bool)  # every level (and every ES) is allowed
         return np.concatenate([budgets, levels], axis=1).reshape(-1)
 
     def _bad_action(self, a: np.ndarray, problem: str = "") -> None:
         levels = self.options.threshold_levels - 1
         what = f" with {problem}" if problem else ""
+        es = f", ES 0..{self.cfg.n_edge_servers - 1}" if self._per_user > 3 else ""
         raise AssignmentError(f"{ENV_ID} action must be {self.action_space} (shape {self.action_space.shape}: "
                               f"integer draft budget 0..{self.options.draft_length}, upload and exit levels "
-                              f"0..{levels} per user); got {short_repr(a)}{what}")
+                              f"0..{levels}{es} per user); got {short_repr(a)}{what}")
 
     @property
     def problem(self):
