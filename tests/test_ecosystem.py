@@ -47,25 +47,6 @@ def test_sb3_make_vec_env_builds_and_renders_without_extra_kwargs():
     venv.close()
 
 
-def test_sb3_subproc_vec_env_with_the_module_prefixed_id():
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import SubprocVecEnv
-
-    # a forkserver/spawn child imports nothing of ours: "mec_env:" makes gymnasium import the package there
-    # two children prove the id resolves in a fresh interpreter; each costs seconds of imports
-    venv = make_vec_env("mec_env:MECOffload-v0", n_envs=2, env_kwargs=dict(n_users=20), vec_env_cls=SubprocVecEnv,
-                        vec_env_kwargs=dict(start_method="forkserver"), seed=0)
-    try:
-        obs = venv.reset()
-        _, rewards, _, infos = venv.step(np.zeros((2, 20), dtype=np.int64))
-    finally:
-        venv.close()
-    assert obs["uncertainty"].shape == (2, 20)
-    # all local: J = 1 + violations / N, so reward = -(1 + v / 20), with every copy its own slot
-    np.testing.assert_allclose(rewards, [-(1 + info["violations"] / 20) for info in infos], rtol=1e-6)
-    assert len({float(r) for r in rewards} | {info["violations"] for info in infos}) > 1
-
-
 @pytest.mark.parametrize("env_id, policy", [("MECOffload-v0", "MultiInputPolicy"), ("MECOffloadSeq-v0", "MlpPolicy")])
 def test_maskable_ppo_trains_unchanged_and_its_masked_decisions_never_break_constraint_11(env_id, policy):
     from sb3_contrib import MaskablePPO

@@ -1,12 +1,14 @@
-"""The scripts of ``examples/`` run as a user runs them (a fresh process, another working directory) with tiny
-arguments, and print what they claim: the custom strategy keeps constraint (11), the reward wrapper's reward is
-the formula applied to the environment's metrics, the CleanRL loop improves on its start."""
+"""The scripts of ``examples/`` run with tiny arguments in another working directory and print what they claim:
+the custom strategy keeps constraint (11), the reward wrapper's reward is the formula applied to the environment's
+metrics, the CleanRL loop improves on its start. The first runs as a user runs it, in a fresh process; the two
+that train run their ``__main__`` in this one, which has torch and SB3 imported already (seconds each)."""
 
 from __future__ import annotations
 
 import math
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +26,14 @@ def run_example(name: str, tmp_path: Path, *args: str) -> str:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def run_example_here(name: str, tmp_path: Path, monkeypatch, capsys, *args: str) -> str:
+    """The example's ``__main__`` block run in this process, from ``tmp_path``; what it printed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLES / name), *args])
+    runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    return capsys.readouterr().out
 
 
 def table_rows(text: str, names: list[str]) -> dict[str, list[float]]:
@@ -49,9 +59,9 @@ def test_custom_strategy_keeps_constraint_11_and_is_scored_next_to_goa(tmp_path)
     assert rows["GOA+LS"][4] <= rows["GOA"][4]  # local search never worsens GOA's objective
 
 
-def test_reward_wrapper_reward_is_the_tradeoff_of_the_envs_metrics(tmp_path):
-    out = run_example("reward_wrapper.py", tmp_path, "--timesteps", "256", "--eval-episodes", "1",
-                      "--delay-weight", "20")
+def test_reward_wrapper_reward_is_the_tradeoff_of_the_envs_metrics(tmp_path, monkeypatch, capsys):
+    out = run_example_here("reward_wrapper.py", tmp_path, monkeypatch, capsys, "--timesteps", "256",
+                           "--eval-episodes", "1", "--delay-weight", "20")
     names = ["PPO 256 steps", "PPO untrained", "GOA", "Edge all", "Local all"]
     table, _, tradeoff = out.partition("trade-off reward")
     rows, rewards = table_rows(table, names), table_rows(tradeoff, names)
@@ -64,9 +74,9 @@ def test_reward_wrapper_reward_is_the_tradeoff_of_the_envs_metrics(tmp_path):
     assert rewards["GOA"][0] > rewards["Local all"][0]
 
 
-def test_cleanrl_ppo_improves_on_its_start_and_logs_tensorboard(tmp_path):
-    out = run_example("cleanrl_ppo.py", tmp_path, "--total-timesteps", "2048", "--eval-episodes", "1",
-                      "--tensorboard")
+def test_cleanrl_ppo_improves_on_its_start_and_logs_tensorboard(tmp_path, monkeypatch, capsys):
+    out = run_example_here("cleanrl_ppo.py", tmp_path, monkeypatch, capsys, "--total-timesteps", "2048",
+                           "--eval-episodes", "1", "--tensorboard")
     progress = re.findall(rf"median J ({NUMBER}).*violations\s+({NUMBER})", out)
     assert len(progress) == 4, out
     (j_first, viol_first), (j_last, viol_last) = [tuple(map(float, p)) for p in (progress[0], progress[-1])]
