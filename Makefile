@@ -29,7 +29,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-compile $(TORCH_FIND) -e ".[train,lm,ecosystem,multiagent,ray,docs,dev]"
 	# import what nearly every script and test imports, once: Python writes its bytecode then, instead of in each
 	# of the processes the first test run starts side by side
-	$(PY) -c "import torch, stable_baselines3, sb3_contrib, gymnasium, matplotlib.pyplot, mec_env, agents.policies"
+	$(PY) -c "import torch, torch.utils.tensorboard, stable_baselines3, sb3_contrib, torchrl, pettingzoo, ray, \
+		gymnasium, matplotlib.pyplot, mec_env, agents.policies"
 	touch $(STAMP)
 
 install: $(STAMP)
