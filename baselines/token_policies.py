@@ -127,7 +127,7 @@ class SpecRuleAgent:
             self.survival = accepted_run_survival(self.env)
             self.booking = PrefillBooking(self.env)
             self._backlog, self._sent = None, np.zeros(self.env.cfg.n_users)
-        self.upload_share = self._upload_share()
+        self.upload_share = 1.0  # of drafted tokens, as the greedy association expects them (set by associate)
         if strategy == "U-HLM opportunistic":
             if self.env.options.timing != "user":
                 raise ValueError("U-HLM opportunistic prices each device's own round: it needs timing='user'")
@@ -160,6 +160,8 @@ class SpecRuleAgent:
             raise ValueError("the greedy association names each user's ES in the action: make the env with "
                              "association='action'")
         self.association = association
+        if association == "greedy":
+            self.upload_share = self._upload_share()
         self.name = self.strategy if association == "strongest" else self.strategy + GREEDY_SUFFIX
         return self
 
@@ -171,24 +173,26 @@ class SpecRuleAgent:
 
     def _upload_share(self) -> float:
         """The share of drafted tokens the rule uploads: all (HLM, GELATO), none (SLM only), or those above U-HLM's
-        threshold in 256 sessions of the env's token source."""
+        threshold among the tokens of :meth:`_sample_tokens`."""
         k = self.env.options.threshold_levels
         if self.upload_level in (0, k - 1):
             return 1.0 if self.upload_level == 0 else 0.0
-        streams = self.env.source.sample(np.random.default_rng(0), 256, 64)
+        return float((self._sample_tokens()[0] > self.env.thresholds[self.upload_level]).mean())
+
+    def _sample_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(normalised uncertainty, accepted)`` of every token of 256 sessions of the env's token source (a fixed
+        seed: the rules are deterministic)."""
+        env = self.env
+        streams = env.source.sample(np.random.default_rng(0), 256, 64)
         valid = np.arange(streams.uncertainty.shape[1])[None, :] < streams.length[:, None]
-        u = np.clip(streams.uncertainty[valid] / self.env.uncertainty_scale, 0.0, 1.0)
-        return float((u > self.env.thresholds[self.upload_level]).mean())
+        return np.clip(streams.uncertainty[valid] / env.uncertainty_scale, 0.0, 1.0), streams.accepted[valid]
 
     def _skip_statistics(self) -> tuple[float, float]:
         """``(fraction of drafted tokens skipped at the upload level, fraction of those the LLM rejects)``,
         over 256 sessions of the env's token source (a fixed seed: the rule is deterministic)."""
-        env = self.env
-        streams = env.source.sample(np.random.default_rng(0), 256, 64)
-        valid = np.arange(streams.uncertainty.shape[1])[None, :] < streams.length[:, None]
-        u = np.clip(streams.uncertainty[valid] / env.uncertainty_scale, 0.0, 1.0)
-        skipped = u <= env.thresholds[self.upload_level]
-        rejected = ~streams.accepted[valid][skipped]
+        u, accepted = self._sample_tokens()
+        skipped = u <= self.env.thresholds[self.upload_level]
+        rejected = ~accepted[skipped]
         return float(skipped.mean()), float(rejected.mean()) if rejected.size else 0.0
 
     def _round_value(self) -> np.ndarray:
