@@ -27,10 +27,15 @@ Reported as mean and 95 % CI half-width (1.96 s / sqrt(episodes)).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 
-from agents.evaluation import Column, Episode, Level
+from agents.evaluation import Column, Episode, EvaluationResult, Level, evaluate_agents, paired_difference, print_table
+from mec_env.io import atomic_write_csv
+from mec_env.seeds import held_out_seeds
 
 QUEUE_METRICS = ("objective_ms", "delay_ms", "accuracy", "violations", "offloaded", "power_w", "energy_vs_budget",
                  "worst_energy_vs_budget", "in_system", "es_backlog_s", "growth", "return")
@@ -100,4 +105,39 @@ class QueueLevel(Level):
 
 QUEUE = QueueLevel()
 
-__all__ = ["QUEUE_METRICS", "QueueEpisode", "QueueLevel", "QUEUE"]
+
+def scripted_agents() -> dict[str, Any]:
+    """The queue-aware scripted policies every learned queueing policy is compared with."""
+    from baselines.queue_policies import drift_plus_penalty, myopic_goa, queue_agent, queue_goa, queue_min_delay
+
+    policies = {"GOA": queue_goa, "Min delay": queue_min_delay, "GOA (myopic)": myopic_goa,
+                "DPP V=0.1": lambda env: drift_plus_penalty(env, v=0.1)}
+    return {name: queue_agent(policy, name) for name, policy in policies.items()}
+
+
+def compare(model: Any, cfg: Any, seeds: list[int], progress: bool = False, scripted: bool = True,
+            name: str = "PPO") -> list[EvaluationResult]:
+    """``model`` (named ``name``) and, with ``scripted``, the scripted policies on the episodes of ``seeds`` of
+    ``cfg``'s environment."""
+    from agents.agent import ModelAgent
+
+    agents = scripted_agents() if scripted else {}
+    agents[name] = lambda env: ModelAgent(model, name, env=env)
+    return evaluate_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds, level=QUEUE,
+                           progress=progress)
+
+
+def final_comparison(model: Any, cfg: Any, out_dir: Path, what: str, name: str = "PPO") -> list[EvaluationResult]:
+    """``model`` and the scripted policies on ``final_eval_seeds`` held-out episodes (seeds 20_000 + k): the
+    table, the model's paired relative difference in objective to each, and ``{out_dir}/comparison.csv``."""
+    results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True, name=name)
+    print_table(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes ({what})")
+    by_name = {r.name: r for r in results}
+    for other, (mean, half) in paired_difference(results, name, "objective_ms", relative=True).items():
+        print(f"  {name} vs {other}: objective {100 * mean:+.1f} % ± {100 * half:.1f} % (paired), "
+              f"accuracy {by_name[name].mean['accuracy'] - by_name[other].mean['accuracy']:+.3f}")
+    atomic_write_csv(out_dir / "comparison.csv", [r.row() for r in results])
+    return results
+
+
+__all__ = ["QUEUE_METRICS", "QueueEpisode", "QueueLevel", "QUEUE", "compare", "final_comparison", "scripted_agents"]

@@ -62,6 +62,7 @@ CASES = [
      "accept_prob"),
     ("train/spec_figures.py", ["--risk", "2", "--only", "threshold", "--episodes", "1", "--set", "scenario=small",
                                "n_users=2", "tokens=synthetic", "--out", "{tmp}/f"], "--risk"),
+    ("train/distill.py", ["{tmp}/missing.zip", "--out", "{tmp}/d"], "teacher"),
     ("train/transfer.py", ["{tmp}/missing.zip", "--seeds", "1", "--settings", "small:2", "--out", "{tmp}/t"], "model"),
     ("train/reproduce.py", ["fig3", "--workers", "100000", "--runs", "2", "--n", "6", "--out", "{tmp}/r"],
      "--workers"),

@@ -59,7 +59,10 @@ def check_actor_reads_only_its_own_observation_and_critic_reads_all(model, seed:
         assert par.step(acting)[0]  # the env takes them as the agents' actions
         values = ext.user_values(*ext._states(state)[1:])[0]
         rng = np.random.default_rng(seed)
-        for user in (0, n // 2, n - 1):
+        deciding = [i for i in range(n) if "has_query" not in layout.slices
+                    or state[0, layout.slices["has_query"].start + i] > 0.5]  # an idle user's logits are fixed
+        assert deciding, "no user decides at this state"
+        for user in sorted({deciding[0], deciding[len(deciding) // 2], deciding[-1]}):
             noisy = state.clone()
             others = others_private_entries(layout, user, n)
             noisy[0, others] += th.as_tensor(rng.normal(0.0, 1.0, others.size), dtype=noisy.dtype)
@@ -118,3 +121,23 @@ def test_the_queueing_envs_decentralised_actors_read_only_their_own_observation(
     model = PPO(QueueEquivariantPolicy, env, policy_kwargs={"hidden": 16, "decentralised": True}, n_steps=8,
                 batch_size=8, device="cpu", seed=0)
     check_actor_reads_only_its_own_observation_and_critic_reads_all(model, 3, "MECOffloadQueue-v0", kwargs)
+
+
+def test_distillation_teaches_decentralised_users_the_teachers_decisions():
+    from stable_baselines3 import PPO
+
+    from agents.distill import decentralised_student, distil
+    from agents.queue_policy import QueueEquivariantPolicy
+
+    kwargs = {"n_users": 8, "n_edge_servers": 2, "slot_seconds": 0.005, "episode_length": 30, "flat_obs": True}
+    env = gym.make("MECOffloadQueue-v0", **kwargs)
+    teacher = PPO(QueueEquivariantPolicy, env, policy_kwargs={"hidden": 16, "rounds": 1}, device="cpu", seed=3)
+    student = decentralised_student(teacher, env)
+    assert student.policy.decentralised and not teacher.policy.decentralised
+    venv = gym.make_vec("MECOffloadQueue-v0", num_envs=4, vectorization_mode="sync", **kwargs)
+    rounds = distil(teacher, student, venv, rounds=3, steps=40, epochs=4, learning_rate=3e-3)
+    assert [r.round for r in rounds] == [0, 1, 2] and rounds[-1].decisions > rounds[0].decisions > 0
+    assert rounds[-1].agreement_after > rounds[0].agreement_before  # it learned the teacher's decisions
+    assert all(r.agreement_after >= r.agreement_before - 0.05 for r in rounds)
+    check_actor_reads_only_its_own_observation_and_critic_reads_all(student, 3, "MECOffloadQueue-v0",
+                                                                   {k: v for k, v in kwargs.items() if k != "flat_obs"})

@@ -22,40 +22,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents.checkpoint import open_run, unlock_run
-from agents.agent import ModelAgent
-from agents.evaluation import EvaluationResult, evaluate_agents, paired_difference, print_table
+from agents.evaluation import EvaluationResult
 from agents.ppo import build_ppo
-from agents.queue_evaluation import QUEUE
+from agents.queue_evaluation import compare, final_comparison
 from agents.queue_policy import QueueEquivariantPolicy
 from agents.model_zip import load_model
 from agents.training import (PeriodicEvaluation, QueuePPOConfig, finish_wandb, learn_with_evaluation,
                              load_config, start_wandb)
-from baselines.queue_policies import drift_plus_penalty, myopic_goa, queue_agent, queue_goa, queue_min_delay
 from agents.cli import check_output_dir, check_run_config, run_main, saved_model, script_parser
-from mec_env.io import atomic_write_csv
-from mec_env.seeds import evaluation_seeds, held_out_seeds
+from mec_env.seeds import evaluation_seeds
 
 EVAL_KEYS = ("objective_ms", "accuracy", "energy_vs_budget", "in_system", "return")
-
-
-def scripted_agents() -> dict[str, Any]:
-    policies = {"GOA": queue_goa, "Min delay": queue_min_delay, "GOA (myopic)": myopic_goa,
-                "DPP V=0.1": lambda env: drift_plus_penalty(env, v=0.1)}
-    return {name: queue_agent(policy, name) for name, policy in policies.items()}
-
-
-def compare(model: PPO, cfg: QueuePPOConfig, seeds: list[int], progress: bool = False,
-            scripted: bool = True) -> list[EvaluationResult]:
-    agents = scripted_agents() if scripted else {}
-    agents["PPO"] = lambda env: ModelAgent(model, "PPO", env=env)
-    return evaluate_agents(lambda: gym.make(cfg.env_id, **cfg.env_kwargs), agents, seeds, level=QUEUE,
-                           progress=progress)
 
 
 class QueueComparisonCallback(PeriodicEvaluation):
@@ -78,19 +60,6 @@ class QueueComparisonCallback(PeriodicEvaluation):
             self.baselines = {k: v for k, v in metrics.items() if not k.startswith("eval/ppo/")}
         metrics.update(self.baselines)
         self.publish(metrics, metrics["eval/ppo/return"])
-
-
-def final_comparison(model: PPO, cfg: QueuePPOConfig, out_dir: Path, what: str) -> list[EvaluationResult]:
-    """PPO and the scripted policies on ``final_eval_seeds`` held-out episodes (seeds 20_000 + k): the
-    table, PPO's paired relative difference in objective to each, and ``{out_dir}/comparison.csv``."""
-    results = compare(model, cfg, held_out_seeds(cfg.final_eval_seeds), progress=True)
-    print_table(results, f"{cfg.env_id} {cfg.env_kwargs}, {cfg.final_eval_seeds} held-out episodes ({what})")
-    by_name = {r.name: r for r in results}
-    for name, (mean, half) in paired_difference(results, "PPO", "objective_ms", relative=True).items():
-        print(f"  PPO vs {name}: objective {100 * mean:+.1f} % ± {100 * half:.1f} % (paired), "
-              f"accuracy {by_name['PPO'].mean['accuracy'] - by_name[name].mean['accuracy']:+.3f}")
-    atomic_write_csv(out_dir / "comparison.csv", [r.row() for r in results])
-    return results
 
 
 def main(argv: list[str] | None = None) -> list[EvaluationResult]:
