@@ -20,10 +20,11 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from mec_env.envs.common import as_choice
+from mec_env.envs.spec_decode import ENV_ID as SPEC_ENV_ID
 from mec_env.errors import AssignmentError, short_repr
 from mec_env.layout import FlatLayout
 
-ENV_IDS = ("MECOffload-v0", "MECOffloadQueue-v0")
+ENV_IDS = ("MECOffload-v0", "MECOffloadQueue-v0")  # the query-level envs; parallel_env also takes MECSpecDecode-v0
 
 
 class MECOffloadParallelEnv(ParallelEnv):
@@ -258,8 +259,14 @@ def inner_layout(inner: gym.Env) -> FlatLayout:
     return layout if isinstance(layout, FlatLayout) else FlatLayout.from_space(inner.dict_observation_space)
 
 
-def parallel_env(env_id: str = "MECOffload-v0", **kwargs: Any) -> MECOffloadParallelEnv:
-    """The PettingZoo ``ParallelEnv`` of ``env_id`` (``MECOffload-v0`` or ``MECOffloadQueue-v0``)."""
+def parallel_env(env_id: str = "MECOffload-v0", **kwargs: Any) -> ParallelEnv:
+    """The PettingZoo ``ParallelEnv`` of ``env_id``: ``MECOffload-v0`` or ``MECOffloadQueue-v0``
+    (:class:`MECOffloadParallelEnv`), or ``MECSpecDecode-v0``
+    (:class:`mec_env.multiagent_spec.MECSpecDecodeParallelEnv`)."""
+    if env_id == SPEC_ENV_ID:
+        from mec_env.multiagent_spec import MECSpecDecodeParallelEnv
+
+        return MECSpecDecodeParallelEnv(**kwargs)
     return MECOffloadParallelEnv(env_id, **kwargs)
 
 
