@@ -39,6 +39,23 @@ A user's observation (float32):
 | 1 | 1 when its next round starts a generation (sends a prompt) |
 | 1 | tokens left of its session / L, clipped at 4 |
 | 1 | ln lambda |
+
+**The ES as each user's choice.** In a token env made with ``association="action"`` a user also
+names the ES that verifies its drafts. It picks a rank, not an index: 0 is its strongest ES of the
+round, 1 the next, and so on, so a policy that has learned nothing uploads where the default env
+does, and the choice means the same at every position on the map. Its per-ES entries come in that
+order, with two more the ESs broadcast: the share of the N users that uploaded to the ES in the
+last round, and the share whose strongest ES it is this round (one message a user, the ES it would
+join by default, before anyone drafts: what GOA's greedy placement starts from). No user sees
+another's channel, device or tokens. Such a user's observation is ``4 M + 7`` values:
+
+| entries | meaning |
+|---|---|
+| M | its channel gain to each ES, strongest first |
+| M | those ESs' capacities |
+| M | those ESs' last-round load: users that uploaded to it / N |
+| M | those ESs' requests this round: users whose strongest ES it is / N |
+| 7 | as above, from "its best gain" to ln lambda |
 """
 
 from __future__ import annotations
@@ -63,18 +80,43 @@ PRICE_BINS = 8  # theta is kept per bin of ln lambda
 SESSION_CLIP = 4.0
 
 
+def es_order(env: Any) -> np.ndarray:
+    """(N, M) each user's ESs from its strongest to its weakest this round (the ranks a user's ES choice names)."""
+    return np.argsort(-env.unwrapped.problem.gain, axis=1, kind="stable")
+
+
 def user_features(env: Any, multiplier: np.ndarray) -> np.ndarray:
-    """(N, 2 M + 7) float32: each user's observation (module docstring) in ``env`` (a ``MECSpecDecode-v0``)."""
+    """(N, 2 M + 7) float32, or (N, 4 M + 7) when the users choose their ES: each user's observation (module
+    docstring) in ``env`` (a ``MECSpecDecode-v0``)."""
     u = env.unwrapped
     o = u.dict_observation()
     length = u.options.draft_length
     gain = o["channel_gain_db"]
-    n = gain.shape[0]
-    columns = [gain, gain.max(axis=1, keepdims=True), np.broadcast_to(o["es_capacity"], (n, gain.shape[1])),
-               o["last_uncertainty"][:, None], o["local_capacity"][:, None], (u.generation_left() / length)[:, None],
-               (u.prompt_due() > 0)[:, None], np.minimum(o["remaining"], SESSION_CLIP)[:, None],
-               np.log(np.broadcast_to(multiplier, (n,)))[:, None]]
+    n, m = gain.shape
+    capacity = np.broadcast_to(o["es_capacity"], (n, m))
+    per_es = [gain, capacity]
+    if u.options.association == "action":
+        order = es_order(u)
+        last = u.last
+        load = last.es_users / n if last is not None else np.zeros(m)
+        requests = np.bincount(order[:, 0], minlength=m) / n  # users whose strongest ES each one is this round
+        per_es = [np.take_along_axis(column, order, axis=1)
+                  for column in (gain, capacity, np.broadcast_to(load, (n, m)), np.broadcast_to(requests, (n, m)))]
+    columns = per_es + [gain.max(axis=1, keepdims=True), o["last_uncertainty"][:, None], o["local_capacity"][:, None],
+                        (u.generation_left() / length)[:, None], (u.prompt_due() > 0)[:, None],
+                        np.minimum(o["remaining"], SESSION_CLIP)[:, None],
+                        np.log(np.broadcast_to(multiplier, (n,)))[:, None]]
     return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+def env_actions(env: Any, actions: np.ndarray) -> np.ndarray:
+    """(N, 3 or 4) the env's action from a policy's per-user actions: budget 0..L-1 drafts 1..L, and a chosen ES
+    rank (:func:`es_order`) becomes that ES's index."""
+    a = np.array(actions, dtype=np.int64).reshape(env.unwrapped.cfg.n_users, -1)
+    a[:, 0] += 1  # the policy drafts 1..L
+    if a.shape[1] == 4:
+        a[:, 3] = np.take_along_axis(es_order(env), a[:, 3:4], axis=1)[:, 0]
+    return a
 
 
 class SpecUsersVecEnv(VecEnv):
@@ -101,10 +143,11 @@ class SpecUsersVecEnv(VecEnv):
         self.totals = np.zeros(4)  # energy J, drafting rounds, tokens, seconds since the last read
         self.episodes = np.zeros(n_envs, dtype=np.int64)
         self.lam = np.ones((n_envs, n))
-        observation = spaces.Box(-np.inf, np.inf, (2 * m + 7,), np.float32)
-        action = spaces.MultiDiscrete([o.draft_length, o.threshold_levels, o.threshold_levels])
+        chooses_es = o.association == "action"
+        observation = spaces.Box(-np.inf, np.inf, ((4 if chooses_es else 2) * m + 7,), np.float32)
+        action = spaces.MultiDiscrete([o.draft_length, o.threshold_levels, o.threshold_levels] + [m] * chooses_es)
         super().__init__(n_envs * n, observation, action)
-        self._actions = np.zeros((n_envs, n, 3), dtype=np.int64)
+        self._actions = np.zeros((n_envs, n, len(action.nvec)), dtype=np.int64)
 
     def _start(self, k: int) -> np.ndarray:
         env, j = self.envs[k], int(self.episodes[k])
@@ -120,14 +163,13 @@ class SpecUsersVecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions[:] = np.asarray(actions).reshape(self._actions.shape)
-        self._actions[:, :, 0] += 1  # the policy drafts 1..L
 
     def step_wait(self):
         observations, rewards, dones, infos = [], [], [], []
         for k, env in enumerate(self.envs):
             before = env.user_time.copy()
             sent = env.prompt_due()  # every unfinished user drafts: a prompt due is sent
-            _, _, terminated, truncated, _ = env.step(self._actions[k].reshape(-1))
+            _, _, terminated, truncated, _ = env.step(env_actions(env, self._actions[k]).reshape(-1))
             ev = env.last
             took = ev.emitted > 0
             tokens = ev.emitted - (1.0 + self.error_weight) * ev.unverified.sum(axis=1)
@@ -213,9 +255,7 @@ class SpecUsersAgent:
     def predict(self, observation: Any = None, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
         action, _ = self.model.predict(user_features(self.env, np.float64(self.multiplier)), deterministic=True)
-        action = np.array(action, dtype=np.int64).reshape(self.env.cfg.n_users, 3)
-        action[:, 0] += 1
-        return action.reshape(-1), state
+        return env_actions(self.env, action).reshape(-1), state
 
 
 def calibrate_multiplier(energy_at: Callable[[float], float], budget_j: float,
@@ -285,4 +325,4 @@ class SpecBudgetPPOConfig(PPOConfig):
 
 
 __all__ = ["SpecBudgetPPOConfig", "SpecUsersVecEnv", "SpecUsersAgent", "calibrate_multiplier",
-           "user_features", "MULTIPLIERS"]
+           "user_features", "env_actions", "es_order", "MULTIPLIERS"]

@@ -372,4 +372,5 @@ def rule_factory(name: str, risk: float = 0.1) -> Callable[[Any], SpecRuleAgent]
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(RULES)} (K a drafting budget 0..L)")
 
 
-__all__ = ["SpecRuleAgent", "PrefillBooking", "accepted_run_survival", "budget_draft", "rule_factory", "RULES"]
+__all__ = ["SpecRuleAgent", "GREEDY_SUFFIX", "greedy_association", "PrefillBooking", "accepted_run_survival",
+           "budget_draft", "rule_factory", "RULES"]

@@ -88,6 +88,7 @@ def test_3gpp_path_loss_is_weaker_than_free_space_at_range():
 TRAIN_CONFIGS = {"ppo": ("agents.training", "PPOConfig"), "dqn": ("agents.training", "DQNConfig"),
                  "spec_ppo": ("agents.training", "SpecPPOConfig"),
                  "spec_budget_ppo": ("agents.spec_users", "SpecBudgetPPOConfig"),
+                 "spec_association_ppo": ("agents.spec_users", "SpecBudgetPPOConfig"),
                  "queue_ppo": ("agents.training", "QueuePPOConfig"),
                  "imitate": ("agents.imitation", "ImitationConfig"), "tune": ("agents.tuning", "TuneConfig"),
                  "rllib_ppo": ("agents.rllib", "RLlibPPOConfig"), "rllib_queue": ("agents.rllib", "RLlibPPOConfig")}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mec_env  # noqa: F401
-from agents.spec_users import SpecUsersAgent, SpecUsersVecEnv, calibrate_multiplier, user_features
+from agents.spec_users import SpecUsersAgent, SpecUsersVecEnv, calibrate_multiplier, es_order, user_features
 from baselines.token_policies import PrefillBooking
 
 KWARGS = {"scenario": "small", "n_users": 4, "max_rounds": 6, "session_tokens": 200, "energy_budget_j": 0.006}
@@ -135,3 +135,26 @@ def test_a_multiplier_range_that_is_empty_is_refused_naming_the_field():
 
     with pytest.raises(ConfigError, match="multiplier_high.*above multiplier_low = 2"):
         load_config(SpecBudgetPPOConfig, "spec_budget_ppo", ["multiplier_low=2", "multiplier_high=1"])
+
+
+def test_users_that_choose_their_es_name_it_by_rank_and_see_the_es_loads_it_broadcasts():
+    """With ``association="action"`` a user's fourth action entry is a rank among its ESs of the round (0: its
+    strongest, where the default env uploads), and its per-ES features come in that order with last round's load."""
+    vec = users(n_envs=1, association="action", scenario="paper", n_users=6)
+    env, m = vec.envs[0], vec.envs[0].cfg.n_edge_servers
+    obs = vec.reset()
+    assert vec.action_space.nvec.tolist()[3:] == [m] and obs.shape == (6, 4 * m + 7)
+    gain = obs[:, :m]
+    assert (np.diff(gain, axis=1) <= 0).all() and np.allclose(gain[:, 0], obs[:, 4 * m])  # strongest first
+    assert (obs[:, 2 * m:3 * m] == 0).all()  # no round yet: no load
+    requests = np.bincount(env.problem.gain.argmax(axis=1), minlength=m) / 6
+    assert np.allclose(obs[:, 3 * m:4 * m], np.take_along_axis(np.tile(requests, (6, 1)), es_order(env), axis=1))
+    order = np.argsort(-env.problem.gain, axis=1)
+    rank = np.arange(6) % m
+    vec.step(np.stack([np.zeros(6), np.zeros(6), np.full(6, 18), rank], axis=1).astype(np.int64))
+    chosen = order[np.arange(6), rank]
+    assert np.array_equal(env.last_round[1], chosen)  # rank r is the user's r-th strongest ES of that round
+    obs, *_ = vec.step(np.tile([0, 0, 18, 0], (6, 1)))
+    assert np.array_equal(env.last_round[1], env._round_problem.gain.argmax(axis=1))  # rank 0: the strongest
+    load = np.bincount(env.last_round[1], minlength=m) / 6
+    assert np.allclose(obs[:, 2 * m:3 * m], np.take_along_axis(np.tile(load, (6, 1)), es_order(env), axis=1))

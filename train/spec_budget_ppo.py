@@ -47,7 +47,7 @@ from agents.ppo import build_ppo
 from agents.spec_evaluation import TOKENS, SpecLevel
 from agents.spec_users import SpecBudgetPPOConfig, SpecUsersAgent, SpecUsersVecEnv, calibrate_multiplier
 from agents.training import PeriodicEvaluation, finish_wandb, learn_with_evaluation, load_config, start_wandb
-from baselines.token_policies import SpecRuleAgent, rule_factory
+from baselines.token_policies import GREEDY_SUFFIX, SpecRuleAgent, rule_factory
 from mec_env.io import atomic_write_csv
 from mec_env.seeds import evaluation_seeds, held_out_seeds
 
@@ -111,13 +111,14 @@ def calibrated(model: PPO, cfg: SpecBudgetPPOConfig, budget: float) -> float:
     return calibrate_multiplier(energy_at, budget, (cfg.multiplier_low, cfg.multiplier_high))
 
 
-def tuned_gelato(cfg: SpecBudgetPPOConfig, budget: float) -> tuple[str, Any]:
+def tuned_gelato(cfg: SpecBudgetPPOConfig, budget: float, association: str = "strongest") -> tuple[str, Any]:
     """GELATO with the exit threshold of :data:`EXIT_LEVELS` of most goodput within ``budget`` on the calibration
-    episodes: ``(name, env -> agent)``."""
+    episodes, each user on the ES of ``association``: ``(name, env -> agent)``."""
     make = env_factory(cfg, budget, cfg.eval_rounds)
     thresholds = make().unwrapped.thresholds
-    agents = {f"GELATO exit at {thresholds[level]:g}": (lambda env, level=level: SpecRuleAgent(env, "GELATO",
-              exit_level=level)) for level in EXIT_LEVELS}
+    suffix = "" if association == "strongest" else GREEDY_SUFFIX
+    agents = {f"GELATO exit at {thresholds[level]:g}{suffix}": (lambda env, level=level: SpecRuleAgent(
+              env, "GELATO", exit_level=level, association=association)) for level in EXIT_LEVELS}
     results = evaluate_agents(make, agents, evaluation_seeds(cfg.calibration_seeds, "calibration_seeds"), level=TOKENS)
     within = [r for r in results if r.mean["energy_vs_budget"] <= 1.0 + WITHIN] or results
     best = max(within, key=lambda r: r.mean["goodput_per_s"]).name
@@ -127,9 +128,12 @@ def tuned_gelato(cfg: SpecBudgetPPOConfig, budget: float) -> tuple[str, Any]:
 def compare_at(model: PPO, cfg: SpecBudgetPPOConfig, budget: float) -> tuple[list[EvaluationResult], dict]:
     """PPO at its calibrated multiplier and the rules, on the held-out episodes at ``budget``; and the verdict."""
     multiplier = calibrated(model, cfg, budget)
-    agents = {name: rule_factory(name, risk=0.4) for name in RULES}
-    name, gelato = tuned_gelato(cfg, budget)
-    agents[name] = gelato
+    chooses_es = cfg.env_kwargs.get("association") == "action"
+    rules = RULES + tuple(name + GREEDY_SUFFIX for name in RULES) * chooses_es
+    agents = {name: rule_factory(name, risk=0.4) for name in rules}
+    for association in ("strongest", "greedy")[:1 + chooses_es]:
+        name, gelato = tuned_gelato(cfg, budget, association)
+        agents[name] = gelato
     agents["PPO"] = ppo_agent(model, multiplier)
     results = evaluate_agents(env_factory(cfg, budget, cfg.eval_rounds), agents, held_out_seeds(cfg.final_eval_seeds),
                               level=SpecLevel(reference=RULES[0]), progress=True)
@@ -187,10 +191,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     def new_model(env: SpecUsersVecEnv) -> PPO:
         model = build_ppo(cfg, env, "MlpPolicy", {"net_arch": [cfg.hidden, cfg.hidden]}, tensorboard_log=str(run_dir))
         with torch.no_grad():  # start near HLM drafting 2 tokens: upload everything, never exit early
-            bias, (budgets, levels, _) = model.policy.action_net.bias, env.action_space.nvec
+            bias, (budgets, levels) = model.policy.action_net.bias, env.action_space.nvec[:2]
             bias[1] += 3.0
             bias[budgets] += 3.0
             bias[budgets + 2 * levels - 1] += 3.0
+            if len(env.action_space.nvec) == 4:  # and upload to the strongest ES, as the default env does
+                bias[budgets + 2 * levels] += 3.0
         return model
 
     model, state = open_run(PPO, cfg, make_env, new_model)
