@@ -45,9 +45,12 @@ names the ES that verifies its drafts. It picks a rank, not an index: 0 is its s
 round, 1 the next, and so on, so a policy that has learned nothing uploads where the default env
 does, and the choice means the same at every position on the map. Its per-ES entries come in that
 order, with two more the ESs broadcast: the share of the N users that uploaded to the ES in the
-last round, and the share whose strongest ES it is this round (one message a user, the ES it would
-join by default, before anyone drafts: what GOA's greedy placement starts from). No user sees
-another's channel, device or tokens. Such a user's observation is ``4 M + 7`` values:
+last round, and the share whose strongest ES it is this round. And one entry its strongest ES tells
+it alone: where it stands among that ES's requesters by how much it would lose by moving (its best
+gain over its second). Both come from one message a user before anyone drafts (its strongest ES
+and that margin), the information GOA's greedy placement starts from, without its sequential
+decisions: every user decides at once. No user sees another's channel, device or tokens. Such a
+user's observation is ``4 M + 8`` values:
 
 | entries | meaning |
 |---|---|
@@ -55,6 +58,7 @@ another's channel, device or tokens. Such a user's observation is ``4 M + 7`` va
 | M | those ESs' capacities |
 | M | those ESs' last-round load: users that uploaded to it / N |
 | M | those ESs' requests this round: users whose strongest ES it is / N |
+| 1 | its standing among its strongest ES's requesters: the share with a smaller margin |
 | 7 | as above, from "its best gain" to ln lambda |
 """
 
@@ -70,7 +74,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from agents.training import PPOConfig, env_id_field, env_kwargs_field
-from baselines.token_policies import PrefillBooking
+from baselines.token_policies import PrefillBooking, greedy_association, standing
 from mec_env.config import INF, config_field, inherited_field
 from mec_env.errors import ConfigError
 from mec_env.seeds import EVALUATION, HELD_OUT
@@ -86,7 +90,7 @@ def es_order(env: Any) -> np.ndarray:
 
 
 def user_features(env: Any, multiplier: np.ndarray) -> np.ndarray:
-    """(N, 2 M + 7) float32, or (N, 4 M + 7) when the users choose their ES: each user's observation (module
+    """(N, 2 M + 7) float32, or (N, 4 M + 8) when the users choose their ES: each user's observation (module
     docstring) in ``env`` (a ``MECSpecDecode-v0``)."""
     u = env.unwrapped
     o = u.dict_observation()
@@ -102,6 +106,7 @@ def user_features(env: Any, multiplier: np.ndarray) -> np.ndarray:
         requests = np.bincount(order[:, 0], minlength=m) / n  # users whose strongest ES each one is this round
         per_es = [np.take_along_axis(column, order, axis=1)
                   for column in (gain, capacity, np.broadcast_to(load, (n, m)), np.broadcast_to(requests, (n, m)))]
+        per_es.append(standing(order[:, 0], per_es[0][:, 0] - per_es[0][:, 1] if m > 1 else np.zeros(n))[:, None])
     columns = per_es + [gain.max(axis=1, keepdims=True), o["last_uncertainty"][:, None], o["local_capacity"][:, None],
                         (u.generation_left() / length)[:, None], (u.prompt_due() > 0)[:, None],
                         np.minimum(o["remaining"], SESSION_CLIP)[:, None],
@@ -144,7 +149,7 @@ class SpecUsersVecEnv(VecEnv):
         self.episodes = np.zeros(n_envs, dtype=np.int64)
         self.lam = np.ones((n_envs, n))
         chooses_es = o.association == "action"
-        observation = spaces.Box(-np.inf, np.inf, ((4 if chooses_es else 2) * m + 7,), np.float32)
+        observation = spaces.Box(-np.inf, np.inf, ((4 * m + 8) if chooses_es else (2 * m + 7),), np.float32)
         action = spaces.MultiDiscrete([o.draft_length, o.threshold_levels, o.threshold_levels] + [m] * chooses_es)
         super().__init__(n_envs * n, observation, action)
         self._actions = np.zeros((n_envs, n, len(action.nvec)), dtype=np.int64)
@@ -246,16 +251,26 @@ class SpecUsersAgent:
     (deterministic: each user's most likely action).
 
     :param name: its name in the evaluator's tables.
+    :param association: ``None``: each user on the ES it chooses; ``"strongest"`` or ``"greedy"``: the policy's
+        drafting with the ES of that association instead (how much of its score is its choice of ES).
     """
 
-    def __init__(self, model: Any, env: gym.Env, multiplier: float, name: str = "PPO") -> None:
+    def __init__(self, model: Any, env: gym.Env, multiplier: float, name: str = "PPO",
+                 association: str | None = None) -> None:
         self.model, self.env, self.name = model, env.unwrapped, name
-        self.multiplier = float(multiplier)
+        self.multiplier, self.association = float(multiplier), association
+        if association not in (None, "strongest", "greedy"):
+            raise ValueError(f"association must be None, 'strongest' or 'greedy', got {association!r}")
 
     def predict(self, observation: Any = None, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
         action, _ = self.model.predict(user_features(self.env, np.float64(self.multiplier)), deterministic=True)
-        return env_actions(self.env, action).reshape(-1), state
+        a = env_actions(self.env, action)
+        if self.association == "strongest":
+            a[:, 3] = self.env.problem.gain.argmax(axis=1)
+        elif self.association == "greedy":  # placed on what the policy drafts (every drafted token uploaded)
+            a[:, 3] = greedy_association(self.env, np.minimum(a[:, 0], self.env.generation_left()), 1.0)
+        return a.reshape(-1), state
 
 
 def calibrate_multiplier(energy_at: Callable[[float], float], budget_j: float,

@@ -29,7 +29,8 @@
 **Association** (with ``association="action"``, where the action names each user's ES): every rule
 uploads to the user's strongest ES of the round (``"strongest"``, what the env does by default), or, named
 with ``" @greedy"`` (e.g. ``"HLM b=2 @greedy"``), to the ES GOA's greedy placement gives it on the round's
-expected costs (:func:`greedy_association`).
+expected costs (:func:`greedy_association`), or, named with ``" @quota"``, by a rule each user applies on its
+own from what the ESs broadcast (:func:`quota_association`).
 
 The uncertainty-rejection line defaults to the env's token source's: the synthetic source's
 parameters, or the least-squares line over the replayed token table (in the env's normalised
@@ -48,8 +49,9 @@ from baselines.greedy import edge_all
 from mec_env.spec.control import drift_plus_penalty, uhlm_threshold
 from mec_env.spec.model import evaluate_round
 
-ASSOCIATIONS = ("strongest", "greedy")
+ASSOCIATIONS = ("strongest", "greedy", "quota")
 GREEDY_SUFFIX = " @greedy"  # a rule's name with it: the rule on the greedy association (rule_factory)
+QUOTA_SUFFIX = " @quota"  # ... on the quota association
 
 
 def greedy_association(env: Any, drafted: np.ndarray, upload_share: float) -> np.ndarray:
@@ -73,6 +75,39 @@ def greedy_association(env: Any, drafted: np.ndarray, upload_share: float) -> np
                                alpha=np.ones(n))  # the round's costs as a one-slot offloading problem
     placed = edge_all(view, users=uploading)
     return np.where(placed > 0, placed - 1, problem.gain.argmax(axis=1))
+
+
+def standing(strongest: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """(N,) each user's place among the users whose strongest ES is its own, by ``margin`` (what it loses by
+    moving: its best gain over its second best): the share of them with a smaller margin, in [0, 1). The ES
+    can tell each of its requesters this from one message a user (its margin)."""
+    out = np.zeros(strongest.size)
+    for j in np.unique(strongest):
+        mine = np.flatnonzero(strongest == j)
+        out[mine[np.argsort(margin[mine], kind="stable")]] = np.arange(mine.size) / mine.size
+    return out
+
+
+def quota_association(env: Any, drafted: np.ndarray) -> np.ndarray:
+    """(N,) the ES each user uploads to this round, each user deciding at once from its own channel and what the
+    ESs broadcast: how many uploading users request each ES (their strongest) and its capacity. An ES's quota
+    is its share of the total capacity; a user of an ES requested beyond its quota moves to its second
+    strongest ES when it stands among the excess share of that ES's requesters that lose least by moving
+    (:func:`standing`), else it stays."""
+    gain = env.problem.gain
+    n, m = gain.shape
+    order = np.argsort(-gain, axis=1, kind="stable")
+    strongest = order[:, 0]
+    if m == 1:
+        return strongest
+    uploading = drafted > 0
+    requests = np.bincount(strongest[uploading], minlength=m).astype(float)
+    capacity = env.problem.es_capacity
+    quota = requests.sum() * capacity / capacity.sum()
+    excess = np.where(requests > 0, np.maximum(requests - quota, 0.0) / np.maximum(requests, 1.0), 0.0)
+    margin = np.log(gain[np.arange(n), order[:, 0]] / gain[np.arange(n), order[:, 1]])
+    place = standing(np.where(uploading, strongest, -1), margin)
+    return np.where(uploading & (place < excess[strongest]), order[:, 1], strongest)
 
 
 def _level(env: Any, threshold: float) -> int:
@@ -156,19 +191,21 @@ class SpecRuleAgent:
         """The same rule with another association (``"strongest"`` or ``"greedy"``); returns the agent."""
         if association not in ASSOCIATIONS:
             raise ValueError(f"association must be one of {ASSOCIATIONS}, got {association!r}")
-        if association == "greedy" and not self.chooses_es:
-            raise ValueError("the greedy association names each user's ES in the action: make the env with "
-                             "association='action'")
+        if association != "strongest" and not self.chooses_es:
+            raise ValueError(f"the {association} association names each user's ES in the action: make the env "
+                             "with association='action'")
         self.association = association
         if association == "greedy":
             self.upload_share = self._upload_share()
-        self.name = self.strategy if association == "strongest" else self.strategy + GREEDY_SUFFIX
+        self.name = self.strategy if association == "strongest" else f"{self.strategy} @{association}"
         return self
 
     def _es(self, drafted: np.ndarray) -> np.ndarray:
         """(N,) the ES each user uploads to this round when it drafts ``drafted`` tokens (its association)."""
         if self.association == "greedy":
             return greedy_association(self.env, np.minimum(drafted, self.env.generation_left()), self.upload_share)
+        if self.association == "quota":
+            return quota_association(self.env, np.minimum(drafted, self.env.generation_left()))
         return self.env.problem.gain.argmax(axis=1)
 
     def _upload_share(self) -> float:
@@ -354,9 +391,10 @@ def rule_factory(name: str, risk: float = 0.1) -> Callable[[Any], SpecRuleAgent]
 
     :raises ValueError: naming the unknown strategy and the known ones.
     """
-    if name.endswith(GREEDY_SUFFIX):  # the same rule, each user on the ES of the greedy association
-        base = rule_factory(name[:-len(GREEDY_SUFFIX)], risk)
-        return lambda env: base(env).associate("greedy")
+    for suffix in (GREEDY_SUFFIX, QUOTA_SUFFIX):  # the same rule, each user on the ES of that association
+        if name.endswith(suffix):
+            base = rule_factory(name[:-len(suffix)], risk)
+            return lambda env: base(env).associate(suffix.strip(" @"))
     if name.startswith(("U-HLM b=", "HLM b=")) and name.split("b=")[1].isdigit():
         strategy, b = name.split(" b=")[0], int(name.split("b=")[1])
         return lambda env: SpecRuleAgent(env, strategy, risk=risk, budget=b)
@@ -372,5 +410,5 @@ def rule_factory(name: str, risk: float = 0.1) -> Callable[[Any], SpecRuleAgent]
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(RULES)} (K a drafting budget 0..L)")
 
 
-__all__ = ["SpecRuleAgent", "GREEDY_SUFFIX", "greedy_association", "PrefillBooking", "accepted_run_survival",
-           "budget_draft", "rule_factory", "RULES"]
+__all__ = ["SpecRuleAgent", "GREEDY_SUFFIX", "QUOTA_SUFFIX", "greedy_association", "quota_association", "standing",
+           "PrefillBooking", "accepted_run_survival", "budget_draft", "rule_factory", "RULES"]

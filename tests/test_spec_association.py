@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mec_env  # noqa: F401
-from baselines.token_policies import greedy_association, rule_factory
+from baselines.token_policies import greedy_association, quota_association, rule_factory, standing
 from mec_env.errors import AssignmentError
 
 SMALL = {"scenario": "small", "n_users": 6, "tokens": "synthetic", "session_tokens": 24}
@@ -81,3 +81,30 @@ def test_the_greedy_association_places_uploading_users_and_needs_the_choice_in_t
     assert np.isfinite(env.step(action)[1])
     with pytest.raises(ValueError, match="association='action'"):
         rule_factory("HLM b=2 @greedy")(gym.make("MECSpecDecode-v0", **SMALL))
+
+
+def test_the_quota_association_moves_the_excess_that_loses_least_to_its_second_es():
+    """Each user decides on its own: the users of an ES requested beyond its capacity share that lose least by
+    moving (smallest best-over-second gain) go to their second strongest ES, the others stay."""
+    env = gym.make("MECSpecDecode-v0", association="action", scenario="paper", n_users=40, tokens="synthetic")
+    env.reset(seed=3)
+    inner = env.unwrapped
+    gain, capacity = inner.problem.gain, inner.problem.es_capacity
+    drafted = np.ones(40, dtype=np.int64)
+    drafted[:5] = 0  # idle users request nothing and keep their strongest ES
+    es = quota_association(inner, drafted)
+    order = np.argsort(-gain, axis=1)
+    assert (es[:5] == order[:5, 0]).all() and np.isin(es, order[:, :2]).all()
+    requests = np.bincount(order[5:, 0], minlength=4)
+    quota = 35 * capacity / capacity.sum()
+    for j in range(4):
+        mine = np.flatnonzero((order[:, 0] == j) & (drafted > 0))
+        moved = mine[es[mine] != j]
+        assert moved.size == np.ceil(max(requests[j] - quota[j], 0.0) - 1e-9)  # the excess, rounded up
+        margin = gain[mine, order[mine, 0]] / gain[mine, order[mine, 1]]
+        stayed = np.setdiff1d(mine, moved)
+        if moved.size and stayed.size:  # those that moved lose less than any that stayed
+            assert margin[np.isin(mine, moved)].max() <= margin[np.isin(mine, stayed)].min()
+    assert standing(np.array([0, 0, 1, 0]), np.array([3.0, 1.0, 5.0, 2.0])).tolist() == [2 / 3, 0.0, 0.0, 1 / 3]
+    agent = rule_factory("HLM b=1 @quota")(env)
+    assert agent.name == "HLM @quota" and np.isfinite(env.step(agent.predict(None)[0])[1])

@@ -143,9 +143,13 @@ def test_users_that_choose_their_es_name_it_by_rank_and_see_the_es_loads_it_broa
     vec = users(n_envs=1, association="action", scenario="paper", n_users=6)
     env, m = vec.envs[0], vec.envs[0].cfg.n_edge_servers
     obs = vec.reset()
-    assert vec.action_space.nvec.tolist()[3:] == [m] and obs.shape == (6, 4 * m + 7)
+    assert vec.action_space.nvec.tolist()[3:] == [m] and obs.shape == (6, 4 * m + 8)
     gain = obs[:, :m]
-    assert (np.diff(gain, axis=1) <= 0).all() and np.allclose(gain[:, 0], obs[:, 4 * m])  # strongest first
+    assert (np.diff(gain, axis=1) <= 0).all() and np.allclose(gain[:, 0], obs[:, 4 * m + 1])  # strongest first
+    strongest, margin = env.problem.gain.argmax(axis=1), gain[:, 0] - gain[:, 1]
+    for i in range(6):  # the share of the users of its strongest ES that lose less by moving
+        rivals = strongest == strongest[i]
+        assert obs[i, 4 * m] == pytest.approx((margin[rivals] < margin[i]).sum() / rivals.sum())
     assert (obs[:, 2 * m:3 * m] == 0).all()  # no round yet: no load
     requests = np.bincount(env.problem.gain.argmax(axis=1), minlength=m) / 6
     assert np.allclose(obs[:, 3 * m:4 * m], np.take_along_axis(np.tile(requests, (6, 1)), es_order(env), axis=1))
@@ -158,3 +162,10 @@ def test_users_that_choose_their_es_name_it_by_rank_and_see_the_es_loads_it_broa
     assert np.array_equal(env.last_round[1], env._round_problem.gain.argmax(axis=1))  # rank 0: the strongest
     load = np.bincount(env.last_round[1], minlength=m) / 6
     assert np.allclose(obs[:, 2 * m:3 * m], np.take_along_axis(np.tile(load, (6, 1)), es_order(env), axis=1))
+    from stable_baselines3 import PPO
+
+    model = PPO("MlpPolicy", vec, n_steps=8, batch_size=16, seed=0, device="cpu")
+    own = SpecUsersAgent(model, env, 1.0).predict()[0].reshape(6, 4)
+    strongest = SpecUsersAgent(model, env, 1.0, association="strongest").predict()[0].reshape(6, 4)
+    assert np.array_equal(own[:, :3], strongest[:, :3])  # the same drafting, another ES
+    assert np.array_equal(strongest[:, 3], env.problem.gain.argmax(axis=1))

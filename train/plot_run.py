@@ -6,7 +6,8 @@ Panels: J vs GOA (paired, per slot; the normalised score for runs that did not l
 accuracy (%) and offload fraction at every evaluation on the evaluation seeds (10,000 + k), read from the
 run's ``events.out.tfevents.*`` files; for a
 ``train/queue_ppo.py`` run, the long-run objective (ms), accuracy (%), device power over its
-budget and the queries in the system.
+budget and the queries in the system; for a ``train/spec_budget_ppo.py`` run, goodput and device energy per
+round of drafting at each probed multiplier lambda of the energy budget.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ def main(argv: list[str] | None = None) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
     panels = (("normalised_score", "normalised score (GOA = 1)", 1.0), ("mean_delay_ms", "mean delay (ms)", 1.0),
               ("accuracy", "accuracy (%)", 100.0), ("offload_fraction", "offload fraction", 1.0))
     log_panels: tuple[str, ...] = ()
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> Path:
                   100.0), ("energy_vs_budget", "device power / budget", 1.0), ("in_system", "queries in the system",
                                                                               1.0))
         log_panels = ("objective_ms", "in_system")  # a policy blind to the queues is off the scale
+    if any(k.endswith("/goodput_per_s") for k in scalars):  # a train/spec_budget_ppo.py run, one line a multiplier
+        panels = (("goodput_per_s", "goodput (tokens/s)", 1.0), ("energy_j", "device energy (J / drafting round)", 1.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.75 * len(panels) + 0.5, 3.4))
     for ax, (key, label, scale) in zip(axes, panels):
         for agent in agents:
             series = scalars.get(f"eval/{agent}/{key}")
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> Path:
                 continue
             steps, values = zip(*series)
             scripted = agent in ("goa", "min_delay", "local_all", "edge_all", "random") or agent.startswith(("goa_",
-                                                                                                            "dpp"))
+                                                                                                            "dpp",
+                                                                                                            "GELATO"))
             ax.plot(steps, [scale * v for v in values], linestyle="--" if scripted else "-",
                     marker="" if scripted else "o", ms=3, label=agent, color=f"C{agents.index(agent) % 10}")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))

@@ -3,14 +3,15 @@
     python train/spec_budget_ppo.py                                 # configs/train/spec_budget_ppo.yaml
     python train/spec_budget_ppo.py --set total_timesteps=2000000 "budgets=[0.006]"
     python train/spec_budget_ppo.py --evaluate runs/spec_budget_ppo/final_model.zip   # the final tables only
+    python train/spec_budget_ppo.py --config spec_association_ppo   # 60 users who also choose their ES
 
 Each user of the token env is one agent of an SB3 ``VecEnv`` (:class:`agents.spec_users.SpecUsersVecEnv`):
 its own features in, its own (drafting budget, upload level, exit level) out, and its own reward,
 the Lagrangian of "most tokens per second with at most ``e_bar`` joules per round of drafting"
 at a multiplier lambda the user observes (drawn per episode), with Dinkelbach's price of time
 learned per lambda. One policy thus learns every trade of energy for throughput; after training
-each budget gets the multiplier that meets it on evaluation episodes
-(:func:`agents.spec_users.calibrate_multiplier`), and no new run.
+each budget gets the multiplier of most goodput among those that meet it on evaluation episodes
+(:func:`calibrated`), and no new run.
 
 Then, per budget, on ``final_eval_seeds`` held-out episodes of ``eval_rounds`` rounds (seeds
 20_000 + k, 95 % CIs), PPO at its multiplier against the rules at the same budget:
@@ -18,7 +19,13 @@ GELATO (drift-plus-penalty over the drafting budget) without its exit (at its de
 exit stops every draft after one token on the shipped traces) and with its exit threshold tuned
 for the budget on the calibration episodes (the threshold of most goodput within the budget),
 HLM drafting 1 and 2 tokens, and U-HLM drafting one token at risk 0.4 (it skips uploads, so it
-keeps tokens the verifier would reject). Scores are the one
+keeps tokens the verifier would reject). With ``association="action"`` in ``env_kwargs``
+(``--config spec_association_ppo``) each user also picks the ES that verifies its drafts, and every
+rule also runs on GOA's greedy association (``@greedy``: one placement of all users, knowing every
+channel) and on the quota association (``@quota``: each user on its own, from what the ESs
+broadcast), and GELATO's exit is tuned on the greedy association too; two more rows, PPO's drafting
+with its users on their strongest ES and on the greedy association, show what its own choice of ES
+is worth. Scores are the one
 evaluator's (:mod:`agents.spec_evaluation`); ``goodput`` is tokens per second with each kept
 reject counting ``1 + mu`` off, the env's own rate. The best rule at a budget is the one of most
 goodput among those within 2 % of the budget; PPO beats it when its paired goodput difference
@@ -47,7 +54,7 @@ from agents.ppo import build_ppo
 from agents.spec_evaluation import TOKENS, SpecLevel
 from agents.spec_users import SpecBudgetPPOConfig, SpecUsersAgent, SpecUsersVecEnv, calibrate_multiplier
 from agents.training import PeriodicEvaluation, finish_wandb, learn_with_evaluation, load_config, start_wandb
-from baselines.token_policies import GREEDY_SUFFIX, SpecRuleAgent, rule_factory
+from baselines.token_policies import GREEDY_SUFFIX, QUOTA_SUFFIX, SpecRuleAgent, rule_factory
 from mec_env.io import atomic_write_csv
 from mec_env.seeds import evaluation_seeds, held_out_seeds
 
@@ -66,13 +73,14 @@ def env_factory(cfg: SpecBudgetPPOConfig, budget: float | None = None, rounds: i
     return lambda: gym.make(cfg.env_id, **kwargs)
 
 
-def ppo_agent(model: PPO, multiplier: float):
-    return lambda env: SpecUsersAgent(model, env, multiplier)
+def ppo_agent(model: PPO, multiplier: float, association: str | None = None):
+    return lambda env: SpecUsersAgent(model, env, multiplier, association=association)
 
 
 class BudgetTraining(PeriodicEvaluation):
     """Each rollout: Dinkelbach's step on the prices of time, and the rollout's energy and throughput. Every
-    ``eval_freq`` steps: PPO's energy and throughput at :data:`PROBE_MULTIPLIERS` on the evaluation episodes."""
+    ``eval_freq`` steps: PPO's energy and throughput at :data:`PROBE_MULTIPLIERS` on the evaluation episodes, with
+    GELATO's (no exit, at the env's budget; and on the greedy association when the users choose their ES)."""
 
     def __init__(self, cfg: SpecBudgetPPOConfig, run_dir: Path, use_wandb: bool, users: SpecUsersVecEnv) -> None:
         super().__init__(cfg, run_dir, use_wandb)
@@ -93,22 +101,34 @@ class BudgetTraining(PeriodicEvaluation):
 
     def evaluate(self) -> None:
         agents = {f"lambda {m:g}": ppo_agent(self.model, m) for m in PROBE_MULTIPLIERS}
+        chooses_es = self.cfg.env_kwargs.get("association") == "action"
+        for name in ("GELATO no exit", "GELATO no exit" + GREEDY_SUFFIX)[:1 + chooses_es]:  # at the env's budget
+            agents[name] = rule_factory(name)
         results = evaluate_agents(env_factory(self.cfg), agents, evaluation_seeds(self.cfg.eval_seeds), level=TOKENS)
-        metrics = {f"eval/{r.name.replace(' ', '_')}/{key}": r.mean[key]
+        metrics = {f"eval/{r.name.replace(' ', '_').replace('@', '')}/{key}": r.mean[key]
                    for r in results for key in ("goodput_per_s", "energy_j")}
         self.publish(metrics, -math.inf)  # the final model is the one calibrated and scored
 
 
 def calibrated(model: PPO, cfg: SpecBudgetPPOConfig, budget: float) -> float:
-    """The multiplier meeting ``budget`` on ``calibration_seeds`` evaluation episodes (seeds 10_000 + k)."""
+    """The multiplier for ``budget``, on ``calibration_seeds`` evaluation episodes (seeds 10_000 + k): the smallest
+    that meets it (:func:`calibrate_multiplier`), or a larger one, up to ``multiplier_high`` by factors of 2, where
+    that one earns more goodput within the budget (spending more energy need not pay: the policy is tuned as
+    GELATO's exit is, for the most goodput within the budget)."""
     seeds = evaluation_seeds(cfg.calibration_seeds, "calibration_seeds")
     make = env_factory(cfg, budget, cfg.eval_rounds)
+    scores: dict[float, dict] = {}
 
-    def energy_at(multiplier: float) -> float:
-        result = evaluate_agents(make, {"PPO": ppo_agent(model, multiplier)}, seeds, level=TOKENS)
-        return result[0].mean["energy_j"]
+    def score(multiplier: float) -> dict:
+        if multiplier not in scores:
+            agent = {"PPO": ppo_agent(model, multiplier)}
+            scores[multiplier] = evaluate_agents(make, agent, seeds, level=TOKENS)[0].mean
+        return scores[multiplier]
 
-    return calibrate_multiplier(energy_at, budget, (cfg.multiplier_low, cfg.multiplier_high))
+    lowest = calibrate_multiplier(lambda m: score(m)["energy_j"], budget, (cfg.multiplier_low, cfg.multiplier_high))
+    candidates = [lowest * 2.0 ** k for k in range(32) if lowest * 2.0 ** k <= cfg.multiplier_high]
+    within = [m for m in candidates if m == lowest or score(m)["energy_j"] <= budget]
+    return max(within, key=lambda m: score(m)["goodput_per_s"])
 
 
 def tuned_gelato(cfg: SpecBudgetPPOConfig, budget: float, association: str = "strongest") -> tuple[str, Any]:
@@ -129,18 +149,20 @@ def compare_at(model: PPO, cfg: SpecBudgetPPOConfig, budget: float) -> tuple[lis
     """PPO at its calibrated multiplier and the rules, on the held-out episodes at ``budget``; and the verdict."""
     multiplier = calibrated(model, cfg, budget)
     chooses_es = cfg.env_kwargs.get("association") == "action"
-    rules = RULES + tuple(name + GREEDY_SUFFIX for name in RULES) * chooses_es
+    rules = RULES + tuple(name + suffix for suffix in (GREEDY_SUFFIX, QUOTA_SUFFIX) for name in RULES) * chooses_es
     agents = {name: rule_factory(name, risk=0.4) for name in rules}
     for association in ("strongest", "greedy")[:1 + chooses_es]:
         name, gelato = tuned_gelato(cfg, budget, association)
         agents[name] = gelato
     agents["PPO"] = ppo_agent(model, multiplier)
+    for association in ("strongest", "greedy")[:2 * chooses_es]:  # its drafting with another association's ESs
+        agents[f"PPO's drafting @{association}"] = ppo_agent(model, multiplier, association)
     results = evaluate_agents(env_factory(cfg, budget, cfg.eval_rounds), agents, held_out_seeds(cfg.final_eval_seeds),
                               level=SpecLevel(reference=RULES[0]), progress=True)
     print_table(results, f"budget {budget:g} J per round of drafting, PPO at lambda = {multiplier:.3f}, "
                          f"{cfg.final_eval_seeds} held-out episodes of {cfg.eval_rounds} rounds")
     by_name = {r.name: r for r in results}
-    within = [r for r in results if r.name != "PPO" and r.mean["energy_vs_budget"] <= 1.0 + WITHIN]
+    within = [r for r in results if not r.name.startswith("PPO") and r.mean["energy_vs_budget"] <= 1.0 + WITHIN]
     best = max(within, key=lambda r: r.mean["goodput_per_s"])
     gain, half = paired_difference(results, "PPO", "goodput_per_s")[best.name]
     ppo = by_name["PPO"]
