@@ -27,7 +27,36 @@ from mec_env.layout import FlatLayout
 ENV_IDS = ("MECOffload-v0", "MECOffloadQueue-v0")  # the query-level envs; parallel_env also takes MECSpecDecode-v0
 
 
-class MECOffloadParallelEnv(ParallelEnv):
+class UserAgents(ParallelEnv):
+    """What every PettingZoo view of an environment here shares: one agent a user, over ``self.inner`` (the
+    single-agent env), each agent's spaces the same object every call (as PettingZoo's checks require), and
+    its observation's slices in ``self._layout``."""
+
+    _observation_space: spaces.Box
+    _action_space: spaces.Space
+    _layout: dict[str, slice]
+    inner: Any
+
+    @functools.lru_cache(maxsize=None)
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._observation_space
+
+    @functools.lru_cache(maxsize=None)
+    def action_space(self, agent: str) -> spaces.Space:
+        return self._action_space
+
+    def observation_layout(self) -> dict[str, slice]:
+        """Slices of an agent's observation, by observation key."""
+        return dict(self._layout)
+
+    def render(self):
+        return self.inner.render()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class MECOffloadParallelEnv(UserAgents):
     """
     ## Description
 
@@ -132,20 +161,6 @@ class MECOffloadParallelEnv(ParallelEnv):
         self._n, self._m = n, m
         self._index = {a: i for i, a in enumerate(self.possible_agents)}  # an agent's user, found in O(1)
 
-    # --- spaces (the same object every call, as PettingZoo's checks require) ---------------------
-
-    @functools.lru_cache(maxsize=None)
-    def observation_space(self, agent: str) -> spaces.Box:
-        return self._observation_space
-
-    @functools.lru_cache(maxsize=None)
-    def action_space(self, agent: str) -> spaces.Discrete:
-        return self._action_space
-
-    def observation_layout(self) -> dict[str, slice]:
-        """Slices of an agent's observation, by the env's observation key."""
-        return dict(self._layout)
-
     # --- the API -------------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -175,12 +190,6 @@ class MECOffloadParallelEnv(ParallelEnv):
         if terminated or truncated:
             self.agents = []
         return observations, rewards, terminations, truncations, infos
-
-    def render(self):
-        return self.inner.render()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def state(self) -> np.ndarray:
         """The whole observation of the env, flattened into ``state_space`` (for centralised critics)."""
@@ -275,4 +284,4 @@ def env(env_id: str = "MECOffload-v0", **kwargs: Any):
     return parallel_to_aec(parallel_env(env_id, **kwargs))
 
 
-__all__ = ["MECOffloadParallelEnv", "agent_observations", "parallel_env", "env", "ENV_IDS"]
+__all__ = ["MECOffloadParallelEnv", "UserAgents", "agent_observations", "parallel_env", "env", "ENV_IDS"]

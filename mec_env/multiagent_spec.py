@@ -9,22 +9,21 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
 from mec_env.envs.spec_decode import ENV_ID
 from mec_env.errors import AssignmentError, short_repr
+from mec_env.multiagent import UserAgents
 
 OWN_KEYS = ("channel_gain_db", "energy_queue", "last_uncertainty", "local_capacity", "remaining")
 SHARED_KEYS = ("es_capacity", "es_load")
 
 
-class MECSpecDecodeParallelEnv(ParallelEnv):
+class MECSpecDecodeParallelEnv(UserAgents):
     """
     ## Description
 
@@ -120,20 +119,6 @@ class MECSpecDecodeParallelEnv(ParallelEnv):
         self.state_space = spaces.Box(-np.inf, np.inf, (n * (m + 4) + 2 * m,), np.float32)
         self._load = np.zeros(m)
 
-    # --- spaces (the same object every call, as PettingZoo's checks require) ---------------------
-
-    @functools.lru_cache(maxsize=None)
-    def observation_space(self, agent: str) -> spaces.Box:
-        return self._observation_space
-
-    @functools.lru_cache(maxsize=None)
-    def action_space(self, agent: str) -> spaces.MultiDiscrete:
-        return self._action_space
-
-    def observation_layout(self) -> dict[str, slice]:
-        """Slices of an agent's observation, by key (class docstring)."""
-        return dict(self._layout)
-
     # --- the API -------------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -161,12 +146,6 @@ class MECSpecDecodeParallelEnv(ParallelEnv):
         if terminated or truncated:
             self.agents = []
         return observations, rewards, terminations, truncations, infos
-
-    def render(self):
-        return self.inner.render()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def state(self) -> np.ndarray:
         """Every user's entries of the environment's observation in its key order, then ``es_load``."""
