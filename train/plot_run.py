@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> Path:
                                                                                                             "GELATO"))
             ax.plot(steps, [scale * v for v in values], linestyle="--" if scripted else "-",
                     marker="" if scripted else "o", ms=3, label=agent, color=f"C{agents.index(agent) % 10}")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        millions = max((step for series in scalars.values() for step, _ in series), default=0) >= 2_000_000
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:g}M" if millions else f"{x / 1000:g}k"))
         if key in log_panels:
             ax.set_yscale("log")
         ax.set_xlabel("environment steps")
