@@ -4,13 +4,12 @@
     par = parallel_env("MECOffload-v0", n_users=20)          # pettingzoo.ParallelEnv
     aec = env("MECOffloadQueue-v0", team_reward=True)        # the AEC version (PettingZoo's converter)
 
-:class:`MECOffloadParallelEnv` documents the MDP. PettingZoo is imported only here (the ``multiagent``
-extra); ``import mec_env`` does not import it.
+:class:`MECOffloadParallelEnv` documents the MDP. PettingZoo is imported only here and by the
+``mec_env.multiagent_*`` modules (the ``multiagent`` extra); ``import mec_env`` does not import it.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import gymnasium as gym
@@ -23,37 +22,9 @@ from mec_env.envs.common import as_choice
 from mec_env.envs.spec_decode import ENV_ID as SPEC_ENV_ID
 from mec_env.errors import AssignmentError, short_repr
 from mec_env.layout import FlatLayout
+from mec_env.multiagent_base import UserAgents
 
 ENV_IDS = ("MECOffload-v0", "MECOffloadQueue-v0")  # the query-level envs; parallel_env also takes MECSpecDecode-v0
-
-
-class UserAgents(ParallelEnv):
-    """What every PettingZoo view of an environment here shares: one agent a user, over ``self.inner`` (the
-    single-agent env), each agent's spaces the same object every call (as PettingZoo's checks require), and
-    its observation's slices in ``self._layout``."""
-
-    _observation_space: spaces.Box
-    _action_space: spaces.Space
-    _layout: dict[str, slice]
-    inner: Any
-
-    @functools.lru_cache(maxsize=None)
-    def observation_space(self, agent: str) -> spaces.Box:
-        return self._observation_space
-
-    @functools.lru_cache(maxsize=None)
-    def action_space(self, agent: str) -> spaces.Space:
-        return self._action_space
-
-    def observation_layout(self) -> dict[str, slice]:
-        """Slices of an agent's observation, by observation key."""
-        return dict(self._layout)
-
-    def render(self):
-        return self.inner.render()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class MECOffloadParallelEnv(UserAgents):
@@ -284,4 +255,4 @@ def env(env_id: str = "MECOffload-v0", **kwargs: Any):
     return parallel_to_aec(parallel_env(env_id, **kwargs))
 
 
-__all__ = ["MECOffloadParallelEnv", "UserAgents", "agent_observations", "parallel_env", "env", "ENV_IDS"]
+__all__ = ["MECOffloadParallelEnv", "agent_observations", "parallel_env", "env", "ENV_IDS"]

@@ -17,7 +17,7 @@ from gymnasium import spaces
 
 from mec_env.envs.spec_decode import ENV_ID
 from mec_env.errors import AssignmentError, short_repr
-from mec_env.multiagent import UserAgents
+from mec_env.multiagent_base import UserAgents
 
 OWN_KEYS = ("channel_gain_db", "energy_queue", "last_uncertainty", "local_capacity", "remaining")
 SHARED_KEYS = ("es_capacity", "es_load")
