@@ -74,7 +74,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from agents.training import PPOConfig, env_id_field, env_kwargs_field
-from baselines.token_policies import PrefillBooking, greedy_association, standing
+from baselines.token_policies import PrefillBooking, es_order, greedy_association, standing
 from mec_env.config import INF, config_field, inherited_field
 from mec_env.errors import ConfigError
 from mec_env.seeds import EVALUATION, HELD_OUT
@@ -82,11 +82,6 @@ from mec_env.seeds import EVALUATION, HELD_OUT
 MULTIPLIERS = (0.1, 10.0)  # the range lambda is drawn from: from drafting 4-8 tokens a round to one
 PRICE_BINS = 8  # theta is kept per bin of ln lambda
 SESSION_CLIP = 4.0
-
-
-def es_order(env: Any) -> np.ndarray:
-    """(N, M) each user's ESs from its strongest to its weakest this round (the ranks a user's ES choice names)."""
-    return np.argsort(-env.unwrapped.problem.gain, axis=1, kind="stable")
 
 
 def user_features(env: Any, multiplier: np.ndarray) -> np.ndarray:
@@ -101,8 +96,7 @@ def user_features(env: Any, multiplier: np.ndarray) -> np.ndarray:
     per_es = [gain, capacity]
     if u.options.association == "action":
         order = es_order(u)
-        last = u.last
-        load = last.es_users / n if last is not None else np.zeros(m)
+        load = u.last_es_load()
         requests = np.bincount(order[:, 0], minlength=m) / n  # users whose strongest ES each one is this round
         per_es = [np.take_along_axis(column, order, axis=1)
                   for column in (gain, capacity, np.broadcast_to(load, (n, m)), np.broadcast_to(requests, (n, m)))]
@@ -332,6 +326,11 @@ class SpecBudgetPPOConfig(PPOConfig):
     final_eval_seeds: int = config_field(200, "held-out episodes of the final comparison, seeds 20_000 + k",
                                          range=(1, HELD_OUT.size))
 
+    @property
+    def chooses_es(self) -> bool:
+        """Each user also names the ES that verifies its drafts (the token env's ``association="action"``)."""
+        return self.env_kwargs.get("association") == "action"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.multiplier_high > self.multiplier_low:
@@ -340,4 +339,4 @@ class SpecBudgetPPOConfig(PPOConfig):
 
 
 __all__ = ["SpecBudgetPPOConfig", "SpecUsersVecEnv", "SpecUsersAgent", "calibrate_multiplier",
-           "user_features", "env_actions", "es_order", "MULTIPLIERS"]
+           "user_features", "env_actions", "MULTIPLIERS"]

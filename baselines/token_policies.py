@@ -77,6 +77,11 @@ def greedy_association(env: Any, drafted: np.ndarray, upload_share: float) -> np
     return np.where(placed > 0, placed - 1, problem.gain.argmax(axis=1))
 
 
+def es_order(env: Any) -> np.ndarray:
+    """(N, M) each user's ESs from its strongest to its weakest this round."""
+    return np.argsort(-env.unwrapped.problem.gain, axis=1, kind="stable")
+
+
 def standing(strongest: np.ndarray, margin: np.ndarray) -> np.ndarray:
     """(N,) each user's place among the users whose strongest ES is its own, by ``margin`` (what it loses by
     moving: its best gain over its second best): the share of them with a smaller margin, in [0, 1). The ES
@@ -96,7 +101,7 @@ def quota_association(env: Any, drafted: np.ndarray) -> np.ndarray:
     (:func:`standing`), else it stays."""
     gain = env.problem.gain
     n, m = gain.shape
-    order = np.argsort(-gain, axis=1, kind="stable")
+    order = es_order(env)
     strongest = order[:, 0]
     if m == 1:
         return strongest
@@ -410,5 +415,5 @@ def rule_factory(name: str, risk: float = 0.1) -> Callable[[Any], SpecRuleAgent]
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(RULES)} (K a drafting budget 0..L)")
 
 
-__all__ = ["SpecRuleAgent", "GREEDY_SUFFIX", "QUOTA_SUFFIX", "greedy_association", "quota_association", "standing",
-           "PrefillBooking", "accepted_run_survival", "budget_draft", "rule_factory", "RULES"]
+__all__ = ["SpecRuleAgent", "GREEDY_SUFFIX", "QUOTA_SUFFIX", "greedy_association", "quota_association", "es_order",
+           "standing", "PrefillBooking", "accepted_run_survival", "budget_draft", "rule_factory", "RULES"]

@@ -117,14 +117,12 @@ class MECSpecDecodeParallelEnv(UserAgents):
         self._observation_space = spaces.Box(-np.inf, np.inf, (int(starts[-1]),), np.float32)
         self._action_space = spaces.MultiDiscrete(self._nvec)
         self.state_space = spaces.Box(-np.inf, np.inf, (n * (m + 4) + 2 * m,), np.float32)
-        self._load = np.zeros(m)
 
     # --- the API -------------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         self.inner.reset(seed=seed, options=options)
         self.agents = list(self.possible_agents)
-        self._load = np.zeros(self._m)
         return self._observations(), {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]):
@@ -132,12 +130,10 @@ class MECSpecDecodeParallelEnv(UserAgents):
             raise RuntimeError("step() after the episode ended: call reset()")
         inner = self.inner
         _, reward, terminated, truncated, info = inner.step(self._joint_action(actions).reshape(-1))
-        ev = inner.last
-        self._load = ev.es_users / self._n
         if self.team_reward:
             rewards = dict.fromkeys(self.agents, float(reward))
         else:
-            rewards = dict(zip(self.agents, self._own_rewards(ev, info).tolist()))
+            rewards = dict(zip(self.agents, self._own_rewards(inner.last, info).tolist()))
         observations = self._observations()
         terminations = dict.fromkeys(self.agents, bool(terminated))
         truncations = dict.fromkeys(self.agents, bool(truncated))
@@ -150,7 +146,7 @@ class MECSpecDecodeParallelEnv(UserAgents):
     def state(self) -> np.ndarray:
         """Every user's entries of the environment's observation in its key order, then ``es_load``."""
         obs = self.inner.dict_observation()
-        return np.concatenate([np.ravel(obs[k]) for k in sorted(obs)] + [self._load]).astype(np.float32)
+        return np.concatenate([np.ravel(obs[k]) for k in sorted(obs)] + [self.inner.last_es_load()]).astype(np.float32)
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -183,7 +179,7 @@ class MECSpecDecodeParallelEnv(UserAgents):
         obs = self.inner.dict_observation()
         n = self._n
         own = [obs["channel_gain_db"]] + [obs[k][:, None] for k in OWN_KEYS[1:]]
-        shared = np.broadcast_to(np.concatenate([obs["es_capacity"], self._load]), (n, 2 * self._m))
+        shared = np.broadcast_to(np.concatenate([obs["es_capacity"], self.inner.last_es_load()]), (n, 2 * self._m))
         rows = np.concatenate(own + [shared], axis=1).astype(np.float32)
         return dict(zip(self.agents, rows))
 

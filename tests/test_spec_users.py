@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import mec_env  # noqa: F401
-from agents.spec_users import SpecUsersAgent, SpecUsersVecEnv, calibrate_multiplier, es_order, user_features
-from baselines.token_policies import PrefillBooking
+from agents.spec_users import SpecUsersAgent, SpecUsersVecEnv, calibrate_multiplier, user_features
+from baselines.token_policies import PrefillBooking, es_order
 
 KWARGS = {"scenario": "small", "n_users": 4, "max_rounds": 6, "session_tokens": 200, "energy_budget_j": 0.006}
 

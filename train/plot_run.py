@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> Path:
     if any(k.endswith("/goodput_per_s") for k in scalars):  # a train/spec_budget_ppo.py run, one line a multiplier
         panels = (("goodput_per_s", "goodput (tokens/s)", 1.0), ("energy_j", "device energy (J / drafting round)", 1.0))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.75 * len(panels) + 0.5, 3.4))
+    millions = max((step for series in scalars.values() for step, _ in series), default=0) >= 2_000_000
     for ax, (key, label, scale) in zip(axes, panels):
         for agent in agents:
             series = scalars.get(f"eval/{agent}/{key}")
@@ -73,7 +74,6 @@ def main(argv: list[str] | None = None) -> Path:
                                                                                                             "GELATO"))
             ax.plot(steps, [scale * v for v in values], linestyle="--" if scripted else "-",
                     marker="" if scripted else "o", ms=3, label=agent, color=f"C{agents.index(agent) % 10}")
-        millions = max((step for series in scalars.values() for step, _ in series), default=0) >= 2_000_000
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:g}M" if millions else f"{x / 1000:g}k"))
         if key in log_panels:
             ax.set_yscale("log")

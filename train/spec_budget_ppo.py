@@ -101,8 +101,8 @@ class BudgetTraining(PeriodicEvaluation):
 
     def evaluate(self) -> None:
         agents = {f"lambda {m:g}": ppo_agent(self.model, m) for m in PROBE_MULTIPLIERS}
-        chooses_es = self.cfg.env_kwargs.get("association") == "action"
-        for name in ("GELATO no exit", "GELATO no exit" + GREEDY_SUFFIX)[:1 + chooses_es]:  # at the env's budget
+        gelato = ("GELATO no exit", "GELATO no exit" + GREEDY_SUFFIX)[:1 + self.cfg.chooses_es]
+        for name in gelato:  # at the env's budget
             agents[name] = rule_factory(name)
         results = evaluate_agents(env_factory(self.cfg), agents, evaluation_seeds(self.cfg.eval_seeds), level=TOKENS)
         metrics = {f"eval/{r.name.replace(' ', '_').replace('@', '')}/{key}": r.mean[key]
@@ -148,7 +148,7 @@ def tuned_gelato(cfg: SpecBudgetPPOConfig, budget: float, association: str = "st
 def compare_at(model: PPO, cfg: SpecBudgetPPOConfig, budget: float) -> tuple[list[EvaluationResult], dict]:
     """PPO at its calibrated multiplier and the rules, on the held-out episodes at ``budget``; and the verdict."""
     multiplier = calibrated(model, cfg, budget)
-    chooses_es = cfg.env_kwargs.get("association") == "action"
+    chooses_es = cfg.chooses_es
     rules = RULES + tuple(name + suffix for suffix in (GREEDY_SUFFIX, QUOTA_SUFFIX) for name in RULES) * chooses_es
     agents = {name: rule_factory(name, risk=0.4) for name in rules}
     for association in ("strongest", "greedy")[:1 + chooses_es]:
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             bias[1] += 3.0
             bias[budgets] += 3.0
             bias[budgets + 2 * levels - 1] += 3.0
-            if len(env.action_space.nvec) == 4:  # and upload to the strongest ES, as the default env does
+            if cfg.chooses_es:  # and upload to the strongest ES, as the default env does
                 bias[budgets + 2 * levels] += 3.0
         return model
 

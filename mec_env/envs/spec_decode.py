@@ -392,6 +392,12 @@ class MECSpecDecodeEnv(gym.Env):
             self._last_es = b["es"].copy()
         return self._last
 
+    def last_es_load(self) -> np.ndarray:
+        """(M,) the share of the N users that uploaded to each ES in the last round (what an ES can broadcast);
+        zeros before the first round."""
+        last = self.last
+        return last.es_users / self.cfg.n_users if last is not None else np.zeros(self.cfg.n_edge_servers)
+
     @property
     def last_round(self) -> tuple[Any, np.ndarray, np.ndarray] | None:
         """``(problem, ES of each user, tokens each uploaded)`` of the last round, for rendering."""
